@@ -1,0 +1,133 @@
+"""The input data contract: which columns hold what, and the limits a sequence must respect."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from seqae.errors import ConfigError
+
+Layout = Literal["sequence", "long"]
+PartialWindows = Literal["keep", "drop"]
+
+
+def _positive(name: str, value: int | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def refuse_unknown_keys(cls: type, data: dict[str, Any], source: str) -> None:
+    """Raise ConfigError naming every key of ``data`` that is not a field of dataclass ``cls``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
+        )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How to read sequences from Parquet.
+
+    Sequence layout (one row per sequence): ``key_column`` identifies the row, ``values_column`` holds
+    ``list<float>`` (one feature) or ``list<list<float>>`` / fixed-size lists (``[time][feature]``);
+    other columns are passed through untouched (all of them, or those named in ``passthrough``).
+
+    Long layout (one row per time step): ``key_column`` names the series, ``time_column`` orders its
+    steps and ``feature_columns`` hold one numeric feature each. Each series is cut into windows of
+    ``window`` steps every ``stride`` steps; a window's key is (series, start time, end time).
+
+    Args:
+        layout: ``"sequence"`` or ``"long"``.
+        key_column: the row key (sequence layout) or series key (long layout).
+        values_column: the list column of the sequence layout.
+        time_column: the ordering column of the long layout.
+        feature_columns: the feature columns of the long layout (required there).
+        num_features: features per step; ``None`` takes it from the data (first file decides).
+        min_length: shortest accepted sequence; shorter rows are rejected.
+        max_length: longest accepted sequence; longer rows are rejected. ``None``: no limit.
+        window: steps per window (long layout, required there).
+        stride: steps between window starts (long layout); defaults to ``window``.
+        partial_windows: ``"keep"`` emits one shorter window over a series' trailing steps,
+            ``"drop"`` leaves them out and counts them in the shard statistics.
+        passthrough: columns copied to outputs (sequence layout); ``None`` means every other column.
+    """
+
+    layout: Layout = "sequence"
+    key_column: str = "id"
+    values_column: str = "values"
+    time_column: str = "time"
+    feature_columns: tuple[str, ...] | None = None
+    num_features: int | None = None
+    min_length: int = 1
+    max_length: int | None = None
+    window: int | None = None
+    stride: int | None = None
+    partial_windows: PartialWindows = "keep"
+    passthrough: tuple[str, ...] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("sequence", "long"):
+            raise ConfigError(f"layout: expected 'sequence' or 'long', got {self.layout!r}")
+        if self.partial_windows not in ("keep", "drop"):
+            raise ConfigError(f"partial_windows: expected 'keep' or 'drop', got {self.partial_windows!r}")
+        _positive("min_length", self.min_length)
+        _positive("max_length", self.max_length, allow_none=True)
+        _positive("num_features", self.num_features, allow_none=True)
+        if self.max_length is not None and self.max_length < self.min_length:
+            raise ConfigError(
+                f"max_length: expected at least min_length ({self.min_length}), got {self.max_length}"
+            )
+        for name in ("feature_columns", "passthrough"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        if self.layout == "long":
+            if not self.feature_columns:
+                raise ConfigError("feature_columns: the long layout needs at least one feature column")
+            _positive("window", self.window)
+            _positive("stride", self.stride, allow_none=True)
+            if self.num_features is not None and self.num_features != len(self.feature_columns):
+                raise ConfigError(
+                    f"num_features: expected {len(self.feature_columns)} (one per feature column), "
+                    f"got {self.num_features}"
+                )
+            if self.max_length is not None and self.window > self.max_length:
+                raise ConfigError(f"window: expected at most max_length ({self.max_length}), got {self.window}")
+        else:
+            if self.window is not None or self.stride is not None:
+                raise ConfigError("window/stride: only the long layout is cut into windows")
+
+    @property
+    def effective_stride(self) -> int:
+        return self.stride if self.stride is not None else (self.window or 1)
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """Columns that identify one output row."""
+        if self.layout == "long":
+            return (self.key_column, "window_start", "window_end")
+        return (self.key_column,)
+
+    def feature_names(self, num_features: int) -> list[str]:
+        if self.layout == "long":
+            return list(self.feature_columns or ())
+        if num_features == 1:
+            return [self.values_column]
+        return [f"{self.values_column}[{i}]" for i in range(num_features)]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for name in ("feature_columns", "passthrough"):
+            if data[name] is not None:
+                data[name] = list(data[name])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "data config") -> DataConfig:
+        refuse_unknown_keys(cls, data, source)
+        return cls(**data)

@@ -1,0 +1,351 @@
+"""Stream validated, padded sequence batches out of Parquet shards; bad rows go to rejects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from seqae.data.arrays import decode_sequences, describe_values_type, is_number
+from seqae.data.config import DataConfig
+from seqae.data.filters import RowFilter
+from seqae.data.source import Shard
+from seqae.errors import ContractError, SeqaeError
+
+log = logging.getLogger(__name__)
+
+#: Why a row was rejected. Fixed words, so that rejects can be grouped and counted downstream.
+REJECT_REASONS = {
+    "null_key": "the key is null",
+    "null_sequence": "the sequence is null",
+    "null_value": "the sequence holds a null value",
+    "feature_count": "a step has the wrong number of features",
+    "non_finite": "the sequence holds NaN or infinity",
+    "empty": "the sequence has no steps",
+    "too_short": "the sequence is shorter than min_length",
+    "too_long": "the sequence is longer than max_length",
+    "null_time": "the time is null",
+}
+
+REJECT_SCHEMA = pa.schema([
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("row", pa.int64(), nullable=False),
+    pa.field("key", pa.string()),
+    pa.field("column", pa.string(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("detail", pa.string(), nullable=False),
+])
+
+DEFAULT_READ_BATCH = 4096
+
+
+@dataclass
+class ShardStats:
+    """Counts for one shard; ``check()`` proves no row was lost.
+
+    Sequence layout: ``rows_in == sequences_out + rows_rejected + rows_filtered``.
+    Long layout: ``rows_in == rows_rejected + steps_windowed`` and every window is either out or
+    rejected; ``steps_uncovered`` counts trailing steps left out with ``partial_windows="drop"``.
+    """
+
+    shard: str
+    rows_in: int = 0
+    rows_rejected: int = 0
+    rows_filtered: int = 0
+    sequences_out: int = 0
+    windows_rejected: int = 0
+    steps_windowed: int = 0
+    steps_uncovered: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def count_reasons(self, reasons: list[str]) -> None:
+        for reason in reasons:
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    def check(self, layout: str) -> None:
+        if layout == "sequence":
+            balanced = self.rows_in == self.sequences_out + self.rows_rejected + self.rows_filtered
+        else:
+            balanced = self.rows_in == self.rows_rejected + self.steps_windowed
+        if not balanced:
+            raise SeqaeError(f"{self.shard}: row counts do not reconcile: {self.to_dict()}")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SequenceBatch:
+    """Accepted sequences of one record batch.
+
+    Attributes:
+        shard: the shard's URI.
+        keys: one column per key (``DataConfig.key_columns``), ``batch`` rows.
+        passthrough: the columns passed through untouched, ``batch`` rows.
+        values: ``(batch, time, features)`` float32 in raw units, post-padded with zeros,
+            time = the longest row of this batch.
+        lengths: ``(batch,)`` int32 valid steps per row.
+        rows: ``(batch,)`` int64 row number of each sequence in its shard (first step for windows).
+    """
+
+    shard: str
+    keys: pa.Table
+    passthrough: pa.Table
+    values: np.ndarray
+    lengths: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def _rejects_table(shard: str, rows: np.ndarray, keys: pa.Array | list, columns: list[str],
+                   reasons: list[str], details: list[str]) -> pa.Table:
+    if isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        keys = pc.cast(keys, pa.string()) if not pa.types.is_string(keys.type) else keys
+    return pa.table({
+        "shard": pa.array([shard] * len(rows), pa.string()),
+        "row": pa.array(np.asarray(rows, dtype=np.int64)),
+        "key": pa.array(keys, pa.string()) if not isinstance(keys, (pa.Array, pa.ChunkedArray)) else keys,
+        "column": pa.array(columns, pa.string()),
+        "reason": pa.array(reasons, pa.string()),
+        "detail": pa.array(details, pa.string()),
+    }, schema=REJECT_SCHEMA)
+
+
+def empty_rejects() -> pa.Table:
+    return REJECT_SCHEMA.empty_table()
+
+
+def _open(shard: Shard) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(shard.open())
+    except SeqaeError:
+        raise
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise ContractError(shard.uri, "cannot be read as Parquet", found=f"{type(exc).__name__}: {exc}") from exc
+
+
+def _type_name(t: pa.DataType) -> str:
+    """``list<float>`` rather than Arrow's ``list<item: float>``: the words the contract uses."""
+    if pa.types.is_fixed_size_list(t):
+        return f"fixed_size_list<{_type_name(t.value_type)}>[{t.list_size}]"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{_type_name(t.value_type)}>"
+    return str(t)
+
+
+class ShardReader:
+    """Reads one shard in record batches: validates, decodes, pads, filters and rejects.
+
+    Iterating yields ``(SequenceBatch, rejects)`` pairs; ``stats`` is complete once iteration ends.
+    File-level problems raise ``ContractError`` on construction (schema) or while reading (content).
+    """
+
+    def __init__(self, shard: Shard, config: DataConfig, *, batch_size: int = DEFAULT_READ_BATCH,
+                 row_filter: RowFilter | None = None, num_features: int | None = None):
+        self.shard = shard
+        self.config = config
+        self.batch_size = batch_size
+        self.row_filter = row_filter
+        self.stats = ShardStats(shard.uri)
+        self._file = _open(shard)
+        self.schema = self._file.schema_arrow
+        self.num_features = num_features or config.num_features
+        if config.layout == "long":
+            self._check_long_schema()
+        else:
+            self._check_sequence_schema()
+        self.passthrough_columns = self._passthrough_columns()
+        if row_filter is not None:
+            row_filter.check(self.schema, shard.uri)
+
+    @property
+    def num_rows(self) -> int:
+        return self._file.metadata.num_rows
+
+    # -- schema checks -----------------------------------------------------------------------
+    def _require(self, column: str, expected: str) -> pa.Field:
+        if column not in self.schema.names:
+            raise ContractError(
+                self.shard.uri, "column is missing", column=column, expected=expected,
+                found=f"columns {', '.join(self.schema.names) or '(none)'}",
+            )
+        return self.schema.field(column)
+
+    def _check_sequence_schema(self) -> None:
+        cfg = self.config
+        self._require(cfg.key_column, "a key column")
+        vfield = self._require(cfg.values_column, "list<float32> or list<list<float32>>")
+        described = describe_values_type(vfield.type)
+        if described is None:
+            raise ContractError(
+                self.shard.uri, "wrong type", column=cfg.values_column,
+                expected="list<float32> (one feature) or list<list<float32>> ([time][feature])",
+                found=_type_name(vfield.type),
+            )
+        depth, fixed = described
+        found_features = 1 if depth == 1 else fixed
+        if self.num_features is None:
+            if depth == 1:
+                self.num_features = 1
+            elif fixed is not None:
+                self.num_features = fixed
+            else:
+                self.num_features = self._sniff_feature_count()
+        if depth == 1 and self.num_features != 1:
+            raise ContractError(
+                self.shard.uri, "wrong feature count", column=cfg.values_column,
+                expected=f"list<list<float32>> with {self.num_features} features per step",
+                found=f"{_type_name(vfield.type)} (1 feature per step)",
+            )
+        if found_features is not None and found_features != self.num_features:
+            raise ContractError(
+                self.shard.uri, "wrong feature count", column=cfg.values_column,
+                expected=f"{self.num_features} features per step", found=f"{found_features} ({_type_name(vfield.type)})",
+            )
+        self._depth = depth
+
+    def _sniff_feature_count(self) -> int:
+        col = self._file.read_row_group(0, columns=[self.config.values_column]).column(0) if self._file.num_row_groups else None
+        if col is not None:
+            for chunk in col.chunks:
+                inner = pc.list_value_length(pc.list_flatten(chunk)).drop_null()
+                if len(inner):
+                    return int(pc.mode(inner)[0]["mode"].as_py())
+        return 1
+
+    def _check_long_schema(self) -> None:
+        cfg = self.config
+        self._require(cfg.key_column, "a series key column")
+        tfield = self._require(cfg.time_column, "a time column (numbers or timestamps)")
+        if not (is_number(tfield.type) or pa.types.is_temporal(tfield.type)):
+            raise ContractError(self.shard.uri, "wrong type", column=cfg.time_column,
+                                expected="integers, floats, dates or timestamps", found=_type_name(tfield.type))
+        for name in cfg.feature_columns:
+            f = self._require(name, "a numeric feature column")
+            if not is_number(f.type):
+                raise ContractError(self.shard.uri, "wrong type", column=name,
+                                    expected="a numeric type (float32 preferred)", found=_type_name(f.type))
+        self.num_features = len(cfg.feature_columns)
+
+    def _passthrough_columns(self) -> list[str]:
+        cfg = self.config
+        if cfg.layout == "long":
+            return []
+        reserved = {cfg.key_column, cfg.values_column}
+        if cfg.passthrough is None:
+            return [n for n in self.schema.names if n not in reserved]
+        for name in cfg.passthrough:
+            self._require(name, "a passthrough column named in the config")
+        return [n for n in cfg.passthrough if n not in reserved]
+
+    # -- reading -----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[SequenceBatch, pa.Table]]:
+        if self.config.layout == "long":
+            from seqae.data.windows import iter_windows
+
+            yield from iter_windows(self)
+        else:
+            yield from self._iter_sequences()
+        self.stats.check(self.config.layout)
+
+    def record_batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._file.iter_batches(batch_size=self.batch_size, columns=columns)
+        except SeqaeError:
+            raise
+        except Exception as exc:
+            raise ContractError(self.shard.uri, "cannot be read as Parquet",
+                                found=f"{type(exc).__name__}: {exc}") from exc
+
+    def _iter_sequences(self) -> Iterator[tuple[SequenceBatch, pa.Table]]:
+        cfg = self.config
+        extra = list(self.row_filter.columns) if self.row_filter else []
+        columns = list(dict.fromkeys([cfg.key_column, cfg.values_column, *self.passthrough_columns, *extra]))
+        row_base = 0
+        for record_batch in self.record_batches(columns):
+            n = record_batch.num_rows
+            rows = np.arange(row_base, row_base + n, dtype=np.int64)
+            row_base += n
+            self.stats.rows_in += n
+            table = pa.Table.from_batches([record_batch])
+            keep = np.ones(n, dtype=bool)
+            if self.row_filter is not None:
+                keep = self.row_filter.mask(table)
+                self.stats.rows_filtered += int((~keep).sum())
+            decoded = decode_sequences(record_batch.column(cfg.values_column), self.num_features)
+            key_col = record_batch.column(cfg.key_column)
+            null_key = key_col.is_null().to_numpy(zero_copy_only=False) if key_col.null_count else np.zeros(n, bool)
+            lengths = decoded.lengths
+            checks = [
+                ("null_key", cfg.key_column, null_key),
+                ("null_sequence", cfg.values_column, decoded.null_row),
+                ("null_value", cfg.values_column, decoded.null_value),
+                ("feature_count", cfg.values_column, decoded.bad_feature_count),
+                ("non_finite", cfg.values_column, decoded.non_finite),
+                ("empty", cfg.values_column, lengths == 0),
+                ("too_short", cfg.values_column, lengths < cfg.min_length),
+                ("too_long", cfg.values_column,
+                 lengths > cfg.max_length if cfg.max_length else np.zeros(n, bool)),
+            ]
+            rejected = np.zeros(n, dtype=bool)
+            reasons: list[str] = []
+            details: list[str] = []
+            columns_hit: list[str] = []
+            reject_rows: list[int] = []
+            for reason, column, flags in checks:
+                hit = flags & keep & ~rejected
+                if not hit.any():
+                    continue
+                for i in np.flatnonzero(hit):
+                    reject_rows.append(int(i))
+                    reasons.append(reason)
+                    columns_hit.append(column)
+                    details.append(self._detail(reason, int(lengths[i])))
+                rejected |= hit
+            rejects = empty_rejects()
+            if reject_rows:
+                order = np.argsort(reject_rows, kind="stable")
+                idx = np.asarray(reject_rows, dtype=np.int64)[order]
+                rejects = _rejects_table(
+                    self.shard.uri, rows[idx], key_col.take(pa.array(idx)),
+                    [columns_hit[j] for j in order], [reasons[j] for j in order], [details[j] for j in order],
+                )
+                self.stats.rows_rejected += len(idx)
+                self.stats.count_reasons(reasons)
+            accepted = keep & ~rejected
+            self.stats.sequences_out += int(accepted.sum())
+            if accepted.all():
+                sel = None
+                values, lens, out_rows = decoded.values, lengths, rows
+            else:
+                sel = np.flatnonzero(accepted)
+                values, lens, out_rows = decoded.values[sel], lengths[sel], rows[sel]
+            longest = int(lens.max()) if len(lens) else 0
+            values = values[:, :longest]
+            keys = table.select([cfg.key_column])
+            passthrough = table.select(self.passthrough_columns)
+            if sel is not None:
+                keys, passthrough = keys.take(sel), passthrough.take(sel)
+            yield SequenceBatch(self.shard.uri, keys, passthrough, values, lens.astype(np.int32, copy=False), out_rows), rejects
+
+    def _detail(self, reason: str, length: int) -> str:
+        cfg = self.config
+        if reason == "too_short":
+            return f"expected at least {cfg.min_length} steps, found {length}"
+        if reason == "too_long":
+            return f"expected at most {cfg.max_length} steps, found {length}"
+        if reason == "feature_count":
+            return f"expected {self.num_features} features per step"
+        return REJECT_REASONS[reason]
+
+
+def iter_shard(shard: Shard, config: DataConfig, **kwargs) -> Iterator[tuple[SequenceBatch, pa.Table]]:
+    """Yield ``(SequenceBatch, rejects)`` for one shard; see ``ShardReader``."""
+    yield from ShardReader(shard, config, **kwargs)

@@ -1,0 +1,183 @@
+"""Long layout: one row per time step, cut into windows of ``window`` steps every ``stride`` steps.
+
+Within a shard, the rows of a series must be contiguous and in increasing time order (as written by
+a sort on (series, time)); the reader streams and keeps only the unfinished tail of the current
+series, so memory is bounded by the record batch and the window, not by the series length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from seqae.errors import ContractError
+
+if TYPE_CHECKING:
+    from seqae.data.reader import SequenceBatch, ShardReader
+
+
+class _Series:
+    """The not yet windowed tail of one series."""
+
+    def __init__(self, key, times: np.ndarray, values: np.ndarray, rows: np.ndarray):
+        self.key = key
+        self.times = times
+        self.values = values
+        self.rows = rows
+        self.covered = 0  # leading steps already inside an emitted window
+        self.skip = 0  # steps to pass over before the next window starts (stride > window)
+
+    def extend(self, times, values, rows) -> None:
+        self.times = np.concatenate([self.times, times])
+        self.values = np.concatenate([self.values, values])
+        self.rows = np.concatenate([self.rows, rows])
+
+
+def iter_windows(reader: ShardReader) -> Iterator[tuple[SequenceBatch, pa.Table]]:
+    from seqae.data.reader import SequenceBatch, _rejects_table, empty_rejects
+
+    cfg = reader.config
+    uri = reader.shard.uri
+    stats = reader.stats
+    window, stride = cfg.window, cfg.effective_stride
+    time_type = reader.schema.field(cfg.time_column).type
+    key_type = reader.schema.field(cfg.key_column).type
+    seen: set = set()
+    current: _Series | None = None
+    out: list[tuple] = []  # (key, start_time, end_time, values, length, row)
+    rejects: list[pa.Table] = []
+
+    def emit(series: _Series, start: int, stop: int) -> None:
+        out.append((series.key, series.times[start], series.times[stop - 1],
+                    series.values[start:stop], stop - start, int(series.rows[start])))
+
+    def drain(series: _Series, final: bool) -> None:
+        # Complete windows first; ``series`` then keeps only what a later window can still use.
+        n = len(series.times)
+        starts = np.arange(series.skip, max(n - window + 1, series.skip), stride)
+        for s in starts:
+            emit(series, int(s), int(s) + window)
+        next_start = int(starts[-1]) + stride if len(starts) else series.skip
+        covered = max(series.covered, int(starts[-1]) + window) if len(starts) else series.covered
+        if final:
+            if next_start < n and covered < n and cfg.partial_windows == "keep" and n - next_start >= cfg.min_length:
+                emit(series, next_start, n)
+                covered = n
+            stats.steps_uncovered += n - min(covered, n)
+            return
+        keep_from = min(next_start, n)
+        # Steps dropped here that no window covered (stride > window) can never be covered later.
+        stats.steps_uncovered += keep_from - min(covered, keep_from)
+        series.times = series.times[keep_from:]
+        series.values = series.values[keep_from:]
+        series.rows = series.rows[keep_from:]
+        series.covered = max(covered - keep_from, 0)
+        series.skip = next_start - keep_from
+
+    def flush() -> tuple[SequenceBatch, pa.Table]:
+        good = [w for w in out if np.isfinite(w[3]).all()]
+        bad = [w for w in out if not np.isfinite(w[3]).all()]
+        table = empty_rejects()
+        if bad:
+            keys = [f"{w[0]}/{w[1]}/{w[2]}" for w in bad]
+            table = _rejects_table(uri, np.array([w[5] for w in bad]), keys,
+                                   [cfg.feature_columns[_first_bad(w[3])] for w in bad],
+                                   ["non_finite"] * len(bad),
+                                   ["the window holds NaN, infinity or a null"] * len(bad))
+            stats.windows_rejected += len(bad)
+            stats.count_reasons(["non_finite"] * len(bad))
+        all_rejects = pa.concat_tables([*rejects, table]) if rejects else table
+        rejects.clear()
+        out.clear()
+        stats.sequences_out += len(good)
+        longest = max((w[4] for w in good), default=0)
+        values = np.zeros((len(good), longest, len(cfg.feature_columns)), dtype=np.float32)
+        for i, w in enumerate(good):
+            values[i, : w[4]] = w[3]
+        keys = pa.table({
+            cfg.key_column: pa.array([w[0] for w in good], key_type),
+            "window_start": pa.array([w[1] for w in good]).cast(time_type),
+            "window_end": pa.array([w[2] for w in good]).cast(time_type),
+        })
+        batch = SequenceBatch(uri, keys, pa.table({}), values,
+                              np.array([w[4] for w in good], dtype=np.int32),
+                              np.array([w[5] for w in good], dtype=np.int64))
+        return batch, all_rejects
+
+    columns = [cfg.key_column, cfg.time_column, *cfg.feature_columns]
+    row_base = 0
+    for record_batch in reader.record_batches(columns):
+        n = record_batch.num_rows
+        rows = np.arange(row_base, row_base + n, dtype=np.int64)
+        row_base += n
+        stats.rows_in += n
+        key_col = record_batch.column(cfg.key_column)
+        time_col = record_batch.column(cfg.time_column)
+        null_key = key_col.is_null().to_numpy(zero_copy_only=False)
+        null_time = time_col.is_null().to_numpy(zero_copy_only=False) & ~null_key
+        for flags, reason, column in ((null_key, "null_key", cfg.key_column), (null_time, "null_time", cfg.time_column)):
+            if flags.any():
+                idx = np.flatnonzero(flags)
+                keys = key_col.take(pa.array(idx))
+                rejects.append(_rejects_table(uri, rows[idx], keys, [column] * len(idx), [reason] * len(idx),
+                                              [f"the {'key' if reason == 'null_key' else 'time'} is null"] * len(idx)))
+                stats.rows_rejected += len(idx)
+                stats.count_reasons([reason] * len(idx))
+        ok = np.flatnonzero(~(null_key | null_time))
+        if len(ok) < n:
+            record_batch = record_batch.take(pa.array(ok))
+            rows = rows[ok]
+        stats.steps_windowed += len(ok)
+        if not len(ok):
+            continue
+        keys = record_batch.column(cfg.key_column).to_numpy(zero_copy_only=False)
+        times = record_batch.column(cfg.time_column).to_numpy(zero_copy_only=False)
+        values = np.stack([
+            record_batch.column(name).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+            for name in cfg.feature_columns
+        ], axis=1)
+        bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+        for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(keys)]):
+            key = keys[a]
+            run_times = times[a:b]
+            bad_order = np.flatnonzero(run_times[1:] <= run_times[:-1])
+            if current is not None and current.key == key:
+                if len(current.times) and run_times[0] <= current.times[-1]:
+                    bad_order = np.r_[-1, bad_order]
+                if len(bad_order):
+                    _unordered(uri, cfg.time_column, key, int(rows[a + bad_order[0] + 1]))
+                current.extend(run_times, values[a:b], rows[a:b])
+            else:
+                if len(bad_order):
+                    _unordered(uri, cfg.time_column, key, int(rows[a + bad_order[0] + 1]))
+                if current is not None:
+                    drain(current, final=True)
+                if key in seen:
+                    raise ContractError(
+                        uri, f"the rows of series {key!r} are not contiguous (row {int(rows[a])})",
+                        column=cfg.key_column, expected="each series' rows together, sorted by time",
+                        found="the series again after another one", hint="Sort the shard by (series, time)",
+                    )
+                seen.add(key)
+                current = _Series(key, run_times, values[a:b], rows[a:b])
+            drain(current, final=False)
+        yield flush()
+    if current is not None:
+        drain(current, final=True)
+    if out or rejects:
+        yield flush()
+
+
+def _first_bad(values: np.ndarray) -> int:
+    return int(np.flatnonzero(~np.isfinite(values).all(axis=0))[0])
+
+
+def _unordered(uri: str, column: str, key, row: int) -> None:
+    raise ContractError(
+        uri, f"row {row}: time does not increase within series {key!r}", column=column,
+        expected="strictly increasing times within each series", found="a time equal to or before the previous one",
+        hint="Sort the shard by (series, time) and remove duplicate steps",
+    )

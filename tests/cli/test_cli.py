@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from seqae.cli import app
+
+runner = CliRunner()
+
+
+def seqae(*args):
+    """Run the real console entry point, as a user would."""
+    return subprocess.run([sys.executable, "-m", "seqae.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_subcommands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in ("datasets", "validate"):
+        assert name in result.output
+
+
+def test_datasets_then_validate_reports_counts(tmp_path):
+    result = runner.invoke(app, ["--quiet", "datasets", "ecg5000", "--out", str(tmp_path), "--shards", "2"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["--quiet", "validate", "--data", str(tmp_path), "--filter", "label == 1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["totals"]["rows_in"] == 5000
+    assert report["totals"]["sequences_out"] == 2919
+    assert report["totals"]["rows_filtered"] == 2081
+    assert report["num_features"] == 1 and report["longest"] == 140
+
+
+def test_bad_input_is_one_line_and_exit_1(tmp_path):
+    pq.write_table(pa.table({"id": [1], "seq": [[1.0]]}), tmp_path / "x.parquet")
+    result = seqae("validate", "--data", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path}/x.parquet: column 'values': column is missing; expected list<float32> or "
+        "list<list<float32>>, found columns id, seq"
+    ]
+
+
+def test_wrong_options_are_refused_before_work(tmp_path):
+    result = seqae("datasets", "ecg5000", "--out", str(tmp_path), "--shards", "0")
+    assert result.returncode == 2 and "Invalid value for '--shards'" in result.stderr
+    assert not list(tmp_path.iterdir())
+    result = seqae("validate", "--data", str(tmp_path), "--window", "4")
+    assert result.returncode == 1
+    assert "window/stride: only the long layout is cut into windows" in result.stderr

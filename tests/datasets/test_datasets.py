@@ -1,0 +1,27 @@
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from seqae.datasets import load_dataset, write_dataset
+from seqae.errors import ConfigError
+
+
+def test_ecg5000_is_complete_and_typed():
+    table = load_dataset("ecg5000")
+    assert table.num_rows == 5000
+    assert str(table.schema.field("values").type) == "list<item: float>"
+    labels = table.column("label").to_numpy()
+    assert (labels == 1).sum() == 2919 and set(np.unique(labels)) == {1, 2, 3, 4, 5}
+    assert table.column("id").to_pylist() == list(range(5000))
+    first = np.asarray(table.column("values")[0].as_py())
+    assert first.shape == (140,) and first[:2].tolist() == pytest.approx([-0.11252183, -2.8272038])
+
+
+def test_write_shards_and_refuse_to_overwrite(tmp_path):
+    paths = write_dataset("ecg5000", tmp_path, shards=3)
+    assert [p.name for p in paths] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [pq.read_metadata(p).num_rows for p in paths] == [1667, 1666, 1667]
+    with pytest.raises(ConfigError, match="already holds 3 Parquet file"):
+        write_dataset("ecg5000", tmp_path)
+    assert len(write_dataset("ecg5000", tmp_path, shards=2, overwrite=True)) == 2
+    assert len(list(tmp_path.glob("*.parquet"))) == 2
