@@ -142,6 +142,93 @@ def validate_cmd(
                  "reasons": report.reasons, "num_features": report.num_features, "longest": report.longest})
 
 
+class ModeName(str, Enum):
+    reconstruct = "reconstruct"
+    predict = "predict"
+    composite = "composite"
+
+
+class DecoderName(str, Enum):
+    unconditioned = "unconditioned"
+    conditioned = "conditioned"
+
+
+class ActivationName(str, Enum):
+    tanh = "tanh"
+    relu = "relu"
+
+
+def _overrides(**options) -> dict:
+    """The options the user actually gave (None means 'not given': the config file or default stands)."""
+    return {k: (v.value if isinstance(v, Enum) else v) for k, v in options.items() if v is not None}
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
+    model_dir: Annotated[Path, typer.Option(help="Model directory to write (replaced atomically).")],
+    config: Annotated[Optional[Path], typer.Option(help="JSON or TOML file with sections model, data, train.")] = None,
+    mode: Annotated[Optional[ModeName], typer.Option(help="What the decoders learn.")] = None,
+    horizon: Annotated[Optional[int], typer.Option(min=1, help="Steps to predict (predict, composite).")] = None,
+    decoder: Annotated[Optional[DecoderName], typer.Option(help="Decoder kind.")] = None,
+    reverse: Annotated[Optional[bool], typer.Option("--reverse/--no-reverse", help="Reconstruct in reverse order.")] = None,
+    units: Annotated[Optional[int], typer.Option(min=1, help="LSTM units per layer.")] = None,
+    latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding size (bottleneck).")] = None,
+    layers: Annotated[Optional[int], typer.Option(min=1, help="Stacked LSTM layers.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Dropout between layers.")] = None,
+    activation: Annotated[Optional[ActivationName], typer.Option(help="LSTM activation (tanh keeps the GPU paths).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs; early stopping usually ends sooner.")] = None,
+    patience: Annotated[Optional[int], typer.Option(min=1, help="Epochs without improvement before stopping.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per step.")] = None,
+    validation_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of keys held out.")] = None,
+    filter: Annotated[Optional[str], typer.Option("--filter", help="Train on matching rows, e.g. \"label == 1\".")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for split, shuffling and initialisation.")] = None,
+    layout: Annotated[Optional[LayoutName], typer.Option(help="sequence or long.")] = None,
+    key_column: Annotated[Optional[str], typer.Option(help="Key column (series key in the long layout).")] = None,
+    values_column: Annotated[Optional[str], typer.Option(help="List column (sequence layout).")] = None,
+    time_column: Annotated[Optional[str], typer.Option(help="Time column (long layout).")] = None,
+    feature_columns: FeaturesOpt = None,
+    window: WindowOpt = None,
+    stride: StrideOpt = None,
+    max_length: MaxLenOpt = None,
+) -> None:
+    """Train an LSTM autoencoder on Parquet shards; print the effective config and the result as JSON."""
+    from seqae.data import DataConfig
+    from seqae.train import TrainConfig, load_config_file
+
+    sections = load_config_file(config) if config else {}
+    model_fields = {**sections.get("model", {}), **_overrides(
+        mode=mode, horizon=horizon, decoder=decoder, reverse_target=reverse, units=units, latent_dim=latent_dim,
+        num_layers=layers, dropout=dropout, activation=activation, learning_rate=learning_rate)}
+    if model_fields.get("mode", "reconstruct") != "reconstruct" and "horizon" not in model_fields:
+        raise typer.BadParameter("the predict and composite modes need --horizon", param_hint="--horizon")
+    data_fields = {**sections.get("data", {}), **_overrides(
+        layout=layout, key_column=key_column, values_column=values_column, time_column=time_column,
+        feature_columns=tuple(c.strip() for c in feature_columns.split(",")) if feature_columns else None,
+        window=window, stride=stride, max_length=max_length)}
+    train_fields = {**sections.get("train", {}), **_overrides(
+        max_epochs=epochs, patience=patience, batch_size=batch_size, validation_fraction=validation_fraction,
+        row_filter=filter, seed=seed)}
+    data_config = DataConfig.from_dict(data_fields, "data options")
+    train_config = TrainConfig.from_dict(train_fields, "train options")
+    from seqae.model import ModelConfig
+
+    ModelConfig.from_dict({"num_features": 1, **model_fields}, "model options")  # refuse bad options before reading data
+    effective = {"model": model_fields, "data": data_config.to_dict(), "train": train_config.to_dict()}
+    console.print_json(json.dumps(effective)) if not _state["quiet"] else None
+    from seqae.train import train
+
+    with progress_bar("train", train_config.max_epochs, unit="epochs") as advance:
+        result = train(data, model_dir, model_config=model_fields, data_config=data_config,
+                       train_config=train_config, on_epoch=lambda epoch, logs: advance(1))
+    t = result.metadata["training"]
+    _print_json({"model_dir": str(result.model_dir), "model_id": result.metadata["model_id"],
+                 "model_version": result.metadata["model_version"], "model": result.metadata["model"],
+                 "epochs": t["epochs"], "best_epoch": t["best_epoch"], "metrics": t["metrics"],
+                 "train_rows": t["train_rows"], "validation_rows": t["validation_rows"], "seconds": t["seconds"]})
+
+
 def main() -> None:
     """Console entry point: run the app, turning seqae errors into one line and exit code 1."""
     try:

@@ -1,0 +1,428 @@
+"""The LSTM sequence autoencoder family (Srivastava et al. 2015), in Keras 3 on TensorFlow.
+
+One builder, driven by ``ModelConfig``, makes every member of the family as one functional model:
+
+    values (batch, time, features), lengths (batch,)
+      -> Standardize (training statistics, frozen)
+      -> encoder: stacked LSTMs over the whole padded batch, state gathered at step ``length - 1``
+      -> embedding (batch, latent_dim)
+      -> decoders: reconstruct the input (optionally reversed) and/or predict ``horizon`` steps
+      -> embedding, recon_error (batch,), step_error (batch, time), pred_error (batch,)
+
+Variable length without Keras masking: an LSTM is causal, so with post-padding its output at step
+``length - 1`` of a run over the padded batch *is* the masked final state, and padding can change
+neither the embedding nor (errors being masked by ``lengths``) the loss. This keeps one fused LSTM
+op per layer in the ONNX export instead of the ``Loop`` that a masked Keras LSTM becomes.
+
+Decoders emit through a ``Dense`` on the 3-D tensor (one MatMul), never ``TimeDistributed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from seqae import names
+from seqae.data.config import refuse_unknown_keys
+from seqae.errors import ConfigError, ModelDirError
+
+Mode = Literal["reconstruct", "predict", "composite"]
+DecoderKind = Literal["unconditioned", "conditioned"]
+
+PACKAGE = "seqae"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of one autoencoder.
+
+    Args:
+        num_features: features per time step.
+        mode: ``reconstruct`` the input, ``predict`` the next ``horizon`` steps, or ``composite``
+            (both decoders on one encoder, losses summed with ``predict_weight``).
+        horizon: steps predicted after the input (predict and composite modes). The last
+            ``horizon`` steps of each sequence are the target; the encoder reads the rest.
+        reverse_target: reconstruct in reverse order (the paper's choice).
+        decoder: ``unconditioned`` (the embedding repeated at every step) or ``conditioned``
+            (also fed the previous target step: teacher forcing in training, its own output when scoring).
+        units: LSTM units per layer.
+        latent_dim: embedding size; ``None`` uses the last encoder layer's state (``units``),
+            smaller values add a linear bottleneck.
+        num_layers: stacked LSTM layers in the encoder and in each decoder.
+        dropout: dropout between stacked layers and on the embedding, in training only.
+        activation: LSTM activation. ``tanh`` keeps the cuDNN and ONNX CUDA paths; ``relu`` is
+            available (as in the Keras tutorial) and then relies on gradient clipping.
+        learning_rate: Adam learning rate.
+        clipnorm: gradient clipping by global norm; ``None`` disables it.
+        predict_weight: weight of the prediction loss in composite mode.
+    """
+
+    num_features: int = 1
+    mode: Mode = "reconstruct"
+    horizon: int = 0
+    reverse_target: bool = True
+    decoder: DecoderKind = "unconditioned"
+    units: int = 64
+    latent_dim: int | None = None
+    num_layers: int = 1
+    dropout: float = 0.0
+    activation: Literal["tanh", "relu"] = "tanh"
+    learning_rate: float = 1e-3
+    clipnorm: float | None = 1.0
+    predict_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("num_features", "units", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+        if self.mode not in ("reconstruct", "predict", "composite"):
+            raise ConfigError(f"mode: expected 'reconstruct', 'predict' or 'composite', got {self.mode!r}")
+        if self.decoder not in ("unconditioned", "conditioned"):
+            raise ConfigError(f"decoder: expected 'unconditioned' or 'conditioned', got {self.decoder!r}")
+        if self.activation not in ("tanh", "relu"):
+            raise ConfigError(f"activation: expected 'tanh' or 'relu', got {self.activation!r}")
+        if self.mode == "reconstruct":
+            if self.horizon != 0:
+                raise ConfigError(f"horizon: the reconstruct mode predicts nothing; expected 0, got {self.horizon}")
+        elif not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ConfigError(f"horizon: the {self.mode} mode needs a positive integer, got {self.horizon!r}")
+        if self.latent_dim is not None and (not isinstance(self.latent_dim, int) or self.latent_dim < 1):
+            raise ConfigError(f"latent_dim: expected a positive integer or None, got {self.latent_dim!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: expected a value in [0, 1), got {self.dropout!r}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
+        if self.clipnorm is not None and not self.clipnorm > 0:
+            raise ConfigError(f"clipnorm: expected a positive number or None, got {self.clipnorm!r}")
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.latent_dim or self.units
+
+    @property
+    def reconstructs(self) -> bool:
+        return self.mode in ("reconstruct", "composite")
+
+    @property
+    def predicts(self) -> bool:
+        return self.mode in ("predict", "composite")
+
+    @property
+    def min_length(self) -> int:
+        """Shortest usable sequence: one step to encode plus the predicted horizon."""
+        return 1 + self.horizon
+
+    @property
+    def output_names(self) -> list[str]:
+        out = [names.EMBEDDING, names.RECON_ERROR, names.STEP_ERROR]
+        return out + [names.PRED_ERROR] if self.predicts else out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model config") -> ModelConfig:
+        refuse_unknown_keys(cls, data, source)
+        return cls(**data)
+
+
+def _serializable(cls):
+    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+@_serializable
+class Standardize(keras.layers.Layer):
+    """``(x - mean) / std`` with frozen per-feature statistics fitted on the training data."""
+
+    def __init__(self, mean, std, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = [float(v) for v in np.ravel(mean)]
+        self.std = [float(v) for v in np.ravel(std)]
+
+    def call(self, x):
+        return (x - tf.constant(self.mean, x.dtype)) / tf.constant(self.std, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+@_serializable
+class StepGather(keras.layers.Layer):
+    """Row ``b`` of ``(batch, time, units)`` at step ``lengths[b] - 1 - offset`` -> ``(batch, units)``."""
+
+    def __init__(self, offset: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = offset
+
+    def call(self, sequence, lengths):
+        index = tf.maximum(tf.cast(lengths, tf.int32) - 1 - self.offset, 0)
+        return tf.gather(sequence, index, axis=1, batch_dims=1)
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset}
+
+
+@_serializable
+class SequenceDecoder(keras.layers.Layer):
+    """Turns an embedding into ``steps`` outputs of ``num_features``.
+
+    ``unconditioned``: the embedding is repeated at every step (RepeatVector style).
+    ``conditioned``: the embedding sets the initial states and each step also receives the previous
+    target step (zeros first): the true one in training (teacher forcing), the decoder's own
+    output when scoring (``training=False``), which runs step by step.
+    """
+
+    def __init__(self, num_features: int, units: int, num_layers: int = 1, conditioned: bool = False,
+                 activation: str = "tanh", dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_features = num_features
+        self.units = units
+        self.num_layers = num_layers
+        self.conditioned = conditioned
+        self.activation = activation
+        self.dropout = dropout
+        self.lstms = [
+            keras.layers.LSTM(units, activation=activation, return_sequences=True, name=f"lstm_{i}")
+            for i in range(num_layers)
+        ]
+        self.drop = keras.layers.Dropout(dropout) if dropout else None
+        self.project = keras.layers.Dense(num_features, name="project")
+        self.init_states = (
+            [keras.layers.Dense(2 * units, activation="tanh", name=f"init_{i}") for i in range(num_layers)]
+            if conditioned else []
+        )
+
+    def build(self, embedding_shape, targets_shape=None):
+        width = self.num_features if self.conditioned else embedding_shape[-1]
+        for i, lstm in enumerate(self.lstms):
+            lstm.build((None, None, width if i == 0 else self.units))
+        for dense in self.init_states:
+            dense.build(embedding_shape)
+        self.project.build((None, None, self.units))
+
+    def _states(self, embedding):
+        return [tf.split(dense(embedding), 2, axis=-1) for dense in self.init_states]
+
+    def call(self, embedding, targets, training=None):
+        """Args: embedding ``(batch, latent)``; targets ``(batch, steps, features)`` (sets ``steps``,
+        and feeds the conditioned decoder in training). Returns ``(batch, steps, features)``."""
+        steps = tf.shape(targets)[1]
+        if not self.conditioned:
+            seq = tf.repeat(embedding[:, None, :], steps, axis=1)
+            for i, lstm in enumerate(self.lstms):
+                seq = lstm(seq, training=training)
+                if self.drop is not None and i < self.num_layers - 1:
+                    seq = self.drop(seq, training=training)
+            return self.project(seq)
+        states = self._states(embedding)
+        if training:
+            seq = tf.concat([tf.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+            for i, lstm in enumerate(self.lstms):
+                seq = lstm(seq, initial_state=states[i], training=training)
+                if self.drop is not None and i < self.num_layers - 1:
+                    seq = self.drop(seq, training=training)
+            return self.project(seq)
+        return self._free_run(states, steps, tf.shape(targets)[0])
+
+    def _free_run(self, states, steps, batch):
+        previous = tf.zeros((batch, self.num_features), dtype=self.compute_dtype)
+        outputs = tf.TensorArray(self.compute_dtype, size=steps)
+        flat_states = [s for pair in states for s in pair]
+
+        def body(t, previous, outputs, *flat):
+            x = previous
+            new_flat = []
+            for i, lstm in enumerate(self.lstms):
+                x, (h, c) = lstm.cell(x, [flat[2 * i], flat[2 * i + 1]], training=False)
+                new_flat += [h, c]
+            y = self.project(x)
+            return (t + 1, y, outputs.write(t, y), *new_flat)
+
+        result = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), previous, outputs, *flat_states))
+        return tf.transpose(result[2].stack(), [1, 0, 2])
+
+    def get_config(self):
+        return {**super().get_config(), "num_features": self.num_features, "units": self.units,
+                "num_layers": self.num_layers, "conditioned": self.conditioned,
+                "activation": self.activation, "dropout": self.dropout}
+
+
+@_serializable
+class AutoencoderHead(keras.layers.Layer):
+    """Targets, decoders and masked errors of one family member.
+
+    Inputs: standardised values ``(batch, time, features)``, lengths ``(batch,)``, the embedding of
+    the encoded part ``(batch, latent)``. Returns ``recon_error (batch,)``, ``step_error
+    (batch, time)`` and ``pred_error (batch,)`` (zeros where the mode has no such decoder).
+    Errors are mean squared errors over valid steps and features, in standardised units.
+    ``step_error[b, t]`` is the error of whichever decoder covers input step ``t``; 0 elsewhere.
+    """
+
+    def __init__(self, config: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = dict(config)
+        cfg = ModelConfig.from_dict(self.config)
+        self.cfg = cfg
+        common = dict(num_features=cfg.num_features, units=cfg.units, num_layers=cfg.num_layers,
+                      conditioned=cfg.decoder == "conditioned", activation=cfg.activation, dropout=cfg.dropout)
+        self.reconstructor = SequenceDecoder(**common, name="reconstructor") if cfg.reconstructs else None
+        self.predictor = SequenceDecoder(**common, name="predictor") if cfg.predicts else None
+
+    def build(self, x_shape, lengths_shape=None, embedding_shape=None):
+        targets = (None, None, self.cfg.num_features)
+        for decoder in (self.reconstructor, self.predictor):
+            if decoder is not None:
+                decoder.build(embedding_shape, targets)
+
+    def call(self, x, lengths, embedding, training=None):
+        cfg = self.cfg
+        lengths = tf.cast(lengths, tf.int32)
+        time = tf.shape(x)[1]
+        encoded = lengths - cfg.horizon  # steps the encoder state summarises
+        valid = tf.cast(tf.sequence_mask(encoded, time), x.dtype)
+        step_error = tf.zeros(tf.shape(x)[:2], x.dtype)
+        recon_error = tf.zeros(tf.shape(x)[:1], x.dtype)
+        pred_error = tf.zeros(tf.shape(x)[:1], x.dtype)
+        if self.reconstructor is not None:
+            target = tf.reverse_sequence(x, encoded, seq_axis=1, batch_axis=0) if cfg.reverse_target else x
+            output = self.reconstructor(embedding, target, training=training)
+            if cfg.reverse_target:  # back to input order, so step_error[t] belongs to input step t
+                output = tf.reverse_sequence(output, encoded, seq_axis=1, batch_axis=0)
+            per_step = tf.reduce_mean(tf.square(output - x), axis=-1) * valid
+            step_error += per_step
+            recon_error = tf.reduce_sum(per_step, axis=1) / tf.cast(tf.maximum(encoded, 1), x.dtype)
+        if self.predictor is not None:
+            positions = encoded[:, None] + tf.range(cfg.horizon)[None, :]
+            future = tf.gather(x, positions, axis=1, batch_dims=1)
+            output = self.predictor(embedding, future, training=training)
+            per_step = tf.reduce_mean(tf.square(output - future), axis=-1)
+            pred_error = tf.reduce_mean(per_step, axis=1)
+            step_error += tf.reduce_sum(tf.one_hot(positions, time, dtype=x.dtype) * per_step[..., None], axis=1)
+        return recon_error, step_error, pred_error
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config}
+
+
+def build_autoencoder(config: ModelConfig, mean=None, std=None) -> keras.Model:
+    """Build the autoencoder as one functional model.
+
+    Args:
+        config: the family member.
+        mean, std: ``(features,)`` normalisation statistics (identity when omitted).
+
+    Returns:
+        A ``keras.Model`` with inputs ``values (batch, time, features)`` float32 and ``lengths
+        (batch,)`` int32, and a dict of outputs ``embedding (batch, latent)``, ``recon_error (batch,)``,
+        ``step_error (batch, time)`` and, when the mode predicts, ``pred_error (batch,)``.
+    """
+    f = config.num_features
+    mean = np.zeros(f) if mean is None else np.asarray(mean, dtype=np.float64)
+    std = np.ones(f) if std is None else np.asarray(std, dtype=np.float64)
+    if mean.shape != (f,) or std.shape != (f,):
+        raise ConfigError(f"normalisation: expected mean and std of shape ({f},), got {mean.shape} and {std.shape}")
+    values = keras.Input((None, f), name=names.INPUT_VALUES, dtype="float32")
+    lengths = keras.Input((), name=names.INPUT_LENGTHS, dtype="int32")
+    x = Standardize(mean, std, name="standardize")(values)
+    seq = x
+    for i in range(config.num_layers):
+        seq = keras.layers.LSTM(config.units, activation=config.activation, return_sequences=True,
+                                name=f"encoder_lstm_{i}")(seq)
+        if config.dropout and i < config.num_layers - 1:
+            seq = keras.layers.Dropout(config.dropout, name=f"encoder_dropout_{i}")(seq)
+    bottleneck = keras.layers.Dense(config.latent_dim, name="bottleneck") if config.latent_dim else None
+
+    def embed(state):
+        return bottleneck(state) if bottleneck is not None else state
+
+    embedding = keras.layers.Identity(name=names.EMBEDDING)(embed(StepGather(name="last_step")(seq, lengths)))
+    encoded = embedding
+    if config.predicts:  # decoders start from the state before the predicted steps
+        encoded = embed(StepGather(config.horizon, name="encoded_step")(seq, lengths))
+    if config.dropout:
+        encoded = keras.layers.Dropout(config.dropout, name="embedding_dropout")(encoded)
+    recon_error, step_error, pred_error = AutoencoderHead(config.to_dict(), name="head")(x, lengths, encoded)
+    outputs = {
+        names.EMBEDDING: embedding,
+        names.RECON_ERROR: keras.layers.Identity(name=names.RECON_ERROR)(recon_error),
+        names.STEP_ERROR: keras.layers.Identity(name=names.STEP_ERROR)(step_error),
+    }
+    if config.predicts:
+        outputs[names.PRED_ERROR] = keras.layers.Identity(name=names.PRED_ERROR)(pred_error)
+    model = keras.Model({names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths}, outputs, name="seqae")
+    return model
+
+
+def encoder_of(model: keras.Model) -> keras.Model:
+    """The standalone encoder: ``values, lengths -> embedding (batch, latent)``, sharing weights."""
+    return keras.Model(model.inputs, model.get_layer(names.EMBEDDING).output, name="seqae_encoder")
+
+
+def training_loss(config: ModelConfig):
+    """Loss dict for ``Model.compile``: the model's error outputs are the loss terms themselves."""
+    losses = {}
+    if config.reconstructs:
+        losses[names.RECON_ERROR] = _identity_loss
+    if config.predicts:
+        losses[names.PRED_ERROR] = _identity_loss
+    weights = {k: (config.predict_weight if k == names.PRED_ERROR else 1.0) for k in losses}
+    return losses, weights
+
+
+@_serializable
+def _identity_loss(y_true, y_pred):
+    return y_pred
+
+
+def compile_autoencoder(model: keras.Model, config: ModelConfig) -> keras.Model:
+    losses, weights = training_loss(config)
+    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=weights)
+    return model
+
+
+@dataclass
+class TrainedModel:
+    """A model directory loaded back: the Keras model, its encoder and everything in ``seqae.json``."""
+
+    directory: Path
+    model: keras.Model
+    config: ModelConfig
+    metadata: dict[str, Any]
+
+    @property
+    def encoder(self) -> keras.Model:
+        return encoder_of(self.model)
+
+    def predict(self, values: np.ndarray, lengths: np.ndarray, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """All outputs for ``values (batch, time, features)`` raw and ``lengths (batch,)``."""
+        return self.model.predict({names.INPUT_VALUES: values.astype(np.float32),
+                                   names.INPUT_LENGTHS: lengths.astype(np.int32)},
+                                  batch_size=batch_size, verbose=0)
+
+
+def load_model(model_dir: str | Path) -> TrainedModel:
+    """Load ``model.keras`` (``safe_mode=True``) and ``seqae.json`` from a model directory.
+
+    Raises:
+        ModelDirError: a file is missing or the metadata is not seqae's.
+    """
+    directory = Path(model_dir)
+    meta_path, model_path = directory / names.METADATA_FILE, directory / names.MODEL_FILE
+    for path in (meta_path, model_path):
+        if not path.is_file():
+            raise ModelDirError(f"{directory}: {path.name} is missing; expected a model directory written by seqae train")
+    metadata = json.loads(meta_path.read_text())
+    if "model" not in metadata:
+        raise ModelDirError(f"{meta_path}: no 'model' section; expected seqae metadata")
+    model = keras.models.load_model(model_path, safe_mode=True)
+    compile_autoencoder(model, ModelConfig.from_dict(metadata["model"]))
+    return TrainedModel(directory, model, ModelConfig.from_dict(metadata["model"]), metadata)

@@ -1,0 +1,362 @@
+"""Train an autoencoder on Parquet shards and write a model directory atomically.
+
+Data streams through ``tf.data`` from the shard readers (memory bounded by the read batch and the
+shuffle buffer, never by the dataset). Normalisation is fitted in a first pass over the training
+split; the validation split is chosen by a seeded hash of the key, so it is the same on every run
+and for every sharding of the same rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from seqae import __version__, names
+from seqae.data import DataConfig, Normalizer, RowFilter, ShardReader, resolve_shards
+from seqae.data.config import refuse_unknown_keys
+from seqae.errors import ConfigError, SeqaeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to fit.
+
+    Args:
+        batch_size: sequences per gradient step.
+        max_epochs: upper bound; early stopping on the validation loss decides the real number.
+        patience: epochs without improvement (by ``min_delta``) before stopping; the best weights are restored.
+        min_delta: smallest validation-loss decrease that counts as improvement.
+        validation_fraction: share of keys held out, chosen by a seeded hash of the key.
+        row_filter: train on matching rows only, e.g. ``"label == 1"``.
+        seed: seeds the split, shuffling and weight initialisation.
+        shuffle: shuffle shard order each epoch and sequences through ``shuffle_buffer``.
+        shuffle_buffer: sequences held for shuffling.
+        read_batch_size: rows per Parquet record batch.
+    """
+
+    batch_size: int = 64
+    max_epochs: int = 300
+    patience: int = 15
+    min_delta: float = 1e-4
+    validation_fraction: float = 0.1
+    row_filter: str | None = None
+    seed: int = 0
+    shuffle: bool = True
+    shuffle_buffer: int = 10_000
+    read_batch_size: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_epochs", "patience", "shuffle_buffer", "read_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"validation_fraction: expected a value in [0, 1), got {self.validation_fraction!r}")
+        if self.row_filter is not None:
+            RowFilter.parse(self.row_filter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
+        refuse_unknown_keys(cls, data, source)
+        return cls(**data)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Read a JSON or TOML file with optional sections ``model``, ``data`` and ``train``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    if path.suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    else:
+        data = json.loads(text)
+    unknown = sorted(set(data) - {"model", "data", "train"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; expected some of data, model, train")
+    return data
+
+
+def split_of(keys: pa.Array, seed: int, validation_fraction: float) -> np.ndarray:
+    """``(rows,)`` bool, True for validation rows: a seeded hash of each key, stable across runs."""
+    if validation_fraction <= 0:
+        return np.zeros(len(keys), dtype=bool)
+    if pa.types.is_integer(keys.type):
+        # splitmix64, vectorised: integer keys need no Python objects.
+        z = keys.to_numpy(zero_copy_only=False).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15 * (seed + 1) % 2**64)
+        with np.errstate(over="ignore"):
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            z = z ^ (z >> np.uint64(31))
+        unit = (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+    else:
+        salt = str(seed).encode()
+        unit = np.array([zlib.crc32(salt + str(k).encode()) / 2**32 for k in keys.to_pylist()])
+    return unit < validation_fraction
+
+
+@dataclass
+class DataPlan:
+    """What one pass over the data found: shards, feature count, split sizes, normalisation."""
+
+    shards: list
+    num_features: int
+    normalizer: Normalizer
+    train_rows: int
+    validation_rows: int
+    longest: int
+    shard_stats: list[dict]
+
+
+def _series_keys(batch, config: DataConfig) -> pa.Array:
+    return batch.keys.column(config.key_column).combine_chunks()
+
+
+def iter_split(shards, config: DataConfig, train_config: TrainConfig, *, validation: bool,
+               num_features: int, row_filter: RowFilter | None,
+               order_seed: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(values, lengths)`` of one split, shard by shard (in a seeded random order if asked)."""
+    order = list(range(len(shards)))
+    if order_seed is not None:
+        np.random.default_rng(order_seed).shuffle(order)
+    for i in order:
+        reader = ShardReader(shards[i], config, batch_size=train_config.read_batch_size,
+                             row_filter=row_filter, num_features=num_features)
+        for batch, _ in reader:
+            if not len(batch):
+                continue
+            held_out = split_of(_series_keys(batch, config), train_config.seed, train_config.validation_fraction)
+            take = held_out if validation else ~held_out
+            if take.any():
+                yield batch.values[take], batch.lengths[take]
+
+
+def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
+              num_features: int | None = None) -> DataPlan:
+    """First pass: resolve shards, fit normalisation on the training split, count both splits."""
+    shards = resolve_shards(data)
+    row_filter = RowFilter.parse(train_config.row_filter) if train_config.row_filter else None
+    normalizer = Normalizer()
+    train_rows = validation_rows = longest = 0
+    stats = []
+    for shard in shards:
+        reader = ShardReader(shard, config, batch_size=train_config.read_batch_size,
+                             row_filter=row_filter, num_features=num_features)
+        num_features = reader.num_features
+        for batch, _ in reader:
+            if not len(batch):
+                continue
+            held_out = split_of(_series_keys(batch, config), train_config.seed, train_config.validation_fraction)
+            normalizer.partial_fit(batch.values[~held_out], batch.lengths[~held_out])
+            train_rows += int((~held_out).sum())
+            validation_rows += int(held_out.sum())
+            longest = max(longest, int(batch.lengths.max()))
+        stats.append({**reader.stats.to_dict(), "fingerprint": shard.fingerprint, "size": shard.size})
+    if train_rows == 0:
+        raise SeqaeError(f"{data}: no training rows after filtering and validation split; rows per shard: {stats}")
+    return DataPlan(shards, num_features, normalizer, train_rows, validation_rows, longest, stats)
+
+
+def make_dataset(plan: DataPlan, config: DataConfig, train_config: TrainConfig, *, validation: bool,
+                 targets: tuple[str, ...] = (names.RECON_ERROR,)):
+    """A ``tf.data.Dataset`` of ``({values, lengths}, zero targets)`` batches for ``Model.fit``."""
+    import tensorflow as tf
+
+    row_filter = RowFilter.parse(train_config.row_filter) if train_config.row_filter else None
+    epoch = {"n": 0}
+    shuffle = train_config.shuffle and not validation
+
+    def generator():
+        epoch["n"] += 1
+        seed = train_config.seed * 1_000_003 + epoch["n"] if shuffle else None
+        yield from iter_split(plan.shards, config, train_config, validation=validation,
+                              num_features=plan.num_features, row_filter=row_filter, order_seed=seed)
+
+    signature = (tf.TensorSpec((None, None, plan.num_features), tf.float32), tf.TensorSpec((None,), tf.int32))
+    ds = tf.data.Dataset.from_generator(generator, output_signature=signature).unbatch()
+    # Each row was padded to its read batch's longest; cut it back so new batches pad only as needed.
+    ds = ds.map(lambda v, n: (v[:n], n), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle:
+        ds = ds.shuffle(train_config.shuffle_buffer, seed=train_config.seed, reshuffle_each_iteration=True)
+    ds = ds.padded_batch(train_config.batch_size, padded_shapes=((None, plan.num_features), ()))
+
+    def to_inputs(v, n):
+        zeros = tf.zeros_like(n, dtype=tf.float32)
+        return {names.INPUT_VALUES: v, names.INPUT_LENGTHS: n}, {k: zeros for k in targets}
+
+    rows = plan.validation_rows if validation else plan.train_rows
+    # The generator's length is unknown to tf.data; stating it keeps Keras from guessing per epoch.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // train_config.batch_size)))
+    return ds.map(to_inputs).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metadata: dict[str, Any]
+
+
+def _library_versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {"seqae": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "pyarrow": pa.__version__, "python": platform.python_version()}
+
+
+def _plot_history(history: dict[str, list[float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    ax.plot(epochs, history["loss"], label="training")
+    if history.get("val_loss"):
+        ax.plot(epochs, history["val_loss"], label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (MSE, standardised units)")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_model_dir(model_dir: Path, write: Callable[[Path], None]) -> None:
+    """Write a directory under a temporary name beside ``model_dir``, then swap it into place.
+
+    A crash leaves either the old directory or the new one, never a half-written one (the
+    temporary directory is removed on failure).
+    """
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", suffix=".tmp", dir=model_dir.parent))
+    try:
+        write(tmp)
+        old = None
+        if model_dir.exists():
+            old = model_dir.with_name(f".{model_dir.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(model_dir, old)
+        os.replace(tmp, model_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def train(data: str, model_dir: str | os.PathLike, *, model_config: dict[str, Any] | None = None,
+          data_config: DataConfig | None = None, train_config: TrainConfig | None = None,
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train an autoencoder on the shards at ``data`` and write ``model_dir``.
+
+    Args:
+        data: Parquet file, directory, glob or URI.
+        model_dir: where ``model.keras``, ``seqae.json`` and ``loss.png`` go (replaced atomically).
+        model_config: ``ModelConfig`` fields; ``num_features`` is taken from the data when absent.
+        data_config: the data contract (default: sequence layout, ``id`` / ``values``).
+        train_config: fitting options.
+        on_epoch: called after each epoch with its number (from 1) and logs.
+
+    Returns:
+        The model directory and its metadata (as written to ``seqae.json``).
+    """
+    import keras
+
+    from seqae.model import ModelConfig, build_autoencoder, compile_autoencoder, training_loss
+
+    started = time.time()
+    data_config = data_config or DataConfig()
+    train_config = train_config or TrainConfig()
+    model_fields = dict(model_config or {})
+    probe = ModelConfig.from_dict({**model_fields, "num_features": model_fields.get("num_features", 1)})
+    if probe.min_length > data_config.min_length:
+        # Predicting ``horizon`` steps needs at least one more step to encode; shorter rows are rejects.
+        data_config = dataclasses.replace(data_config, min_length=probe.min_length)
+    plan = plan_data(data, data_config, train_config, num_features=model_fields.get("num_features"))
+    cfg = ModelConfig.from_dict({**model_fields, "num_features": plan.num_features})
+    log.info("training on %d rows, validating on %d (%d shards, %d features, longest %d)",
+             plan.train_rows, plan.validation_rows, len(plan.shards), plan.num_features, plan.longest)
+
+    keras.utils.set_random_seed(train_config.seed)
+    model = build_autoencoder(cfg, plan.normalizer.mean_, plan.normalizer.std_)
+    compile_autoencoder(model, cfg)
+    targets = tuple(training_loss(cfg)[0])
+    train_ds = make_dataset(plan, data_config, train_config, validation=False, targets=targets)
+    val_ds = (make_dataset(plan, data_config, train_config, validation=True, targets=targets)
+              if plan.validation_rows else None)
+    monitor = "val_loss" if val_ds is not None else "loss"
+    callbacks: list = [keras.callbacks.EarlyStopping(monitor=monitor, patience=train_config.patience,
+                                                     min_delta=train_config.min_delta, restore_best_weights=True)]
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, dict(logs))))
+    history = model.fit(train_ds, validation_data=val_ds, epochs=train_config.max_epochs,
+                        callbacks=callbacks, verbose=0).history
+    history = {k: [float(v) for v in vals] for k, vals in history.items()}
+    best_epoch = int(np.argmin(history[monitor])) + 1
+    model_dir = Path(model_dir)
+    previous = model_dir / names.METADATA_FILE
+    version = json.loads(previous.read_text()).get("model_version", 0) + 1 if previous.is_file() else 1
+    metadata = {
+        "format": "seqae.model/1",
+        "model_id": uuid.uuid4().hex,
+        "model_version": version,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": cfg.to_dict(),
+        "data": data_config.to_dict(),
+        "feature_names": data_config.feature_names(plan.num_features),
+        "key_columns": list(data_config.key_columns),
+        "normalization": plan.normalizer.to_dict(),
+        "training": {
+            "data": str(data),
+            "shards": plan.shard_stats,
+            "config": train_config.to_dict(),
+            "train_rows": plan.train_rows,
+            "validation_rows": plan.validation_rows,
+            "longest": plan.longest,
+            "epochs": len(history["loss"]),
+            "best_epoch": best_epoch,
+            "metrics": {k: v[best_epoch - 1] for k, v in history.items()},
+            "history": history,
+            "seconds": round(time.time() - started, 1),
+        },
+        "versions": _library_versions(),
+    }
+
+    def write(tmp: Path) -> None:
+        model.save(tmp / names.MODEL_FILE)
+        (tmp / names.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        _plot_history(history, tmp / names.LOSS_PLOT_FILE,
+                      f"{cfg.mode}, {cfg.decoder} decoder: best {monitor} {history[monitor][best_epoch - 1]:.4f} "
+                      f"at epoch {best_epoch}")
+
+    write_model_dir(model_dir, write)
+    log.info("wrote %s (best %s %.5f at epoch %d of %d)", model_dir, monitor,
+             history[monitor][best_epoch - 1], best_epoch, len(history["loss"]))
+    return TrainResult(model_dir, metadata)

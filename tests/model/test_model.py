@@ -1,0 +1,123 @@
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seqae.errors import ConfigError
+from seqae.model import AutoencoderHead, ModelConfig, build_autoencoder, compile_autoencoder, encoder_of, training_loss
+
+FAMILY = [
+    dict(mode=mode, horizon=0 if mode == "reconstruct" else 2, decoder=decoder, reverse_target=reverse)
+    for mode, decoder, reverse in itertools.product(
+        ("reconstruct", "predict", "composite"), ("unconditioned", "conditioned"), (True, False))
+]
+
+
+def batch(n=32, time=8, features=2, seed=0, min_length=3):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_length, time + 1, size=n).astype(np.int32)
+    t = np.arange(time)[None, :, None] + rng.uniform(0, 6, size=(n, 1, 1))
+    values = np.sin(t * np.array([0.5, 0.9][:features])).astype(np.float32)
+    values[np.arange(time)[None, :] >= lengths[:, None]] = 0.0
+    return values, lengths
+
+
+@pytest.mark.parametrize("family", FAMILY, ids=lambda f: "-".join(str(v) for v in f.values()))
+def test_every_member_builds_trains_and_lowers_its_loss(family):
+    keras.utils.set_random_seed(0)
+    cfg = ModelConfig(num_features=2, units=8, latent_dim=4, num_layers=2, learning_rate=1e-2, **family)
+    model = compile_autoencoder(build_autoencoder(cfg), cfg)
+    values, lengths = batch()
+    inputs = {"values": values, "lengths": lengths}
+    targets = {k: np.zeros(len(values), np.float32) for k in training_loss(cfg)[0]}
+    before = model.evaluate(inputs, targets, verbose=0, return_dict=True)["loss"]
+    model.fit(inputs, targets, epochs=15, batch_size=16, verbose=0)
+    after = model.evaluate(inputs, targets, verbose=0, return_dict=True)["loss"]
+    assert after < 0.8 * before
+    out = model.predict(inputs, verbose=0)
+    assert sorted(out) == sorted(cfg.output_names)
+    assert out["embedding"].shape == (32, 4) and out["step_error"].shape == (32, 8)
+
+
+@pytest.mark.parametrize("family", FAMILY[::3], ids=lambda f: "-".join(str(v) for v in f.values()))
+def test_padding_changes_neither_embedding_nor_errors(family):
+    cfg = ModelConfig(num_features=2, units=6, **family)
+    model = build_autoencoder(cfg, mean=[0.5, -1.0], std=[2.0, 3.0])
+    values, lengths = batch(seed=1)
+    garbage = np.random.default_rng(2).normal(0, 100, size=(32, 5, 2)).astype(np.float32)
+    a = model.predict({"values": values, "lengths": lengths}, verbose=0)
+    padded = values.copy()
+    for i, n in enumerate(lengths):
+        padded[i, n:] = 50.0
+    b = model.predict({"values": np.concatenate([padded, garbage], axis=1), "lengths": lengths}, verbose=0)
+    for name in cfg.output_names:
+        got = b[name][:, :8] if name == "step_error" else b[name]
+        np.testing.assert_allclose(got, a[name], atol=1e-5, err_msg=name)
+    assert (b["step_error"][:, 8:] == 0).all()
+    assert (a["step_error"][np.arange(8)[None, :] >= lengths[:, None]] == 0).all()
+
+
+def test_embedding_equals_keras_masked_lstm_final_state():
+    cfg = ModelConfig(num_features=2, units=5, num_layers=2)
+    model = build_autoencoder(cfg)
+    values, lengths = batch(seed=3)
+    ours = encoder_of(model).predict({"values": values, "lengths": lengths}, verbose=0)
+    inp = keras.Input((None, 2))
+    x = keras.layers.Masking(0.0)(inp)
+    x = keras.layers.LSTM(5, return_sequences=True)(x)
+    x = keras.layers.LSTM(5)(x)
+    reference = keras.Model(inp, x)
+    reference.layers[2].set_weights(model.get_layer("encoder_lstm_0").get_weights())
+    reference.layers[3].set_weights(model.get_layer("encoder_lstm_1").get_weights())
+    # Masking needs padding to be exactly 0 and real steps never all-zero: true for these sines.
+    np.testing.assert_allclose(ours, reference.predict(values, verbose=0), atol=1e-5)
+
+
+class Recorder(keras.layers.Layer):
+    """A stand-in decoder that outputs zeros and remembers the targets it was asked for."""
+
+    def build(self, *shapes):
+        self.built = True
+
+    def call(self, embedding, targets, training=None):
+        self.seen = targets
+        return tf.zeros_like(targets)
+
+
+@pytest.mark.parametrize("reverse", [True, False])
+def test_reconstruction_targets_are_reversed_within_each_length(reverse):
+    cfg = ModelConfig(num_features=1, units=3, reverse_target=reverse)
+    head = AutoencoderHead(cfg.to_dict())
+    head.reconstructor = Recorder()
+    x = tf.constant([[[1.0], [2.0], [3.0], [0.0]], [[4.0], [5.0], [0.0], [0.0]]])
+    recon, step, _ = head(x, tf.constant([3, 2]), tf.zeros((2, 3)))
+    seen = head.reconstructor.seen.numpy()[..., 0]
+    expected = [[3, 2, 1, 0], [5, 4, 0, 0]] if reverse else [[1, 2, 3, 0], [4, 5, 0, 0]]
+    np.testing.assert_array_equal(seen, expected)
+    # zeros reconstructed: the error is the mean square of the valid steps only
+    np.testing.assert_allclose(recon.numpy(), [(1 + 4 + 9) / 3, (16 + 25) / 2])
+    np.testing.assert_allclose(step.numpy(), [[1, 4, 9, 0], [16, 25, 0, 0]])
+
+
+def test_predict_mode_targets_the_steps_after_the_encoded_part():
+    cfg = ModelConfig(num_features=1, units=3, mode="predict", horizon=2)
+    head = AutoencoderHead(cfg.to_dict())
+    head.predictor = Recorder()
+    x = tf.constant([[[1.0], [2.0], [3.0], [4.0]], [[5.0], [6.0], [7.0], [0.0]]])
+    _, step, pred = head(x, tf.constant([4, 3]), tf.zeros((2, 3)))
+    np.testing.assert_array_equal(head.predictor.seen.numpy()[..., 0], [[3, 4], [6, 7]])
+    np.testing.assert_allclose(pred.numpy(), [(9 + 16) / 2, (36 + 49) / 2])
+    np.testing.assert_allclose(step.numpy(), [[0, 0, 9, 16], [0, 36, 49, 0]])
+
+
+def test_config_round_trips_and_refuses_bad_values():
+    cfg = ModelConfig(num_features=3, mode="composite", horizon=4, latent_dim=8)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"^units: expected a positive integer, got 0$"):
+        ModelConfig(units=0)
+    with pytest.raises(ConfigError, match=r"^horizon: the predict mode needs a positive integer, got 0$"):
+        ModelConfig(mode="predict")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) unit"):
+        ModelConfig.from_dict({"unit": 3})
