@@ -229,6 +229,27 @@ def train_cmd(
                  "train_rows": t["train_rows"], "validation_rows": t["validation_rows"], "seconds": t["seconds"]})
 
 
+@app.command("export")
+def export_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="Model directory written by `seqae train`.")],
+    data: Annotated[Optional[str], typer.Option(help="Rows for the parity gate (default: the training data).")] = None,
+    opset: Annotated[int, typer.Option(min=13, max=18, help="ONNX opset.")] = 17,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write scorer.fp16.onnx for GPU serving.")] = False,
+    embedding_atol: Annotated[float, typer.Option(min=0.0, help="Parity: absolute tolerance on embeddings.")] = 1e-4,
+    error_rtol: Annotated[float, typer.Option(min=0.0, help="Parity: relative tolerance on errors.")] = 1e-4,
+) -> None:
+    """Write encoder.onnx and scorer.onnx next to the Keras model and check them against it."""
+    from seqae.export import Tolerance, export
+
+    if not (model_dir / "seqae.json").is_file():
+        raise typer.BadParameter(f"{model_dir} holds no seqae.json", param_hint="MODEL_DIR")
+    result = export(model_dir, data=data, opset=opset, fp16=fp16,
+                    tolerance=Tolerance(embedding_atol=embedding_atol, error_rtol=error_rtol))
+    _print_json({"model_dir": str(model_dir), "files": result["files"], "parity": {
+        k: v for k, v in result["parity"].items() if k in ("passed", "rows", "worst", "checks")},
+        **({"fp16_parity": result["fp16_parity"]} if fp16 else {})})
+
+
 def main() -> None:
     """Console entry point: run the app, turning seqae errors into one line and exit code 1."""
     try:

@@ -1,0 +1,418 @@
+"""Export a trained model directory to ONNX (encoder and scorer) and gate it on parity with Keras.
+
+``export`` -> ``check_graph`` -> ``validate_parity``: every failure is listed before one raise.
+
+Variable length, chosen on the measurements in ../shared/device (H200) and here (CPU): the graphs
+never use the LSTM's ``sequence_lens``. On the CUDA provider a single row shorter than the batch's
+time axis made a ``sequence_lens`` LSTM about 10x slower; the causal formulation (run the LSTM over
+the padded batch, gather step ``length - 1``, mask errors by ``lengths``) runs at full speed on both
+providers and equals Keras masking. The CPU gain measured for ``sequence_lens`` (about 10%) does not
+pay for a second graph per model; the embed job trims each batch to its longest row instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqae import __version__, names
+from seqae.artifacts import read_metadata, sha256_of, write_metadata
+from seqae.data import DataConfig, ShardReader, resolve_shards
+from seqae.errors import ConfigError, ParityError, SeqaeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+HEAVY_OPS = ("LSTM", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity tolerances: absolute on embeddings; relative on errors (with a tiny absolute floor,
+    since a relative difference means nothing for an error of 1e-9)."""
+
+    embedding_atol: float = 1e-4
+    error_rtol: float = 1e-4
+    error_atol_floor: float = 1e-6
+
+    def allowed(self, output: str, reference: np.ndarray) -> np.ndarray:
+        if output == names.EMBEDDING:
+            return np.full(reference.shape, self.embedding_atol)
+        return self.error_rtol * np.abs(reference) + self.error_atol_floor
+
+
+@dataclass
+class Check:
+    """One output of one ONNX file compared with Keras, for one case and batch size."""
+
+    file: str
+    output: str
+    case: str
+    batch_size: int
+    ok: bool
+    max_abs: float | None = None
+    max_rel: float | None = None
+    problem: str | None = None
+
+    def line(self) -> str:
+        mark = "ok " if self.ok else "FAIL"
+        where = f"{self.file} {self.output} ({self.case}, batch {self.batch_size})"
+        if self.problem:
+            return f"{mark} {where}: {self.problem}"
+        return f"{mark} {where}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}"
+
+
+@dataclass
+class ParityReport:
+    tolerance: dict[str, float]
+    rows: int
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def summary(self) -> dict[str, Any]:
+        worst: dict[str, dict[str, float]] = {}
+        for c in self.checks:
+            if c.max_abs is None:
+                continue
+            key = f"{c.file}:{c.output}"
+            w = worst.setdefault(key, {"max_abs": 0.0, "max_rel": 0.0})
+            w["max_abs"] = max(w["max_abs"], c.max_abs)
+            w["max_rel"] = max(w["max_rel"], c.max_rel)
+        return {"passed": not self.failures, "rows": self.rows, "tolerance": self.tolerance,
+                "worst": worst, "failures": [asdict(c) for c in self.failures],
+                "checks": len(self.checks)}
+
+
+# --- conversion -------------------------------------------------------------------------------
+
+def _convert(model, num_features: int, outputs: list[str], opset: int):
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, None, num_features), tf.float32, name=names.INPUT_VALUES),
+            tf.TensorSpec((None,), tf.int32, name=names.INPUT_LENGTHS))
+
+    @tf.function(input_signature=spec)
+    def run(values, lengths):
+        result = model({names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths}, training=False)
+        return {k: result[k] for k in outputs} if isinstance(result, dict) else {outputs[0]: result}
+
+    proto, _ = tf2onnx.convert.from_function(run, input_signature=spec, opset=opset)
+    return proto
+
+
+def expected_graph(config, kind: str) -> dict[str, Any]:
+    """What a correct graph holds: fused LSTM count, and whether a ``Loop`` may appear."""
+    decoders = int(config.reconstructs) + int(config.predicts)
+    if kind == "encoder":
+        return {"lstm": config.num_layers, "loop": 0}
+    if config.decoder == "conditioned":
+        # Free-running decoders feed each output back as the next input: one Loop per decoder,
+        # each running the LSTM cell step by step. Only the encoder stays a fused LSTM.
+        return {"lstm": config.num_layers, "loop": decoders}
+    return {"lstm": config.num_layers * (1 + decoders), "loop": 0}
+
+
+def check_graph(proto, config, kind: str) -> list[str]:
+    """Problems with the graph's shape: fused LSTM count, no Scan, Loop only where expected, and no
+    per-step MatMul (the count of MatMul must not depend on the sequence length)."""
+    counts = collections.Counter(n.op_type for n in proto.graph.node)
+    expected = expected_graph(config, kind)
+    problems = []
+    if counts["LSTM"] != expected["lstm"]:
+        problems.append(f"{kind}: expected {expected['lstm']} fused LSTM op(s), found {counts['LSTM']}")
+    if counts["Scan"]:
+        problems.append(f"{kind}: expected no Scan, found {counts['Scan']}")
+    if counts["Loop"] != expected["loop"]:
+        problems.append(f"{kind}: expected {expected['loop']} Loop op(s), found {counts['Loop']}")
+    decoders = int(config.reconstructs) + int(config.predicts)
+    # bottleneck (x2 in predict modes) + one projection per decoder (+ init states) per layer
+    matmul_bound = 2 + decoders * (1 + config.num_layers) + 2
+    if counts["MatMul"] + counts["Gemm"] > matmul_bound:
+        problems.append(f"{kind}: expected at most {matmul_bound} MatMul/Gemm ops (one per Dense), "
+                        f"found {counts['MatMul'] + counts['Gemm']}: a per-step unrolled graph?")
+    return problems
+
+
+def _set_metadata(proto, props: dict[str, Any]) -> None:
+    import onnx
+
+    onnx.helper.set_model_props(proto, {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()})
+
+
+def _save(proto, path: Path) -> None:
+    import onnx
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def isolate_outputs(graph) -> None:
+    """Give each graph output that other nodes also consume its own Identity node.
+
+    The fp16 converter casts graph outputs back to float32 in place; without this, the nodes that
+    read ``embedding`` inside the scorer would receive the float32 copy.
+    """
+    from onnx import helper
+
+    consumed = {i for n in graph.node for i in n.input}
+    for name in sorted({o.name for o in graph.output} & consumed):
+        inner = f"{name}__inner"
+        for node in graph.node:
+            node.output[:] = [inner if o == name else o for o in node.output]
+            node.input[:] = [inner if i == name else i for i in node.input]
+        graph.node.append(helper.make_node("Identity", [inner], [name], name=f"{name}__output"))
+
+
+def to_fp16(proto):
+    """fp16 weights and compute, float32 inputs and outputs (Cast at the edges). CUDA only.
+
+    onnxconverter-common leaves ``Cast(to=float)`` nodes of the graph as they are, which breaks
+    type inference downstream; inside the graph they must cast to float16.
+    """
+    import onnx
+    from onnx import TensorProto
+    from onnxconverter_common import float16
+
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    isolate_outputs(proto.graph)
+    del proto.graph.value_info[:]
+    half = float16.convert_float_to_float16(proto, keep_io_types=True)
+    outputs = {o.name for o in half.graph.output}
+
+    def retarget(graph) -> None:
+        for node in graph.node:
+            if node.op_type == "Cast" and not set(node.output) & outputs:
+                for attr in node.attribute:
+                    if attr.name == "to" and attr.i == TensorProto.FLOAT:
+                        attr.i = TensorProto.FLOAT16
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    retarget(attr.g)
+
+    retarget(half.graph)
+    onnx.checker.check_model(half, full_check=True)
+    return half
+
+
+# --- parity -----------------------------------------------------------------------------------
+
+def sample_rows(data: str, data_config: DataConfig, num_features: int, rows: int = 256,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``rows`` accepted sequences from the first shards at ``data``: ``(values, lengths)``."""
+    values, lengths, have = [], [], 0
+    for shard in resolve_shards(data):
+        for batch, _ in ShardReader(shard, data_config, num_features=num_features, batch_size=rows):
+            values.append(batch.values)
+            lengths.append(batch.lengths)
+            have += len(batch)
+            if have >= rows:
+                break
+        if have >= rows:
+            break
+    if not have:
+        raise SeqaeError(f"{data}: no accepted row to check parity on")
+    longest = max(v.shape[1] for v in values)
+    padded = np.concatenate([np.pad(v, ((0, 0), (0, longest - v.shape[1]), (0, 0))) for v in values])
+    return padded[:rows], np.concatenate(lengths)[:rows]
+
+
+def parity_cases(values: np.ndarray, lengths: np.ndarray, min_length: int, seed: int = 0):
+    """The real rows as they are, and the same rows cut to random lengths (post-padded with zeros)."""
+    rng = np.random.default_rng(seed)
+    cut = np.array([rng.integers(min(min_length, n), n + 1) for n in lengths], dtype=np.int32)
+    short = values.copy()
+    short[np.arange(values.shape[1])[None, :] >= cut[:, None]] = 0.0
+    return {"real rows": (values, lengths.astype(np.int32)), "random lengths": (short, cut)}
+
+
+def _keras_runner(model, outputs):
+    """The Keras model as one compiled function (eager calls at batch 1 take seconds each)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def run(values, lengths):
+        result = model({names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths}, training=False)
+        return {k: result[k] for k in outputs}
+
+    return lambda values, lengths: {k: v.numpy() for k, v in run(values, lengths).items()}
+
+
+def validate_parity(model, config, onnx_paths: dict[str, Path], values: np.ndarray, lengths: np.ndarray, *,
+                    tolerance: Tolerance = Tolerance(), batch_sizes: tuple[int, ...] = (1, 64),
+                    single_batch_rows: int = 32) -> ParityReport:
+    """Run each ONNX file in onnxruntime (CPU) against the Keras model; list every mismatch.
+
+    Args:
+        model: the Keras autoencoder.
+        config: its ``ModelConfig``.
+        onnx_paths: ``{"encoder": path, "scorer": path}``.
+        values, lengths: rows in raw units, ``(rows, time, features)`` and ``(rows,)``.
+        batch_sizes: each case runs at each batch size (batches trimmed to their own longest row,
+            as the embed job does); batch size 1 uses the first ``single_batch_rows`` rows.
+
+    Returns:
+        The report; it lists failures but does not raise (``export`` does).
+    """
+    import onnxruntime as ort
+
+    report = ParityReport(asdict(tolerance), rows=len(lengths))
+    outputs_of = {"encoder": [names.EMBEDDING], "scorer": config.output_names}
+    sessions = {kind: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                for kind, path in onnx_paths.items()}
+    keras_run = _keras_runner(model, config.output_names)
+    for case, (case_values, case_lengths) in parity_cases(values, lengths, config.min_length).items():
+        for batch_size in batch_sizes:
+            n = min(len(case_lengths), single_batch_rows) if batch_size == 1 else len(case_lengths)
+            got: dict[tuple[str, str], list] = collections.defaultdict(list)
+            want: dict[str, list] = collections.defaultdict(list)
+            shape_problems: dict[tuple[str, str], str] = {}
+            for start in range(0, n, batch_size):
+                lens = case_lengths[start:start + batch_size]
+                vals = np.ascontiguousarray(case_values[start:start + batch_size, : int(lens.max())])
+                ref = keras_run(vals, lens)
+                for name in config.output_names:
+                    want[name].append(ref[name].reshape(len(lens), -1))
+                for kind, session in sessions.items():
+                    arrays = session.run(outputs_of[kind], {names.INPUT_VALUES: vals, names.INPUT_LENGTHS: lens})
+                    for name, array in zip(outputs_of[kind], arrays):
+                        if array.shape != ref[name].shape:
+                            shape_problems.setdefault((kind, name), f"shape {array.shape}, Keras {ref[name].shape}")
+                        else:
+                            got[kind, name].append(array.reshape(len(lens), -1))
+            for kind, outputs in outputs_of.items():
+                if kind not in sessions:
+                    continue
+                file = onnx_paths[kind].name
+                for name in outputs:
+                    if (kind, name) in shape_problems:
+                        report.checks.append(Check(file, name, case, batch_size, False,
+                                                   problem=shape_problems[kind, name]))
+                        continue
+                    width = max(x.shape[1] for x in want[name])
+                    a = np.concatenate([np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in got[kind, name]])
+                    b = np.concatenate([np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in want[name]])
+                    diff = np.abs(a.astype(np.float64) - b)
+                    rel = diff / np.maximum(np.abs(b), 1e-12)
+                    ok = bool(np.isfinite(a).all() and (diff <= tolerance.allowed(name, b)).all())
+                    report.checks.append(Check(file, name, case, batch_size, ok, float(diff.max()),
+                                               float(rel[diff > 0].max()) if (diff > 0).any() else 0.0))
+    for check in report.checks:
+        (log.info if check.ok else log.error)("%s", check.line())
+    return report
+
+
+# --- the command ------------------------------------------------------------------------------
+
+def export(model_dir: str | os.PathLike, *, data: str | None = None, opset: int = DEFAULT_OPSET,
+           fp16: bool = False, tolerance: Tolerance = Tolerance(), parity_rows: int = 256) -> dict[str, Any]:
+    """Write ``encoder.onnx`` and ``scorer.onnx`` (and ``scorer.fp16.onnx``) into ``model_dir``.
+
+    Inputs of both graphs: ``values`` float32 ``(batch, time, features)`` in raw units (normalisation
+    is inside the graph) and ``lengths`` int32 ``(batch,)``. Outputs: ``embedding`` (encoder);
+    ``embedding``, ``recon_error``, ``step_error`` and, for predicting modes, ``pred_error`` (scorer).
+
+    After writing, the parity gate compares both files with Keras on real rows of ``data`` (default:
+    the training data recorded in ``seqae.json``). Its report goes into ``seqae.json``, with each
+    file's sha256. The fp16 file's parity can only be measured on the CUDA provider (an fp16 LSTM
+    crashed the CPU provider in a trial); without one it is recorded as not measured.
+
+    Raises:
+        ParityError: any output differs beyond ``tolerance``; the message lists every failure.
+        SeqaeError: the graph does not have the expected shape (fused LSTM ops only).
+    """
+    from seqae.model import encoder_of, load_model
+
+    if not 13 <= opset <= 18:
+        raise ConfigError(f"opset: expected 13 to 18 (tested with tf2onnx 1.17), got {opset}")
+    trained = load_model(model_dir)
+    cfg, meta = trained.config, trained.metadata
+    directory = Path(model_dir)
+    data = data or meta["training"]["data"]
+    data_config = DataConfig.from_dict(meta["data"])
+    props = {
+        "seqae.model_id": meta["model_id"], "seqae.model_version": str(meta["model_version"]),
+        "seqae.version": __version__, "seqae.feature_names": meta["feature_names"],
+        "seqae.num_features": str(cfg.num_features), "seqae.min_length": str(data_config.min_length),
+        "seqae.max_length": str(data_config.max_length), "seqae.opset": str(opset),
+        "seqae.activation": cfg.activation, "seqae.mode": cfg.mode, "seqae.decoder": cfg.decoder,
+        "seqae.horizon": str(cfg.horizon), "seqae.error_units": "standardised",
+    }
+    protos = {
+        "encoder": _convert(encoder_of(trained.model), cfg.num_features, [names.EMBEDDING], opset),
+        "scorer": _convert(trained.model, cfg.num_features, cfg.output_names, opset),
+    }
+    problems = [p for kind, proto in protos.items() for p in check_graph(proto, cfg, kind)]
+    if problems:
+        raise SeqaeError("exported graph has an unexpected shape: " + "; ".join(problems))
+    paths = {"encoder": directory / names.ENCODER_ONNX, "scorer": directory / names.SCORER_ONNX}
+    for kind, proto in protos.items():
+        _set_metadata(proto, {**props, "seqae.graph": kind, "seqae.precision": "fp32"})
+        _save(proto, paths[kind])
+    files = {p.name: {"sha256": sha256_of(p), "precision": "fp32", "graph": kind} for kind, p in paths.items()}
+
+    values, lengths = sample_rows(data, data_config, cfg.num_features, parity_rows)
+    report = validate_parity(trained.model, cfg, paths, values, lengths, tolerance=tolerance)
+    export_meta: dict[str, Any] = {
+        "opset": opset, "files": files, "parity": report.summary(), "graph": {
+            kind: dict(collections.Counter(n.op_type for n in proto.graph.node).most_common())
+            for kind, proto in protos.items()},
+        "inputs": {names.INPUT_VALUES: ["batch", "time", cfg.num_features], names.INPUT_LENGTHS: ["batch"]},
+        "outputs": {"encoder": [names.EMBEDDING], "scorer": cfg.output_names},
+        "activation": cfg.activation,
+    }
+    if fp16:
+        half = to_fp16(protos["scorer"])
+        _set_metadata(half, {**props, "seqae.graph": "scorer", "seqae.precision": "fp16"})
+        fp16_path = directory / names.SCORER_FP16_ONNX
+        _save(half, fp16_path)
+        files[fp16_path.name] = {"sha256": sha256_of(fp16_path), "precision": "fp16", "graph": "scorer"}
+        export_meta["fp16_parity"] = fp16_parity(fp16_path, paths["scorer"], values, lengths, cfg.output_names)
+    else:
+        (directory / names.SCORER_FP16_ONNX).unlink(missing_ok=True)  # never leave a stale variant behind
+    metadata = read_metadata(directory)
+    metadata["export"] = export_meta
+    write_metadata(directory, metadata)
+    if report.failures:
+        lines = "\n".join(c.line() for c in report.failures)
+        raise ParityError(f"{directory}: ONNX outputs differ from Keras beyond tolerance "
+                          f"({len(report.failures)} of {len(report.checks)} checks):\n{lines}")
+    return export_meta
+
+
+def fp16_parity(fp16_path: Path, fp32_path: Path, values, lengths, outputs: list[str]) -> dict[str, Any]:
+    """fp16 against fp32 on the CUDA provider; never on the CPU (an fp16 LSTM crashed it in a trial)."""
+    import onnxruntime as ort
+
+    from seqae.runtime import CUDA, cuda_usable
+
+    if not cuda_usable(str(fp32_path)):
+        return {"measured": False, "reason": "no usable CUDA provider on the exporting machine; "
+                "the fp16 graph passed onnx.checker but was not run"}
+    half = ort.InferenceSession(str(fp16_path), providers=[CUDA])
+    full = ort.InferenceSession(str(fp32_path), providers=[CUDA])
+    feed = {names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths.astype(np.int32)}
+    a, b = half.run(outputs, feed), full.run(outputs, feed)
+    result: dict[str, Any] = {"measured": True}
+    for name, x, y in zip(outputs, a, b):
+        diff = np.abs(x.astype(np.float64) - y)
+        result[name] = {"max_abs": float(diff.max()), "max_rel": float((diff / np.maximum(np.abs(y), 1e-6)).max())}
+    return result
