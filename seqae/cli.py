@@ -250,6 +250,55 @@ def export_cmd(
         **({"fp16_parity": result["fp16_parity"]} if fp16 else {})})
 
 
+class DeviceName(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+@app.command("embed")
+def embed_cmd(
+    model: Annotated[Path, typer.Option(help="Exported model directory.")],
+    data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
+    out: Annotated[Path, typer.Option(help="Output directory (one Parquet file per input shard).")],
+    device: Annotated[DeviceName, typer.Option(help="cuda fails without a usable GPU; auto falls back to the CPU.")] = DeviceName.auto,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Use scorer.fp16.onnx (CUDA only).")] = False,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per inference call (default per device).")] = None,
+    read_batch_size: Annotated[int, typer.Option(min=1, help="Rows per Parquet record batch.")] = 16384,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
+    step_errors: Annotated[bool, typer.Option("--step-errors", help="Also write step_error per valid step.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute shards already done.")] = False,
+    allow_cpu_nodes: Annotated[bool, typer.Option("--allow-cpu-nodes", help="Warn, not fail, when heavy nodes leave the GPU.")] = False,
+) -> None:
+    """Write embeddings and reconstruction errors for every input shard; resumable and idempotent."""
+    from seqae.embed import EmbedConfig, embed
+
+    if not (model / "seqae.json").is_file():
+        raise typer.BadParameter(f"{model} holds no seqae.json", param_hint="--model")
+    config = EmbedConfig(device=device.value, fp16=fp16, batch_size=batch_size, read_batch_size=read_batch_size,
+                         threads=threads, step_errors=step_errors, overwrite=overwrite,
+                         allow_cpu_nodes=allow_cpu_nodes)
+    total = _total_rows(data)
+    with progress_bar("embed", total, unit="rows") as advance:
+        report = embed(model, data, out, config,
+                       on_progress=lambda kind, n: advance(n) if kind == "rows" else None)
+    result = report.to_dict()
+    result.pop("shards")
+    _print_json(result)
+
+
+def _total_rows(data: str) -> int | None:
+    """Rows in all shards, from the Parquet footers only (cheap); None if a footer cannot be read."""
+    import pyarrow.parquet as pq
+
+    from seqae.data import resolve_shards
+
+    try:
+        return sum(pq.ParquetFile(s.open()).metadata.num_rows for s in resolve_shards(data))
+    except Exception:
+        return None
+
+
 def main() -> None:
     """Console entry point: run the app, turning seqae errors into one line and exit code 1."""
     try:

@@ -26,8 +26,8 @@ def with_metadata(schema: pa.Schema, metadata: dict[str, Any]) -> pa.Schema:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``seqae`` metadata of a Parquet file written by seqae."""
-    raw = pq.read_schema(path).metadata or {}
+    """The ``seqae`` metadata of a Parquet file written by seqae (footer key-value metadata)."""
+    raw = pq.read_metadata(path).metadata or {}
     return json.loads(raw[METADATA_KEY]) if METADATA_KEY in raw else {}
 
 
@@ -54,7 +54,11 @@ class AtomicParquetWriter:
                                      row_group_size=self.row_group_size)
             self.rows += table.num_rows
 
-    def commit(self) -> Path:
+    def commit(self, metadata: dict[str, Any] | None = None) -> Path:
+        """Close and rename into place; ``metadata`` (known only at the end, such as row counts) goes
+        into the footer under the key ``seqae``."""
+        if metadata is not None:
+            self._writer.add_key_value_metadata({METADATA_KEY.decode(): json.dumps(metadata, sort_keys=True, default=str)})
         self._writer.close()
         os.replace(self.tmp, self.path)
         return self.path
@@ -85,7 +89,71 @@ def write_rejects(out_dir: str | os.PathLike, shard_name: str, rejects: list[pa.
     if not tables:
         path.unlink(missing_ok=True)
         return None
-    with AtomicParquetWriter(path, with_metadata(REJECT_SCHEMA, metadata or {})) as writer:
+    with AtomicParquetWriter(path, REJECT_SCHEMA) as writer:
         for table in tables:
             writer.write(table)
-        return writer.commit()
+        return writer.commit(metadata or {})
+
+
+# --- embeddings -------------------------------------------------------------------------------
+
+def embedding_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int, *, predicts: bool,
+                     step_errors: bool) -> pa.Schema:
+    """The output schema of ``seqae embed``, the same for every shard of a run.
+
+    Key columns and passthrough columns keep their input types; then ``embedding``
+    (``fixed_size_list<float32>[embedding_dim]``), ``recon_error`` float32, ``pred_error`` float32
+    (predicting models only), ``length`` int32 and, when asked, ``step_error`` ``list<float32>``
+    (one error per valid step).
+    """
+    fields = list(keys) + list(passthrough) + [
+        pa.field("embedding", pa.list_(pa.float32(), embedding_dim), nullable=False),
+        pa.field("recon_error", pa.float32(), nullable=False),
+    ]
+    if predicts:
+        fields.append(pa.field("pred_error", pa.float32(), nullable=False))
+    fields.append(pa.field("length", pa.int32(), nullable=False))
+    if step_errors:
+        fields.append(pa.field("step_error", pa.list_(pa.float32()), nullable=False))
+    return pa.schema(fields)
+
+
+def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, outputs: dict,
+                    lengths) -> pa.Table:
+    """Assemble one output batch; ``outputs`` holds numpy arrays in row order."""
+    import numpy as np
+
+    n = len(lengths)
+    embedding = np.ascontiguousarray(outputs["embedding"], dtype=np.float32)
+    columns = [keys.column(i) for i in range(keys.num_columns)]
+    columns += [passthrough.column(i) for i in range(passthrough.num_columns)]
+    columns.append(pa.FixedSizeListArray.from_arrays(pa.array(embedding.reshape(-1)), embedding.shape[1]))
+    columns.append(pa.array(outputs["recon_error"].astype(np.float32, copy=False)))
+    if "pred_error" in schema.names:
+        columns.append(pa.array(outputs["pred_error"].astype(np.float32, copy=False)))
+    columns.append(pa.array(np.asarray(lengths, dtype=np.int32)))
+    if "step_error" in schema.names:
+        step = outputs["step_error"]
+        valid = np.arange(step.shape[1])[None, :] < np.asarray(lengths)[:, None]
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(step[valid].astype(np.float32))))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def row_group_rows(schema: pa.Schema, target_bytes: int = 64 << 20) -> int:
+    """Rows per row group so that one holds about ``target_bytes`` uncompressed (bounded 8 Ki..1 Mi):
+    large enough for fast scans in DuckDB/Spark, small enough to stream."""
+    width = 0
+    for field in schema:
+        t = field.type
+        if pa.types.is_fixed_size_list(t):
+            width += t.list_size * 4
+        elif pa.types.is_list(t):
+            width += 4 * 256
+        else:
+            try:
+                width += max(t.bit_width // 8, 1)
+            except ValueError:  # variable-width (strings, binary): a guess
+                width += 16
+    return int(min(max(target_bytes // max(width, 1), 8192), 1 << 20))

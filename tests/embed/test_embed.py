@@ -1,0 +1,165 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seqae import names
+from seqae.embed import EmbedConfig, embed, iter_outputs
+from seqae.errors import DeviceError
+from seqae.export import export
+from seqae.io import read_metadata
+from seqae.model import load_model
+from seqae.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, sine_dir):
+    path = tmp_path_factory.mktemp("model")
+    train(str(sine_dir), path, model_config={"units": 4, "mode": "composite", "horizon": 2},
+          train_config=TrainConfig(batch_size=32, max_epochs=2))
+    export(path)
+    return path
+
+
+@pytest.fixture()
+def mixed_dir(tmp_path, make_sine_table):
+    """Three shards of mixed lengths, one with bad rows."""
+    table = make_sine_table(n=90, length=12, seed=5)
+    data = tmp_path / "in"
+    data.mkdir()
+    pq.write_table(table.slice(0, 30), data / "a.parquet")
+    pq.write_table(table.slice(30, 30), data / "b.parquet")
+    bad = table.slice(60, 30).to_pydict()
+    bad["values"][3] = [1.0, float("nan"), 2.0, 3.0]
+    bad["values"][7] = None
+    bad["values"][9] = [1.0, 2.0]  # too short to encode one step and predict two
+    pq.write_table(pa.table(bad, schema=table.schema), data / "c.parquet")
+    return data, table
+
+
+def keras_outputs(model_dir, table):
+    trained = load_model(model_dir)
+    seqs = table.column("values").to_pylist()
+    longest = max(len(s) for s in seqs)
+    values = np.zeros((len(seqs), longest, 1), np.float32)
+    lengths = np.array([len(s) for s in seqs], np.int32)
+    for i, s in enumerate(seqs):
+        values[i, : len(s), 0] = s
+    return trained.predict(values, lengths)
+
+
+def test_outputs_match_keras_with_schema_metadata_and_reconciliation(model_dir, mixed_dir, tmp_path):
+    data, table = mixed_dir
+    report = embed(model_dir, str(data), tmp_path / "out", EmbedConfig(device="cpu", batch_size=7,
+                                                                       read_batch_size=11, step_errors=True))
+    totals = report.totals
+    assert totals == {"shards": 3, "shards_done": 3, "shards_skipped": 0, "rows_in": 90, "rows_written": 87,
+                      "rows_rejected": 3}
+    out = pa.concat_tables(pq.read_table(p) for p in iter_outputs(tmp_path / "out"))
+    assert out.schema.names == ["id", "label", "embedding", "recon_error", "pred_error", "length", "step_error"]
+    assert str(out.schema.field("embedding").type) == "fixed_size_list<element: float>[4]"
+    rejects = pq.read_table(tmp_path / "out" / "_rejects")
+    assert sorted(rejects.column("reason").to_pylist()) == ["non_finite", "null_sequence", "too_short"]
+    assert sorted(rejects.column("key").to_pylist()) == ["63", "67", "69"]
+    keep = np.isin(table.column("id").to_numpy(), out.column("id").to_numpy())
+    ref = keras_outputs(model_dir, table.filter(pa.array(keep)))
+    order = np.argsort(out.column("id").to_numpy())
+    emb = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))[order]
+    np.testing.assert_allclose(emb, ref["embedding"], atol=1e-4)
+    np.testing.assert_allclose(out.column("recon_error").to_numpy()[order], ref["recon_error"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.column("pred_error").to_numpy()[order], ref["pred_error"], rtol=1e-4, atol=1e-6)
+    lengths = out.column("length").to_numpy()[order]
+    steps = out.column("step_error").to_pylist()
+    for row, i in enumerate(order):
+        assert len(steps[i]) == lengths[row]
+        np.testing.assert_allclose(steps[i], ref["step_error"][row, : lengths[row]], rtol=1e-4, atol=1e-6)
+    meta = read_metadata(tmp_path / "out" / "c.parquet")
+    assert meta["rows_in"] == 30 and meta["rows_written"] == 27 and meta["rows_rejected"] == 3
+    assert meta["provider"] == "CPUExecutionProvider" and meta["source"] == str(data / "c.parquet")
+    model_meta = json.loads((model_dir / names.METADATA_FILE).read_text())
+    assert meta["model_id"] == model_meta["model_id"]
+    assert meta["onnx_sha256"] == model_meta["export"]["files"]["scorer.onnx"]["sha256"]
+    summary = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert summary["totals"] == totals
+
+
+def test_rerun_skips_done_shards_and_redoes_changed_ones(model_dir, mixed_dir, tmp_path):
+    data, table = mixed_dir
+    out = tmp_path / "out"
+    embed(model_dir, str(data), out, EmbedConfig(device="cpu"))
+    before = {p.name: p.stat().st_mtime_ns for p in iter_outputs(out)}
+    again = embed(model_dir, str(data), out, EmbedConfig(device="cpu"))
+    assert again.totals["shards_skipped"] == 3 and again.totals["rows_in"] == 90
+    assert {p.name: p.stat().st_mtime_ns for p in iter_outputs(out)} == before
+    pq.write_table(table.slice(30, 10), data / "b.parquet")  # b changes: only b is redone
+    changed = embed(model_dir, str(data), out, EmbedConfig(device="cpu"))
+    assert [s.status for s in changed.shards] == ["skipped", "done", "skipped"]
+    assert pq.read_metadata(out / "b.parquet").num_rows == 10
+    forced = embed(model_dir, str(data), out, EmbedConfig(device="cpu", overwrite=True))
+    assert forced.totals["shards_done"] == 3
+
+
+def test_sigkill_then_rerun_equals_a_clean_run(model_dir, tmp_path, make_sine_table):
+    table = make_sine_table(n=800, length=12, seed=9)
+    data = tmp_path / "in"
+    data.mkdir()
+    for i in range(40):
+        pq.write_table(table.slice(i * 20, 20), data / f"part-{i:02d}.parquet")
+    clean = tmp_path / "clean"
+    embed(model_dir, str(data), clean, EmbedConfig(device="cpu", batch_size=4, read_batch_size=5))
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "seqae.cli", "--quiet", "embed", "--model", str(model_dir),
+                             "--data", str(data), "--out", str(killed), "--device", "cpu", "--batch-size", "4",
+                             "--read-batch-size", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((killed / "_manifest").glob("*.json")):
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_at_kill = len(list((killed / "_manifest").glob("*.json")))
+    assert 0 < done_at_kill < 40, "the kill should land mid-run"
+    # whatever is visible after the kill is complete: every visible output file reads whole
+    for path in iter_outputs(killed):
+        pq.read_table(path)
+    rerun = embed(model_dir, str(data), killed, EmbedConfig(device="cpu", batch_size=4, read_batch_size=5))
+    assert rerun.totals["shards_skipped"] >= done_at_kill - 1
+    listing = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name != "_manifest.json")
+    assert listing(killed) == listing(clean)
+    for path in iter_outputs(clean):
+        assert pq.read_table(killed / path.name).equals(pq.read_table(path))
+
+
+def test_device_cuda_without_cuda_fails_with_the_message(model_dir, mixed_dir, tmp_path):
+    data, _ = mixed_dir
+    with pytest.raises(DeviceError, match=r"^--device cuda: onnxruntime's CUDA provider is not usable here"):
+        embed(model_dir, str(data), tmp_path / "out", EmbedConfig(device="cuda"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_downstream_queries_with_duckdb_and_polars(model_dir, mixed_dir, tmp_path):
+    import duckdb
+    import polars as pl
+
+    data, _ = mixed_dir
+    out = tmp_path / "out"
+    embed(model_dir, str(data), out, EmbedConfig(device="cpu"))
+    glob = f"{out}/*.parquet"
+    top = duckdb.sql(f"""
+        SELECT label, id, recon_error FROM read_parquet('{glob}')
+        QUALIFY row_number() OVER (PARTITION BY label ORDER BY recon_error DESC) <= 3
+        ORDER BY label, recon_error DESC""").fetchall()
+    assert len(top) == 3 and top[0][2] >= top[1][2] >= top[2][2]
+    frame = pl.read_parquet(glob)
+    assert frame.height == 87 and frame.schema["embedding"] == pl.Array(pl.Float32, 4)
+    query = frame.filter(pl.col("id") == 0).select("embedding").item().to_numpy()
+    neighbours = duckdb.sql(f"""
+        SELECT id, array_distance(embedding::FLOAT[4], {list(map(float, query))}::FLOAT[4]) AS d
+        FROM read_parquet('{glob}') ORDER BY d LIMIT 3""").fetchall()
+    assert neighbours[0][0] == 0 and neighbours[0][1] == pytest.approx(0.0, abs=1e-6)
