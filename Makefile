@@ -21,8 +21,14 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/seqae --quiet datasets ecg5000 --out $(DEMO)/data --shards 4 --overwrite
-	$(VENV)/bin/seqae --quiet validate --data $(DEMO)/data --filter "label == 1" --rejects-dir $(DEMO)/validate > $(DEMO)/validate.json
-	@echo "demo: validation report in $(DEMO)/validate.json"
+	$(VENV)/bin/seqae validate --data $(DEMO)/data --rejects-dir $(DEMO)/checked > $(DEMO)/validate.json
+	$(VENV)/bin/seqae train --data $(DEMO)/data --model-dir $(DEMO)/model --filter "label == 1" > $(DEMO)/train.json
+	$(VENV)/bin/seqae export $(DEMO)/model > $(DEMO)/export.json
+	$(VENV)/bin/seqae embed --model $(DEMO)/model --data $(DEMO)/data --out $(DEMO)/embeddings --overwrite > $(DEMO)/embed.json
+	$(PY) -c "import duckdb; g='$(DEMO)/embeddings/*.parquet'; \
+	duckdb.sql(f\"SELECT label, count(*) AS n, round(avg(recon_error), 4) AS mean_recon_error FROM read_parquet('{g}') GROUP BY label ORDER BY label\").show(); \
+	duckdb.sql(f\"SELECT id, label, round(recon_error, 4) AS recon_error FROM read_parquet('{g}') ORDER BY recon_error DESC LIMIT 5\").show()"
+	@echo "demo: outputs in $(DEMO)/ (model, loss curve $(DEMO)/model/loss.png, embeddings, JSON reports)"
 
 # pytest exits 5 when it collects no test; that is a failure here, as any non-zero exit.
 test: $(STAMP)

@@ -34,15 +34,17 @@ _state = {"quiet": False}
 @contextmanager
 def progress_bar(description: str, total: int | None, unit: str = "rows") -> Iterator[Callable[[int], None]]:
     """A rich progress bar with counts, rate and ETA; a no-op callback with ``--quiet``."""
-    if _state["quiet"] or not console.is_terminal and total is None:
-        yield lambda n: None
+    if _state["quiet"]:
+        yield lambda n, description=None: None
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn(f"{unit}"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=_state["quiet"], transient=False) as bar:
         task = bar.add_task(description, total=total, rate="")
 
-        def advance(n: int) -> None:
+        def advance(n: int, description: str | None = None) -> None:
+            if description is not None:
+                bar.update(task, description=description)
             bar.advance(task, n)
             t = bar.tasks[task]
             if t.speed:
@@ -279,9 +281,17 @@ def embed_cmd(
                          threads=threads, step_errors=step_errors, overwrite=overwrite,
                          allow_cpu_nodes=allow_cpu_nodes)
     total = _total_rows(data)
+    shards = {"done": 0}
+
     with progress_bar("embed", total, unit="rows") as advance:
-        report = embed(model, data, out, config,
-                       on_progress=lambda kind, n: advance(n) if kind == "rows" else None)
+        def on_progress(kind: str, n: int) -> None:
+            if kind == "shard":
+                shards["done"] += n
+                advance(0, f"embed: {shards['done']} shard(s) done")
+            else:
+                advance(n)
+
+        report = embed(model, data, out, config, on_progress=on_progress)
     result = report.to_dict()
     result.pop("shards")
     _print_json(result)

@@ -163,3 +163,35 @@ def test_downstream_queries_with_duckdb_and_polars(model_dir, mixed_dir, tmp_pat
         SELECT id, array_distance(embedding::FLOAT[4], {list(map(float, query))}::FLOAT[4]) AS d
         FROM read_parquet('{glob}') ORDER BY d LIMIT 3""").fetchall()
     assert neighbours[0][0] == 0 and neighbours[0][1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_heavy_nodes_off_the_gpu_are_found_in_a_profile():
+    from seqae.session import heavy_nodes_off
+
+    events = [
+        {"cat": "Session", "name": "model_run", "args": {}},
+        {"cat": "Node", "name": "LSTM__12_kernel_time", "args": {"op_name": "LSTM", "provider": "CPUExecutionProvider"}},
+        {"cat": "Node", "name": "MatMul__3_kernel_time", "args": {"op_name": "MatMul", "provider": "CUDAExecutionProvider"}},
+        {"cat": "Node", "name": "Shape__1_kernel_time", "args": {"op_name": "Shape", "provider": "CPUExecutionProvider"}},
+    ]
+    assert heavy_nodes_off(events, "CUDAExecutionProvider") == ["LSTM LSTM__12 on CPUExecutionProvider"]
+
+
+def test_fp16_on_the_cpu_is_refused_before_any_work():
+    from seqae.errors import ConfigError
+    from seqae.session import SessionOptions
+
+    with pytest.raises(ConfigError, match=r"^fp16: the fp16 scorer runs on CUDA only"):
+        SessionOptions(device="cpu", fp16=True)
+
+
+@pytest.mark.gpu
+def test_cuda_session_matches_cpu(model_dir, mixed_dir, tmp_path):
+    data, _ = mixed_dir
+    cpu = embed(model_dir, str(data), tmp_path / "cpu", EmbedConfig(device="cpu"))
+    gpu = embed(model_dir, str(data), tmp_path / "gpu", EmbedConfig(device="cuda"))
+    assert gpu.provider == "CUDAExecutionProvider" and cpu.totals == gpu.totals
+    for path in iter_outputs(tmp_path / "cpu"):
+        a, b = pq.read_table(path), pq.read_table(tmp_path / "gpu" / path.name)
+        np.testing.assert_allclose(np.stack(a.column("embedding").to_numpy(zero_copy_only=False)),
+                                   np.stack(b.column("embedding").to_numpy(zero_copy_only=False)), atol=1e-4)
