@@ -32,6 +32,7 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects no test; that is a failure here, as any non-zero exit.
 test: $(STAMP)
+	$(VENV)/bin/ruff check seqae tests benchmarks tools
 	$(PY) -m pytest -m "not gpu"
 
 clean:

@@ -33,8 +33,9 @@ _state = {"quiet": False}
 
 @contextmanager
 def progress_bar(description: str, total: int | None, unit: str = "rows") -> Iterator[Callable[[int], None]]:
-    """A rich progress bar with counts, rate and ETA; a no-op callback with ``--quiet``."""
-    if _state["quiet"]:
+    """A rich progress bar with counts, rate and ETA; a no-op with ``--quiet`` or when stderr is not a
+    terminal (logs and CI output stay readable; the library logs progress at INFO level there)."""
+    if _state["quiet"] or not console.is_terminal:
         yield lambda n, description=None: None
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

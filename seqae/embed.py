@@ -30,8 +30,9 @@ import pyarrow as pa
 from seqae import __version__, names
 from seqae.artifacts import ModelArtifacts
 from seqae.data import DataConfig, ShardReader, resolve_shards
+from seqae.data.config import check_positive
 from seqae.data.source import Shard
-from seqae.errors import ConfigError, SeqaeError
+from seqae.errors import SeqaeError
 from seqae.io import (
     AtomicParquetWriter,
     embedding_schema,
@@ -78,9 +79,7 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "read_batch_size", "queue_size"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+            check_positive(name, getattr(self, name), allow_none=name == "batch_size")
         SessionOptions(self.device, self.fp16, self.threads, self.allow_cpu_nodes)  # validates
 
 
@@ -355,6 +354,9 @@ def _run_pipeline(shards, out: Path, out_names, session: ScorerSession, config: 
         _write_json_atomic(out / MANIFEST_DIR / f"{name}.json", {**file_meta, "output": name,
                                                                   "seconds": round(seconds, 3)})
         report.shards.append(ShardResult(shard.uri, name, "done", rows_in, written, rejected, round(seconds, 3)))
+        log.info("%s -> %s: %d rows in, %d written, %d rejected (%.0f rows/s); %d/%d shards", shard.uri, name,
+                 rows_in, written, rejected, rows_in / max(seconds, 1e-9), len(report.shards), len(report.shards)
+                 + len(shards) - sum(1 for r in report.shards if r.status == "done"))
         if on_progress:
             on_progress("shard", 1)
 

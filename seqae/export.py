@@ -31,21 +31,36 @@ from seqae.errors import ConfigError, ParityError, SeqaeError
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-HEAVY_OPS = ("LSTM", "MatMul", "Gemm")
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Parity tolerances: absolute on embeddings; relative on errors (with a tiny absolute floor,
-    since a relative difference means nothing for an error of 1e-9)."""
+    """Parity tolerances.
+
+    Attributes:
+        embedding_atol: absolute, per embedding value.
+        error_rtol: relative, per sequence, on ``recon_error`` and ``pred_error``.
+        step_error_rtol: relative to the largest step error of the same sequence, per step. An
+            elementwise relative bound means nothing for steps whose error is near zero, and two
+            float32 LSTM implementations drift by about 1e-4 of the signal over 140 steps (measured
+            on ECG5000: 2.4e-4 of the row's largest step error at most, while ``recon_error``
+            agreed to 6e-5 relative).
+        error_atol_floor: absolute floor on all errors (a relative difference of an error of 1e-9
+            says nothing).
+    """
 
     embedding_atol: float = 1e-4
     error_rtol: float = 1e-4
+    step_error_rtol: float = 1e-3
     error_atol_floor: float = 1e-6
 
     def allowed(self, output: str, reference: np.ndarray) -> np.ndarray:
+        """Allowed absolute difference for each value of ``reference`` ``(rows, ...)``."""
         if output == names.EMBEDDING:
             return np.full(reference.shape, self.embedding_atol)
+        if output == names.STEP_ERROR:
+            scale = np.abs(reference).max(axis=1, keepdims=True)
+            return np.broadcast_to(self.step_error_rtol * scale + self.error_atol_floor, reference.shape)
         return self.error_rtol * np.abs(reference) + self.error_atol_floor
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqae import names
-from seqae.data.config import refuse_unknown_keys
+from seqae.data.config import check_positive, refuse_unknown_keys
 from seqae.errors import ConfigError, ModelDirError
 
 Mode = Literal["reconstruct", "predict", "composite"]
@@ -74,15 +74,13 @@ class ModelConfig:
     num_layers: int = 1
     dropout: float = 0.0
     activation: Literal["tanh", "relu"] = "tanh"
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     clipnorm: float | None = 1.0
     predict_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("num_features", "units", "num_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+            check_positive(name, getattr(self, name))
         if self.mode not in ("reconstruct", "predict", "composite"):
             raise ConfigError(f"mode: expected 'reconstruct', 'predict' or 'composite', got {self.mode!r}")
         if self.decoder not in ("unconditioned", "conditioned"):

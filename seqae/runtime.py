@@ -14,12 +14,19 @@ CPU = "CPUExecutionProvider"
 @lru_cache(maxsize=1)
 def preload_cuda() -> None:
     """Load the CUDA/cuDNN libraries onnxruntime-gpu needs, where the wheel can find them."""
+    import contextlib
+    import io
+
     import onnxruntime as ort
 
+    chatter = io.StringIO()  # preload_dlls prints one line per library it cannot find
     try:
-        ort.preload_dlls()
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            ort.preload_dlls()
     except Exception as exc:  # missing libraries show up when the session falls back
         log.debug("onnxruntime.preload_dlls: %s", exc)
+    if chatter.getvalue():
+        log.debug("onnxruntime.preload_dlls: %s", chatter.getvalue().strip())
 
 
 def cuda_usable(model_path: str) -> bool:
@@ -33,7 +40,12 @@ def cuda_usable(model_path: str) -> bool:
     if CUDA not in ort.get_available_providers():
         return False
     preload_cuda()
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # the fallback is the expected answer here, not an error
-    session = ort.InferenceSession(model_path, options, providers=[CUDA])
-    return session.get_providers()[0] == CUDA
+    # A fallback is an expected answer here, not an error for the console: silence the probe.
+    ort.set_default_logger_severity(4)
+    try:
+        session = ort.InferenceSession(model_path, providers=[CUDA])
+    finally:
+        ort.set_default_logger_severity(2)
+    usable = session.get_providers()[0] == CUDA
+    log.debug("CUDA provider usable: %s", usable)
+    return usable

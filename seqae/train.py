@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from seqae import __version__, names
 from seqae.data import DataConfig, Normalizer, RowFilter, ShardReader, resolve_shards
-from seqae.data.config import refuse_unknown_keys
+from seqae.data.config import check_positive, refuse_unknown_keys
 from seqae.errors import ConfigError, SeqaeError
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class TrainConfig:
         batch_size: sequences per gradient step.
         max_epochs: upper bound; early stopping on the validation loss decides the real number.
         patience: epochs without improvement (by ``min_delta``) before stopping; the best weights are restored.
+        lr_patience: epochs without improvement before the learning rate is halved (down to 1e-5);
+            small batches learn fast and then need a smaller step to settle.
         min_delta: smallest validation-loss decrease that counts as improvement.
         validation_fraction: share of keys held out, chosen by a seeded hash of the key.
         row_filter: train on matching rows only, e.g. ``"label == 1"``.
@@ -51,10 +53,11 @@ class TrainConfig:
         read_batch_size: rows per Parquet record batch.
     """
 
-    batch_size: int = 64
+    batch_size: int = 32
     max_epochs: int = 300
-    patience: int = 15
-    min_delta: float = 1e-4
+    patience: int = 10
+    lr_patience: int = 4
+    min_delta: float = 1e-3
     validation_fraction: float = 0.1
     row_filter: str | None = None
     seed: int = 0
@@ -63,10 +66,8 @@ class TrainConfig:
     read_batch_size: int = 4096
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_epochs", "patience", "shuffle_buffer", "read_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+        for name in ("batch_size", "max_epochs", "patience", "lr_patience", "shuffle_buffer", "read_batch_size"):
+            check_positive(name, getattr(self, name))
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"validation_fraction: expected a value in [0, 1), got {self.validation_fraction!r}")
         if self.row_filter is not None:
@@ -312,14 +313,23 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: dict[str, An
     val_ds = (make_dataset(plan, data_config, train_config, validation=True, targets=targets)
               if plan.validation_rows else None)
     monitor = "val_loss" if val_ds is not None else "loss"
-    callbacks: list = [keras.callbacks.EarlyStopping(monitor=monitor, patience=train_config.patience,
-                                                     min_delta=train_config.min_delta, restore_best_weights=True)]
-    if on_epoch is not None:
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, dict(logs))))
+    stopping = keras.callbacks.EarlyStopping(monitor=monitor, patience=train_config.patience,
+                                             min_delta=train_config.min_delta, restore_best_weights=True)
+    callbacks: list = [stopping,
+                       keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=train_config.lr_patience,
+                                                         min_delta=train_config.min_delta, min_lr=1e-5)]
+
+    def epoch_end(epoch: int, logs: dict) -> None:
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, dict(logs))
+
+    callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=epoch_end))
     history = model.fit(train_ds, validation_data=val_ds, epochs=train_config.max_epochs,
-                        callbacks=callbacks, verbose=0).history
+                        callbacks=callbacks, verbose=0, shuffle=False).history  # tf.data shuffles
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
-    best_epoch = int(np.argmin(history[monitor])) + 1
+    # The epoch whose weights EarlyStopping restored (improvements smaller than min_delta do not count).
+    best_epoch = int(stopping.best_epoch) + 1
     model_dir = Path(model_dir)
     previous = model_dir / names.METADATA_FILE
     version = json.loads(previous.read_text()).get("model_version", 0) + 1 if previous.is_file() else 1

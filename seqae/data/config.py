@@ -12,7 +12,8 @@ Layout = Literal["sequence", "long"]
 PartialWindows = Literal["keep", "drop"]
 
 
-def _positive(name: str, value: int | None, *, allow_none: bool = False) -> None:
+def check_positive(name: str, value: int | None, *, allow_none: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is a positive integer (or None where allowed)."""
     if value is None and allow_none:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -75,9 +76,9 @@ class DataConfig:
             raise ConfigError(f"layout: expected 'sequence' or 'long', got {self.layout!r}")
         if self.partial_windows not in ("keep", "drop"):
             raise ConfigError(f"partial_windows: expected 'keep' or 'drop', got {self.partial_windows!r}")
-        _positive("min_length", self.min_length)
-        _positive("max_length", self.max_length, allow_none=True)
-        _positive("num_features", self.num_features, allow_none=True)
+        check_positive("min_length", self.min_length)
+        check_positive("max_length", self.max_length, allow_none=True)
+        check_positive("num_features", self.num_features, allow_none=True)
         if self.max_length is not None and self.max_length < self.min_length:
             raise ConfigError(
                 f"max_length: expected at least min_length ({self.min_length}), got {self.max_length}"
@@ -89,8 +90,8 @@ class DataConfig:
         if self.layout == "long":
             if not self.feature_columns:
                 raise ConfigError("feature_columns: the long layout needs at least one feature column")
-            _positive("window", self.window)
-            _positive("stride", self.stride, allow_none=True)
+            check_positive("window", self.window)
+            check_positive("stride", self.stride, allow_none=True)
             if self.num_features is not None and self.num_features != len(self.feature_columns):
                 raise ConfigError(
                     f"num_features: expected {len(self.feature_columns)} (one per feature column), "

@@ -52,3 +52,31 @@ def test_wrong_options_are_refused_before_work(tmp_path):
     result = seqae("validate", "--data", str(tmp_path), "--window", "4")
     assert result.returncode == 1
     assert "window/stride: only the long layout is cut into windows" in result.stderr
+
+
+def test_train_export_embed_through_the_cli(tmp_path, sine_dir):
+    config = tmp_path / "config.toml"
+    config.write_text('[model]\nunits = 3\nmode = "predict"\nhorizon = 2\n[train]\nmax_epochs = 1\nbatch_size = 16\n')
+    model = tmp_path / "model"
+    result = runner.invoke(app, ["--quiet", "train", "--data", str(sine_dir), "--model-dir", str(model),
+                                 "--config", str(config), "--units", "2", "--filter", "id < 80"])
+    assert result.exit_code == 0, result.output
+    trained = json.loads(result.stdout)
+    assert trained["model"]["units"] == 2 and trained["model"]["horizon"] == 2  # option beats file
+    assert trained["train_rows"] + trained["validation_rows"] == 80
+    result = runner.invoke(app, ["--quiet", "export", str(model)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["parity"]["passed"] is True
+    result = runner.invoke(app, ["--quiet", "embed", "--model", str(model), "--data", str(sine_dir),
+                                 "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["totals"]["rows_in"] == 96 == report["totals"]["rows_written"] + report["totals"]["rows_rejected"]
+
+
+def test_train_refuses_unknown_config_keys_before_reading_data(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text('{"model": {"unitz": 3}}')
+    result = seqae("train", "--data", str(tmp_path / "missing"), "--model-dir", str(tmp_path / "m"), "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: model options: unknown key(s) unitz")

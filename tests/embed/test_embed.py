@@ -195,3 +195,29 @@ def test_cuda_session_matches_cpu(model_dir, mixed_dir, tmp_path):
         a, b = pq.read_table(path), pq.read_table(tmp_path / "gpu" / path.name)
         np.testing.assert_allclose(np.stack(a.column("embedding").to_numpy(zero_copy_only=False)),
                                    np.stack(b.column("embedding").to_numpy(zero_copy_only=False)), atol=1e-4)
+
+
+def test_long_layout_end_to_end_keys_are_windows(tmp_path):
+    from seqae.data import DataConfig
+
+    rng = np.random.default_rng(0)
+    steps = 60
+    table = pa.table({
+        "sensor": np.repeat(["a", "b"], steps), "ts": np.tile(np.arange(steps, dtype=np.int64) * 10, 2),
+        "x": rng.normal(size=2 * steps).astype(np.float32), "y": rng.normal(size=2 * steps).astype(np.float32),
+    })
+    data = tmp_path / "long"
+    data.mkdir()
+    pq.write_table(table, data / "s.parquet")
+    config = DataConfig(layout="long", key_column="sensor", time_column="ts", feature_columns=("x", "y"),
+                        window=20, stride=10)
+    train(str(data), tmp_path / "m", model_config={"units": 2}, data_config=config,
+          train_config=TrainConfig(max_epochs=1, validation_fraction=0.0))
+    export(tmp_path / "m")
+    report = embed(tmp_path / "m", str(data), tmp_path / "out", EmbedConfig(device="cpu"))
+    out = pq.read_table(tmp_path / "out" / "s.parquet")
+    assert out.schema.names[:3] == ["sensor", "window_start", "window_end"]
+    assert out.schema.field("window_start").type == pa.int64()
+    assert out.num_rows == 2 * 5 == report.totals["rows_written"]
+    assert out.slice(0, 2).select(["sensor", "window_start", "window_end"]).to_pylist() == [
+        {"sensor": "a", "window_start": 0, "window_end": 190}, {"sensor": "a", "window_start": 100, "window_end": 290}]

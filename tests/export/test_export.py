@@ -10,7 +10,7 @@ from seqae import names
 from seqae.artifacts import ModelArtifacts
 from seqae.errors import ChecksumError, ModelDirError, ParityError
 from seqae.export import Tolerance, check_graph, export, validate_parity
-from seqae.model import ModelConfig, build_autoencoder, encoder_of, load_model
+from seqae.model import ModelConfig, load_model
 from seqae.train import TrainConfig, train
 
 FAMILY = [
