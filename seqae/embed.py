@@ -354,9 +354,9 @@ def _run_pipeline(shards, out: Path, out_names, session: ScorerSession, config: 
         _write_json_atomic(out / MANIFEST_DIR / f"{name}.json", {**file_meta, "output": name,
                                                                   "seconds": round(seconds, 3)})
         report.shards.append(ShardResult(shard.uri, name, "done", rows_in, written, rejected, round(seconds, 3)))
-        log.info("%s -> %s: %d rows in, %d written, %d rejected (%.0f rows/s); %d/%d shards", shard.uri, name,
-                 rows_in, written, rejected, rows_in / max(seconds, 1e-9), len(report.shards), len(report.shards)
-                 + len(shards) - sum(1 for r in report.shards if r.status == "done"))
+        done = sum(1 for r in report.shards if r.status == "done")
+        log.info("%s -> %s: %d rows in, %d written, %d rejected (%.0f rows/s); %d of %d shards to do are done",
+                 shard.uri, name, rows_in, written, rejected, rows_in / max(seconds, 1e-9), done, len(shards))
         if on_progress:
             on_progress("shard", 1)
 
