@@ -47,7 +47,8 @@ def main() -> None:
     big = big.set_column(0, "id", pa.array(np.arange(args.rows, dtype=np.int64)))
     values = np.stack(big.column("values").to_numpy(zero_copy_only=False))[..., None].astype(np.float32)
     lengths = np.full(args.rows, values.shape[1], np.int32)
-    tmp = Path(tempfile.mkdtemp(prefix="seqae-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="seqae-bench-")) / "data"
+    tmp.mkdir()
     shards = 8
     for i in range(shards):
         n = args.rows // shards
@@ -66,7 +67,7 @@ def main() -> None:
 
     def embed_job():
         run["n"] += 1
-        embed(args.model_dir, str(tmp), tmp / f"out-{run['n']}", EmbedConfig(device="cpu"))
+        embed(args.model_dir, str(tmp), tmp.parent / f"out-{run['n']}", EmbedConfig(device="cpu"))
     results["seqae embed end to end (Parquet in and out)"] = median_rate(embed_job, args.rows, args.repeats)
 
     import tensorflow as tf

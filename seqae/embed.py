@@ -238,6 +238,12 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, confi
     out.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
     shards = resolve_shards(data)
+    inside = [s for s in shards if s.filesystem.type_name == "local" and Path(s.path).resolve().is_relative_to(out.resolve())]
+    if inside:  # our own outputs, when --out lies below --data: never read them back as input
+        log.warning("skipping %d file(s) under the output directory %s", len(inside), out)
+        shards = [s for s in shards if s not in inside]
+        if not shards:
+            raise SeqaeError(f"{data}: every Parquet file found is under the output directory {out}")
     out_names = output_names_for(shards)
     identity = {"model_id": meta["model_id"], "model_version": meta["model_version"], "onnx_sha256": onnx_sha,
                 "onnx_file": onnx_file, "step_errors": config.step_errors}

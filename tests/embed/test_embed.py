@@ -221,3 +221,10 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
     assert out.num_rows == 2 * 5 == report.totals["rows_written"]
     assert out.slice(0, 2).select(["sensor", "window_start", "window_end"]).to_pylist() == [
         {"sensor": "a", "window_start": 0, "window_end": 190}, {"sensor": "a", "window_start": 100, "window_end": 290}]
+
+
+def test_outputs_below_the_input_folder_are_not_read_back(model_dir, mixed_dir):
+    data, _ = mixed_dir
+    first = embed(model_dir, str(data), data / "scored", EmbedConfig(device="cpu"))
+    again = embed(model_dir, str(data), data / "scored", EmbedConfig(device="cpu"))
+    assert first.totals["shards"] == again.totals["shards"] == 3
