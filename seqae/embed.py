@@ -101,6 +101,7 @@ class EmbedReport:
     batch_size: int
     shards: list[ShardResult] = field(default_factory=list)
     seconds: float = 0.0
+    fp16_parity: dict[str, Any] | None = None
 
     @property
     def totals(self) -> dict[str, int]:
@@ -117,6 +118,7 @@ class EmbedReport:
         return {"out": self.out, "provider": self.provider, "batch_size": self.batch_size,
                 "totals": self.totals, "seconds": round(self.seconds, 3),
                 "rows_per_second": round(computed / self.seconds) if self.seconds else None,
+                **({"fp16_parity": self.fp16_parity} if self.fp16_parity else {}),
                 "shards": [asdict(s) for s in self.shards]}
 
 
@@ -131,6 +133,21 @@ def output_names_for(shards: list[Shard]) -> dict[str, str]:
         stem = rel.rsplit(".", 1)[0].replace("/", "__")
         out[s.uri] = f"{stem}.parquet"
     return out
+
+
+def _fp16_check(artifacts: ModelArtifacts, shard: Shard, data_config: DataConfig, outputs: list[str],
+                rows: int = 1024) -> dict[str, Any]:
+    """fp16 against fp32 on the first rows of the first shard: the fp16 file's parity figure, taken
+    where it can be (export runs where TensorFlow is, usually without a GPU)."""
+    from seqae.runtime import fp16_parity
+
+    ModelArtifacts.open(artifacts.directory, (names.SCORER_ONNX,))
+    reader = ShardReader(shard, data_config, batch_size=rows, num_features=artifacts.metadata["model"]["num_features"])
+    batch, _ = next(iter(reader))
+    if not len(batch):
+        return {"measured": False, "reason": f"no accepted row in the first {rows} rows of {shard.uri}"}
+    return fp16_parity(artifacts.path(names.SCORER_FP16_ONNX), artifacts.path(names.SCORER_ONNX),
+                       batch.values, batch.lengths, outputs)
 
 
 def _remove_leftovers(out: Path) -> None:
@@ -248,6 +265,9 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, confi
     identity = {"model_id": meta["model_id"], "model_version": meta["model_version"], "onnx_sha256": onnx_sha,
                 "onnx_file": onnx_file, "step_errors": config.step_errors}
     report = EmbedReport(str(out), session.provider, batch_size)
+    if config.fp16:
+        report.fp16_parity = _fp16_check(artifacts, shards[0], data_config, outputs)
+        log.info("fp16 against fp32 on CUDA: %s", report.fp16_parity)
     todo: list[Shard] = []
     for shard in shards:
         entry_path = out / MANIFEST_DIR / f"{out_names[shard.uri]}.json"

@@ -27,6 +27,7 @@ from seqae import __version__, names
 from seqae.artifacts import read_metadata, sha256_of, write_metadata
 from seqae.data import DataConfig, ShardReader, resolve_shards
 from seqae.errors import ConfigError, ParityError, SeqaeError
+from seqae.runtime import fp16_parity
 
 log = logging.getLogger(__name__)
 
@@ -411,23 +412,3 @@ def export(model_dir: str | os.PathLike, *, data: str | None = None, opset: int 
         raise ParityError(f"{directory}: ONNX outputs differ from Keras beyond tolerance "
                           f"({len(report.failures)} of {len(report.checks)} checks):\n{lines}")
     return export_meta
-
-
-def fp16_parity(fp16_path: Path, fp32_path: Path, values, lengths, outputs: list[str]) -> dict[str, Any]:
-    """fp16 against fp32 on the CUDA provider; never on the CPU (an fp16 LSTM crashed it in a trial)."""
-    import onnxruntime as ort
-
-    from seqae.runtime import CUDA, cuda_usable
-
-    if not cuda_usable(str(fp32_path)):
-        return {"measured": False, "reason": "no usable CUDA provider on the exporting machine; "
-                "the fp16 graph passed onnx.checker but was not run"}
-    half = ort.InferenceSession(str(fp16_path), providers=[CUDA])
-    full = ort.InferenceSession(str(fp32_path), providers=[CUDA])
-    feed = {names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths.astype(np.int32)}
-    a, b = half.run(outputs, feed), full.run(outputs, feed)
-    result: dict[str, Any] = {"measured": True}
-    for name, x, y in zip(outputs, a, b):
-        diff = np.abs(x.astype(np.float64) - y)
-        result[name] = {"max_abs": float(diff.max()), "max_rel": float((diff / np.maximum(np.abs(y), 1e-6)).max())}
-    return result

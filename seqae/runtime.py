@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqae import names
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +55,27 @@ def cuda_usable(model_path: str) -> bool:
     usable = session.get_providers()[0] == CUDA
     log.debug("CUDA provider usable: %s", usable)
     return usable
+
+
+def fp16_parity(fp16_path: str | Path, fp32_path: str | Path, values: np.ndarray, lengths: np.ndarray,
+                outputs: list[str]) -> dict[str, Any]:
+    """The fp16 scorer against the fp32 one, both on the CUDA provider, on the same rows.
+
+    Never runs on the CPU provider (an fp16 LSTM crashed it in a trial): without a usable CUDA
+    provider the result says so and nothing runs.
+    """
+    import onnxruntime as ort
+
+    if not cuda_usable(str(fp32_path)):
+        return {"measured": False, "reason": "no usable CUDA provider here; the fp16 graph passed onnx.checker "
+                "but was not run (`seqae embed --device cuda --fp16` measures it on the GPU)"}
+    half = ort.InferenceSession(str(fp16_path), providers=[CUDA])
+    full = ort.InferenceSession(str(fp32_path), providers=[CUDA])
+    feed = {names.INPUT_VALUES: np.ascontiguousarray(values, dtype=np.float32),
+            names.INPUT_LENGTHS: np.ascontiguousarray(lengths, dtype=np.int32)}
+    result: dict[str, Any] = {"measured": True, "rows": int(len(lengths))}
+    for name, x, y in zip(outputs, half.run(outputs, feed), full.run(outputs, feed)):
+        diff = np.abs(x.astype(np.float64) - y)
+        result[name] = {"max_abs": float(diff.max()),
+                        "max_rel": float((diff / np.maximum(np.abs(y), 1e-6)).max())}
+    return result

@@ -228,3 +228,12 @@ def test_outputs_below_the_input_folder_are_not_read_back(model_dir, mixed_dir):
     first = embed(model_dir, str(data), data / "scored", EmbedConfig(device="cpu"))
     again = embed(model_dir, str(data), data / "scored", EmbedConfig(device="cpu"))
     assert first.totals["shards"] == again.totals["shards"] == 3
+
+
+@pytest.mark.gpu
+def test_fp16_on_cuda_records_its_parity(tmp_path, sine_dir):
+    train(str(sine_dir), tmp_path / "m", model_config={"units": 4}, train_config=TrainConfig(max_epochs=1))
+    export(tmp_path / "m", fp16=True)
+    report = embed(tmp_path / "m", str(sine_dir), tmp_path / "out", EmbedConfig(device="cuda", fp16=True))
+    assert report.fp16_parity["measured"] is True
+    assert report.fp16_parity["embedding"]["max_abs"] < 1e-2
