@@ -317,6 +317,14 @@ def main() -> None:
     except SeqaeError as exc:
         console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
         code = 1
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_common",
+                                                  "matplotlib"):
+            raise
+        # The inference install has no TensorFlow; train and export need the `train` extra.
+        console.print(f"error: this command needs {exc.name}, which is not installed; "
+                      "install the training extra: pip install 'seqae[train]'", markup=False, soft_wrap=True)
+        code = 1
     except typer.Abort:
         console.print("aborted", markup=False)
         code = 130
