@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -16,8 +15,6 @@ from seqae.data.config import DataConfig
 from seqae.data.filters import RowFilter
 from seqae.data.source import Shard
 from seqae.errors import ContractError, SeqaeError
-
-log = logging.getLogger(__name__)
 
 #: Why a row was rejected. Fixed words, so that rejects can be grouped and counted downstream.
 REJECT_REASONS = {

@@ -50,15 +50,6 @@ class Shard:
     def open(self):
         return self.filesystem.open_input_file(self.path)
 
-    def __reduce__(self):
-        # Filesystems do pickle, but a shard sent to another process should re-resolve its own.
-        return (_shard_from_state, (self.path, self.uri, self.size, self.mtime_ns, self.filesystem.type_name))
-
-
-def _shard_from_state(path, uri, size, mtime_ns, fs_type):
-    filesystem = pafs.LocalFileSystem() if fs_type == "local" else pafs.FileSystem.from_uri(uri)[0]
-    return Shard(path, uri, size, mtime_ns, filesystem)
-
 
 def _is_data_file(path: str) -> bool:
     name = posixpath.basename(path)

@@ -78,8 +78,9 @@ def iter_windows(reader: ShardReader) -> Iterator[tuple[SequenceBatch, pa.Table]
         series.skip = next_start - keep_from
 
     def flush() -> tuple[SequenceBatch, pa.Table]:
-        good = [w for w in out if np.isfinite(w[3]).all()]
-        bad = [w for w in out if not np.isfinite(w[3]).all()]
+        finite = [bool(np.isfinite(w[3]).all()) for w in out]
+        good = [w for w, ok in zip(out, finite) if ok]
+        bad = [w for w, ok in zip(out, finite) if not ok]
         table = empty_rejects()
         if bad:
             keys = [f"{w[0]}/{w[1]}/{w[2]}" for w in bad]
