@@ -38,8 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from seqae.datasets import load_dataset
-    from seqae.embed import EmbedConfig, embed
-    from seqae.session import ScorerSession, SessionOptions
+    from seqae.infer import EmbedConfig, ScorerSession, SessionOptions, embed
 
     table = load_dataset("ecg5000")
     reps = -(-args.rows // table.num_rows)

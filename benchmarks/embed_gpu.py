@@ -29,13 +29,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from seqae.embed import EmbedConfig, embed
-    from seqae.runtime import preload_cuda
-    from seqae.session import ScorerSession, SessionOptions
+    from seqae.infer import EmbedConfig, ScorerSession, SessionOptions, embed
+    from seqae.infer.runtime import preload_cuda
+    from seqae.modeldir import ModelInfo
 
     preload_cuda()
-    meta = json.loads((Path(args.model_dir) / "seqae.json").read_text())
-    features = meta["model"]["num_features"]
+    info = ModelInfo.read(args.model_dir)
+    meta = info.metadata
+    features = info.model.num_features
     steps = meta["training"]["longest"]
     rng = np.random.default_rng(0)
     tmp = Path(tempfile.mkdtemp(prefix="seqae-gpu-"))

@@ -19,7 +19,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from seqae import __version__
+from seqae import names
+from seqae._version import __version__
 from seqae.errors import SeqaeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -135,7 +136,7 @@ def validate_cmd(
     max_length: MaxLenOpt = None,
 ) -> None:
     """Check input shards against the data contract; print per-shard and total counts as JSON."""
-    from seqae.data.scan import scan
+    from seqae.scan import scan
 
     config = data_config_from_options(layout, key_column, values_column, time_column, feature_columns,
                                       window, stride, min_length, max_length)
@@ -197,8 +198,7 @@ def train_cmd(
     max_length: MaxLenOpt = None,
 ) -> None:
     """Train an LSTM autoencoder on Parquet shards; print the effective config and the result as JSON."""
-    from seqae.data import DataConfig
-    from seqae.train import TrainConfig, load_config_file
+    from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
 
     sections = load_config_file(config) if config else {}
     model_fields = {**sections.get("model", {}), **_overrides(
@@ -213,17 +213,16 @@ def train_cmd(
     train_fields = {**sections.get("train", {}), **_overrides(
         max_epochs=epochs, patience=patience, batch_size=batch_size, validation_fraction=validation_fraction,
         row_filter=filter, seed=seed)}
+    # Every option is checked before any data is read, without TensorFlow.
     data_config = DataConfig.from_dict(data_fields, "data options")
     train_config = TrainConfig.from_dict(train_fields, "train options")
-    from seqae.model import ModelConfig
-
-    ModelConfig.from_dict({"num_features": 1, **model_fields}, "model options")  # refuse bad options before reading data
-    effective = {"model": model_fields, "data": data_config.to_dict(), "train": train_config.to_dict()}
+    model_config = ModelConfig.from_dict(model_fields, "model options")
+    effective = {"model": model_config.to_dict(), "data": data_config.to_dict(), "train": train_config.to_dict()}
     console.print_json(json.dumps(effective)) if not _state["quiet"] else None
     from seqae.train import train
 
     with progress_bar("train", train_config.max_epochs, unit="epochs") as advance:
-        result = train(data, model_dir, model_config=model_fields, data_config=data_config,
+        result = train(data, model_dir, model_config=model_config, data_config=data_config,
                        train_config=train_config, on_epoch=lambda epoch, logs: advance(1))
     t = result.metadata["training"]
     _print_json({"model_dir": str(result.model_dir), "model_id": result.metadata["model_id"],
@@ -242,12 +241,14 @@ def export_cmd(
     error_rtol: Annotated[float, typer.Option(min=0.0, help="Parity: relative tolerance on errors.")] = 1e-4,
 ) -> None:
     """Write encoder.onnx and scorer.onnx next to the Keras model and check them against it."""
-    from seqae.export import Tolerance, export
+    from seqae.config import ExportConfig
 
-    if not (model_dir / "seqae.json").is_file():
-        raise typer.BadParameter(f"{model_dir} holds no seqae.json", param_hint="MODEL_DIR")
-    result = export(model_dir, data=data, opset=opset, fp16=fp16,
-                    tolerance=Tolerance(embedding_atol=embedding_atol, error_rtol=error_rtol))
+    if not (model_dir / names.METADATA_FILE).is_file():
+        raise typer.BadParameter(f"{model_dir} holds no {names.METADATA_FILE}", param_hint="MODEL_DIR")
+    config = ExportConfig(opset=opset, fp16=fp16, embedding_atol=embedding_atol, error_rtol=error_rtol)
+    from seqae.export import export
+
+    result = export(model_dir, config, data=data)
     _print_json({"model_dir": str(model_dir), "files": result["files"], "parity": {
         k: v for k, v in result["parity"].items() if k in ("passed", "rows", "worst", "checks")},
         **({"fp16_parity": result["fp16_parity"]} if fp16 else {})})
@@ -263,34 +264,34 @@ class DeviceName(str, Enum):
 def embed_cmd(
     model: Annotated[Path, typer.Option(help="Exported model directory.")],
     data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
-    out: Annotated[Path, typer.Option(help="Output directory (one Parquet file per input shard).")],
+    out: Annotated[str, typer.Option(help="Output folder or URI (one Parquet file per input shard).")],
     device: Annotated[DeviceName, typer.Option(help="cuda fails without a usable GPU; auto falls back to the CPU.")] = DeviceName.auto,
     fp16: Annotated[bool, typer.Option("--fp16", help="Use scorer.fp16.onnx (CUDA only).")] = False,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per inference call (default per device).")] = None,
     read_batch_size: Annotated[int, typer.Option(min=1, help="Rows per Parquet record batch.")] = 16384,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Shards read and written at once (default: cores, at most 8).")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
     step_errors: Annotated[bool, typer.Option("--step-errors", help="Also write step_error per valid step.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute shards already done.")] = False,
     allow_cpu_nodes: Annotated[bool, typer.Option("--allow-cpu-nodes", help="Warn, not fail, when heavy nodes leave the GPU.")] = False,
 ) -> None:
     """Write embeddings and reconstruction errors for every input shard; resumable and idempotent."""
-    from seqae.embed import EmbedConfig, embed
+    from seqae.config import EmbedConfig
+    from seqae.infer import embed
 
-    if not (model / "seqae.json").is_file():
-        raise typer.BadParameter(f"{model} holds no seqae.json", param_hint="--model")
+    if not (model / names.METADATA_FILE).is_file():
+        raise typer.BadParameter(f"{model} holds no {names.METADATA_FILE}", param_hint="--model")
     config = EmbedConfig(device=device.value, fp16=fp16, batch_size=batch_size, read_batch_size=read_batch_size,
-                         threads=threads, step_errors=step_errors, overwrite=overwrite,
+                         workers=workers, threads=threads, step_errors=step_errors, overwrite=overwrite,
                          allow_cpu_nodes=allow_cpu_nodes)
     total = _total_rows(data)
-    shards = {"done": 0}
+    shards_done = 0
 
     with progress_bar("embed", total, unit="rows") as advance:
-        def on_progress(kind: str, n: int) -> None:
-            if kind == "shard":
-                shards["done"] += n
-                advance(0, f"embed: {shards['done']} shard(s) done")
-            else:
-                advance(n)
+        def on_progress(event: Progress) -> None:
+            nonlocal shards_done
+            shards_done += event.shards
+            advance(event.rows, f"embed: {shards_done} shard(s) done" if event.shards else None)
 
         report = embed(model, data, out, config, on_progress=on_progress)
     result = report.to_dict()

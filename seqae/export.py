@@ -16,27 +16,28 @@ import collections
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seqae import __version__, names
-from seqae.artifacts import read_metadata, sha256_of, write_metadata
-from seqae.data import DataConfig, ShardReader, resolve_shards
-from seqae.errors import ConfigError, ParityError, SeqaeError
-from seqae.runtime import fp16_parity
+from seqae import names
+from seqae._version import __version__
+from seqae.config import DataConfig, ExportConfig
+from seqae.data import ShardReader, resolve_shards
+from seqae.errors import ParityError, SeqaeError
+from seqae.infer.artifacts import sha256_of
+from seqae.infer.runtime import fp16_parity
+from seqae.modeldir import write_metadata
+from seqae.storage import write_bytes
 
 log = logging.getLogger(__name__)
-
-DEFAULT_OPSET = 17
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Parity tolerances.
+    """Parity tolerances (the fields of the same names in ``ExportConfig``).
 
     Attributes:
         embedding_atol: absolute, per embedding value.
@@ -54,6 +55,10 @@ class Tolerance:
     error_rtol: float = 1e-4
     step_error_rtol: float = 1e-3
     error_atol_floor: float = 1e-6
+
+    @classmethod
+    def of(cls, config: ExportConfig) -> Tolerance:
+        return cls(config.embedding_atol, config.error_rtol, config.step_error_rtol, config.error_atol_floor)
 
     def allowed(self, output: str, reference: np.ndarray) -> np.ndarray:
         """Allowed absolute difference for each value of ``reference`` ``(rows, ...)``."""
@@ -168,17 +173,7 @@ def _set_metadata(proto, props: dict[str, Any]) -> None:
 
 
 def _save(proto, path: Path) -> None:
-    import onnx
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, proto.SerializeToString())
 
 
 def isolate_outputs(graph) -> None:
@@ -338,8 +333,8 @@ def validate_parity(model, config, onnx_paths: dict[str, Path], values: np.ndarr
 
 # --- the command ------------------------------------------------------------------------------
 
-def export(model_dir: str | os.PathLike, *, data: str | None = None, opset: int = DEFAULT_OPSET,
-           fp16: bool = False, tolerance: Tolerance = Tolerance(), parity_rows: int = 256) -> dict[str, Any]:
+def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), *,
+           data: str | None = None) -> dict[str, Any]:
     """Write ``encoder.onnx`` and ``scorer.onnx`` (and ``scorer.fp16.onnx``) into ``model_dir``.
 
     Inputs of both graphs: ``values`` float32 ``(batch, time, features)`` in raw units (normalisation
@@ -352,21 +347,22 @@ def export(model_dir: str | os.PathLike, *, data: str | None = None, opset: int 
     crashed the CPU provider in a trial); without one it is recorded as not measured.
 
     Raises:
-        ParityError: any output differs beyond ``tolerance``; the message lists every failure.
+        ParityError: any output differs beyond the tolerance; the message lists every failure.
         SeqaeError: the graph does not have the expected shape (fused LSTM ops only).
     """
     from seqae.model import encoder_of, load_model
 
-    if not 13 <= opset <= 18:
-        raise ConfigError(f"opset: expected 13 to 18 (tested with tf2onnx 1.17), got {opset}")
     trained = load_model(model_dir)
-    cfg, meta = trained.config, trained.metadata
-    directory = Path(model_dir)
-    data = data or meta["training"]["data"]
-    data_config = DataConfig.from_dict(meta["data"])
+    info, cfg, opset = trained.info, trained.config, config.opset
+    directory = info.directory
+    data = data or info.metadata.get("training", {}).get("data")
+    if not data:
+        raise SeqaeError(f"{directory}: seqae.json records no training data; pass the rows for the parity gate "
+                         "(--data)")
+    data_config = info.data
     props = {
-        "seqae.model_id": meta["model_id"], "seqae.model_version": str(meta["model_version"]),
-        "seqae.version": __version__, "seqae.feature_names": meta["feature_names"],
+        "seqae.model_id": info.model_id, "seqae.model_version": str(info.model_version),
+        "seqae.version": __version__, "seqae.feature_names": list(info.feature_names),
         "seqae.num_features": str(cfg.num_features), "seqae.min_length": str(data_config.min_length),
         "seqae.max_length": str(data_config.max_length), "seqae.opset": str(opset),
         "seqae.activation": cfg.activation, "seqae.mode": cfg.mode, "seqae.decoder": cfg.decoder,
@@ -385,17 +381,17 @@ def export(model_dir: str | os.PathLike, *, data: str | None = None, opset: int 
         _save(proto, paths[kind])
     files = {p.name: {"sha256": sha256_of(p), "precision": "fp32", "graph": kind} for kind, p in paths.items()}
 
-    values, lengths = sample_rows(data, data_config, cfg.num_features, parity_rows)
-    report = validate_parity(trained.model, cfg, paths, values, lengths, tolerance=tolerance)
+    values, lengths = sample_rows(data, data_config, cfg.num_features, config.parity_rows)
+    report = validate_parity(trained.model, cfg, paths, values, lengths, tolerance=Tolerance.of(config))
     export_meta: dict[str, Any] = {
-        "opset": opset, "files": files, "parity": report.summary(), "graph": {
+        "opset": opset, "config": config.to_dict(), "files": files, "parity": report.summary(), "graph": {
             kind: dict(collections.Counter(n.op_type for n in proto.graph.node).most_common())
             for kind, proto in protos.items()},
         "inputs": {names.INPUT_VALUES: ["batch", "time", cfg.num_features], names.INPUT_LENGTHS: ["batch"]},
         "outputs": {"encoder": [names.EMBEDDING], "scorer": cfg.output_names},
         "activation": cfg.activation,
     }
-    if fp16:
+    if config.fp16:
         half = to_fp16(protos["scorer"])
         _set_metadata(half, {**props, "seqae.graph": "scorer", "seqae.precision": "fp16"})
         fp16_path = directory / names.SCORER_FP16_ONNX
@@ -404,7 +400,7 @@ def export(model_dir: str | os.PathLike, *, data: str | None = None, opset: int 
         export_meta["fp16_parity"] = fp16_parity(fp16_path, paths["scorer"], values, lengths, cfg.output_names)
     else:
         (directory / names.SCORER_FP16_ONNX).unlink(missing_ok=True)  # never leave a stale variant behind
-    metadata = read_metadata(directory)
+    metadata = dict(info.metadata)
     metadata["export"] = export_meta
     write_metadata(directory, metadata)
     if report.failures:

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seqae.data.reader import REJECT_SCHEMA
+from seqae import names
+from seqae.data.rejects import REJECT_SCHEMA
+from seqae.storage import AtomicFile, Location
 
-METADATA_KEY = b"seqae"
-REJECTS_DIR = "_rejects"
+METADATA_KEY = names.PARQUET_METADATA_KEY.encode()
 
 
 def with_metadata(schema: pa.Schema, metadata: dict[str, Any]) -> pa.Schema:
@@ -25,28 +25,32 @@ def with_metadata(schema: pa.Schema, metadata: dict[str, Any]) -> pa.Schema:
     return schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True, default=str).encode()})
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+def read_metadata(path: str | os.PathLike | Location) -> dict[str, Any]:
     """The ``seqae`` metadata of a Parquet file written by seqae (footer key-value metadata)."""
-    raw = pq.read_metadata(path).metadata or {}
+    location = Location.of(path)
+    with location.filesystem.open_input_file(location.path) as handle:
+        raw = pq.read_metadata(handle).metadata or {}
     return json.loads(raw[METADATA_KEY]) if METADATA_KEY in raw else {}
 
 
 class AtomicParquetWriter:
-    """One ``pq.ParquetWriter`` with an explicit schema, writing to a hidden temporary name.
+    """One ``pq.ParquetWriter`` with an explicit schema, on any ``pyarrow.fs`` filesystem, whose file
+    appears whole or not at all (``seqae.storage.AtomicFile``: a temporary name and a rename where
+    rename is atomic; elsewhere the manifest written after ``commit()`` is what makes it count).
 
-    ``commit()`` renames the finished file into place, so readers never see a partial file;
-    ``abort()`` (or leaving the ``with`` block on an exception) removes the temporary file.
+    ``commit()`` closes the file and moves it into place; ``abort()`` (or leaving the ``with`` block
+    on an exception) removes it.
     """
 
-    def __init__(self, path: str | os.PathLike, schema: pa.Schema, *, row_group_size: int = 65536,
+    def __init__(self, path: str | os.PathLike | Location, schema: pa.Schema, *, row_group_size: int = 65536,
                  compression: str = "zstd"):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.file = AtomicFile(path)
+        self.path = self.file.target
         self.schema = schema
         self.row_group_size = row_group_size
         self.rows = 0
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression=compression)
+        where = self.file.location
+        self._writer = pq.ParquetWriter(where.path, schema, filesystem=where.filesystem, compression=compression)
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
@@ -54,20 +58,20 @@ class AtomicParquetWriter:
                                      row_group_size=self.row_group_size)
             self.rows += table.num_rows
 
-    def commit(self, metadata: dict[str, Any] | None = None) -> Path:
-        """Close and rename into place; ``metadata`` (known only at the end, such as row counts) goes
+    def commit(self, metadata: dict[str, Any] | None = None) -> Location:
+        """Close and move into place; ``metadata`` (known only at the end, such as row counts) goes
         into the footer under the key ``seqae``."""
         if metadata is not None:
-            self._writer.add_key_value_metadata({METADATA_KEY.decode(): json.dumps(metadata, sort_keys=True, default=str)})
+            self._writer.add_key_value_metadata({names.PARQUET_METADATA_KEY: json.dumps(metadata, sort_keys=True,
+                                                                                          default=str)})
         self._writer.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+        return self.file.commit()
 
     def abort(self) -> None:
         try:
             self._writer.close()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self.file.abort()
 
     def __enter__(self) -> AtomicParquetWriter:
         return self
@@ -77,17 +81,20 @@ class AtomicParquetWriter:
             self.abort()
 
 
-def rejects_path(out_dir: str | os.PathLike, shard_name: str) -> Path:
-    return Path(out_dir) / REJECTS_DIR / f"{Path(shard_name).stem}.rejects.parquet"
+def rejects_path(out_dir: str | os.PathLike | Location, shard_name: str) -> Location:
+    """``out_dir/_rejects/<stem>.rejects.parquet`` for a shard or output file named ``shard_name``."""
+    stem = os.path.basename(shard_name).rsplit(".", 1)[0]
+    return Location.of(out_dir).join(names.REJECTS_DIR, f"{stem}{names.REJECTS_SUFFIX}")
 
 
-def write_rejects(out_dir: str | os.PathLike, shard_name: str, rejects: list[pa.Table],
-                  metadata: dict[str, Any] | None = None) -> Path | None:
-    """Write a shard's rejected rows to ``out_dir/_rejects/<shard>.rejects.parquet`` (none: no file)."""
+def write_rejects(out_dir: str | os.PathLike | Location, shard_name: str, rejects: list[pa.Table],
+                  metadata: dict[str, Any] | None = None) -> Location | None:
+    """Write a shard's rejected rows to ``out_dir/_rejects/<shard>.rejects.parquet`` (none: no file,
+    and a stale one from an earlier run is removed)."""
     tables = [t for t in rejects if t.num_rows]
     path = rejects_path(out_dir, shard_name)
     if not tables:
-        path.unlink(missing_ok=True)
+        path.delete()
         return None
     with AtomicParquetWriter(path, REJECT_SCHEMA) as writer:
         for table in tables:
@@ -107,33 +114,31 @@ def embedding_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int
     (one error per valid step).
     """
     fields = list(keys) + list(passthrough) + [
-        pa.field("embedding", pa.list_(pa.float32(), embedding_dim), nullable=False),
-        pa.field("recon_error", pa.float32(), nullable=False),
+        pa.field(names.EMBEDDING, pa.list_(pa.float32(), embedding_dim), nullable=False),
+        pa.field(names.RECON_ERROR, pa.float32(), nullable=False),
     ]
     if predicts:
-        fields.append(pa.field("pred_error", pa.float32(), nullable=False))
-    fields.append(pa.field("length", pa.int32(), nullable=False))
+        fields.append(pa.field(names.PRED_ERROR, pa.float32(), nullable=False))
+    fields.append(pa.field(names.LENGTH, pa.int32(), nullable=False))
     if step_errors:
-        fields.append(pa.field("step_error", pa.list_(pa.float32()), nullable=False))
+        fields.append(pa.field(names.STEP_ERROR, pa.list_(pa.float32()), nullable=False))
     return pa.schema(fields)
 
 
 def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, outputs: dict,
                     lengths) -> pa.Table:
-    """Assemble one output batch; ``outputs`` holds numpy arrays in row order."""
-    import numpy as np
-
+    """Assemble one output batch; ``outputs`` holds numpy arrays in row order (no Python per row)."""
     n = len(lengths)
-    embedding = np.ascontiguousarray(outputs["embedding"], dtype=np.float32)
+    embedding = np.ascontiguousarray(outputs[names.EMBEDDING], dtype=np.float32)
     columns = [keys.column(i) for i in range(keys.num_columns)]
     columns += [passthrough.column(i) for i in range(passthrough.num_columns)]
     columns.append(pa.FixedSizeListArray.from_arrays(pa.array(embedding.reshape(-1)), embedding.shape[1]))
-    columns.append(pa.array(outputs["recon_error"].astype(np.float32, copy=False)))
-    if "pred_error" in schema.names:
-        columns.append(pa.array(outputs["pred_error"].astype(np.float32, copy=False)))
+    columns.append(pa.array(outputs[names.RECON_ERROR].astype(np.float32, copy=False)))
+    if names.PRED_ERROR in schema.names:
+        columns.append(pa.array(outputs[names.PRED_ERROR].astype(np.float32, copy=False)))
     columns.append(pa.array(np.asarray(lengths, dtype=np.int32)))
-    if "step_error" in schema.names:
-        step = outputs["step_error"]
+    if names.STEP_ERROR in schema.names:
+        step = outputs[names.STEP_ERROR]
         valid = np.arange(step.shape[1])[None, :] < np.asarray(lengths)[:, None]
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])

@@ -19,117 +19,23 @@ Decoders emit through a ``Dense`` on the 3-D tensor (one MatMul), never ``TimeDi
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from seqae import names
-from seqae.data.config import check_positive, refuse_unknown_keys
+from seqae.config import ModelConfig
 from seqae.errors import ConfigError, ModelDirError
+from seqae.modeldir import ModelInfo
 
-Mode = Literal["reconstruct", "predict", "composite"]
-DecoderKind = Literal["unconditioned", "conditioned"]
+__all__ = ["ModelConfig", "TrainedModel", "build_autoencoder", "compile_autoencoder", "encoder_of", "load_model",
+           "training_loss"]
 
 PACKAGE = "seqae"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Hyperparameters of one autoencoder.
-
-    Args:
-        num_features: features per time step.
-        mode: ``reconstruct`` the input, ``predict`` the next ``horizon`` steps, or ``composite``
-            (both decoders on one encoder, losses summed with ``predict_weight``).
-        horizon: steps predicted after the input (predict and composite modes). The last
-            ``horizon`` steps of each sequence are the target; the encoder reads the rest.
-        reverse_target: reconstruct in reverse order (the paper's choice).
-        decoder: ``unconditioned`` (the embedding repeated at every step) or ``conditioned``
-            (also fed the previous target step: teacher forcing in training, its own output when scoring).
-        units: LSTM units per layer.
-        latent_dim: embedding size; ``None`` uses the last encoder layer's state (``units``),
-            smaller values add a linear bottleneck.
-        num_layers: stacked LSTM layers in the encoder and in each decoder.
-        dropout: dropout between stacked layers and on the embedding, in training only.
-        activation: LSTM activation. ``tanh`` keeps the cuDNN and ONNX CUDA paths; ``relu`` is
-            available (as in the Keras tutorial) and then relies on gradient clipping.
-        learning_rate: Adam learning rate.
-        clipnorm: gradient clipping by global norm; ``None`` disables it.
-        predict_weight: weight of the prediction loss in composite mode.
-    """
-
-    num_features: int = 1
-    mode: Mode = "reconstruct"
-    horizon: int = 0
-    reverse_target: bool = True
-    decoder: DecoderKind = "unconditioned"
-    units: int = 64
-    latent_dim: int | None = None
-    num_layers: int = 1
-    dropout: float = 0.0
-    activation: Literal["tanh", "relu"] = "tanh"
-    learning_rate: float = 2e-3
-    clipnorm: float | None = 1.0
-    predict_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("num_features", "units", "num_layers"):
-            check_positive(name, getattr(self, name))
-        if self.mode not in ("reconstruct", "predict", "composite"):
-            raise ConfigError(f"mode: expected 'reconstruct', 'predict' or 'composite', got {self.mode!r}")
-        if self.decoder not in ("unconditioned", "conditioned"):
-            raise ConfigError(f"decoder: expected 'unconditioned' or 'conditioned', got {self.decoder!r}")
-        if self.activation not in ("tanh", "relu"):
-            raise ConfigError(f"activation: expected 'tanh' or 'relu', got {self.activation!r}")
-        if self.mode == "reconstruct":
-            if self.horizon != 0:
-                raise ConfigError(f"horizon: the reconstruct mode predicts nothing; expected 0, got {self.horizon}")
-        elif not isinstance(self.horizon, int) or self.horizon < 1:
-            raise ConfigError(f"horizon: the {self.mode} mode needs a positive integer, got {self.horizon!r}")
-        if self.latent_dim is not None and (not isinstance(self.latent_dim, int) or self.latent_dim < 1):
-            raise ConfigError(f"latent_dim: expected a positive integer or None, got {self.latent_dim!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout: expected a value in [0, 1), got {self.dropout!r}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
-        if self.clipnorm is not None and not self.clipnorm > 0:
-            raise ConfigError(f"clipnorm: expected a positive number or None, got {self.clipnorm!r}")
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.latent_dim or self.units
-
-    @property
-    def reconstructs(self) -> bool:
-        return self.mode in ("reconstruct", "composite")
-
-    @property
-    def predicts(self) -> bool:
-        return self.mode in ("predict", "composite")
-
-    @property
-    def min_length(self) -> int:
-        """Shortest usable sequence: one step to encode plus the predicted horizon."""
-        return 1 + self.horizon
-
-    @property
-    def output_names(self) -> list[str]:
-        out = [names.EMBEDDING, names.RECON_ERROR, names.STEP_ERROR]
-        return out + [names.PRED_ERROR] if self.predicts else out
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "model config") -> ModelConfig:
-        refuse_unknown_keys(cls, data, source)
-        return cls(**data)
 
 
 def _serializable(cls):
@@ -323,6 +229,9 @@ def build_autoencoder(config: ModelConfig, mean=None, std=None) -> keras.Model:
         ``step_error (batch, time)`` and, when the mode predicts, ``pred_error (batch,)``.
     """
     f = config.num_features
+    if f is None:
+        raise ConfigError("num_features: expected a positive integer to build a model, got None "
+                          "(train() takes it from the data)")
     mean = np.zeros(f) if mean is None else np.asarray(mean, dtype=np.float64)
     std = np.ones(f) if std is None else np.asarray(std, dtype=np.float64)
     if mean.shape != (f,) or std.shape != (f,):
@@ -389,12 +298,19 @@ def compile_autoencoder(model: keras.Model, config: ModelConfig) -> keras.Model:
 
 @dataclass
 class TrainedModel:
-    """A model directory loaded back: the Keras model, its encoder and everything in ``seqae.json``."""
+    """A model directory loaded back: the Keras model, its encoder and the typed ``seqae.json``."""
 
     directory: Path
     model: keras.Model
-    config: ModelConfig
-    metadata: dict[str, Any]
+    info: ModelInfo
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.info.model
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.info.metadata
 
     @property
     def encoder(self) -> keras.Model:
@@ -413,14 +329,11 @@ def load_model(model_dir: str | Path) -> TrainedModel:
     Raises:
         ModelDirError: a file is missing or the metadata is not seqae's.
     """
-    directory = Path(model_dir)
-    meta_path, model_path = directory / names.METADATA_FILE, directory / names.MODEL_FILE
-    for path in (meta_path, model_path):
-        if not path.is_file():
-            raise ModelDirError(f"{directory}: {path.name} is missing; expected a model directory written by seqae train")
-    metadata = json.loads(meta_path.read_text())
-    if "model" not in metadata:
-        raise ModelDirError(f"{meta_path}: no 'model' section; expected seqae metadata")
+    info = ModelInfo.read(model_dir)
+    model_path = info.path(names.MODEL_FILE)
+    if not model_path.is_file():
+        raise ModelDirError(f"{info.directory}: {model_path.name} is missing; expected a model directory written by "
+                            "seqae train")
     model = keras.models.load_model(model_path, safe_mode=True)
-    compile_autoencoder(model, ModelConfig.from_dict(metadata["model"]))
-    return TrainedModel(directory, model, ModelConfig.from_dict(metadata["model"]), metadata)
+    compile_autoencoder(model, info.model)
+    return TrainedModel(info.directory, model, info)

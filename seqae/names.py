@@ -1,5 +1,7 @@
-"""Names shared by the Keras model, the ONNX graphs and the embed job: defined once, here."""
+"""Names shared by the Keras model, the ONNX graphs, the model directory and the embed job's output
+folder: defined once, here. Nothing else in seqae spells a file or folder name as a literal."""
 
+# ONNX inputs and outputs (Keras input names and output keys too).
 INPUT_VALUES = "values"
 INPUT_LENGTHS = "lengths"
 
@@ -8,9 +10,26 @@ RECON_ERROR = "recon_error"
 STEP_ERROR = "step_error"
 PRED_ERROR = "pred_error"
 
+# The model directory.
 MODEL_FILE = "model.keras"
 METADATA_FILE = "seqae.json"
 LOSS_PLOT_FILE = "loss.png"
 ENCODER_ONNX = "encoder.onnx"
 SCORER_ONNX = "scorer.onnx"
 SCORER_FP16_ONNX = "scorer.fp16.onnx"
+
+# An output folder of `seqae embed` (and `seqae validate --rejects-dir`). Names starting with "_" or
+# "." are never read back as input data (Hive/Spark convention).
+REJECTS_DIR = "_rejects"
+REJECTS_SUFFIX = ".rejects.parquet"
+MANIFEST_DIR = "_manifest"
+MANIFEST_SUFFIX = ".json"
+SUMMARY_FILE = "_manifest.json"
+OUTPUT_SUFFIX = ".parquet"
+TMP_SUFFIX = ".tmp"
+
+# Key of seqae's JSON in Parquet footers and the output columns the job adds.
+PARQUET_METADATA_KEY = "seqae"
+LENGTH = "length"
+WINDOW_START = "window_start"
+WINDOW_END = "window_end"

@@ -9,12 +9,9 @@ and for every sharding of the same rows.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import platform
-import shutil
-import tempfile
 import time
 import uuid
 import zlib
@@ -26,79 +23,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from seqae import __version__, names
-from seqae.data import DataConfig, Normalizer, RowFilter, ShardReader, resolve_shards
-from seqae.data.config import check_positive, refuse_unknown_keys
-from seqae.errors import ConfigError, SeqaeError
+from seqae import names
+from seqae._version import __version__
+from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
+from seqae.data import Normalizer, RowFilter, ShardReader, resolve_shards
+from seqae.errors import ModelDirError, SeqaeError
+from seqae.modeldir import FORMAT, ModelInfo
+from seqae.storage import replace_directory, utc_now, write_json
+
+__all__ = ["TrainConfig", "TrainResult", "load_config_file", "split_of", "train"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to fit.
-
-    Args:
-        batch_size: sequences per gradient step.
-        max_epochs: upper bound; early stopping on the validation loss decides the real number.
-        patience: epochs without improvement (by ``min_delta``) before stopping; the best weights are restored.
-        lr_patience: epochs without improvement before the learning rate is halved (down to 1e-5);
-            small batches learn fast and then need a smaller step to settle.
-        min_delta: smallest validation-loss decrease that counts as improvement.
-        validation_fraction: share of keys held out, chosen by a seeded hash of the key.
-        row_filter: train on matching rows only, e.g. ``"label == 1"``.
-        seed: seeds the split, shuffling and weight initialisation.
-        shuffle: shuffle shard order each epoch and sequences through ``shuffle_buffer``.
-        shuffle_buffer: sequences held for shuffling.
-        read_batch_size: rows per Parquet record batch.
-    """
-
-    batch_size: int = 32
-    max_epochs: int = 300
-    patience: int = 10
-    lr_patience: int = 4
-    min_delta: float = 1e-3
-    validation_fraction: float = 0.1
-    row_filter: str | None = None
-    seed: int = 0
-    shuffle: bool = True
-    shuffle_buffer: int = 10_000
-    read_batch_size: int = 4096
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "max_epochs", "patience", "lr_patience", "shuffle_buffer", "read_batch_size"):
-            check_positive(name, getattr(self, name))
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ConfigError(f"validation_fraction: expected a value in [0, 1), got {self.validation_fraction!r}")
-        if self.row_filter is not None:
-            RowFilter.parse(self.row_filter)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
-        refuse_unknown_keys(cls, data, source)
-        return cls(**data)
-
-
-def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Read a JSON or TOML file with optional sections ``model``, ``data`` and ``train``."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
-    if path.suffix == ".toml":
-        import tomllib
-
-        data = tomllib.loads(text)
-    else:
-        data = json.loads(text)
-    unknown = sorted(set(data) - {"model", "data", "train"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; expected some of data, model, train")
-    return data
 
 
 def split_of(keys: pa.Array, seed: int, validation_fraction: float) -> np.ndarray:
@@ -214,6 +149,17 @@ def make_dataset(plan: DataPlan, config: DataConfig, train_config: TrainConfig, 
     return ds.map(to_inputs).prefetch(tf.data.AUTOTUNE)
 
 
+def _previous_version(model_dir: Path) -> int:
+    """The version of the model being replaced (0 when there is none or it cannot be read)."""
+    if not (model_dir / names.METADATA_FILE).is_file():
+        return 0
+    try:
+        return ModelInfo.read(model_dir).model_version
+    except ModelDirError as exc:
+        log.warning("%s; numbering the new model from 1", exc)
+        return 0
+
+
 @dataclass
 class TrainResult:
     model_dir: Path
@@ -250,29 +196,7 @@ def _plot_history(history: dict[str, list[float]], path: Path, title: str) -> No
     plt.close(fig)
 
 
-def write_model_dir(model_dir: Path, write: Callable[[Path], None]) -> None:
-    """Write a directory under a temporary name beside ``model_dir``, then swap it into place.
-
-    A crash leaves either the old directory or the new one, never a half-written one (the
-    temporary directory is removed on failure).
-    """
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", suffix=".tmp", dir=model_dir.parent))
-    try:
-        write(tmp)
-        old = None
-        if model_dir.exists():
-            old = model_dir.with_name(f".{model_dir.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(model_dir, old)
-        os.replace(tmp, model_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def train(data: str, model_dir: str | os.PathLike, *, model_config: dict[str, Any] | None = None,
+def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig | None = None,
           data_config: DataConfig | None = None, train_config: TrainConfig | None = None,
           on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train an autoencoder on the shards at ``data`` and write ``model_dir``.
@@ -280,7 +204,7 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: dict[str, An
     Args:
         data: Parquet file, directory, glob or URI.
         model_dir: where ``model.keras``, ``seqae.json`` and ``loss.png`` go (replaced atomically).
-        model_config: ``ModelConfig`` fields; ``num_features`` is taken from the data when absent.
+        model_config: the autoencoder; ``num_features=None`` (the default) takes it from the data.
         data_config: the data contract (default: sequence layout, ``id`` / ``values``).
         train_config: fitting options.
         on_epoch: called after each epoch with its number (from 1) and logs.
@@ -290,18 +214,17 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: dict[str, An
     """
     import keras
 
-    from seqae.model import ModelConfig, build_autoencoder, compile_autoencoder, training_loss
+    from seqae.model import build_autoencoder, compile_autoencoder, training_loss
 
     started = time.time()
     data_config = data_config or DataConfig()
     train_config = train_config or TrainConfig()
-    model_fields = dict(model_config or {})
-    probe = ModelConfig.from_dict({**model_fields, "num_features": model_fields.get("num_features", 1)})
-    if probe.min_length > data_config.min_length:
+    model_config = model_config or ModelConfig()
+    if model_config.min_length > data_config.min_length:
         # Predicting ``horizon`` steps needs at least one more step to encode; shorter rows are rejects.
-        data_config = dataclasses.replace(data_config, min_length=probe.min_length)
-    plan = plan_data(data, data_config, train_config, num_features=model_fields.get("num_features"))
-    cfg = ModelConfig.from_dict({**model_fields, "num_features": plan.num_features})
+        data_config = dataclasses.replace(data_config, min_length=model_config.min_length)
+    plan = plan_data(data, data_config, train_config, num_features=model_config.num_features)
+    cfg = dataclasses.replace(model_config, num_features=plan.num_features)
     log.info("training on %d rows, validating on %d (%d shards, %d features, longest %d)",
              plan.train_rows, plan.validation_rows, len(plan.shards), plan.num_features, plan.longest)
 
@@ -331,13 +254,12 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: dict[str, An
     # The epoch whose weights EarlyStopping restored (improvements smaller than min_delta do not count).
     best_epoch = int(stopping.best_epoch) + 1
     model_dir = Path(model_dir)
-    previous = model_dir / names.METADATA_FILE
-    version = json.loads(previous.read_text()).get("model_version", 0) + 1 if previous.is_file() else 1
+    version = _previous_version(model_dir) + 1
     metadata = {
-        "format": "seqae.model/1",
+        "format": FORMAT,
         "model_id": uuid.uuid4().hex,
         "model_version": version,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_at": utc_now(),
         "model": cfg.to_dict(),
         "data": data_config.to_dict(),
         "feature_names": data_config.feature_names(plan.num_features),
@@ -359,14 +281,12 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: dict[str, An
         "versions": _library_versions(),
     }
 
-    def write(tmp: Path) -> None:
+    with replace_directory(model_dir) as tmp:
         model.save(tmp / names.MODEL_FILE)
-        (tmp / names.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        write_json(tmp / names.METADATA_FILE, metadata)
         _plot_history(history, tmp / names.LOSS_PLOT_FILE,
                       f"{cfg.mode}, {cfg.decoder} decoder: best {monitor} {history[monitor][best_epoch - 1]:.4f} "
                       f"at epoch {best_epoch}")
-
-    write_model_dir(model_dir, write)
     log.info("wrote %s (best %s %.5f at epoch %d of %d)", model_dir, monitor,
              history[monitor][best_epoch - 1], best_epoch, len(history["loss"]))
     return TrainResult(model_dir, metadata)

@@ -61,80 +61,91 @@ class DecodedSequences:
     non_finite: np.ndarray
 
 
-def _rows_with(step_flags: np.ndarray, row_of_step: np.ndarray, num_rows: int) -> np.ndarray:
+def _segment_any(step_flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """``(rows,)`` bool: whether any step flag is set in each row's segment ``bounds[i]:bounds[i+1]``.
+
+    A cumulative sum instead of ``np.repeat`` of row numbers: one pass, no per-step row index.
+    """
     if not step_flags.any():
-        return np.zeros(num_rows, dtype=bool)
-    return np.bincount(row_of_step[step_flags], minlength=num_rows) > 0
+        return np.zeros(len(bounds) - 1, dtype=bool)
+    counts = np.concatenate([[0], np.cumsum(step_flags, dtype=np.int64)])
+    return counts[bounds[1:]] > counts[bounds[:-1]]
+
+
+def _leaf_numpy(leaf: pa.Array) -> np.ndarray:
+    values = leaf.to_numpy(zero_copy_only=False) if len(leaf) else np.zeros(0, dtype=np.float32)
+    return values if values.dtype == np.float32 else values.astype(np.float32)
 
 
 def decode_sequences(arr: pa.Array, num_features: int) -> DecodedSequences:
     """Decode a ``list<number>`` or ``list<list<number>>`` array into a padded float32 array.
 
-    Rows whose flags are set still occupy their slot (with arbitrary content); callers filter them.
+    No Python per row. When every row has the same length (fixed-length data such as ECG beats)
+    and the steps are plain or fixed-size lists, ``values`` is a reshaped view of Arrow's buffer
+    (converted to float32 where the column is another number type). Rows whose flags are set still
+    occupy their slot (with arbitrary content); callers filter them.
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     n = len(arr)
     null_row = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else np.zeros(n, dtype=bool)
     offsets, child = _offsets_and_child(arr)
-    lengths = np.diff(offsets).astype(np.int32)
-    lengths[null_row] = 0
+    raw_lengths = np.diff(offsets)
     start, stop = int(offsets[0]), int(offsets[-1])
-    total = stop - start
-    row_of_step = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    # Null rows may still own child slots in some writers; keep only the slots of real rows.
-    step_index = np.repeat(offsets[:-1] - start, lengths) + (
-        np.arange(len(row_of_step), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    )
+    bounds = offsets - start  # each row's steps in the flat step arrays below
+    # Some writers give null rows child slots: those steps belong to no sequence.
+    owned = null_row & (raw_lengths > 0)
+    step_kept = None
+    if owned.any():
+        step_kept = np.ones(stop - start, dtype=bool)
+        for i in np.flatnonzero(owned):  # only rows that are null *and* own slots (rare)
+            step_kept[bounds[i]:bounds[i + 1]] = False
+    lengths = np.where(null_row, 0, raw_lengths).astype(np.int32)
     bad_feature_count = np.zeros(n, dtype=bool)
+    step_null = None
     if is_number(child.type):
         width = 1
-        leaf = child.slice(start, total)
-        leaf_index = step_index[:, None]
+        leaf = child.slice(start, stop - start)
+        flat = _leaf_numpy(leaf).reshape(-1, 1)
+        if leaf.null_count:
+            step_null = leaf.is_null().to_numpy(zero_copy_only=False)
     else:
-        inner_offsets, leaf_full = _offsets_and_child(child)
-        inner_offsets = inner_offsets[start: stop + 1]
-        inner_lengths = np.diff(inner_offsets)[step_index]
-        wrong = inner_lengths != num_features
-        inner_null = child.is_null().to_numpy(zero_copy_only=False)[start:stop][step_index] if child.null_count else None
-        if inner_null is not None:
-            wrong |= inner_null
-        bad_feature_count = _rows_with(wrong, row_of_step, n)
         width = num_features
-        base = int(inner_offsets[0])
-        leaf = leaf_full.slice(base, int(inner_offsets[-1]) - base)
-        starts = inner_offsets[:-1][step_index] - base
-        # Rows with a wrong feature count are rejected; clamp their indices so the gather stays in range.
-        starts = np.where(wrong, 0, starts)
-        leaf_index = starts[:, None] + np.arange(width, dtype=np.int64)[None, :]
-        if len(leaf) < width:
-            leaf_index = np.zeros_like(leaf_index)
-    leaf_values = leaf.to_numpy(zero_copy_only=False) if len(leaf) else np.zeros(max(width, 1), dtype=np.float32)
-    if leaf_values.dtype != np.float32:
-        leaf_values = leaf_values.astype(np.float32)
-    if leaf.null_count:
-        # Nulls in an integer column come back as floats with NaN; in a float column as NaN too.
-        leaf_nulls = leaf.is_null().to_numpy(zero_copy_only=False)
-    else:
-        leaf_nulls = None
-    flat = leaf_values[leaf_index] if len(leaf) else np.zeros((len(step_index), width), dtype=np.float32)
+        if (pa.types.is_fixed_size_list(child.type) and child.type.list_size == width and not child.null_count):
+            leaf = child.values.slice((child.offset + start) * width, (stop - start) * width)
+            flat = _leaf_numpy(leaf).reshape(-1, width)
+            if leaf.null_count:
+                step_null = leaf.is_null().to_numpy(zero_copy_only=False).reshape(-1, width).any(axis=1)
+        else:
+            inner_offsets, leaf_full = _offsets_and_child(child)
+            inner_offsets = inner_offsets[start: stop + 1]
+            wrong = np.diff(inner_offsets) != width
+            if child.null_count:
+                wrong |= child.is_null().to_numpy(zero_copy_only=False)[start:stop]
+            bad_feature_count = _segment_any(wrong, bounds)
+            base = int(inner_offsets[0])
+            leaf = leaf_full.slice(base, int(inner_offsets[-1]) - base)
+            # Steps with a wrong feature count are rejected; point them at slot 0 so the gather stays in range.
+            starts = np.where(wrong, 0, inner_offsets[:-1] - base)
+            leaf_index = starts[:, None] + np.arange(width, dtype=np.int64)[None, :]
+            leaf_values = _leaf_numpy(leaf)
+            if len(leaf_values) < width:
+                leaf_values = np.zeros(width, dtype=np.float32)
+                leaf_index = np.zeros_like(leaf_index)
+            flat = leaf_values[leaf_index]
+            if leaf.null_count and len(leaf):
+                step_null = leaf.is_null().to_numpy(zero_copy_only=False)[leaf_index].any(axis=1)
     null_value = np.zeros(n, dtype=bool)
-    if leaf_nulls is not None and len(leaf):
-        step_null = leaf_nulls[leaf_index].any(axis=1)
-        null_value = _rows_with(step_null, row_of_step, n)
-        flat = np.where(leaf_nulls[leaf_index], np.float32(0), flat)
-    non_finite = _rows_with(~np.isfinite(flat).all(axis=1), row_of_step, n) & ~null_value
+    if step_null is not None:
+        null_value = _segment_any(step_null, bounds)
+        flat = np.where(step_null[:, None], np.float32(0), flat)
+    non_finite = _segment_any(~np.isfinite(flat).all(axis=1), bounds) & ~null_value
+    if step_kept is not None:
+        flat = flat[step_kept]
     max_len = int(lengths.max()) if n else 0
     if n and (lengths == max_len).all():
-        values = flat.reshape(n, max_len, width)
+        values = flat.reshape(n, max_len, width)  # a view: no padding needed
     else:
         values = np.zeros((n, max_len, width), dtype=np.float32)
-        step_in_row = np.arange(len(row_of_step), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        values[row_of_step, step_in_row] = flat
+        values[np.arange(max_len)[None, :] < lengths[:, None]] = flat  # row-major, as the steps lie
     return DecodedSequences(values, lengths, null_row, null_value, bad_feature_count, non_finite)
-
-
-def pad_batch(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Trim the time axis of a padded ``(batch, time, features)`` array to its longest row."""
-    longest = int(lengths.max()) if len(lengths) else 0
-    return values[:, :longest] if values.shape[1] > longest else values

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
+from seqae import names
+from seqae.configbase import Config, check_choice, check_positive
 from seqae.errors import ConfigError
 
 Layout = Literal["sequence", "long"]
 PartialWindows = Literal["keep", "drop"]
 
 
-def check_positive(name: str, value: int | None, *, allow_none: bool = False) -> None:
-    """Raise ConfigError unless ``value`` is a positive integer (or None where allowed)."""
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
-
-
-def refuse_unknown_keys(cls: type, data: dict[str, Any], source: str) -> None:
-    """Raise ConfigError naming every key of ``data`` that is not a field of dataclass ``cls``."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
-        )
-
-
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     """How to read sequences from Parquet.
 
     Sequence layout (one row per sequence): ``key_column`` identifies the row, ``values_column`` holds
@@ -72,10 +55,8 @@ class DataConfig:
     passthrough: tuple[str, ...] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        if self.layout not in ("sequence", "long"):
-            raise ConfigError(f"layout: expected 'sequence' or 'long', got {self.layout!r}")
-        if self.partial_windows not in ("keep", "drop"):
-            raise ConfigError(f"partial_windows: expected 'keep' or 'drop', got {self.partial_windows!r}")
+        check_choice("layout", self.layout, ("sequence", "long"))
+        check_choice("partial_windows", self.partial_windows, ("keep", "drop"))
         check_positive("min_length", self.min_length)
         check_positive("max_length", self.max_length, allow_none=True)
         check_positive("num_features", self.num_features, allow_none=True)
@@ -111,7 +92,7 @@ class DataConfig:
     def key_columns(self) -> tuple[str, ...]:
         """Columns that identify one output row."""
         if self.layout == "long":
-            return (self.key_column, "window_start", "window_end")
+            return (self.key_column, names.WINDOW_START, names.WINDOW_END)
         return (self.key_column,)
 
     def feature_names(self, num_features: int) -> list[str]:
@@ -120,15 +101,3 @@ class DataConfig:
         if num_features == 1:
             return [self.values_column]
         return [f"{self.values_column}[{i}]" for i in range(num_features)]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for name in ("feature_columns", "passthrough"):
-            if data[name] is not None:
-                data[name] = list(data[name])
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "data config") -> DataConfig:
-        refuse_unknown_keys(cls, data, source)
-        return cls(**data)

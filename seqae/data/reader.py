@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -11,112 +10,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqae.data.arrays import decode_sequences, describe_values_type, is_number
+from seqae.data.batch import SequenceBatch, ShardStats
 from seqae.data.config import DataConfig
 from seqae.data.filters import RowFilter
+from seqae.data.rejects import REJECT_REASONS, empty_rejects, rejects_table
 from seqae.data.source import Shard
+from seqae.data.windows import iter_windows
 from seqae.errors import ContractError, SeqaeError
 
-#: Why a row was rejected. Fixed words, so that rejects can be grouped and counted downstream.
-REJECT_REASONS = {
-    "null_key": "the key is null",
-    "null_sequence": "the sequence is null",
-    "null_value": "the sequence holds a null value",
-    "feature_count": "a step has the wrong number of features",
-    "non_finite": "the sequence holds NaN or infinity",
-    "empty": "the sequence has no steps",
-    "too_short": "the sequence is shorter than min_length",
-    "too_long": "the sequence is longer than max_length",
-    "null_time": "the time is null",
-}
-
-REJECT_SCHEMA = pa.schema([
-    pa.field("shard", pa.string(), nullable=False),
-    pa.field("row", pa.int64(), nullable=False),
-    pa.field("key", pa.string()),
-    pa.field("column", pa.string(), nullable=False),
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("detail", pa.string(), nullable=False),
-])
-
 DEFAULT_READ_BATCH = 4096
-
-
-@dataclass
-class ShardStats:
-    """Counts for one shard; ``check()`` proves no row was lost.
-
-    Sequence layout: ``rows_in == sequences_out + rows_rejected + rows_filtered``.
-    Long layout: ``rows_in == rows_rejected + steps_windowed`` and every window is either out or
-    rejected; ``steps_uncovered`` counts trailing steps left out with ``partial_windows="drop"``.
-    """
-
-    shard: str
-    rows_in: int = 0
-    rows_rejected: int = 0
-    rows_filtered: int = 0
-    sequences_out: int = 0
-    windows_rejected: int = 0
-    steps_windowed: int = 0
-    steps_uncovered: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-
-    def count_reasons(self, reasons: list[str]) -> None:
-        for reason in reasons:
-            self.reasons[reason] = self.reasons.get(reason, 0) + 1
-
-    def check(self, layout: str) -> None:
-        if layout == "sequence":
-            balanced = self.rows_in == self.sequences_out + self.rows_rejected + self.rows_filtered
-        else:
-            balanced = self.rows_in == self.rows_rejected + self.steps_windowed
-        if not balanced:
-            raise SeqaeError(f"{self.shard}: row counts do not reconcile: {self.to_dict()}")
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
-class SequenceBatch:
-    """Accepted sequences of one record batch.
-
-    Attributes:
-        shard: the shard's URI.
-        keys: one column per key (``DataConfig.key_columns``), ``batch`` rows.
-        passthrough: the columns passed through untouched, ``batch`` rows.
-        values: ``(batch, time, features)`` float32 in raw units, post-padded with zeros,
-            time = the longest row of this batch.
-        lengths: ``(batch,)`` int32 valid steps per row.
-        rows: ``(batch,)`` int64 row number of each sequence in its shard (first step for windows).
-    """
-
-    shard: str
-    keys: pa.Table
-    passthrough: pa.Table
-    values: np.ndarray
-    lengths: np.ndarray
-    rows: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-
-def _rejects_table(shard: str, rows: np.ndarray, keys: pa.Array | list, columns: list[str],
-                   reasons: list[str], details: list[str]) -> pa.Table:
-    if isinstance(keys, (pa.Array, pa.ChunkedArray)):
-        keys = pc.cast(keys, pa.string()) if not pa.types.is_string(keys.type) else keys
-    return pa.table({
-        "shard": pa.array([shard] * len(rows), pa.string()),
-        "row": pa.array(np.asarray(rows, dtype=np.int64)),
-        "key": pa.array(keys, pa.string()) if not isinstance(keys, (pa.Array, pa.ChunkedArray)) else keys,
-        "column": pa.array(columns, pa.string()),
-        "reason": pa.array(reasons, pa.string()),
-        "detail": pa.array(details, pa.string()),
-    }, schema=REJECT_SCHEMA)
-
-
-def empty_rejects() -> pa.Table:
-    return REJECT_SCHEMA.empty_table()
 
 
 def _open(shard: Shard) -> pq.ParquetFile:
@@ -245,9 +147,7 @@ class ShardReader:
     # -- reading -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[SequenceBatch, pa.Table]]:
         if self.config.layout == "long":
-            from seqae.data.windows import iter_windows
-
-            yield from iter_windows(self)
+            yield from iter_windows(self.record_batches, self.schema, self.config, self.shard.uri, self.stats)
         else:
             yield from self._iter_sequences()
         self.stats.check(self.config.layout)
@@ -310,7 +210,7 @@ class ShardReader:
             if reject_rows:
                 order = np.argsort(reject_rows, kind="stable")
                 idx = np.asarray(reject_rows, dtype=np.int64)[order]
-                rejects = _rejects_table(
+                rejects = rejects_table(
                     self.shard.uri, rows[idx], key_col.take(pa.array(idx)),
                     [columns_hit[j] for j in order], [reasons[j] for j in order], [details[j] for j in order],
                 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import posixpath
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from seqae.errors import InputNotFoundError
+from seqae.storage import has_uri_scheme, sha256_stream, sha256_text
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 _GLOB_CHARS = "*?["
@@ -36,16 +36,12 @@ class Shard:
     @property
     def fingerprint(self) -> str:
         """A stable identity of this file's content: sha256 of (uri, size, mtime); cheap, no read."""
-        text = f"{self.uri}|{self.size}|{self.mtime_ns}"
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return sha256_text(f"{self.uri}|{self.size}|{self.mtime_ns}")[:32]
 
     def content_hash(self, chunk_size: int = 1 << 22) -> str:
         """sha256 of the bytes (reads the whole file; for stores whose mtime cannot be trusted)."""
-        digest = hashlib.sha256()
         with self.filesystem.open_input_stream(self.path) as stream:
-            while chunk := stream.read(chunk_size):
-                digest.update(chunk)
-        return digest.hexdigest()
+            return sha256_stream(stream.read, chunk_size)
 
     def open(self):
         return self.filesystem.open_input_file(self.path)
@@ -61,11 +57,6 @@ def _glob_match(path: str, pattern: str) -> bool:
     """Shell-style match where wildcards never cross a ``/`` (as in ``glob.glob``)."""
     parts, pattern_parts = path.split("/"), pattern.split("/")
     return len(parts) == len(pattern_parts) and all(map(fnmatch.fnmatchcase, parts, pattern_parts))
-
-
-def _has_uri_scheme(text: str) -> bool:
-    head, sep, _ = text.partition("://")
-    return bool(sep) and head.isalnum()
 
 
 def resolve_shards(location: str, filesystem: pafs.FileSystem | None = None) -> list[Shard]:
@@ -86,7 +77,7 @@ def resolve_shards(location: str, filesystem: pafs.FileSystem | None = None) -> 
     location = str(location)
     prefix = ""
     if filesystem is None:
-        if _has_uri_scheme(location):
+        if has_uri_scheme(location):
             scheme = location.split("://", 1)[0]
             glob_at = min((location.find(c) for c in _GLOB_CHARS if c in location), default=-1)
             if glob_at < 0:

@@ -7,16 +7,15 @@ series, so memory is bounded by the record batch and the window, not by the seri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from seqae.data.batch import SequenceBatch, ShardStats
+from seqae.data.config import DataConfig
+from seqae.data.rejects import empty_rejects, rejects_table
 from seqae.errors import ContractError
-
-if TYPE_CHECKING:
-    from seqae.data.reader import SequenceBatch, ShardReader
 
 
 class _Series:
@@ -36,21 +35,20 @@ class _Series:
         self.rows = np.concatenate([self.rows, rows])
 
 
-def iter_windows(reader: ShardReader) -> Iterator[tuple[SequenceBatch, pa.Table]]:
-    from seqae.data.reader import SequenceBatch, _rejects_table, empty_rejects
-
-    cfg = reader.config
-    uri = reader.shard.uri
-    stats = reader.stats
+def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]], schema: pa.Schema,
+                 cfg: DataConfig, uri: str, stats: ShardStats) -> Iterator[tuple[SequenceBatch, pa.Table]]:
+    """Windows of the long-layout shard ``uri``: ``record_batches(columns)`` streams its rows,
+    ``schema`` is its Arrow schema, ``stats`` receives the counts."""
     window, stride = cfg.window, cfg.effective_stride
-    time_type = reader.schema.field(cfg.time_column).type
-    key_type = reader.schema.field(cfg.key_column).type
+    time_type = schema.field(cfg.time_column).type
+    key_type = schema.field(cfg.key_column).type
     seen: set = set()
     current: _Series | None = None
     out: list[tuple] = []  # (key, start_time, end_time, values, length, row)
     rejects: list[pa.Table] = []
 
     def emit(series: _Series, start: int, stop: int) -> None:
+        stats.windows_formed += 1
         out.append((series.key, series.times[start], series.times[stop - 1],
                     series.values[start:stop], stop - start, int(series.rows[start])))
 
@@ -84,7 +82,7 @@ def iter_windows(reader: ShardReader) -> Iterator[tuple[SequenceBatch, pa.Table]
         table = empty_rejects()
         if bad:
             keys = [f"{w[0]}/{w[1]}/{w[2]}" for w in bad]
-            table = _rejects_table(uri, np.array([w[5] for w in bad]), keys,
+            table = rejects_table(uri, np.array([w[5] for w in bad]), keys,
                                    [cfg.feature_columns[_first_bad(w[3])] for w in bad],
                                    ["non_finite"] * len(bad),
                                    ["the window holds NaN, infinity or a null"] * len(bad))
@@ -110,7 +108,7 @@ def iter_windows(reader: ShardReader) -> Iterator[tuple[SequenceBatch, pa.Table]
 
     columns = [cfg.key_column, cfg.time_column, *cfg.feature_columns]
     row_base = 0
-    for record_batch in reader.record_batches(columns):
+    for record_batch in record_batches(columns):
         n = record_batch.num_rows
         rows = np.arange(row_base, row_base + n, dtype=np.int64)
         row_base += n
@@ -123,7 +121,7 @@ def iter_windows(reader: ShardReader) -> Iterator[tuple[SequenceBatch, pa.Table]
             if flags.any():
                 idx = np.flatnonzero(flags)
                 keys = key_col.take(pa.array(idx))
-                rejects.append(_rejects_table(uri, rows[idx], keys, [column] * len(idx), [reason] * len(idx),
+                rejects.append(rejects_table(uri, rows[idx], keys, [column] * len(idx), [reason] * len(idx),
                                               [f"the {'key' if reason == 'null_key' else 'time'} is null"] * len(idx)))
                 stats.rows_rejected += len(idx)
                 stats.count_reasons([reason] * len(idx))

@@ -4,8 +4,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqae.data import DataConfig, ShardReader, resolve_shards
-from seqae.data.scan import scan
 from seqae.errors import ConfigError, ContractError, InputNotFoundError
+from seqae.scan import scan
 
 
 def write(path, table):

@@ -7,9 +7,10 @@ import onnxruntime as ort
 import pytest
 
 from seqae import names
-from seqae.artifacts import ModelArtifacts
+from seqae.config import ExportConfig
 from seqae.errors import ChecksumError, ModelDirError, ParityError
-from seqae.export import Tolerance, check_graph, export, validate_parity
+from seqae.export import check_graph, export, validate_parity
+from seqae.infer import ModelArtifacts
 from seqae.model import ModelConfig, load_model
 from seqae.train import TrainConfig, train
 
@@ -29,7 +30,7 @@ def exported(tmp_path_factory, sine_dir):
     out = {}
     for i, family in enumerate(FAMILY):
         path = tmp_path_factory.mktemp(f"m{i}")
-        train(str(sine_dir), path, model_config={"units": 4, **family},
+        train(str(sine_dir), path, model_config=ModelConfig(units=4, **family),
               train_config=TrainConfig(batch_size=32, max_epochs=1))
         out[i] = (path, export(path))
     return out
@@ -92,7 +93,7 @@ def test_parity_gate_lists_every_mismatch_of_a_perturbed_model(exported, tmp_pat
 def test_export_raises_parity_error_when_tolerance_is_impossible(exported, sine_dir):
     path, _ = exported[2]
     with pytest.raises(ParityError, match=r"ONNX outputs differ from Keras beyond tolerance \(\d+ of 20 checks\):\nFAIL"):
-        export(path, tolerance=Tolerance(embedding_atol=0.0, error_rtol=0.0, error_atol_floor=0.0))
+        export(path, ExportConfig(embedding_atol=0.0, error_rtol=0.0, error_atol_floor=0.0))
     meta = json.loads((path / names.METADATA_FILE).read_text())
     assert meta["export"]["parity"]["passed"] is False  # the report is kept for whoever looks next
     export(path)  # and a normal export passes again
@@ -113,7 +114,7 @@ def test_tampered_file_is_refused_by_checksum(exported):
 
 
 def test_unexported_dir_is_refused(tmp_path, sine_dir):
-    train(str(sine_dir), tmp_path, model_config={"units": 2}, train_config=TrainConfig(max_epochs=1))
+    train(str(sine_dir), tmp_path, model_config=ModelConfig(units=2), train_config=TrainConfig(max_epochs=1))
     with pytest.raises(ModelDirError, match=r"not exported; run `seqae export"):
         ModelArtifacts.open(tmp_path)
 

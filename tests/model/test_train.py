@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from seqae import load_model, names
+from seqae.config import ModelConfig
 from seqae.errors import ConfigError, ModelDirError
 from seqae.train import TrainConfig, split_of, train
 
@@ -15,8 +16,8 @@ FAST = TrainConfig(batch_size=16, max_epochs=2, patience=1, shuffle_buffer=64)
 
 
 def test_model_dir_round_trip_gives_identical_outputs(tmp_path, sine_dir, make_sine_table):
-    result = train(str(sine_dir), tmp_path / "m", model_config={**TINY, "mode": "composite", "horizon": 2,
-                                                                 "decoder": "conditioned"}, train_config=FAST)
+    result = train(str(sine_dir), tmp_path / "m", model_config=ModelConfig(**TINY, mode="composite", horizon=2,
+                                                                          decoder="conditioned"), train_config=FAST)
     meta = result.metadata
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [names.LOSS_PLOT_FILE, names.MODEL_FILE, names.METADATA_FILE]
     assert json.loads((tmp_path / "m" / names.METADATA_FILE).read_text()) == meta
@@ -40,7 +41,7 @@ def test_model_dir_round_trip_gives_identical_outputs(tmp_path, sine_dir, make_s
         np.testing.assert_array_equal(a[name], b[name])
     np.testing.assert_array_equal(loaded.encoder.predict({"values": values, "lengths": lengths}, verbose=0), a["embedding"])
     # a second training into the same directory bumps the version and replaces the files
-    again = train(str(sine_dir), tmp_path / "m", model_config=TINY, train_config=FAST)
+    again = train(str(sine_dir), tmp_path / "m", model_config=ModelConfig(**TINY), train_config=FAST)
     assert again.metadata["model_version"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
@@ -54,8 +55,8 @@ def test_many_shards_train_exactly_like_one(tmp_path, make_sine_table):
         pq.write_table(table.slice(i * 8, 8), tmp_path / "many" / f"part-{i}.parquet")
     config = TrainConfig(batch_size=16, max_epochs=2, patience=5, shuffle=False, read_batch_size=5)
     tf.config.experimental.enable_op_determinism()
-    one = train(str(tmp_path / "one"), tmp_path / "m1", model_config=TINY, train_config=config)
-    many = train(str(tmp_path / "many"), tmp_path / "m8", model_config=TINY, train_config=config)
+    one = train(str(tmp_path / "one"), tmp_path / "m1", model_config=ModelConfig(**TINY), train_config=config)
+    many = train(str(tmp_path / "many"), tmp_path / "m8", model_config=ModelConfig(**TINY), train_config=config)
     assert one.metadata["normalization"]["count"] == many.metadata["normalization"]["count"]
     np.testing.assert_allclose(one.metadata["normalization"]["mean"], many.metadata["normalization"]["mean"], rtol=1e-12)
     assert one.metadata["training"]["history"] == many.metadata["training"]["history"]
@@ -80,7 +81,7 @@ def test_split_is_by_key_and_reproducible():
 
 def test_row_filter_and_too_short_rows_for_predict(tmp_path, sine_dir):
     result = train(str(sine_dir), tmp_path / "m", train_config=TrainConfig(
-        batch_size=16, max_epochs=1, row_filter="id < 40"), model_config={**TINY, "mode": "predict", "horizon": 7})
+        batch_size=16, max_epochs=1, row_filter="id < 40"), model_config=ModelConfig(**TINY, mode="predict", horizon=7))
     shard = result.metadata["training"]["shards"][0]
     assert shard["rows_filtered"] == 56
     # sequences of 6 steps cannot encode one step and predict 7 more: rejected, counted

@@ -1,4 +1,5 @@
-"""One class owns the onnxruntime session: device choice, thread settings, IO binding, placement.
+"""One class owns the onnxruntime session: device choice, thread settings, IO binding, placement;
+and a null scorer of the same shape for measuring the pipeline without the model.
 
 No TensorFlow, no Prefect: this runs on inference images and on the GPU machine.
 """
@@ -8,68 +9,42 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Protocol
 
 import numpy as np
 
 from seqae import names
+from seqae.config import SessionOptions
 from seqae.errors import ConfigError, DeviceError
-from seqae.runtime import CPU, CUDA, cuda_usable
+from seqae.infer.runtime import CPU, CUDA, cuda_usable, heavy_nodes_off, physical_cores
 
 log = logging.getLogger(__name__)
 
-Device = Literal["auto", "cuda", "cpu"]
-HEAVY_OPS = frozenset({"LSTM", "MatMul", "Gemm", "Loop"})
+
+class Scorer(Protocol):
+    """What the embed job needs of a scorer: ``run`` plus the names it answers with."""
+
+    provider: str
+    output_names: list[str]
+
+    def run(self, values: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
-def physical_cores() -> int:
-    """Cores this process may use (cgroup/affinity aware where the platform tells)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+class NullScorer:
+    """Zeros of the right shapes, at no cost: measures the pipeline's own capacity (read, validate,
+    decode, assemble, write) without the model, so that it can be set against the scorer's rate."""
 
+    provider = "null"
 
-def heavy_nodes_off(profile_events: list[dict], provider: str) -> list[str]:
-    """Names of heavy nodes (LSTM, MatMul, Gemm, Loop) that an onnxruntime profile shows running
-    on another provider than ``provider``. Events are the JSON list ``end_profiling()`` writes."""
-    off = set()
-    for event in profile_events:
-        args = event.get("args") or {}
-        if event.get("cat") != "Node" or args.get("op_name") not in HEAVY_OPS:
-            continue
-        if args.get("provider") and args["provider"] != provider:
-            off.add(f"{args['op_name']} {event.get('name', '').removesuffix('_kernel_time')} on {args['provider']}")
-    return sorted(off)
+    def __init__(self, output_names: list[str], embedding_dim: int):
+        self.output_names = list(output_names)
+        self.embedding_dim = embedding_dim
 
-
-@dataclass
-class SessionOptions:
-    """How to run.
-
-    Args:
-        device: ``cuda`` fails unless the CUDA provider really runs; ``auto`` uses CUDA when it
-            does and otherwise the CPU, with a warning; ``cpu`` never touches CUDA.
-        fp16: use ``scorer.fp16.onnx`` (CUDA only: an fp16 LSTM crashed the CPU provider).
-        threads: CPU intra-op threads; ``None`` = the cores this process may use.
-        allow_cpu_nodes: on CUDA, warn instead of failing when a heavy node runs on the CPU.
-    """
-
-    device: Device = "auto"
-    fp16: bool = False
-    threads: int | None = None
-    allow_cpu_nodes: bool = False
-
-    def __post_init__(self) -> None:
-        if self.device not in ("auto", "cuda", "cpu"):
-            raise ConfigError(f"device: expected 'auto', 'cuda' or 'cpu', got {self.device!r}")
-        if self.fp16 and self.device == "cpu":
-            raise ConfigError("fp16: the fp16 scorer runs on CUDA only (an fp16 LSTM crashed onnxruntime's "
-                              "CPU provider); drop --fp16 or use --device cuda")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads: expected a positive integer, got {self.threads}")
+    def run(self, values: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+        batch, steps = values.shape[0], values.shape[1]
+        shapes = {names.EMBEDDING: (batch, self.embedding_dim), names.STEP_ERROR: (batch, steps)}
+        return {name: np.zeros(shapes.get(name, (batch,)), np.float32) for name in self.output_names}
 
 
 class ScorerSession:

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqae import names
-from seqae.embed import EmbedConfig, embed, iter_outputs
+from seqae.config import EmbedConfig, ExportConfig, ModelConfig
 from seqae.errors import DeviceError
 from seqae.export import export
+from seqae.infer import committed_outputs, embed
 from seqae.io import read_metadata
 from seqae.model import load_model
 from seqae.train import TrainConfig, train
@@ -22,7 +24,7 @@ from seqae.train import TrainConfig, train
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, sine_dir):
     path = tmp_path_factory.mktemp("model")
-    train(str(sine_dir), path, model_config={"units": 4, "mode": "composite", "horizon": 2},
+    train(str(sine_dir), path, model_config=ModelConfig(units=4, mode="composite", horizon=2),
           train_config=TrainConfig(batch_size=32, max_epochs=2))
     export(path)
     return path
@@ -42,6 +44,11 @@ def mixed_dir(tmp_path, make_sine_table):
     bad["values"][9] = [1.0, 2.0]  # too short to encode one step and predict two
     pq.write_table(pa.table(bad, schema=table.schema), data / "c.parquet")
     return data, table
+
+
+def iter_outputs(out):
+    """The committed output files, as local paths."""
+    return [Path(location.path) for location in committed_outputs(out)]
 
 
 def keras_outputs(model_dir, table):
@@ -166,7 +173,7 @@ def test_downstream_queries_with_duckdb_and_polars(model_dir, mixed_dir, tmp_pat
 
 
 def test_heavy_nodes_off_the_gpu_are_found_in_a_profile():
-    from seqae.session import heavy_nodes_off
+    from seqae.infer.runtime import heavy_nodes_off
 
     events = [
         {"cat": "Session", "name": "model_run", "args": {}},
@@ -178,8 +185,8 @@ def test_heavy_nodes_off_the_gpu_are_found_in_a_profile():
 
 
 def test_fp16_on_the_cpu_is_refused_before_any_work():
+    from seqae.config import SessionOptions
     from seqae.errors import ConfigError
-    from seqae.session import SessionOptions
 
     with pytest.raises(ConfigError, match=r"^fp16: the fp16 scorer runs on CUDA only"):
         SessionOptions(device="cpu", fp16=True)
@@ -211,7 +218,7 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
     pq.write_table(table, data / "s.parquet")
     config = DataConfig(layout="long", key_column="sensor", time_column="ts", feature_columns=("x", "y"),
                         window=20, stride=10)
-    train(str(data), tmp_path / "m", model_config={"units": 2}, data_config=config,
+    train(str(data), tmp_path / "m", model_config=ModelConfig(units=2), data_config=config,
           train_config=TrainConfig(max_epochs=1, validation_fraction=0.0))
     export(tmp_path / "m")
     report = embed(tmp_path / "m", str(data), tmp_path / "out", EmbedConfig(device="cpu"))
@@ -232,8 +239,8 @@ def test_outputs_below_the_input_folder_are_not_read_back(model_dir, mixed_dir):
 
 @pytest.mark.gpu
 def test_fp16_on_cuda_records_its_parity(tmp_path, sine_dir):
-    train(str(sine_dir), tmp_path / "m", model_config={"units": 4}, train_config=TrainConfig(max_epochs=1))
-    export(tmp_path / "m", fp16=True)
+    train(str(sine_dir), tmp_path / "m", model_config=ModelConfig(units=4), train_config=TrainConfig(max_epochs=1))
+    export(tmp_path / "m", ExportConfig(fp16=True))
     report = embed(tmp_path / "m", str(sine_dir), tmp_path / "out", EmbedConfig(device="cuda", fp16=True))
     assert report.fp16_parity["measured"] is True
     assert report.fp16_parity["embedding"]["max_abs"] < 1e-2

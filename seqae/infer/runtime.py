@@ -1,8 +1,11 @@
-"""onnxruntime facts that more than one module needs. No TensorFlow."""
+"""Runtime probes: what onnxruntime and this machine can do (CUDA usable, cores, node placement).
+
+No TensorFlow; export uses ``fp16_parity`` from here too."""
 
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,28 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+HEAVY_OPS = frozenset({"LSTM", "MatMul", "Gemm", "Loop"})
+
+
+def physical_cores() -> int:
+    """Cores this process may use (cgroup/affinity aware where the platform tells)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def heavy_nodes_off(profile_events: list[dict], provider: str) -> list[str]:
+    """Names of heavy nodes (LSTM, MatMul, Gemm, Loop) that an onnxruntime profile shows running
+    on another provider than ``provider``. Events are the JSON list ``end_profiling()`` writes."""
+    off = set()
+    for event in profile_events:
+        args = event.get("args") or {}
+        if event.get("cat") != "Node" or args.get("op_name") not in HEAVY_OPS:
+            continue
+        if args.get("provider") and args["provider"] != provider:
+            off.add(f"{args['op_name']} {event.get('name', '').removesuffix('_kernel_time')} on {args['provider']}")
+    return sorted(off)
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,7 @@
-"""Read every shard once, validating it, and report what was accepted and rejected."""
+"""Read every shard once, validating it, and report what was accepted and rejected (``seqae validate``).
+
+Above ``seqae.io`` (it writes rejects), beside ``seqae.infer``; ``seqae.data`` reads only.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from seqae.data.config import DataConfig
-from seqae.data.filters import RowFilter
-from seqae.data.reader import ShardReader, ShardStats
-from seqae.data.source import resolve_shards
+from seqae.data import DataConfig, RowFilter, ShardReader, ShardStats, resolve_shards
+from seqae.io import write_rejects
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,6 @@ def scan(location: str, config: DataConfig | None = None, *, row_filter: str | N
         ContractError: a file breaks the contract as a whole.
         InputNotFoundError: nothing matched ``location``.
     """
-    from seqae.io import write_rejects
-
     config = config or DataConfig()
     flt = RowFilter.parse(row_filter) if row_filter else None
     report = ScanReport()

@@ -1,0 +1,70 @@
+"""What every seqae config shares: checks that name the received value, and ``to_dict``/``from_dict``
+that round-trip through JSON and refuse unknown keys. Imports nothing of seqae but errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, TypeVar
+
+from seqae.errors import ConfigError
+
+C = TypeVar("C", bound="Config")
+
+
+def check_positive(name: str, value: int | None, *, allow_none: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is a positive integer (or None where allowed)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        expected = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+
+
+def check_range(name: str, value: Any, low: float, high: float, *, high_open: bool = True) -> None:
+    """``low <= value < high`` (or ``<= high`` with ``high_open=False``) for a real number."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        raise ConfigError(f"{name}: expected a value in [{low:g}, {high:g}{')' if high_open else ']'}, got {value!r}")
+
+
+def check_positive_number(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{name}: expected a positive number{' or None' if allow_none else ''}, got {value!r}")
+
+
+def refuse_unknown_keys(cls: type, data: Any, source: str) -> None:
+    """Raise ConfigError naming every key of ``data`` that is not a field of dataclass ``cls``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of option names to values, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
+        )
+
+
+class Config:
+    """Mixin for frozen dataclasses: a flat dict that rebuilds the object (tuples as lists)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any], source: str | None = None) -> C:
+        """Rebuild from ``to_dict()`` output or a config file section; unknown keys are refused."""
+        source = source or " ".join(re.findall(r"[A-Z][a-z0-9]*", cls.__name__)).lower()  # "data config"
+        refuse_unknown_keys(cls, data, source)
+        tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
+        fixed = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fixed)

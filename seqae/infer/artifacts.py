@@ -1,0 +1,61 @@
+"""A model directory opened for inference: typed metadata and ONNX files checked against their sha256.
+No TensorFlow."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from seqae import names
+from seqae.errors import ChecksumError, ModelDirError
+from seqae.modeldir import ModelInfo
+from seqae.storage import Location
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (hex)."""
+    return Location.of(path).sha256()
+
+
+@dataclass(frozen=True)
+class ModelArtifacts:
+    """A model directory whose ONNX ``files`` were verified when it was opened."""
+
+    info: ModelInfo
+    files: tuple[str, ...]
+
+    @classmethod
+    def open(cls, model_dir: str | os.PathLike, files: tuple[str, ...] = (names.SCORER_ONNX,)) -> ModelArtifacts:
+        """Open ``model_dir`` and verify ``files`` against ``seqae.json``.
+
+        Raises:
+            ModelDirError: the directory was never exported or a file is missing.
+            ChecksumError: a file's sha256 differs from ``seqae.json`` (changed after export).
+        """
+        info = ModelInfo.read(model_dir)
+        directory = info.directory
+        if not info.exported:
+            raise ModelDirError(f"{directory}: not exported; run `seqae export {directory}` first")
+        for name in files:
+            path = directory / name
+            recorded = info.files.get(name)
+            if recorded is None or not path.is_file():
+                raise ModelDirError(f"{path}: missing; expected it from `seqae export` (re-run it)")
+            actual = sha256_of(path)
+            if actual != recorded.sha256:
+                raise ChecksumError(
+                    f"{path}: sha256 {actual[:16]}... does not match {recorded.sha256[:16]}... recorded in "
+                    f"{names.METADATA_FILE}; the file changed after export. Re-run `seqae export {directory}`"
+                )
+        return cls(info, tuple(files))
+
+    @property
+    def directory(self) -> Path:
+        return self.info.directory
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def sha256(self, name: str) -> str:
+        return self.info.files[name].sha256

@@ -1,0 +1,328 @@
+"""The batch embedding job: Parquet shards in, embeddings and reconstruction errors out.
+
+    worker 1: read + validate shard a --ReadBatch--\\                          /--Scores--> write a --> commit a
+    worker 2: read + validate shard b --ReadBatch---> scoring thread (one session) --Scores--> write b --> commit b
+    ...
+
+Each worker thread owns one shard at a time, end to end, so a shard's rows keep their order and
+its commit stays in one place; pyarrow (decode, compression) and numpy release the GIL, so workers
+decode and write in parallel while one thread keeps the scorer busy. A worker submits up to
+``SCORE_AHEAD`` batches before it waits for the first, so reading overlaps scoring. ``embed_shard``
+runs the same stages for one shard in the calling thread.
+
+Imports neither TensorFlow nor Prefect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from seqae import names
+from seqae.config import DataConfig, EmbedConfig
+from seqae.data import Shard, ShardReader, resolve_shards
+from seqae.errors import SeqaeError
+from seqae.infer.commit import EmbedReport, OutputFolder, ShardResult, output_names_for
+from seqae.infer.model import InferenceModel
+from seqae.infer.runtime import physical_cores
+from seqae.infer.stages import ReadBatch, Scores, ShardInput, ShardOutput, score
+from seqae.storage import Location
+
+log = logging.getLogger(__name__)
+
+#: Batches a worker has submitted to the scorer before it waits for the oldest one.
+SCORE_AHEAD = 2
+#: Worker threads at most when ``EmbedConfig.workers`` is not set.
+MAX_DEFAULT_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported while a job runs: ``rows`` more input rows handled, ``shards`` more shards finished."""
+
+    rows: int = 0
+    shards: int = 0
+
+
+ProgressCallback = Callable[[Progress], None]
+Submit = Callable[[ReadBatch], "Future[Scores]"]
+
+
+class Cancelled(Exception):
+    """A worker stopped because another one failed (never leaves the job)."""
+
+
+class ScoringThread:
+    """The one thread that calls the scorer. ``submit`` blocks while ``queue_size`` batches wait,
+    which bounds memory; every wait also watches ``stop`` so that a failure elsewhere ends it."""
+
+    def __init__(self, model: InferenceModel, queue_size: int, stop: threading.Event):
+        self.model = model
+        self.stop = stop
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._loop, name="seqae-score", daemon=True)
+        self._thread.start()
+
+    def submit(self, read: ReadBatch) -> Future[Scores]:
+        future: Future[Scores] = Future()
+        while True:
+            if self.stop.is_set():
+                raise Cancelled
+            try:
+                self._queue.put((read, future), timeout=0.1)
+                return future
+            except queue.Full:
+                continue
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                read, future = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(score(self.model.scorer, read, self.model.batch_size))
+            except BaseException as exc:  # handed to the worker that waits on it
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=30)
+
+
+def _score_inline(model: InferenceModel) -> Submit:
+    def submit(read: ReadBatch) -> Future[Scores]:
+        future: Future[Scores] = Future()
+        future.set_result(score(model.scorer, read, model.batch_size))
+        return future
+
+    return submit
+
+
+def _wait(future: Future[Scores], stop: threading.Event | None) -> Scores:
+    while True:
+        if stop is not None and stop.is_set() and not future.done():
+            raise Cancelled
+        try:
+            return future.result(timeout=0.1)
+        except TimeoutError:
+            continue
+
+
+def run_shard(model: InferenceModel, shard: Shard, folder: OutputFolder, name: str, config: EmbedConfig,
+              submit: Submit, *, expected_schema=None, stop: threading.Event | None = None,
+              on_progress: ProgressCallback | None = None) -> ShardResult:
+    """Read, score, write and commit one shard; on any failure nothing of it is committed."""
+    source = ShardInput(shard, model, config.read_batch_size)
+    if expected_schema is not None and source.output_schema != expected_schema:
+        raise SeqaeError(f"{shard.uri}: its columns differ from the first shard's, so its output would have "
+                         f"another schema.\nexpected:\n{expected_schema}\nfound:\n{source.output_schema}")
+    sink = ShardOutput(folder, name, shard, source.output_schema, model)
+    pending: deque[tuple[ReadBatch, Future[Scores]]] = deque()
+
+    def write_oldest() -> None:
+        read, future = pending.popleft()
+        sink.write(read, _wait(future, stop))
+        if on_progress is not None:
+            on_progress(Progress(rows=read.rows))
+
+    try:
+        for read in source:
+            if stop is not None and stop.is_set():
+                raise Cancelled
+            pending.append((read, submit(read)))
+            while len(pending) > SCORE_AHEAD:
+                write_oldest()
+        while pending:
+            write_oldest()
+        result = sink.commit(source.stats)
+    except BaseException:
+        for _, future in pending:
+            future.cancel()
+        sink.abort()
+        raise
+    if on_progress is not None:
+        on_progress(Progress(shards=1))
+    return result
+
+
+def _as_shard(shard: Shard | str | os.PathLike) -> Shard:
+    if isinstance(shard, Shard):
+        return shard
+    found = resolve_shards(os.fspath(shard))
+    if len(found) != 1:
+        raise SeqaeError(f"{shard}: expected one Parquet file, found {len(found)}")
+    return found[0]
+
+
+def embed_shard(model: InferenceModel | str | os.PathLike, shard: Shard | str | os.PathLike,
+                out: str | os.PathLike | Location, config: EmbedConfig = EmbedConfig(), *,
+                output_name: str | None = None) -> ShardResult:
+    """Embed one shard end to end with the commit protocol of ``embed``; skip it when it is done.
+
+    This is the unit that flows, Ray tasks and ``embed`` share. Open the model once with
+    ``InferenceModel.open`` and pass it to every call to reuse the session across shards.
+
+    Args:
+        model: an ``InferenceModel`` or an exported model directory (opened with ``config``).
+        shard: a ``Shard`` or the path/URI of one Parquet file.
+        out: the output folder (a local path or any ``pyarrow.fs`` URI).
+        config: run options (``read_batch_size``, ``overwrite``; the others when ``model`` is a path).
+        output_name: the data file's name in ``out``; default: the shard's name with ``.parquet``.
+            ``embed`` names files after their path below the input folder (``plan_outputs``).
+
+    Returns:
+        The shard's result, ``status`` ``"skipped"`` when an earlier run committed it for the same
+        input fingerprint, model and ONNX file.
+    """
+    if not isinstance(model, InferenceModel):
+        model = InferenceModel.open(model, config)
+    shard = _as_shard(shard)
+    folder = OutputFolder(out)
+    folder.create()
+    name = output_name or output_names_for([shard])[shard.uri]
+    if not config.overwrite:
+        done = folder.done(shard, name, model.identity)
+        if done is not None:
+            return done
+    return run_shard(model, shard, folder, name, config, _score_inline(model))
+
+
+def plan_outputs(data: str, out: str | os.PathLike | Location) -> list[tuple[Shard, str]]:
+    """The shards at ``data`` with their output names in ``out``; files inside ``out`` (our own
+    outputs, when ``out`` lies below ``data``) are never read back as input."""
+    folder = OutputFolder(out)
+    shards = resolve_shards(data)
+    inside = [s for s in shards if folder.contains(s)]
+    if inside:
+        log.warning("skipping %d file(s) under the output folder %s", len(inside), folder)
+        shards = [s for s in shards if s not in inside]
+        if not shards:
+            raise SeqaeError(f"{data}: every Parquet file found is under the output folder {folder}")
+    names_by_uri = output_names_for(shards)
+    return [(s, names_by_uri[s.uri]) for s in shards]
+
+
+def _fp16_check(model: InferenceModel, shard: Shard, rows: int = 1024) -> dict[str, Any]:
+    """fp16 against fp32 on the first rows of the first shard: the fp16 file's parity figure, taken
+    where it can be (export runs where TensorFlow is, usually without a GPU)."""
+    from seqae.infer.artifacts import ModelArtifacts
+    from seqae.infer.runtime import fp16_parity
+
+    ModelArtifacts.open(model.info.directory, (names.SCORER_ONNX,))
+    reader = ShardReader(shard, model.data, batch_size=rows, num_features=model.num_features)
+    batch, _ = next(iter(reader))
+    if not len(batch):
+        return {"measured": False, "reason": f"no accepted row in the first {rows} rows of {shard.uri}"}
+    return fp16_parity(model.info.path(names.SCORER_FP16_ONNX), model.info.path(names.SCORER_ONNX),
+                       batch.values, batch.lengths, model.scorer.output_names)
+
+
+def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Location,
+          config: EmbedConfig = EmbedConfig(), *, data_config: DataConfig | None = None,
+          on_progress: ProgressCallback | None = None, null_scorer: bool = False) -> EmbedReport:
+    """Score every shard at ``data`` with the model's scorer and write Parquet under ``out``.
+
+    Args:
+        model_dir: an exported model directory (checksums are verified).
+        data: Parquet file, directory, glob or URI.
+        out: output folder, a local path or any ``pyarrow.fs`` URI: one ``.parquet`` per input shard,
+            ``_rejects/``, ``_manifest/`` (one commit record per shard), ``_manifest.json``.
+        config: run options.
+        data_config: the data contract; defaults to the one the model was trained with.
+        on_progress: called from worker threads with a ``Progress`` after each batch and shard.
+        null_scorer: score with zeros (measures the pipeline's capacity; not embeddings).
+
+    Returns:
+        Per-shard and total counts; the same goes to ``out/_manifest.json``.
+
+    Raises:
+        DeviceError: ``device="cuda"`` without a usable CUDA provider, or heavy nodes off the GPU.
+        ContractError: an input file breaks the contract as a whole (shards already finished stay).
+    """
+    started = time.perf_counter()
+    model = InferenceModel.open(model_dir, config, data_config=data_config, null_scorer=null_scorer)
+    folder = OutputFolder(out)
+    planned = plan_outputs(data, folder.location)
+    folder.create()
+    folder.remove_leftovers()
+    report = EmbedReport(str(folder), model.scorer.provider, model.batch_size)
+    if config.fp16:
+        report.fp16_parity = _fp16_check(model, planned[0][0])
+        log.info("fp16 against fp32 on CUDA: %s", report.fp16_parity)
+    todo = []
+    for shard, name in planned:
+        done = None if config.overwrite else folder.done(shard, name, model.identity)
+        if done is None:
+            todo.append((shard, name))
+            continue
+        report.shards.append(done)
+        if on_progress is not None:
+            on_progress(Progress(rows=done.rows_in, shards=1))
+    if todo:
+        # Every output of a run shares one schema: the first shard's (read from its footer only).
+        expected = ShardInput(planned[0][0], model, config.read_batch_size).output_schema
+        workers = min(config.workers or min(physical_cores(), MAX_DEFAULT_WORKERS), len(todo))
+        log.info("%d shard(s) to embed, %d already done; %s, batch %d, %d worker(s)", len(todo),
+                 len(planned) - len(todo), model.scorer.provider, model.batch_size, workers)
+        report.shards.extend(_run_workers(model, todo, folder, config, workers, expected, on_progress))
+    report.shards.sort(key=lambda s: s.shard)
+    report.seconds = time.perf_counter() - started
+    totals = report.totals
+    if totals["rows_in"] != totals["rows_written"] + totals["rows_rejected"]:
+        raise SeqaeError(f"row counts do not reconcile: {totals}")
+    folder.write_summary({**report.to_dict(), **model.identity.to_dict(), "data": str(data)})
+    return report
+
+
+def _run_workers(model: InferenceModel, todo: list[tuple[Shard, str]], folder: OutputFolder, config: EmbedConfig,
+                 workers: int, expected, on_progress: ProgressCallback | None) -> list[ShardResult]:
+    """Shards in input order over ``workers`` threads and one scoring thread. The first failure
+    stops the others (their current shard is not committed) and is raised; shards committed before
+    it stay committed."""
+    stop = threading.Event()
+    scoring = ScoringThread(model, config.queue_size, stop)
+
+    def one(shard: Shard, name: str) -> ShardResult | None:
+        if stop.is_set():
+            return None
+        try:
+            return run_shard(model, shard, folder, name, config, scoring.submit, expected_schema=expected,
+                             stop=stop, on_progress=on_progress)
+        except Cancelled:
+            return None
+        except BaseException:
+            stop.set()
+            raise
+
+    results: list[ShardResult] = []
+    errors: list[BaseException] = []
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqae-shard") as pool:
+            futures = [pool.submit(one, shard, name) for shard, name in todo]
+            for future in futures:
+                try:
+                    result = future.result()
+                except BaseException as exc:
+                    errors.append(exc)
+                    continue
+                if result is not None:
+                    results.append(result)
+    except BaseException:  # KeyboardInterrupt in the main thread: stop the workers, then leave
+        stop.set()
+        raise
+    finally:
+        scoring.close()
+    if errors:
+        raise errors[0]
+    return results

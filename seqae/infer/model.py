@@ -1,0 +1,77 @@
+"""A model opened for serving: verified artifacts, the scorer session and the output schema, created
+once and reused for every shard (one per process or Ray worker, never one per shard)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from seqae import names
+from seqae.config import DataConfig, EmbedConfig
+from seqae.infer.artifacts import ModelArtifacts
+from seqae.infer.commit import RunIdentity
+from seqae.infer.session import NullScorer, Scorer, ScorerSession
+from seqae.io import embedding_schema
+from seqae.modeldir import ModelInfo
+
+#: Sequences per onnxruntime call. Small batches were fastest on a 2-core CPU (cache-resident
+#: LSTM state), large ones keep a GPU busy.
+DEFAULT_BATCH = {"CPUExecutionProvider": 128, "CUDAExecutionProvider": 16384}
+
+
+@dataclass(frozen=True)
+class InferenceModel:
+    """Everything the embed stages need of a model directory.
+
+    Attributes:
+        info: the typed ``seqae.json``.
+        scorer: the onnxruntime session (or a ``NullScorer`` for capacity measurements).
+        identity: what outputs made with this model depend on (model, ONNX file and its sha256).
+        data: the input contract (the model's own unless overridden).
+        batch_size: sequences per inference call.
+    """
+
+    info: ModelInfo
+    scorer: Scorer
+    identity: RunIdentity
+    data: DataConfig
+    batch_size: int
+    step_errors: bool
+
+    @classmethod
+    def open(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig(), *,
+             data_config: DataConfig | None = None, null_scorer: bool = False) -> InferenceModel:
+        """Verify the ONNX file ``config`` asks for and open its session.
+
+        Args:
+            null_scorer: answer zeros instead of running the model (pipeline capacity only; the
+                outputs are not embeddings).
+
+        Raises:
+            ModelDirError, ChecksumError: see ``ModelArtifacts.open``.
+            DeviceError: ``device="cuda"`` without a usable CUDA provider, or heavy nodes off the GPU.
+        """
+        onnx_file = names.SCORER_FP16_ONNX if config.fp16 else names.SCORER_ONNX
+        artifacts = ModelArtifacts.open(model_dir, (onnx_file,))
+        info = artifacts.info
+        outputs = [names.EMBEDDING, names.RECON_ERROR] + ([names.PRED_ERROR] if info.model.predicts else [])
+        if config.step_errors:
+            outputs.append(names.STEP_ERROR)
+        if null_scorer:
+            scorer: Scorer = NullScorer(outputs, info.model.embedding_dim)
+        else:
+            scorer = ScorerSession(info.directory, config.session_options, outputs=outputs)
+        batch_size = config.batch_size or DEFAULT_BATCH.get(scorer.provider, config.read_batch_size)
+        identity = RunIdentity(info.model_id, info.model_version, onnx_file, artifacts.sha256(onnx_file),
+                               config.step_errors)
+        return cls(info, scorer, identity, data_config or info.data, batch_size, config.step_errors)
+
+    @property
+    def num_features(self) -> int:
+        return self.info.model.num_features
+
+    def output_schema(self, key_fields: pa.Schema, passthrough: pa.Schema) -> pa.Schema:
+        return embedding_schema(key_fields, passthrough, self.info.model.embedding_dim,
+                                predicts=self.info.model.predicts, step_errors=self.step_errors)

@@ -1,0 +1,101 @@
+"""The model directory's metadata (``seqae.json``) read back into typed objects. No TensorFlow.
+
+A model directory is the unit of hand-over between training and serving: ``seqae train`` writes
+it, ``seqae export`` adds the ONNX files and their checksums, ``seqae embed`` reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqae import names
+from seqae.config import DataConfig, ModelConfig
+from seqae.errors import ConfigError, ModelDirError, SeqaeError
+from seqae.storage import Location, read_json, write_json
+
+FORMAT = "seqae.model/1"
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    name: str
+    sha256: str
+    precision: str
+    graph: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``seqae.json`` says, typed. ``metadata`` keeps the whole document for writing back.
+
+    Attributes:
+        directory: the model directory.
+        model_id, model_version: identity (a new id per training run, the version counts up).
+        model: the autoencoder's hyperparameters (``num_features`` set).
+        data: the input contract it was trained with.
+        feature_names: one per feature.
+        files: ONNX files written by ``seqae export`` with their sha256 (empty before export).
+    """
+
+    directory: Path
+    model_id: str
+    model_version: int
+    model: ModelConfig
+    data: DataConfig
+    feature_names: tuple[str, ...]
+    files: dict[str, ExportedFile] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def read(cls, model_dir: str | os.PathLike) -> ModelInfo:
+        """Read and check ``model_dir/seqae.json``.
+
+        Raises:
+            ModelDirError: missing, not JSON, not seqae's, or with invalid sections (each named).
+        """
+        directory = Path(model_dir)
+        path = directory / names.METADATA_FILE
+        if not path.is_file():
+            raise ModelDirError(f"{directory}: {names.METADATA_FILE} is missing; expected a model directory "
+                                "written by seqae train")
+        try:
+            meta = read_json(path, "seqae.json")
+        except SeqaeError as exc:
+            raise ModelDirError(str(exc)) from exc
+        if not isinstance(meta, dict):
+            raise ModelDirError(f"{path}: expected a JSON object written by seqae train, found {type(meta).__name__}")
+        missing = [k for k in ("model_id", "model_version", "model", "data") if k not in meta]
+        if missing:
+            raise ModelDirError(f"{path}: missing key(s) {', '.join(missing)}; expected seqae metadata "
+                                "(re-run seqae train)")
+        try:
+            model = ModelConfig.from_dict(meta["model"], f"{path}: model")
+            data = DataConfig.from_dict(meta["data"], f"{path}: data")
+        except ConfigError as exc:
+            raise ModelDirError(str(exc)) from exc
+        if model.num_features is None:
+            raise ModelDirError(f"{path}: model.num_features is missing; expected the feature count of the data")
+        files = {}
+        for name, entry in (meta.get("export") or {}).get("files", {}).items():
+            files[name] = ExportedFile(name, entry["sha256"], entry.get("precision", "fp32"), entry.get("graph", ""))
+        return cls(directory, str(meta["model_id"]), int(meta["model_version"]), model, data,
+                   tuple(meta.get("feature_names") or data.feature_names(model.num_features)), files, meta)
+
+    @property
+    def exported(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def export(self) -> dict[str, Any]:
+        return self.metadata.get("export") or {}
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+
+def write_metadata(model_dir: str | os.PathLike, metadata: dict[str, Any]) -> None:
+    """Replace ``seqae.json`` atomically."""
+    write_json(Location.of(Path(model_dir) / names.METADATA_FILE), metadata)

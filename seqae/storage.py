@@ -1,0 +1,231 @@
+"""Where files live and how they are written: URIs to ``pyarrow.fs`` filesystems, atomic writes,
+hashing and the one clock format. The lowest layer of seqae: it imports nothing of seqae but errors.
+
+Atomicity. On a local filesystem a file is written under a hidden temporary name beside its target
+and renamed into place, so a reader sees the whole file or nothing. Object stores (``s3://``,
+``gs://``) have no atomic rename (a move is a copy and a delete); there the file is written under its
+final name and *the manifest entry written last is the commit*: readers of an output folder go
+through the manifest and ignore data files without one (see ``seqae.infer.commit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from seqae import names
+from seqae.errors import SeqaeError
+
+#: Filesystems whose rename replaces a file atomically (POSIX rename(2)).
+ATOMIC_RENAME = frozenset({"local"})
+
+
+def utc_now() -> str:
+    """The time as every seqae record writes it: ISO 8601, UTC, seconds, ``2026-11-29T15:04:05Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sha256_stream(read: Callable[[int], bytes], chunk_size: int = 1 << 22) -> str:
+    """sha256 of everything ``read(chunk_size)`` returns until it returns nothing."""
+    digest = hashlib.sha256()
+    while chunk := read(chunk_size):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def has_uri_scheme(text: str) -> bool:
+    head, sep, _ = text.partition("://")
+    return bool(sep) and head.isalnum()
+
+
+@dataclass(frozen=True)
+class Location:
+    """A path on a ``pyarrow.fs`` filesystem, and the URI a user would type to address it again.
+
+    Attributes:
+        filesystem: the filesystem (local for plain paths).
+        path: the path inside it (absolute for local files).
+        uri: ``s3://bucket/key`` for URIs, the absolute path for local files and ``file://`` URIs.
+    """
+
+    filesystem: pafs.FileSystem
+    path: str
+    uri: str
+
+    @classmethod
+    def of(cls, where: str | os.PathLike | Location) -> Location:
+        """A local path or any URI that ``pyarrow.fs.FileSystem.from_uri`` understands."""
+        if isinstance(where, Location):
+            return where
+        text = os.fspath(where)
+        if has_uri_scheme(text):
+            scheme = text.split("://", 1)[0]
+            filesystem, path = pafs.FileSystem.from_uri(text)
+            uri = path if scheme == "file" else f"{scheme}://{path}"
+            return cls(filesystem, path, uri)
+        path = os.path.abspath(os.path.expanduser(text))
+        return cls(pafs.LocalFileSystem(), path, path)
+
+    @property
+    def is_local(self) -> bool:
+        return self.filesystem.type_name == "local"
+
+    @property
+    def atomic_rename(self) -> bool:
+        return self.filesystem.type_name in ATOMIC_RENAME
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path.rstrip("/"))
+
+    def join(self, *parts: str) -> Location:
+        path = posixpath.join(self.path, *parts)
+        return Location(self.filesystem, path, posixpath.join(self.uri, *parts))
+
+    @property
+    def parent(self) -> Location:
+        return Location(self.filesystem, posixpath.dirname(self.path), posixpath.dirname(self.uri))
+
+    def info(self) -> pafs.FileInfo:
+        return self.filesystem.get_file_info(self.path)
+
+    def is_file(self) -> bool:
+        return self.info().type == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        return self.info().type == pafs.FileType.Directory
+
+    def mkdir(self) -> None:
+        self.filesystem.create_dir(self.path, recursive=True)
+
+    def delete(self) -> None:
+        """Remove the file if it exists."""
+        with contextlib.suppress(FileNotFoundError):
+            self.filesystem.delete_file(self.path)
+
+    def children(self) -> list[pafs.FileInfo]:
+        """Direct entries of this folder (none when it does not exist)."""
+        if not self.is_dir():
+            return []
+        return self.filesystem.get_file_info(pafs.FileSelector(self.path))
+
+    def read_bytes(self) -> bytes:
+        with self.filesystem.open_input_stream(self.path) as stream:
+            return stream.read()
+
+    def sha256(self) -> str:
+        with self.filesystem.open_input_stream(self.path) as stream:
+            return sha256_stream(stream.read)
+
+    def temporary(self) -> Location:
+        """A hidden, unique name beside this one (``.name.1a2b3c4d.tmp``); see ``is_temporary``."""
+        tmp = f".{self.name}.{uuid.uuid4().hex[:8]}{names.TMP_SUFFIX}"
+        return self.parent.join(tmp)
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+def is_temporary(name: str) -> bool:
+    """A name ``Location.temporary`` makes: left behind only by a writer that was killed."""
+    return name.startswith(".") and name.endswith(names.TMP_SUFFIX)
+
+
+class AtomicFile:
+    """A file that appears whole or not at all (see the module docstring for object stores).
+
+    ``target`` is written at ``self.location`` (a temporary name where rename is atomic, the target
+    itself elsewhere); ``commit()`` moves it into place, ``abort()`` removes it.
+    """
+
+    def __init__(self, target: str | os.PathLike | Location):
+        self.target = Location.of(target)
+        self.target.parent.mkdir()
+        self.location = self.target.temporary() if self.target.atomic_rename else self.target
+        self.done = False
+
+    def commit(self) -> Location:
+        if self.location != self.target:
+            self.target.filesystem.move(self.location.path, self.target.path)
+        self.done = True
+        return self.target
+
+    def abort(self) -> None:
+        if not self.done:
+            self.location.delete()
+            self.done = True
+
+
+@contextlib.contextmanager
+def atomic_write(target: str | os.PathLike | Location) -> Iterator[Any]:
+    """Write ``target`` through a binary output stream; committed when the block ends without an
+    exception, removed otherwise. The one way seqae writes a whole file."""
+    file = AtomicFile(target)
+    try:
+        with file.location.filesystem.open_output_stream(file.location.path) as stream:
+            yield stream
+    except BaseException:
+        file.abort()
+        raise
+    file.commit()
+
+
+@contextlib.contextmanager
+def replace_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Fill a local folder under a temporary name beside ``target``, then swap it into place.
+
+    A crash leaves the old folder or the new one, never a half-written one; the temporary folder
+    is removed when the block fails.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(Location.of(target).temporary().path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = Path(Location.of(target).temporary().path)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_bytes(target: str | os.PathLike | Location, data: bytes) -> Location:
+    with atomic_write(target) as stream:
+        stream.write(data)
+    return Location.of(target)
+
+
+def write_json(target: str | os.PathLike | Location, data: Any) -> Location:
+    """``data`` as indented JSON, atomically (values JSON does not know are written with ``str``)."""
+    return write_bytes(target, json.dumps(data, indent=2, default=str).encode())
+
+
+def read_json(target: str | os.PathLike | Location, what: str = "JSON file") -> Any:
+    """Parse a JSON file; a file that is not JSON is a ``SeqaeError`` naming it."""
+    location = Location.of(target)
+    try:
+        return json.loads(location.read_bytes())
+    except json.JSONDecodeError as exc:
+        raise SeqaeError(f"{location}: not a valid {what} ({exc.msg} at line {exc.lineno})") from exc
