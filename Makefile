@@ -8,7 +8,7 @@ DEMO ?= demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-fast clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check seqae tests benchmarks tools
 	$(PY) -m pytest -m "not gpu"
+
+# The inner loop: no model training, no whole jobs (about a minute); `make test` runs everything.
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check seqae tests benchmarks tools
+	$(PY) -m pytest -m "not gpu and not slow"
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

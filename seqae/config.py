@@ -84,8 +84,7 @@ class ModelConfig(Config):
                 raise ConfigError(f"horizon: the reconstruct mode predicts nothing; expected 0, got {self.horizon}")
         elif not isinstance(self.horizon, int) or isinstance(self.horizon, bool) or self.horizon < 1:
             raise ConfigError(f"horizon: the {self.mode} mode needs a positive integer, got {self.horizon!r}")
-        if self.latent_dim is not None and (not isinstance(self.latent_dim, int) or self.latent_dim < 1):
-            raise ConfigError(f"latent_dim: expected a positive integer or None, got {self.latent_dim!r}")
+        check_positive("latent_dim", self.latent_dim, allow_none=True)
         check_range("dropout", self.dropout, 0.0, 1.0)
         check_positive_number("learning_rate", self.learning_rate)
         check_positive_number("clipnorm", self.clipnorm, allow_none=True)
@@ -219,9 +218,9 @@ class SessionOptions(Config):
 class EmbedConfig(Config):
     """Options of one embed run.
 
-    Memory: at most about ``read_batch_size x (queue_size + workers x (depth + 2))`` rows are decoded
-    at once (``depth`` = 2 batches scored ahead per worker), each ``time x features x 4`` bytes padded,
-    plus their outputs.
+    Memory: at most ``read_batch_size x workers x 3`` rows are decoded at once (per worker: 2 batches
+    submitted to the scorer ahead, one being written; ``queue_size`` of those wait for the scorer),
+    each ``time x features x 4`` bytes padded, plus their outputs.
 
     Args:
         device: ``auto``, ``cuda`` or ``cpu`` (see ``SessionOptions``).
@@ -274,6 +273,8 @@ def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a valid config file (not UTF-8 text: byte {exc.start})") from exc
     try:
         if path.suffix == ".toml":
             import tomllib

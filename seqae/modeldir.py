@@ -62,7 +62,7 @@ class ModelInfo:
             raise ModelDirError(f"{directory}: {names.METADATA_FILE} is missing; expected a model directory "
                                 "written by seqae train")
         try:
-            meta = read_json(path, "seqae.json")
+            meta = read_json(path, names.METADATA_FILE)
         except SeqaeError as exc:
             raise ModelDirError(str(exc)) from exc
         if not isinstance(meta, dict):
@@ -71,11 +71,14 @@ class ModelInfo:
         if missing:
             raise ModelDirError(f"{path}: missing key(s) {', '.join(missing)}; expected seqae metadata "
                                 "(re-run seqae train)")
-        try:
-            model = ModelConfig.from_dict(meta["model"], f"{path}: model")
-            data = DataConfig.from_dict(meta["data"], f"{path}: data")
-        except ConfigError as exc:
-            raise ModelDirError(str(exc)) from exc
+        sections = {}
+        for section, kind in (("model", ModelConfig), ("data", DataConfig)):
+            try:
+                sections[section] = kind.from_dict(meta[section], section)
+            except ConfigError as exc:
+                message = str(exc) if str(exc).startswith(f"{section}: ") else f"{section}: {exc}"
+                raise ModelDirError(f"{path}: {message}") from exc
+        model, data = sections["model"], sections["data"]
         if model.num_features is None:
             raise ModelDirError(f"{path}: model.num_features is missing; expected the feature count of the data")
         files = {}

@@ -229,3 +229,5 @@ def read_json(target: str | os.PathLike | Location, what: str = "JSON file") -> 
         return json.loads(location.read_bytes())
     except json.JSONDecodeError as exc:
         raise SeqaeError(f"{location}: not a valid {what} ({exc.msg} at line {exc.lineno})") from exc
+    except UnicodeDecodeError as exc:
+        raise SeqaeError(f"{location}: not a valid {what} (not UTF-8 text: byte {exc.start})") from exc

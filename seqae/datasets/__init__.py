@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqae.errors import ConfigError
+from seqae.storage import atomic_write
 
 DATASETS = {"ecg5000": "ecg5000.parquet"}
 
@@ -58,8 +59,7 @@ def write_dataset(name: str, out: str | os.PathLike, *, shards: int = 1, overwri
     paths = []
     for i in range(shards):
         path = out / f"part-{i:05d}.parquet"
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), tmp, compression="zstd")
-        os.replace(tmp, path)
+        with atomic_write(path) as stream:
+            pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), stream, compression="zstd")
         paths.append(path)
     return paths

@@ -307,21 +307,22 @@ def _run_workers(model: InferenceModel, todo: list[tuple[Shard, str]], folder: O
 
     results: list[ShardResult] = []
     errors: list[BaseException] = []
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqae-shard")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqae-shard") as pool:
-            futures = [pool.submit(one, shard, name) for shard, name in todo]
-            for future in futures:
-                try:
-                    result = future.result()
-                except BaseException as exc:
-                    errors.append(exc)
-                    continue
-                if result is not None:
-                    results.append(result)
-    except BaseException:  # KeyboardInterrupt in the main thread: stop the workers, then leave
+        futures = [pool.submit(one, shard, name) for shard, name in todo]
+        for future in futures:
+            try:
+                result = future.result()
+            except Exception as exc:
+                errors.append(exc)
+                continue
+            if result is not None:
+                results.append(result)
+    except BaseException:  # KeyboardInterrupt in the main thread: stop the workers before waiting on them
         stop.set()
         raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         scoring.close()
     if errors:
         raise errors[0]

@@ -4,6 +4,7 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from seqae.cli import app
@@ -54,6 +55,7 @@ def test_wrong_options_are_refused_before_work(tmp_path):
     assert "window/stride: only the long layout is cut into windows" in result.stderr
 
 
+@pytest.mark.slow
 def test_train_export_embed_through_the_cli(tmp_path, sine_dir):
     config = tmp_path / "config.toml"
     config.write_text('[model]\nunits = 3\nmode = "predict"\nhorizon = 2\n[train]\nmax_epochs = 1\nbatch_size = 16\n')
@@ -80,3 +82,19 @@ def test_train_refuses_unknown_config_keys_before_reading_data(tmp_path):
     result = seqae("train", "--data", str(tmp_path / "missing"), "--model-dir", str(tmp_path / "m"), "--config", str(config))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: model options: unknown key(s) unitz")
+
+
+def test_train_options_are_checked_without_tensorflow(tmp_path):
+    """The inference install has no TensorFlow: a wrong option must still be named as such."""
+    code = ("import sys\nfor m in ('tensorflow', 'keras', 'tf2onnx'): sys.modules[m] = None\n"
+            "from seqae.cli import main\nsys.argv = ['seqae', 'train', '--data', 'x', '--model-dir', 'm', "
+            "'--config', sys.argv[1]]\nmain()")
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\nunits = 3\nunitz = 4\n')
+    result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: model options: unknown key(s) unitz; expected")
+    config.write_text('[model]\nunits = 3\n')
+    result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True)
+    assert result.returncode == 1  # valid options: now it needs the training extra, and says so
+    assert "install the training extra: pip install 'seqae[train]'" in result.stderr

@@ -14,6 +14,8 @@ from seqae.infer import ModelArtifacts
 from seqae.model import ModelConfig, load_model
 from seqae.train import TrainConfig, train
 
+pytestmark = pytest.mark.slow  # builds and trains Keras models
+
 FAMILY = [
     {"mode": "reconstruct"},
     {"mode": "reconstruct", "decoder": "conditioned", "reverse_target": False},

@@ -8,6 +8,8 @@ import tensorflow as tf
 from seqae.errors import ConfigError
 from seqae.model import AutoencoderHead, ModelConfig, build_autoencoder, compile_autoencoder, encoder_of, training_loss
 
+pytestmark = pytest.mark.slow  # builds and trains Keras models
+
 FAMILY = [
     dict(mode=mode, horizon=0 if mode == "reconstruct" else 2, decoder=decoder, reverse_target=reverse)
     for mode, decoder, reverse in itertools.product(

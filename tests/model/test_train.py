@@ -11,6 +11,8 @@ from seqae.config import ModelConfig
 from seqae.errors import ConfigError, ModelDirError
 from seqae.train import TrainConfig, split_of, train
 
+pytestmark = pytest.mark.slow  # builds and trains Keras models
+
 TINY = {"units": 4}
 FAST = TrainConfig(batch_size=16, max_epochs=2, patience=1, shuffle_buffer=64)
 

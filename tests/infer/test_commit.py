@@ -1,0 +1,80 @@
+"""The one place that decides whether a shard is done, and the output folder's bookkeeping."""
+
+import dataclasses
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seqae.data import resolve_shards
+from seqae.errors import SeqaeError
+from seqae.infer import OutputFolder, RunIdentity, committed_outputs
+from seqae.infer.commit import output_names_for
+
+IDENTITY = RunIdentity("m1", 3, "scorer.onnx", "ab" * 32, False)
+
+
+@pytest.fixture()
+def committed(tmp_path):
+    """An input shard and an output folder where it is committed under IDENTITY."""
+    pq.write_table(pa.table({"id": [1, 2]}), tmp_path / "a.parquet")
+    shard = resolve_shards(str(tmp_path / "a.parquet"))[0]
+    folder = OutputFolder(tmp_path / "out")
+    folder.create()
+    pq.write_table(pa.table({"id": [1, 2]}), folder.data_file("a.parquet").path)
+    folder.commit("a.parquet", {**IDENTITY.to_dict(), "fingerprint": shard.fingerprint, "rows_in": 2,
+                                "rows_written": 2, "rows_rejected": 0})
+    return shard, folder
+
+
+def test_a_committed_shard_is_done(committed):
+    shard, folder = committed
+    done = folder.done(shard, "a.parquet", IDENTITY)
+    assert (done.status, done.rows_in, done.rows_written, done.output) == ("skipped", 2, 2, "a.parquet")
+    assert [loc.name for loc in committed_outputs(folder.location)] == ["a.parquet"]
+
+
+@pytest.mark.parametrize("change", [{"model_id": "m2"}, {"model_version": 4}, {"onnx_file": "scorer.fp16.onnx"},
+                                    {"onnx_sha256": "cd" * 32}, {"step_errors": True}])
+def test_another_model_or_option_redoes_it(committed, change):
+    shard, folder = committed
+    assert folder.done(shard, "a.parquet", dataclasses.replace(IDENTITY, **change)) is None
+
+
+def test_a_changed_input_or_a_missing_data_file_redoes_it(committed, tmp_path):
+    shard, folder = committed
+    pq.write_table(pa.table({"id": [1, 2, 3]}), tmp_path / "a.parquet")
+    assert folder.done(resolve_shards(str(tmp_path / "a.parquet"))[0], "a.parquet", IDENTITY) is None
+    folder.data_file("a.parquet").delete()
+    assert folder.done(shard, "a.parquet", IDENTITY) is None
+    assert committed_outputs(folder.location) == []
+
+
+def test_data_files_without_an_entry_are_not_outputs(committed):
+    _, folder = committed
+    pq.write_table(pa.table({"id": [3]}), folder.data_file("b.parquet").path)  # an interrupted object-store write
+    assert [loc.name for loc in committed_outputs(folder.location)] == ["a.parquet"]
+
+
+def test_leftover_temporary_files_are_removed(committed):
+    _, folder = committed
+    leftover = folder.location.join("_manifest", ".a.parquet.json.0123abcd.tmp")
+    with leftover.filesystem.open_output_stream(leftover.path) as stream:
+        stream.write(b"{")
+    folder.remove_leftovers()
+    assert not leftover.is_file() and folder.entry_file("a.parquet").is_file()
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "x").write_text("")
+    with pytest.raises(SeqaeError, match=r"x: --out is a file; expected a folder"):
+        OutputFolder(tmp_path / "x").create()
+
+
+def test_output_names_keep_the_path_below_the_common_folder(tmp_path):
+    for rel in ("a/b.parquet", "a/c/d.pq", "e.parquet"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": [1]}), tmp_path / rel)
+    shards = resolve_shards(str(tmp_path))
+    assert sorted(output_names_for(shards).values()) == ["a__b.parquet", "a__c__d.parquet", "e.parquet"]
+    assert list(output_names_for(shards[:1]).values()) == ["b.parquet"]

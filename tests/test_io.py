@@ -1,0 +1,185 @@
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seqae.data.rejects import REJECT_SCHEMA, rejects_table
+from seqae.io import (
+    AtomicParquetWriter,
+    embedding_schema,
+    embedding_table,
+    read_metadata,
+    row_group_rows,
+    with_metadata,
+    write_rejects,
+)
+from seqae.storage import Location, is_temporary
+
+KEYS = pa.schema([pa.field("id", pa.int64())])
+PASSTHROUGH = pa.schema([pa.field("label", pa.string())])
+SMALL = pa.schema([pa.field("id", pa.int64()), pa.field("x", pa.float32())])
+
+
+def small_table(n=3):
+    return pa.table({"id": np.arange(n, dtype=np.int64), "x": np.ones(n, np.float32)}, schema=SMALL)
+
+
+@pytest.mark.parametrize("predicts, step_errors, tail", [
+    (False, False, ["embedding", "recon_error", "length"]),
+    (True, False, ["embedding", "recon_error", "pred_error", "length"]),
+    (False, True, ["embedding", "recon_error", "length", "step_error"]),
+    (True, True, ["embedding", "recon_error", "pred_error", "length", "step_error"]),
+])
+def test_embedding_schema_columns_and_types(predicts, step_errors, tail):
+    schema = embedding_schema(KEYS, PASSTHROUGH, 5, predicts=predicts, step_errors=step_errors)
+    assert schema.names == ["id", "label"] + tail
+    assert schema.field("id").type == pa.int64() and schema.field("label").type == pa.string()
+    assert schema.field("embedding").type == pa.list_(pa.float32(), 5)
+    assert pa.types.is_fixed_size_list(schema.field("embedding").type)
+    assert schema.field("recon_error").type == pa.float32()
+    assert schema.field("length").type == pa.int32()
+    if predicts:
+        assert schema.field("pred_error").type == pa.float32()
+    if step_errors:
+        assert schema.field("step_error").type == pa.list_(pa.float32())
+    assert [f.nullable for f in schema][2:] == [False] * len(tail)
+
+
+@pytest.mark.parametrize("predicts", [False, True])
+def test_embedding_table_values_round_trip(tmp_path, predicts):
+    schema = embedding_schema(KEYS, PASSTHROUGH, 2, predicts=predicts, step_errors=True)
+    keys = pa.table({"id": pa.array([10, 11, 12], pa.int64())})
+    passthrough = pa.table({"label": ["a", None, "c"]})
+    step = np.arange(12, dtype=np.float64).reshape(3, 4)
+    outputs = {"embedding": np.array([[1, 2], [3, 4], [5, 6]], np.float64),
+               "recon_error": np.array([0.5, 1.5, 2.5], np.float64),
+               "pred_error": np.array([7, 8, 9], np.float32),
+               "step_error": step}
+    lengths = np.array([2, 4, 1], np.int64)
+    table = embedding_table(schema, keys, passthrough, outputs, lengths)
+    assert table.schema == schema
+    pq.write_table(table, tmp_path / "e.parquet")
+    back = pq.read_table(tmp_path / "e.parquet")
+    assert back.schema.equals(schema)
+    data = back.to_pydict()
+    assert data["id"] == [10, 11, 12] and data["label"] == ["a", None, "c"]
+    assert data["embedding"] == [[1, 2], [3, 4], [5, 6]]
+    assert data["recon_error"] == [0.5, 1.5, 2.5]
+    assert data["length"] == [2, 4, 1]
+    assert data["step_error"] == [[0, 1], [4, 5, 6, 7], [8]]  # cut to each row's length
+    assert ("pred_error" in data) == predicts
+    if predicts:
+        assert data["pred_error"] == [7, 8, 9]
+
+
+def test_embedding_table_without_step_errors_ignores_them():
+    schema = embedding_schema(KEYS, pa.schema([]), 3, predicts=False, step_errors=False)
+    outputs = {"embedding": np.zeros((2, 3), np.float32), "recon_error": np.ones(2, np.float32),
+               "step_error": np.ones((2, 5), np.float32)}
+    table = embedding_table(schema, pa.table({"id": pa.array([1, 2], pa.int64())}), pa.table({}), outputs, [5, 3])
+    assert table.column_names == ["id", "embedding", "recon_error", "length"]
+    assert table.column("embedding").to_pylist() == [[0, 0, 0], [0, 0, 0]]
+
+
+def test_writer_commit_puts_metadata_in_the_footer(tmp_path):
+    path = tmp_path / "out" / "a.parquet"
+    with AtomicParquetWriter(path, SMALL, row_group_size=2) as writer:
+        writer.write(small_table(3))
+        writer.write(small_table(0))
+        writer.write(pa.table({"id": [5], "x": [2.0]}))  # int64/double: cast to the schema
+        assert not path.exists()
+        location = writer.commit({"rows": writer.rows, "run": "r1"})
+    assert location == Location.of(path)
+    assert os.listdir(tmp_path / "out") == ["a.parquet"]
+    assert read_metadata(path) == {"rows": 4, "run": "r1"}
+    assert pq.read_metadata(path).metadata[b"seqae"] == b'{"rows": 4, "run": "r1"}'
+    file = pq.ParquetFile(path)
+    assert file.schema_arrow.equals(SMALL) and file.metadata.num_row_groups == 3
+    assert file.read().column("x").to_pylist() == [1.0, 1.0, 1.0, 2.0]
+
+
+def test_read_metadata_of_a_foreign_file_is_empty(tmp_path):
+    pq.write_table(small_table(), tmp_path / "plain.parquet")
+    assert read_metadata(tmp_path / "plain.parquet") == {}
+    pq.write_table(small_table().cast(with_metadata(SMALL, {"b": 1, "a": [2]})), tmp_path / "m.parquet")
+    assert read_metadata(f"file://{tmp_path}/m.parquet") == {"a": [2], "b": 1}
+
+
+def test_writer_abort_and_exception_leave_nothing(tmp_path):
+    writer = AtomicParquetWriter(tmp_path / "a.parquet", SMALL)
+    writer.write(small_table())
+    (name,) = os.listdir(tmp_path)
+    assert is_temporary(name)
+    writer.abort()
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(RuntimeError, match="stop"):
+        with AtomicParquetWriter(tmp_path / "b.parquet", SMALL) as writer:
+            writer.write(small_table())
+            raise RuntimeError("stop")
+    assert os.listdir(tmp_path) == []
+
+
+def test_writer_through_a_file_uri(tmp_path):
+    with AtomicParquetWriter(f"file://{tmp_path}/sub/u.parquet", SMALL) as writer:
+        writer.write(small_table(2))
+        location = writer.commit({"ok": True})
+    assert location.path == str(tmp_path / "sub" / "u.parquet") and location.uri == location.path
+    assert pq.read_table(location.path).num_rows == 2
+    assert read_metadata(location) == {"ok": True}
+    assert os.listdir(tmp_path / "sub") == ["u.parquet"]
+
+
+def test_writer_commit_without_metadata(tmp_path):
+    writer = AtomicParquetWriter(tmp_path / "a.parquet", SMALL)
+    writer.commit()
+    assert read_metadata(tmp_path / "a.parquet") == {} and pq.read_table(tmp_path / "a.parquet").num_rows == 0
+
+
+def rejects(n, shard="in/part-0.parquet"):
+    return rejects_table(shard, np.arange(n), [str(i) for i in range(n)], ["values"] * n, ["empty"] * n,
+                         ["the sequence has no steps"] * n)
+
+
+@pytest.mark.parametrize("tables", [[], [rejects(0)]])
+def test_write_rejects_with_no_rows_removes_a_stale_file(tmp_path, tables):
+    stale = tmp_path / "_rejects" / "part-0.rejects.parquet"
+    stale.parent.mkdir()
+    stale.write_bytes(b"stale")
+    assert write_rejects(tmp_path, "in/part-0.parquet", tables) is None
+    assert os.listdir(tmp_path / "_rejects") == []
+    assert write_rejects(tmp_path, "part-0.parquet", tables) is None  # nothing there: still fine
+
+
+def test_write_rejects_writes_the_reject_schema(tmp_path):
+    location = write_rejects(str(tmp_path), "s3://bucket/in/part-7.snappy.parquet",
+                             [rejects(2), rejects(0), rejects(1)], {"shard": "part-7"})
+    expected = tmp_path / "_rejects" / "part-7.snappy.rejects.parquet"
+    assert location.path == str(expected)
+    assert os.listdir(tmp_path / "_rejects") == ["part-7.snappy.rejects.parquet"]
+    table = pq.read_table(expected)
+    assert table.schema.equals(REJECT_SCHEMA)
+    assert table.column("row").to_pylist() == [0, 1, 0]
+    assert table.column("key").to_pylist() == ["0", "1", "0"]
+    assert read_metadata(expected) == {"shard": "part-7"}
+    write_rejects(tmp_path, "part-7.snappy.parquet", [rejects(1)])
+    assert pq.read_table(expected).num_rows == 1 and read_metadata(expected) == {}
+
+
+@pytest.mark.parametrize("fields, rows", [
+    ([pa.field("id", pa.int64())], 1 << 20),  # 8 bytes a row: capped
+    ([pa.field("embedding", pa.list_(pa.float32(), 1 << 20))], 8192),  # 4 MiB a row: floored
+    ([pa.field("embedding", pa.list_(pa.float32(), 256)), pa.field("id", pa.int64())], (64 << 20) // 1032),
+    ([pa.field("key", pa.string()), pa.field("step_error", pa.list_(pa.float32())),
+      pa.field("ok", pa.bool_())], (64 << 20) // (16 + 1024 + 1)),
+])
+def test_row_group_rows(fields, rows):
+    assert row_group_rows(pa.schema(fields)) == rows
+
+
+def test_row_group_rows_bounds():
+    schema = pa.schema([pa.field("x", pa.float64())])
+    assert row_group_rows(schema, target_bytes=1) == 8192
+    assert row_group_rows(schema, target_bytes=8 * 10_000) == 10_000
+    assert row_group_rows(pa.schema([])) == 1 << 20
