@@ -10,24 +10,12 @@ Figures are medians of ``--repeats`` runs; ratios are against the embed job.
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
-
-
-def median_rate(fn, rows: int, repeats: int) -> float:
-    fn()  # warm up: tracing, XLA compilation, session creation, page cache
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return rows / statistics.median(times)
+from common import ecg_rows, median_rate
 
 
 def main() -> None:
@@ -37,13 +25,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from seqae.datasets import load_dataset
     from seqae.infer import EmbedConfig, ScorerSession, SessionOptions, embed
 
-    table = load_dataset("ecg5000")
-    reps = -(-args.rows // table.num_rows)
-    big = pa.concat_tables([table] * reps).slice(0, args.rows)
-    big = big.set_column(0, "id", pa.array(np.arange(args.rows, dtype=np.int64)))
+    big = ecg_rows(args.rows)
     values = np.stack(big.column("values").to_numpy(zero_copy_only=False))[..., None].astype(np.float32)
     lengths = np.full(args.rows, values.shape[1], np.int32)
     tmp = Path(tempfile.mkdtemp(prefix="seqae-bench-")) / "data"

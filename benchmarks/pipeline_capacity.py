@@ -12,26 +12,15 @@ tiny model is trained and exported first (needs the `train` extra). Data: ECG500
 import argparse
 import json
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import ecg_rows, median_rate
 
 SHARDS = 8
-
-
-def median_rate(fn, rows: int, repeats: int) -> float:
-    fn()  # warm up: page cache, session, allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return rows / statistics.median(times)
 
 
 def write_shards(table: pa.Table, folder: Path) -> None:
@@ -62,14 +51,11 @@ def main() -> None:
 
     from seqae.config import DataConfig, EmbedConfig
     from seqae.data import ShardReader, resolve_shards
-    from seqae.datasets import load_dataset
     from seqae.infer import embed
     from seqae.infer.runtime import physical_cores
 
     tmp = Path(tempfile.mkdtemp(prefix="seqae-capacity-"))
-    table = load_dataset("ecg5000")
-    big = pa.concat_tables([table] * -(-args.rows // table.num_rows)).slice(0, args.rows)
-    big = big.set_column(0, "id", pa.array(np.arange(args.rows, dtype=np.int64)))
+    big = ecg_rows(args.rows)
     rng = np.random.default_rng(0)
     cut = rng.integers(40, 141, size=args.rows)
     flat = big.column("values").combine_chunks()

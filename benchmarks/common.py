@@ -1,0 +1,28 @@
+"""What the benchmark scripts share: the timing rule and the ECG rows they run on."""
+
+import statistics
+import time
+
+import numpy as np
+import pyarrow as pa
+
+
+def median_rate(fn, rows: int, repeats: int) -> float:
+    """Rows per second of ``fn()``: one warm-up run (tracing, compilation, sessions, page cache),
+    then the median of ``repeats`` timed runs."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return rows / statistics.median(times)
+
+
+def ecg_rows(rows: int) -> pa.Table:
+    """The bundled ECG5000 repeated to ``rows`` rows, ids renumbered 0..rows-1."""
+    from seqae.datasets import load_dataset
+
+    table = load_dataset("ecg5000")
+    big = pa.concat_tables([table] * -(-rows // table.num_rows)).slice(0, rows)
+    return big.set_column(0, "id", pa.array(np.arange(rows, dtype=np.int64)))
