@@ -22,22 +22,23 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/seqae --quiet datasets ecg5000 --out $(DEMO)/data --shards 4 --overwrite
 	$(VENV)/bin/seqae validate --data $(DEMO)/data --rejects-dir $(DEMO)/checked > $(DEMO)/validate.json
-	$(VENV)/bin/seqae train --data $(DEMO)/data --model-dir $(DEMO)/model --filter "label == 1" > $(DEMO)/train.json
-	$(VENV)/bin/seqae export $(DEMO)/model > $(DEMO)/export.json
-	$(VENV)/bin/seqae embed --model $(DEMO)/model --data $(DEMO)/data --out $(DEMO)/embeddings --overwrite > $(DEMO)/embed.json
+	# The pipeline flow in this process (Prefect starts a temporary local server; no server to run):
+	# train -> export (parity gate) -> promote -> embed -> evaluate.
+	$(PY) -m flows pipeline --data $(DEMO)/data --models $(DEMO)/models --out $(DEMO)/embeddings \
+		--filter "label == 1" > $(DEMO)/pipeline.json
 	$(PY) -c "import duckdb; g='$(DEMO)/embeddings/*.parquet'; \
 	duckdb.sql(f\"SELECT label, count(*) AS n, round(avg(recon_error), 4) AS mean_recon_error FROM read_parquet('{g}') GROUP BY label ORDER BY label\").show(); \
 	duckdb.sql(f\"SELECT id, label, round(recon_error, 4) AS recon_error FROM read_parquet('{g}') ORDER BY recon_error DESC LIMIT 5\").show()"
-	@echo "demo: outputs in $(DEMO)/ (model, loss curve $(DEMO)/model/loss.png, embeddings, JSON reports)"
+	@echo "demo: outputs in $(DEMO)/ (promoted model under $(DEMO)/models/default/versions/, loss curve loss.png there, embeddings, $(DEMO)/pipeline.json)"
 
 # pytest exits 5 when it collects no test; that is a failure here, as any non-zero exit.
 test: $(STAMP)
-	$(VENV)/bin/ruff check seqae tests benchmarks tools
+	$(VENV)/bin/ruff check seqae flows tests benchmarks tools
 	$(PY) -m pytest -m "not gpu"
 
 # The inner loop: no model training, no whole jobs (about a minute); `make test` runs everything.
 test-fast: $(STAMP)
-	$(VENV)/bin/ruff check seqae tests benchmarks tools
+	$(VENV)/bin/ruff check seqae flows tests benchmarks tools
 	$(PY) -m pytest -m "not gpu and not slow"
 
 clean:

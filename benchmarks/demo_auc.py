@@ -12,21 +12,21 @@ import sys
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
+from sklearn.metrics import roc_auc_score
 
+from seqae.modeldir import ModelInfo
+from seqae.registry import ModelRegistry
 from seqae.train import split_of
 
 
-def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    ranks = np.empty(len(scores))
-    ranks[np.argsort(scores, kind="stable")] = np.arange(1, len(scores) + 1)
-    p, n = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - p * (p + 1) / 2) / (p * n))
+def roc_auc(scores, positive) -> float:
+    return float(roc_auc_score(positive, scores))
 
 
 def main(demo: str = "demo") -> None:
-    train = json.loads((Path(demo) / "model" / "seqae.json").read_text())["training"]["config"]
+    model_dir = ModelRegistry(Path(demo) / "models").current_dir("default")  # the model make demo promoted
+    train = ModelInfo.read(model_dir).metadata["training"]["config"]
     table = duckdb.sql(f"SELECT id, label, recon_error FROM read_parquet('{demo}/embeddings/*.parquet')").arrow()
     table = table.read_all() if hasattr(table, "read_all") else table
     ids, labels = table.column("id").to_numpy(), table.column("label").to_numpy()

@@ -56,6 +56,10 @@ def refuse_unknown_keys(cls: type, data: Any, source: str) -> None:
 class Config:
     """Mixin for frozen dataclasses: a flat dict that rebuilds the object (tuples as lists)."""
 
+    # Where pydantic validates a config (Prefect flow parameters do), unknown keys are refused there
+    # too; a plain dict, so that seqae itself needs no pydantic.
+    __pydantic_config__ = {"extra": "forbid"}
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)  # type: ignore[call-overload]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}

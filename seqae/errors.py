@@ -55,3 +55,9 @@ class ParityError(SeqaeError, ValueError):
 
 class DeviceError(SeqaeError, RuntimeError):
     """The requested execution device is unavailable or would silently fall back."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying might help: an operating-system or network I/O error that is not one of
+    seqae's own (a missing input, a contract breach or a bad model directory never heals by itself)."""
+    return isinstance(exc, (OSError, TimeoutError, ConnectionError)) and not isinstance(exc, SeqaeError)

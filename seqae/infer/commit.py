@@ -11,6 +11,7 @@ follows the manifest) ignores it; the rerun overwrites it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import posixpath
@@ -22,7 +23,7 @@ from seqae import names
 from seqae._version import __version__
 from seqae.data import Shard
 from seqae.errors import SeqaeError
-from seqae.storage import Location, is_temporary, read_json, utc_now, write_json
+from seqae.storage import Location, is_temporary, read_json, sha256_text, utc_now, write_json
 
 log = logging.getLogger(__name__)
 
@@ -186,3 +187,20 @@ def committed_outputs(out: str | os.PathLike | Location) -> list[Location]:
             if folder.data_file(name).is_file():
                 found.append(folder.data_file(name))
     return sorted(found, key=lambda loc: loc.path)
+
+
+def reuse_key(identity: RunIdentity, shard: Shard, out: str | os.PathLike | Location, name: str,
+              config: dict[str, Any]) -> str | None:
+    """A key for reusing a shard's result (an orchestrator's cache): it changes whenever the output
+    would, and is ``None`` while the shard has no committed output (nothing to reuse yet).
+
+    It covers the input (fingerprint: URI, size, mtime), the model and ONNX file, the run options and
+    the committed manifest entry itself, so a deleted or recomputed output never matches an old key.
+    """
+    folder = OutputFolder(out)
+    entry = folder.read_entry(name)
+    if entry is None or folder.done(shard, name, identity) is None:
+        return None
+    parts = {"identity": identity.to_dict(), "fingerprint": shard.fingerprint, "out": folder.location.uri,
+             "name": name, "config": config, "entry": entry, "seqae": __version__}
+    return sha256_text(json.dumps(parts, sort_keys=True, default=str))

@@ -276,12 +276,23 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Loca
         log.info("%d shard(s) to embed, %d already done; %s, batch %d, %d worker(s)", len(todo),
                  len(planned) - len(todo), model.scorer.provider, model.batch_size, workers)
         report.shards.extend(_run_workers(model, todo, folder, config, workers, expected, on_progress))
-    report.shards.sort(key=lambda s: s.shard)
     report.seconds = time.perf_counter() - started
+    return write_summary(report, folder, model.identity, data)
+
+
+def write_summary(report: EmbedReport, out: OutputFolder | str | os.PathLike | Location, identity, data: str) -> EmbedReport:
+    """Check that a run's counts reconcile and write ``_manifest.json``; ``embed`` and the flows
+    (which run ``embed_shard`` per task) both end with this.
+
+    Raises:
+        SeqaeError: rows in != rows written + rows rejected over the run.
+    """
+    folder = out if isinstance(out, OutputFolder) else OutputFolder(out)
+    report.shards.sort(key=lambda s: s.shard)
     totals = report.totals
     if totals["rows_in"] != totals["rows_written"] + totals["rows_rejected"]:
         raise SeqaeError(f"row counts do not reconcile: {totals}")
-    folder.write_summary({**report.to_dict(), **model.identity.to_dict(), "data": str(data)})
+    folder.write_summary({**report.to_dict(), **identity.to_dict(), "data": str(data)})
     return report
 
 

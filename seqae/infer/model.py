@@ -4,12 +4,15 @@ once and reused for every shard (one per process or Ray worker, never one per sh
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 
 from seqae import names
 from seqae.config import DataConfig, EmbedConfig
+from seqae.errors import ModelDirError
 from seqae.infer.artifacts import ModelArtifacts
 from seqae.infer.commit import RunIdentity
 from seqae.infer.session import NullScorer, Scorer, ScorerSession
@@ -19,6 +22,10 @@ from seqae.modeldir import ModelInfo
 #: Sequences per onnxruntime call. Small batches were fastest on a 2-core CPU (cache-resident
 #: LSTM state), large ones keep a GPU busy.
 DEFAULT_BATCH = {"CPUExecutionProvider": 128, "CUDAExecutionProvider": 16384}
+
+
+_SHARED: dict[tuple, InferenceModel] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,32 @@ class InferenceModel:
         identity = RunIdentity(info.model_id, info.model_version, onnx_file, artifacts.sha256(onnx_file),
                                config.step_errors)
         return cls(info, scorer, identity, data_config or info.data, batch_size, config.step_errors)
+
+    @classmethod
+    def shared(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig()) -> InferenceModel:
+        """One ``InferenceModel`` per process for a model directory and run options, so that
+        orchestrated shard tasks (threads or Ray workers) reuse one session across shards.
+
+        Keyed on the identity read from ``seqae.json`` each call: a retrained or re-exported model
+        in the same directory is opened afresh, never served from the old session.
+        """
+        identity = cls.identity_of(model_dir, config)
+        key = (str(Path(model_dir).resolve()), identity, config.session_options, config.batch_size,
+               config.read_batch_size)
+        with _SHARED_LOCK:
+            if key not in _SHARED:
+                _SHARED[key] = cls.open(model_dir, config)
+            return _SHARED[key]
+
+    @staticmethod
+    def identity_of(model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig()) -> RunIdentity:
+        """The identity ``open`` would give, from ``seqae.json`` alone (no checksum, no session)."""
+        info = ModelInfo.read(model_dir)
+        onnx_file = names.SCORER_FP16_ONNX if config.fp16 else names.SCORER_ONNX
+        if onnx_file not in info.files:
+            raise ModelDirError(f"{info.directory}: {onnx_file} was not exported; run `seqae export`")
+        return RunIdentity(info.model_id, info.model_version, onnx_file, info.files[onnx_file].sha256,
+                           config.step_errors)
 
     @property
     def num_features(self) -> int:

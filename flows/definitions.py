@@ -1,0 +1,116 @@
+"""The flows users run: train, export, embed, retrain (train -> export -> promote) and the pipeline.
+
+Entrypoints for ``prefect.yaml``: ``flows/definitions.py:<function>``. Parameters are typed with seqae's
+config dataclasses, so the UI shows every option and validates it (unknown keys are refused).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.tasks import (
+    current_model,
+    embed_one,
+    evaluate_outputs,
+    export_model,
+    plan_shards,
+    promote_model,
+    summarize_run,
+    train_model,
+)
+from seqae.config import DataConfig, EmbedConfig, ExportConfig, ModelConfig, TrainConfig
+from seqae.registry import ModelRegistry
+
+#: Shard tasks in flight at most (each holds its read batches; one shared session per process).
+MAX_CONCURRENCY = 16
+HOUR = 3600
+
+
+@flow(name="seqae-train", timeout_seconds=24 * HOUR)
+def train(data: str, model_dir: str, model: ModelConfig = ModelConfig(), data_config: DataConfig = DataConfig(),
+          train: TrainConfig = TrainConfig()) -> dict[str, Any]:
+    """Train an LSTM autoencoder on the Parquet shards at ``data`` into ``model_dir``."""
+    return train_model(data, model_dir, model, data_config, train)
+
+
+@flow(name="seqae-export", timeout_seconds=HOUR)
+def export(model_dir: str, config: ExportConfig = ExportConfig()) -> dict[str, Any]:
+    """Write the ONNX encoder and scorer and gate them on parity with Keras."""
+    return export_model(model_dir, config)
+
+
+@flow(name="seqae-retrain", timeout_seconds=25 * HOUR)
+def retrain(data: str, models_root: str, model_name: str = "default", model: ModelConfig = ModelConfig(),
+            data_config: DataConfig = DataConfig(), train: TrainConfig = TrainConfig(),
+            export_config: ExportConfig = ExportConfig()) -> dict[str, Any]:
+    """Train -> export -> promote: the new model becomes current only if its parity gate passed,
+    and its promotion emits ``seqae.model.promoted`` (which re-embeds through a trigger)."""
+    staging = str(ModelRegistry(models_root).staging_dir(model_name))
+    trained = train_model(data, staging, model, data_config, train)
+    export_model(trained["model_dir"], export_config)
+    return promote_model(models_root, model_name, trained["model_dir"])
+
+
+@flow(name="seqae-embed", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY), timeout_seconds=12 * HOUR)
+def embed(data: str, out: str, models_root: str | None = None, model_name: str = "default",
+          model_dir: str | None = None, only: str | None = None, config: EmbedConfig = EmbedConfig(),
+          concurrency: int = 4) -> dict[str, Any]:
+    """Embed the shards at ``data`` into ``out``: one task per shard, at most ``concurrency`` at once.
+
+    The model is ``model_dir`` or, without one, the current model ``model_name`` of ``models_root``.
+    Shards already committed for the same model and input are skipped, so a scheduled run embeds what
+    arrived since the last one; ``only`` embeds one shard (a path under ``data``, as an upload event
+    names it). A shard that keeps failing fails alone: the others are committed, the run then fails
+    naming it.
+    """
+    if model_dir is None:
+        if models_root is None:
+            raise ValueError("embed: give model_dir, or models_root (and model_name) to use the promoted model")
+        model_dir = current_model(models_root, model_name)
+    concurrency = max(1, min(int(concurrency), MAX_CONCURRENCY))
+    planned = plan_shards(data, out, only)
+    progress = create_progress_artifact(progress=0.0, key="seqae-embed-progress",
+                                        description=f"{len(planned)} shard(s) of {data}")
+    pending: deque[tuple[str, str, PrefectFuture]] = deque()
+    results: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+
+    def collect() -> None:
+        shard, name, future = pending.popleft()
+        try:
+            results.append(future.result())
+        except Exception as exc:  # after its retries: this shard only
+            failed.append({"shard": shard, "output": name, "error": f"{type(exc).__name__}: {exc}"})
+        update_progress_artifact(progress, progress=100.0 * (len(results) + len(failed)) / max(len(planned), 1))
+
+    for shard, name in planned:
+        pending.append((shard, name, embed_one.submit(model_dir, shard, out, name, config)))
+        while len(pending) >= concurrency:
+            collect()
+    while pending:
+        collect()
+    summary = summarize_run(model_dir, data, out, config, results, failed)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(planned)} shard(s) failed (the others are committed): "
+                           + "; ".join(f"{f['shard']}: {f['error']}" for f in failed))
+    get_run_logger().info("embedded %s", summary["totals"])
+    return summary
+
+
+@flow(name="seqae-pipeline", timeout_seconds=37 * HOUR)
+def pipeline(data: str, models_root: str, out: str, model_name: str = "default",
+             model: ModelConfig = ModelConfig(), data_config: DataConfig = DataConfig(),
+             train: TrainConfig = TrainConfig(), export_config: ExportConfig = ExportConfig(),
+             embed_config: EmbedConfig = EmbedConfig(), label_column: str | None = "label",
+             normal_value: Any = 1) -> dict[str, Any]:
+    """Train -> export -> promote -> embed -> evaluate (when the outputs carry ``label_column``)."""
+    promotion = retrain(data, models_root, model_name, model, data_config, train, export_config)
+    summary = embed(data, out, model_dir=promotion["location"], config=embed_config)
+    evaluation = evaluate_outputs(out, label_column, normal_value) if label_column else None
+    return {"promotion": promotion, "embed": summary["totals"], "evaluation": evaluation}

@@ -1,0 +1,43 @@
+"""Every deployment of ``prefect.yaml``, served from one process (``python -m flows serve``).
+
+    embed-new-shards    cron, every 15 minutes: embeds what arrived since the last run (done shards skip)
+    retrain             cron, Mondays 03:00: train -> export -> promote
+    embed-on-promotion  trigger on seqae.model.promoted: re-embeds everything with the new model
+    embed-on-arrival    trigger on seqae.shard.landed: embeds the shard the event names
+
+Schedules and triggers need a Prefect server (``PREFECT_API_URL``); stopping ``serve`` pauses the
+deployments.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+from prefect.events import DeploymentEventTrigger
+
+from flows.definitions import embed, retrain
+from flows.tasks import PROMOTED_EVENT, SHARD_LANDED_EVENT
+
+EMBED_CRON = "*/15 * * * *"
+RETRAIN_CRON = "0 3 * * 1"
+
+
+def deployments(data: str, models: str, out: str, name: str = "default") -> list:
+    common = {"data": data, "out": out, "models_root": models, "model_name": name}
+    return [
+        embed.to_deployment(name="embed-new-shards", cron=EMBED_CRON, parameters=common,
+                            description="Embeds shards that arrived since the last run."),
+        retrain.to_deployment(name="retrain", cron=RETRAIN_CRON,
+                              parameters={"data": data, "models_root": models, "model_name": name},
+                              description="Weekly train -> export -> promote."),
+        embed.to_deployment(name="embed-on-promotion", parameters=common, triggers=[DeploymentEventTrigger(
+            expect={PROMOTED_EVENT}, match={"prefect.resource.id": f"seqae.model.{name}"})],
+            description="Re-embeds everything when a model is promoted."),
+        embed.to_deployment(name="embed-on-arrival", parameters=common, triggers=[DeploymentEventTrigger(
+            expect={SHARD_LANDED_EVENT}, match={"prefect.resource.id": "seqae.shard.*"},
+            parameters={**common, "only": "{{ event.payload.path }}"})],
+            description="Embeds the one shard a seqae.shard.landed event names."),
+    ]
+
+
+def serve_all(data: str, models: str, out: str, name: str = "default") -> None:
+    serve(*deployments(data, models, out, name))

@@ -1,0 +1,168 @@
+"""Tasks: each calls one seqae function and adds retries (I/O only), caching, events and artifacts."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.events import emit_event
+from prefect.exceptions import MissingContextError
+from prefect.tasks import exponential_backoff
+
+from seqae import names
+from seqae.config import DataConfig, EmbedConfig, ExportConfig, ModelConfig, TrainConfig
+from seqae.data import resolve_shards
+from seqae.errors import is_transient
+from seqae.infer import EmbedReport, InferenceModel, ShardResult, embed_shard, plan_outputs, reuse_key, write_summary
+from seqae.registry import ModelRegistry
+from seqae.storage import Location
+
+PROMOTED_EVENT = "seqae.model.promoted"
+SHARD_LANDED_EVENT = "seqae.shard.landed"
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger inside a run; the module's when a task runs through ``.fn``."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def retry_on_io_errors(task, task_run, state) -> bool:
+    """Retry I/O errors only: a contract breach or a bad model fails at once."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return exc is not None and is_transient(exc)
+
+
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+                              "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_io_errors}
+
+
+def _shard_key(context, parameters: dict[str, Any]) -> str:
+    """Never stale: the shard's fingerprint, the model identity, the options and the committed
+    output entry itself (``seqae.infer.reuse_key``); a fresh key while nothing is committed."""
+    config = parameters["config"]
+    identity = InferenceModel.identity_of(parameters["model_dir"], config)
+    shard = resolve_shards(parameters["shard"])[0]
+    key = reuse_key(identity, shard, parameters["out"], parameters["output_name"], config.to_dict())
+    return key or uuid.uuid4().hex
+
+
+SHARD_CACHE = CacheKeyFnPolicy(cache_key_fn=_shard_key) + INPUTS + TASK_SOURCE
+
+
+
+@task(name="train", timeout_seconds=24 * 3600)
+def train_model(data: str, model_dir: str, model: ModelConfig, data_config: DataConfig,
+                train: TrainConfig) -> dict[str, Any]:
+    """Train and write ``model_dir``; artifacts: the metrics table and the loss curve."""
+    from seqae.train import train as fit
+
+    result = fit(data, model_dir, model_config=model, data_config=data_config, train_config=train)
+    t = result.metadata["training"]
+    create_table_artifact(key="seqae-training-metrics", description=f"Training of {model_dir}", table=[
+        {"model_id": result.metadata["model_id"], "model_version": result.metadata["model_version"],
+         "epochs": t["epochs"], "best_epoch": t["best_epoch"], "train_rows": t["train_rows"],
+         "validation_rows": t["validation_rows"], "seconds": t["seconds"],
+         **{k: round(v, 6) for k, v in t["metrics"].items()}}])
+    plot = Path(model_dir) / names.LOSS_PLOT_FILE
+    if plot.is_file():
+        image = base64.b64encode(plot.read_bytes()).decode()
+        create_markdown_artifact(key="seqae-loss-curve", description="Training and validation loss per epoch",
+                                 markdown=f"![loss curve](data:image/png;base64,{image})\n\n`{plot.resolve()}`")
+    return {"model_dir": str(result.model_dir), "model_id": result.metadata["model_id"],
+            "model_version": result.metadata["model_version"], "epochs": t["epochs"], "metrics": t["metrics"]}
+
+
+@task(name="export", timeout_seconds=3600)
+def export_model(model_dir: str, config: ExportConfig) -> dict[str, Any]:
+    """Export to ONNX behind the parity gate (a ``ParityError`` fails the task); artifact: the report."""
+    from seqae.export import export
+
+    result = export(model_dir, config)
+    parity = result["parity"]
+    create_table_artifact(key="seqae-parity-report", description=f"ONNX against Keras, {parity['rows']} rows, "
+                          f"passed: {parity['passed']}", table=[
+                              {"output": name, **worst} for name, worst in parity["worst"].items()])
+    return {"model_dir": model_dir, "files": result["files"], "parity_passed": parity["passed"]}
+
+
+@task(name="promote", **IO_RETRIES)
+def promote_model(models_root: str, name: str, model_dir: str) -> dict[str, Any]:
+    """Make ``model_dir`` current for ``name`` (parity must have passed), then emit the event."""
+    promotion = ModelRegistry(models_root).promote(model_dir, name)
+    emit_event(event=PROMOTED_EVENT,
+               resource={"prefect.resource.id": f"seqae.model.{name}", "prefect.resource.name": name},
+               payload=promotion.to_dict())
+    _log().info("promoted %s v%d as %r (%s)", promotion.model_id, promotion.model_version, name,
+                          promotion.location)
+    return promotion.to_dict()
+
+
+@task(name="current-model", **IO_RETRIES)
+def current_model(models_root: str, name: str) -> str:
+    return str(ModelRegistry(models_root).current_dir(name))
+
+
+@task(name="plan-shards", **IO_RETRIES)
+def plan_shards(data: str, out: str, only: str | None = None) -> list[tuple[str, str]]:
+    """``(shard URI, output name)`` for every input shard, or just ``only`` (named against ``data``)."""
+    planned = [(shard.uri, name) for shard, name in plan_outputs(data, out)]
+    if only is not None:
+        wanted = resolve_shards(only)[0].uri
+        planned = [p for p in planned if p[0] == wanted]
+        if not planned:
+            raise ValueError(f"{only}: not a shard of {data}")
+    return planned
+
+
+@task(name="embed-shard", cache_policy=SHARD_CACHE, **IO_RETRIES)
+def embed_one(model_dir: str, shard: str, out: str, output_name: str, config: EmbedConfig) -> dict[str, Any]:
+    """One shard through ``seqae.infer.embed_shard`` with the process's shared session.
+
+    No task timeout: shard tasks run on worker threads (or Ray workers), where Prefect cannot
+    interrupt them; the embed flow's own timeout bounds the run instead.
+    """
+    model = InferenceModel.shared(model_dir, config)
+    return embed_shard(model, shard, out, config, output_name=output_name).to_dict()
+
+
+@task(name="summarize-run", **IO_RETRIES)
+def summarize_run(model_dir: str, data: str, out: str, config: EmbedConfig, results: list[dict[str, Any]],
+                  failed: list[dict[str, str]]) -> dict[str, Any]:
+    """``_manifest.json`` (counts reconciled) and the run's artifacts: reconciliation table, link."""
+    model = InferenceModel.shared(model_dir, config)
+    report = EmbedReport(out, model.scorer.provider, model.batch_size, [ShardResult(**r) for r in results])
+    write_summary(report, out, model.identity, data)
+    table = [{"shard": r.shard, "output": r.output, "status": r.status, "rows_in": r.rows_in,
+              "rows_written": r.rows_written, "rows_rejected": r.rows_rejected} for r in report.shards]
+    table += [{"shard": f["shard"], "output": f["output"], "status": f"failed: {f['error']}", "rows_in": None,
+               "rows_written": None, "rows_rejected": None} for f in failed]
+    create_table_artifact(key="seqae-embed-reconciliation", table=table,
+                          description=f"rows in = written + rejected: {report.totals}")
+    location = Location.of(out)
+    create_link_artifact(key="seqae-embeddings", link=location.uri if "://" in location.uri else f"file://{location.uri}",
+                         link_text=f"embeddings of model {model.identity.model_id} v{model.identity.model_version}",
+                         description="Read through _manifest/ on object stores")
+    return {**report.to_dict(), "failed": failed}
+
+
+@task(name="evaluate", **IO_RETRIES)
+def evaluate_outputs(out: str, label_column: str, normal_value: Any) -> dict[str, Any] | None:
+    """ROC-AUC and PR-AUC of the reconstruction error against labels, when the outputs carry them."""
+    from seqae.evaluate import has_column, score_labels
+
+    if not has_column(out, label_column):
+        _log().info("no %r column in the outputs: nothing to evaluate", label_column)
+        return None
+    result = score_labels(out, label_column, normal_value)
+    create_table_artifact(key="seqae-evaluation", table=[result],
+                          description=f"recon_error as an anomaly score against {label_column} != {normal_value!r}")
+    return result

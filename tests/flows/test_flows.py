@@ -1,0 +1,58 @@
+"""Whole flows under prefect_test_harness, on tiny models."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seqae.config import EmbedConfig, ModelConfig, TrainConfig
+from seqae.infer import committed_outputs
+from seqae.registry import ModelRegistry
+
+pytestmark = pytest.mark.slow
+
+
+def test_pipeline_trains_promotes_embeds_and_evaluates(prefect_harness, make_sine_table, tmp_path):
+    from flows.definitions import pipeline
+
+    table = make_sine_table(n=120, length=12, seed=1)
+    labels = pa.array([1] * 100 + [2] * 20, pa.int32())
+    table = table.set_column(1, "label", labels)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        pq.write_table(table.slice(i * 40, 40), data / f"p{i}.parquet")
+    result = pipeline(str(data), str(tmp_path / "models"), str(tmp_path / "out"), "sine",
+                      model=ModelConfig(units=4), train=TrainConfig(max_epochs=2, row_filter="label == 1"),
+                      embed_config=EmbedConfig(device="cpu"))
+    assert result["embed"] == {"shards": 3, "shards_done": 3, "shards_skipped": 0, "rows_in": 120,
+                               "rows_written": 120, "rows_rejected": 0}
+    assert result["evaluation"]["rows"] == 120 and result["evaluation"]["anomalous"] == 20
+    current = ModelRegistry(tmp_path / "models").current("sine")
+    assert current.model_id == result["promotion"]["model_id"]
+    summary = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert summary["model_id"] == current.model_id and summary["totals"]["rows_in"] == 120
+
+
+def test_embed_flow_skips_done_shards_and_fails_only_the_bad_one(prefect_harness, model_dir, mixed_dir, tmp_path):
+    from flows.definitions import embed
+
+    data, _ = mixed_dir
+    out = tmp_path / "out"
+    first = embed(str(data), str(out), model_dir=str(model_dir), config=EmbedConfig(device="cpu"))
+    assert first["totals"]["shards_done"] == 3
+    pq.write_table(pa.table({"id": [1], "values": [["x"]]}), data / "d.parquet")  # off contract
+    with pytest.raises(RuntimeError, match=r"1 of 4 shard\(s\) failed .*d.parquet: ContractError"):
+        embed(str(data), str(out), model_dir=str(model_dir), config=EmbedConfig(device="cpu"))
+    assert [loc.name for loc in committed_outputs(out)] == ["a.parquet", "b.parquet", "c.parquet"]
+    summary = json.loads((out / "_manifest.json").read_text())
+    assert summary["totals"]["shards_skipped"] == 3 and summary["totals"]["rows_in"] == 90
+
+
+def test_embed_flow_without_a_model_says_what_to_give(prefect_harness, mixed_dir, tmp_path):
+    from flows.definitions import embed
+
+    data, _ = mixed_dir
+    with pytest.raises(ValueError, match="give model_dir, or models_root"):
+        embed(str(data), str(tmp_path / "out"))

@@ -1,0 +1,123 @@
+"""End to end against a real Prefect server: deployments served, events emitted, runs triggered.
+
+Starts `prefect server start` on 127.0.0.1 on a free port and `python -m flows serve`, emits
+seqae.shard.landed for a new shard and waits (bounded) until that shard's output is committed, then
+promotes a new model and waits until every output was re-embedded with it. Every process it starts
+is stopped at the end.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from seqae.config import ModelConfig, TrainConfig
+from seqae.infer import committed_outputs
+from seqae.registry import ModelRegistry
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(url: str, path: str, body: dict | None = None):
+    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body or {}).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for(what: str, check, timeout: float, logs: list[Path]):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            result = check()
+        except Exception:  # the server is still starting
+            result = None
+        if result:
+            return result
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
+
+
+@pytest.fixture()
+def processes():
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in reversed(started):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def model_ids(out: Path) -> set[str]:
+    return {json.loads((out / "_manifest" / f"{loc.name}.json").read_text())["model_id"]
+            for loc in committed_outputs(out)}
+
+
+def test_shard_landed_and_model_promoted_trigger_the_embeds(model_dir, mixed_dir, tmp_path, processes):
+    from seqae.export import export
+    from seqae.train import train
+
+    data, table = mixed_dir
+    models, out = tmp_path / "models", tmp_path / "out"
+    first = ModelRegistry(models).promote(model_dir, "default")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+           "PREFECT_UI_ENABLED": "false", "PYTHONPATH": str(ROOT)}
+    logs = [tmp_path / "server.log", tmp_path / "serve.log"]
+    with open(logs[0], "w") as log:
+        processes.append(subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                           "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+    wait_for("the server's health check", lambda: api(url, "/health"), 120, logs)
+    with open(logs[1], "w") as log:
+        processes.append(subprocess.Popen([sys.executable, "-m", "flows", "serve", "--data", str(data), "--models",
+                                           str(models), "--out", str(out)], cwd=ROOT, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+    wait_for("four deployments and two automations",
+             lambda: len(api(url, "/deployments/filter", {})) == 4 and len(api(url, "/automations/filter", {})) == 2,
+             90, logs)
+    time.sleep(3)  # the server's trigger service loads new automations on its own schedule
+
+    pq.write_table(table.slice(0, 10), data / "d.parquet")
+    emitted = subprocess.run([sys.executable, "-m", "flows", "emit-shard-landed", str(data / "d.parquet")], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert emitted.returncode == 0, emitted.stderr
+    wait_for("d.parquet embedded by embed-on-arrival", lambda: "d.parquet" in {
+        loc.name for loc in committed_outputs(out)}, 120, logs)
+    runs = api(url, "/flow_runs/filter", {"deployments": {"name": {"any_": ["embed-on-arrival"]}}})
+    assert [r["parameters"]["only"] for r in runs] == [str(data / "d.parquet")]
+    assert model_ids(out) == {first.model_id}
+
+    second = tmp_path / "second"
+    train(str(data), second, model_config=ModelConfig(units=3), train_config=TrainConfig(max_epochs=1))
+    export(second)
+    promoted = subprocess.run([sys.executable, "-m", "flows", "promote", str(second), "--models", str(models)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert promoted.returncode == 0, promoted.stderr
+    new_id = ModelRegistry(models).current("default").model_id
+    assert new_id != first.model_id
+    wait_for("every shard re-embedded with the promoted model",
+             lambda: len(committed_outputs(out)) == 4 and model_ids(out) == {new_id}, 180, logs)
