@@ -134,16 +134,27 @@ def validate_cmd(
     stride: StrideOpt = None,
     min_length: MinLenOpt = 1,
     max_length: MaxLenOpt = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that breaks the contract.")] = False,
 ) -> None:
-    """Check input shards against the data contract; print per-shard and total counts as JSON."""
+    """Check input shards against the data contract; print per-shard and total counts as JSON.
+
+    Every file is checked; files that break the contract as a whole are listed (exit code 1)."""
     from seqae.scan import scan
 
     config = data_config_from_options(layout, key_column, values_column, time_column, feature_columns,
                                       window, stride, min_length, max_length)
     with progress_bar("validate", None) as advance:
-        report = scan(data, config, row_filter=filter, rejects_dir=rejects_dir, on_rows=advance)
+        report = scan(data, config, row_filter=filter, rejects_dir=rejects_dir, on_rows=advance, fail_fast=fail_fast)
     _print_json({"shards": [s.to_dict() for s in report.shards], "totals": report.totals,
-                 "reasons": report.reasons, "num_features": report.num_features, "longest": report.longest})
+                 "reasons": report.reasons, "num_features": report.num_features, "longest": report.longest,
+                 "bad_files": report.bad_files})
+    if report.bad_files:
+        for bad in report.bad_files:
+            console.print(f"error: {bad['reason']}", markup=False, soft_wrap=True, highlight=False)
+        if len(report.bad_files) > 1 or report.shards:
+            console.print(f"error: {len(report.bad_files)} of {len(report.bad_files) + len(report.shards)} file(s) "
+                          "break the contract as a whole", markup=False, soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
 
 
 class ModeName(str, Enum):
@@ -274,16 +285,24 @@ def embed_cmd(
     step_errors: Annotated[bool, typer.Option("--step-errors", help="Also write step_error per valid step.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute shards already done.")] = False,
     allow_cpu_nodes: Annotated[bool, typer.Option("--allow-cpu-nodes", help="Warn, not fail, when heavy nodes leave the GPU.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first unusable input file instead of quarantining it.")] = False,
 ) -> None:
-    """Write embeddings and reconstruction errors for every input shard; resumable and idempotent."""
+    """Write embeddings and reconstruction errors for every input shard; resumable and idempotent.
+
+    An input file that cannot be used as a whole (unreadable, off contract) is quarantined: recorded
+    under OUT/_rejects/_files/ with its reason while the other shards are processed; the command then
+    exits 1 naming every such file.
+    """
     from seqae.config import EmbedConfig
     from seqae.infer import embed
 
+    if not model.is_dir():
+        raise typer.BadParameter(f"{model} does not exist or is not a folder", param_hint="--model")
     if not (model / names.METADATA_FILE).is_file():
         raise typer.BadParameter(f"{model} holds no {names.METADATA_FILE}", param_hint="--model")
     config = EmbedConfig(device=device.value, fp16=fp16, batch_size=batch_size, read_batch_size=read_batch_size,
                          workers=workers, threads=threads, step_errors=step_errors, overwrite=overwrite,
-                         allow_cpu_nodes=allow_cpu_nodes)
+                         allow_cpu_nodes=allow_cpu_nodes, fail_fast=fail_fast)
     total = _total_rows(data)
     shards_done = 0
 
@@ -295,8 +314,26 @@ def embed_cmd(
 
         report = embed(model, data, out, config, on_progress=on_progress)
     result = report.to_dict()
+    result["quarantined"] = [{"shard": s.shard, "reason": s.error} for s in report.quarantined]
     result.pop("shards")
     _print_json(result)
+    _end_with_problems(report)
+
+
+def _end_with_problems(report) -> None:
+    """Exit 1 naming every quarantined file, or when every input row was rejected (nothing written)."""
+    totals = report.totals
+    if totals["rows_in"] and not totals["rows_written"] and not report.quarantined:
+        console.print(f"error: every one of the {totals['rows_in']} input rows was rejected; nothing was written "
+                      f"(reasons in {report.out}/_rejects/)", markup=False, soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
+    if report.quarantined:
+        for shard in report.quarantined:
+            console.print(f"error: {shard.error}", markup=False, soft_wrap=True, highlight=False)
+        console.print(f"error: {len(report.quarantined)} input file(s) quarantined (recorded in "
+                      f"{report.out}/_rejects/_files/); the other {totals['shards'] - len(report.quarantined)} "
+                      "shard(s) are committed", markup=False, soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
 
 
 def _total_rows(data: str) -> int | None:
@@ -317,6 +354,9 @@ def main() -> None:
         code = app(standalone_mode=False)
     except SeqaeError as exc:
         console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        code = 1
+    except OSError as exc:  # a read-only or full disk, a vanished file: the system's own words, one line
+        console.print(f"error: {' '.join(str(exc).split())}", highlight=False, soft_wrap=True, markup=False)
         code = 1
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_common",

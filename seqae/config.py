@@ -234,6 +234,8 @@ class EmbedConfig(Config):
         step_errors: also write ``step_error`` (one error per valid step).
         overwrite: recompute every shard, even those done.
         allow_cpu_nodes: on CUDA, warn instead of failing when a heavy node runs on the CPU.
+        fail_fast: stop at the first input file that cannot be used as a whole; by default such a
+            file is quarantined (recorded with its reason) and the other shards are processed.
     """
 
     device: Device = "auto"
@@ -246,6 +248,7 @@ class EmbedConfig(Config):
     step_errors: bool = False
     overwrite: bool = False
     allow_cpu_nodes: bool = False
+    fail_fast: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "workers"):

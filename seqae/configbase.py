@@ -67,8 +67,14 @@ class Config:
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any], source: str | None = None) -> C:
         """Rebuild from ``to_dict()`` output or a config file section; unknown keys are refused."""
+        named = source is not None
         source = source or " ".join(re.findall(r"[A-Z][a-z0-9]*", cls.__name__)).lower()  # "data config"
         refuse_unknown_keys(cls, data, source)
         tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
         fixed = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in data.items()}
-        return cls(**fixed)
+        try:
+            return cls(**fixed)
+        except ConfigError as exc:
+            if named and not str(exc).startswith(f"{source}: "):  # say where the bad value came from
+                raise ConfigError(f"{source}: {exc}") from exc
+            raise

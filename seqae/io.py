@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -14,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqae import names
+from seqae.data import Shard
 from seqae.data.rejects import REJECT_SCHEMA
-from seqae.storage import AtomicFile, Location
+from seqae.storage import AtomicFile, Location, sha256_text
 
 METADATA_KEY = names.PARQUET_METADATA_KEY.encode()
 
@@ -79,6 +82,26 @@ class AtomicParquetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def output_names_for(shards: list[Shard]) -> dict[str, str]:
+    """Output file name per shard URI: its path below the shards' common folder with ``/`` -> ``__``
+    and the suffix replaced by ``.parquet`` (``d=1/part-0.parquet`` -> ``d=1__part-0.parquet``).
+
+    Names never collide: where two shards would get one name (``x.parquet`` beside ``x.pq``,
+    ``a/b.parquet`` beside ``a__b.parquet``), each of them gets a short hash of its path.
+    """
+    if len(shards) == 1:
+        rels = {shards[0].uri: posixpath.basename(shards[0].path)}
+    else:
+        base = posixpath.commonpath([posixpath.dirname(s.path) for s in shards])
+        rels = {s.uri: posixpath.relpath(s.path, base) for s in shards}
+    out = {uri: rel.rsplit(".", 1)[0].replace("/", "__") + names.OUTPUT_SUFFIX for uri, rel in rels.items()}
+    counts = Counter(out.values())
+    for uri, name in out.items():
+        if counts[name] > 1:
+            out[uri] = f"{name[: -len(names.OUTPUT_SUFFIX)]}-{sha256_text(rels[uri])[:8]}{names.OUTPUT_SUFFIX}"
+    return out
 
 
 def rejects_path(out_dir: str | os.PathLike | Location, shard_name: str) -> Location:

@@ -22,6 +22,7 @@ SCORER_FP16_ONNX = "scorer.fp16.onnx"
 # "." are never read back as input data (Hive/Spark convention).
 REJECTS_DIR = "_rejects"
 REJECTS_SUFFIX = ".rejects.parquet"
+QUARANTINE_DIR = "_files"  # under REJECTS_DIR: one JSON record per input file that could not be used
 MANIFEST_DIR = "_manifest"
 MANIFEST_SUFFIX = ".json"
 SUMMARY_FILE = "_manifest.json"

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from seqae.data import DataConfig, RowFilter, ShardReader, ShardStats, resolve_shards
-from seqae.io import write_rejects
+from seqae.errors import ContractError
+from seqae.io import output_names_for, write_rejects
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class ScanReport:
     shards: list[ShardStats] = field(default_factory=list)
     num_features: int | None = None
     longest: int = 0
+    bad_files: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -41,7 +43,7 @@ class ScanReport:
 
 def scan(location: str, config: DataConfig | None = None, *, row_filter: str | None = None,
          rejects_dir: str | os.PathLike | None = None, batch_size: int = 4096,
-         on_rows: Callable[[int], None] | None = None) -> ScanReport:
+         on_rows: Callable[[int], None] | None = None, fail_fast: bool = False) -> ScanReport:
     """Validate every shard at ``location`` against the contract.
 
     Args:
@@ -51,30 +53,48 @@ def scan(location: str, config: DataConfig | None = None, *, row_filter: str | N
         rejects_dir: when given, each shard's rejected rows go to ``rejects_dir/_rejects/``.
         batch_size: rows per record batch read.
         on_rows: called with the number of input rows after each batch (progress).
+        fail_fast: raise at the first file that breaks the contract as a whole; by default it is
+            listed in ``bad_files`` with its one-line reason and the other files are checked.
 
     Returns:
         A ``ScanReport``; every shard's counts reconcile (rows in = out + rejected + filtered).
 
     Raises:
-        ContractError: a file breaks the contract as a whole.
+        ContractError: with ``fail_fast``, a file breaks the contract as a whole.
         InputNotFoundError: nothing matched ``location``.
     """
     config = config or DataConfig()
     flt = RowFilter.parse(row_filter) if row_filter else None
     report = ScanReport()
-    for shard in resolve_shards(location):
-        reader = ShardReader(shard, config, batch_size=batch_size, row_filter=flt, num_features=report.num_features)
-        report.num_features = reader.num_features
-        rejects = []
-        seen = 0
-        for batch, rej in reader:
-            report.longest = max(report.longest, batch.values.shape[1])
-            rejects.append(rej)
-            if on_rows is not None:
-                on_rows(reader.stats.rows_in - seen)
-                seen = reader.stats.rows_in
+    shards = resolve_shards(location)
+    reject_names = output_names_for(shards)  # the names embed uses: never two shards on one file
+    for shard in shards:
+        try:
+            stats, rejects = _scan_shard(shard, config, flt, batch_size, report, on_rows)
+        except ContractError as exc:
+            if fail_fast:
+                raise
+            report.bad_files.append({"shard": shard.uri, "reason": " ".join(str(exc).split())})
+            continue
         if rejects_dir is not None:
-            write_rejects(rejects_dir, shard.path, rejects, {"shard": shard.uri, "fingerprint": shard.fingerprint})
-        log.debug("%s: %s", shard.uri, reader.stats.to_dict())
-        report.shards.append(reader.stats)
+            write_rejects(rejects_dir, reject_names[shard.uri], rejects,
+                          {"shard": shard.uri, "fingerprint": shard.fingerprint})
+        log.debug("%s: %s", shard.uri, stats.to_dict())
+        report.shards.append(stats)
     return report
+
+
+def _scan_shard(shard, config: DataConfig, row_filter, batch_size: int, report: ScanReport,
+                on_rows: Callable[[int], None] | None) -> tuple[ShardStats, list]:
+    reader = ShardReader(shard, config, batch_size=batch_size, row_filter=row_filter, num_features=report.num_features)
+    rejects = []
+    seen = 0
+    for batch, rej in reader:
+        report.longest = max(report.longest, batch.values.shape[1])
+        rejects.append(rej)
+        if on_rows is not None:
+            on_rows(reader.stats.rows_in - seen)
+            seen = reader.stats.rows_in
+    if report.num_features is None and reader.stats.rows_in:
+        report.num_features = reader.num_features  # a file with rows fixes it; an empty one does not
+    return reader.stats, rejects

@@ -54,6 +54,16 @@ def has_uri_scheme(text: str) -> bool:
     return bool(sep) and head.isalnum()
 
 
+def filesystem_of(uri: str) -> tuple[pafs.FileSystem, str]:
+    """``pyarrow.fs.FileSystem.from_uri``, with its failures (a relative ``file://`` URI, an unknown
+    scheme, an unreachable store) as one ``SeqaeError`` naming the URI."""
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (ValueError, OSError, ImportError) as exc:
+        raise SeqaeError(f"{uri}: cannot open this location ({' '.join(str(exc).split())}); expected a local "
+                         "path or a URI such as file:///abs/path or s3://bucket/prefix") from exc
+
+
 @dataclass(frozen=True)
 class Location:
     """A path on a ``pyarrow.fs`` filesystem, and the URI a user would type to address it again.
@@ -76,7 +86,7 @@ class Location:
         text = os.fspath(where)
         if has_uri_scheme(text):
             scheme = text.split("://", 1)[0]
-            filesystem, path = pafs.FileSystem.from_uri(text)
+            filesystem, path = filesystem_of(text)
             uri = path if scheme == "file" else f"{scheme}://{path}"
             return cls(filesystem, path, uri)
         path = os.path.abspath(os.path.expanduser(text))

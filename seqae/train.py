@@ -101,7 +101,6 @@ def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
     for shard in shards:
         reader = ShardReader(shard, config, batch_size=train_config.read_batch_size,
                              row_filter=row_filter, num_features=num_features)
-        num_features = reader.num_features
         for batch, _ in reader:
             if not len(batch):
                 continue
@@ -110,6 +109,8 @@ def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
             train_rows += int((~held_out).sum())
             validation_rows += int(held_out.sum())
             longest = max(longest, int(batch.lengths.max()))
+        if num_features is None and reader.stats.rows_in:
+            num_features = reader.num_features  # a shard with rows fixes it; an empty one sorting first must not
         stats.append({**reader.stats.to_dict(), "fingerprint": shard.fingerprint, "size": shard.size})
     if train_rows == 0:
         raise SeqaeError(f"{data}: no training rows after filtering and validation split; rows per shard: {stats}")

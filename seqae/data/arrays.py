@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +50,9 @@ class DecodedSequences:
     Attributes:
         values: ``(batch, time, features)`` float32, post-padded with zeros, time = longest row.
         lengths: ``(batch,)`` int32 valid steps per row (0 for null rows).
-        null_row, null_value, bad_feature_count, non_finite: ``(batch,)`` bool problem flags.
+        null_row, null_value, bad_feature_count, non_finite, out_of_range: ``(batch,)`` bool problem
+            flags (``out_of_range``: a value's magnitude beyond the limit, including values too large
+            for float32; such rows are not also ``non_finite``).
     """
 
     values: np.ndarray
@@ -59,6 +61,8 @@ class DecodedSequences:
     null_value: np.ndarray
     bad_feature_count: np.ndarray
     non_finite: np.ndarray
+    out_of_range: np.ndarray
+    found_features: dict[int, tuple[int, int | str]] = field(default_factory=dict)
 
 
 def _segment_any(step_flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -72,12 +76,22 @@ def _segment_any(step_flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return counts[bounds[1:]] > counts[bounds[:-1]]
 
 
-def _leaf_numpy(leaf: pa.Array) -> np.ndarray:
+def _leaf_numpy(leaf: pa.Array, limit: float | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The leaf values as float32, and where their magnitude exceeds ``limit`` (checked before the
+    cast, so a float64 1e300 is "out of range", not an overflow to infinity); None when none does."""
     values = leaf.to_numpy(zero_copy_only=False) if len(leaf) else np.zeros(0, dtype=np.float32)
-    return values if values.dtype == np.float32 else values.astype(np.float32)
+    big = None
+    if limit is not None and len(values) and values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            over = np.abs(values) > limit
+        big = over if over.any() else None
+    if values.dtype != np.float32:
+        with np.errstate(over="ignore"):
+            values = values.astype(np.float32)
+    return values, big
 
 
-def decode_sequences(arr: pa.Array, num_features: int) -> DecodedSequences:
+def decode_sequences(arr: pa.Array, num_features: int, max_abs_value: float | None = None) -> DecodedSequences:
     """Decode a ``list<number>`` or ``list<list<number>>`` array into a padded float32 array.
 
     No Python per row. When every row has the same length (fixed-length data such as ECG beats)
@@ -102,18 +116,22 @@ def decode_sequences(arr: pa.Array, num_features: int) -> DecodedSequences:
             step_kept[bounds[i]:bounds[i + 1]] = False
     lengths = np.where(null_row, 0, raw_lengths).astype(np.int32)
     bad_feature_count = np.zeros(n, dtype=bool)
-    step_null = None
+    found_features: dict[int, tuple[int, int | str]] = {}
+    step_null = step_big = None
     if is_number(child.type):
         width = 1
         leaf = child.slice(start, stop - start)
-        flat = _leaf_numpy(leaf).reshape(-1, 1)
+        flat, step_big = _leaf_numpy(leaf, max_abs_value)
+        flat = flat.reshape(-1, 1)
         if leaf.null_count:
             step_null = leaf.is_null().to_numpy(zero_copy_only=False)
     else:
         width = num_features
         if (pa.types.is_fixed_size_list(child.type) and child.type.list_size == width and not child.null_count):
             leaf = child.values.slice((child.offset + start) * width, (stop - start) * width)
-            flat = _leaf_numpy(leaf).reshape(-1, width)
+            flat, big = _leaf_numpy(leaf, max_abs_value)
+            flat = flat.reshape(-1, width)
+            step_big = big.reshape(-1, width).any(axis=1) if big is not None else None
             if leaf.null_count:
                 step_null = leaf.is_null().to_numpy(zero_copy_only=False).reshape(-1, width).any(axis=1)
         else:
@@ -123,23 +141,30 @@ def decode_sequences(arr: pa.Array, num_features: int) -> DecodedSequences:
             if child.null_count:
                 wrong |= child.is_null().to_numpy(zero_copy_only=False)[start:stop]
             bad_feature_count = _segment_any(wrong, bounds)
+            found_features = _first_wrong_steps(wrong, bounds, np.diff(inner_offsets), child)
             base = int(inner_offsets[0])
             leaf = leaf_full.slice(base, int(inner_offsets[-1]) - base)
             # Steps with a wrong feature count are rejected; point them at slot 0 so the gather stays in range.
             starts = np.where(wrong, 0, inner_offsets[:-1] - base)
             leaf_index = starts[:, None] + np.arange(width, dtype=np.int64)[None, :]
-            leaf_values = _leaf_numpy(leaf)
+            leaf_values, big = _leaf_numpy(leaf, max_abs_value)
             if len(leaf_values) < width:
-                leaf_values = np.zeros(width, dtype=np.float32)
+                leaf_values, big = np.zeros(width, dtype=np.float32), None
                 leaf_index = np.zeros_like(leaf_index)
             flat = leaf_values[leaf_index]
+            step_big = big[leaf_index].any(axis=1) if big is not None else None
             if leaf.null_count and len(leaf):
                 step_null = leaf.is_null().to_numpy(zero_copy_only=False)[leaf_index].any(axis=1)
     null_value = np.zeros(n, dtype=bool)
     if step_null is not None:
         null_value = _segment_any(step_null, bounds)
         flat = np.where(step_null[:, None], np.float32(0), flat)
-    non_finite = _segment_any(~np.isfinite(flat).all(axis=1), bounds) & ~null_value
+    bad_step = ~np.isfinite(flat).all(axis=1)
+    out_of_range = np.zeros(n, dtype=bool)
+    if step_big is not None:
+        out_of_range = _segment_any(step_big, bounds) & ~null_value
+        bad_step &= ~step_big
+    non_finite = _segment_any(bad_step, bounds) & ~null_value & ~out_of_range
     if step_kept is not None:
         flat = flat[step_kept]
     max_len = int(lengths.max()) if n else 0
@@ -148,4 +173,21 @@ def decode_sequences(arr: pa.Array, num_features: int) -> DecodedSequences:
     else:
         values = np.zeros((n, max_len, width), dtype=np.float32)
         values[np.arange(max_len)[None, :] < lengths[:, None]] = flat  # row-major, as the steps lie
-    return DecodedSequences(values, lengths, null_row, null_value, bad_feature_count, non_finite)
+    return DecodedSequences(values, lengths, null_row, null_value, bad_feature_count, non_finite, out_of_range,
+                            found_features)
+
+
+def _first_wrong_steps(wrong: np.ndarray, bounds: np.ndarray, inner_lengths: np.ndarray,
+                       child: pa.Array) -> dict[int, tuple[int, int | str]]:
+    """Per row with a wrong step: (step within the row, features found there or "null")."""
+    steps = np.flatnonzero(wrong)
+    if not len(steps):
+        return {}
+    rows = np.searchsorted(bounds, steps, side="right") - 1
+    first_rows, first = np.unique(rows, return_index=True)
+    start = int(bounds[0])
+    found = {}
+    for row, step in zip(first_rows.tolist(), steps[first].tolist()):
+        is_null = child.null_count and not child[start + step].is_valid
+        found[row] = (step - int(bounds[row]), "null" if is_null else int(inner_lengths[step]))
+    return found

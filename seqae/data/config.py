@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from seqae import names
-from seqae.configbase import Config, check_choice, check_positive
+from seqae.configbase import Config, check_choice, check_positive, check_positive_number
 from seqae.errors import ConfigError
 
 Layout = Literal["sequence", "long"]
@@ -39,6 +39,10 @@ class DataConfig(Config):
         partial_windows: ``"keep"`` emits one shorter window over a series' trailing steps,
             ``"drop"`` leaves them out and counts them in the shard statistics.
         passthrough: columns copied to outputs (sequence layout); ``None`` means every other column.
+        max_abs_value: largest accepted magnitude of a value; rows with a larger one are rejected
+            (``out_of_range``). Finite sentinels such as float32-max (3.4e38) would otherwise poison the
+            normalisation (a standard deviation of 1e36) and give infinite errors. ``None``: no limit
+            (values beyond float32 are then ``non_finite``).
     """
 
     layout: Layout = "sequence"
@@ -53,6 +57,7 @@ class DataConfig(Config):
     stride: int | None = None
     partial_windows: PartialWindows = "keep"
     passthrough: tuple[str, ...] | None = field(default=None)
+    max_abs_value: float | None = 1e30
 
     def __post_init__(self) -> None:
         check_choice("layout", self.layout, ("sequence", "long"))
@@ -60,6 +65,7 @@ class DataConfig(Config):
         check_positive("min_length", self.min_length)
         check_positive("max_length", self.max_length, allow_none=True)
         check_positive("num_features", self.num_features, allow_none=True)
+        check_positive_number("max_abs_value", self.max_abs_value, allow_none=True)
         if self.max_length is not None and self.max_length < self.min_length:
             raise ConfigError(
                 f"max_length: expected at least min_length ({self.min_length}), got {self.max_length}"

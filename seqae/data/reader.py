@@ -176,7 +176,7 @@ class ShardReader:
             if self.row_filter is not None:
                 keep = self.row_filter.mask(table)
                 self.stats.rows_filtered += int((~keep).sum())
-            decoded = decode_sequences(record_batch.column(cfg.values_column), self.num_features)
+            decoded = decode_sequences(record_batch.column(cfg.values_column), self.num_features, cfg.max_abs_value)
             key_col = record_batch.column(cfg.key_column)
             null_key = key_col.is_null().to_numpy(zero_copy_only=False) if key_col.null_count else np.zeros(n, bool)
             lengths = decoded.lengths
@@ -186,6 +186,7 @@ class ShardReader:
                 ("null_value", cfg.values_column, decoded.null_value),
                 ("feature_count", cfg.values_column, decoded.bad_feature_count),
                 ("non_finite", cfg.values_column, decoded.non_finite),
+                ("out_of_range", cfg.values_column, decoded.out_of_range),
                 ("empty", cfg.values_column, lengths == 0),
                 ("too_short", cfg.values_column, lengths < cfg.min_length),
                 ("too_long", cfg.values_column,
@@ -204,7 +205,7 @@ class ShardReader:
                     reject_rows.append(int(i))
                     reasons.append(reason)
                     columns_hit.append(column)
-                    details.append(self._detail(reason, int(lengths[i])))
+                    details.append(self._detail(reason, int(lengths[i]), decoded, int(i)))
                 rejected |= hit
             rejects = empty_rejects()
             if reject_rows:
@@ -232,14 +233,24 @@ class ShardReader:
                 keys, passthrough = keys.take(sel), passthrough.take(sel)
             yield SequenceBatch(self.shard.uri, keys, passthrough, values, lens.astype(np.int32, copy=False), out_rows), rejects
 
-    def _detail(self, reason: str, length: int) -> str:
+    def _detail(self, reason: str, length: int, decoded=None, row: int = 0) -> str:
+        """What was expected and what was found, for one rejected row."""
         cfg = self.config
         if reason == "too_short":
             return f"expected at least {cfg.min_length} steps, found {length}"
         if reason == "too_long":
             return f"expected at most {cfg.max_length} steps, found {length}"
         if reason == "feature_count":
+            found = decoded.found_features.get(row) if decoded is not None else None
+            if found is not None:
+                step, count = found
+                return f"expected {self.num_features} features per step, found {count} at step {step}"
             return f"expected {self.num_features} features per step"
+        if reason == "out_of_range" and decoded is not None:
+            with np.errstate(invalid="ignore"):
+                largest = float(np.nanmax(np.abs(decoded.values[row, :length])))
+            found = "a value beyond float32" if not np.isfinite(largest) else f"{largest:g}"
+            return f"expected |value| <= {cfg.max_abs_value:g}, found {found}"
         return REJECT_REASONS[reason]
 
 

@@ -15,6 +15,7 @@ REJECT_REASONS = {
     "null_value": "the sequence holds a null value",
     "feature_count": "a step has the wrong number of features",
     "non_finite": "the sequence holds NaN or infinity",
+    "out_of_range": "a value's magnitude is beyond max_abs_value (a sentinel such as float32-max?)",
     "empty": "the sequence has no steps",
     "too_short": "the sequence is shorter than min_length",
     "too_long": "the sequence is longer than max_length",

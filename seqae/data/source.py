@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from seqae.errors import InputNotFoundError
-from seqae.storage import has_uri_scheme, sha256_stream, sha256_text
+from seqae.storage import filesystem_of, has_uri_scheme, sha256_stream, sha256_text
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 _GLOB_CHARS = "*?["
@@ -81,11 +81,11 @@ def resolve_shards(location: str, filesystem: pafs.FileSystem | None = None) -> 
             scheme = location.split("://", 1)[0]
             glob_at = min((location.find(c) for c in _GLOB_CHARS if c in location), default=-1)
             if glob_at < 0:
-                filesystem, path = pafs.FileSystem.from_uri(location)
+                filesystem, path = filesystem_of(location)
             else:
                 # from_uri needs a real path: resolve the directory before the first wildcard.
                 base_uri = location[: location.rfind("/", 0, glob_at)]
-                filesystem, base_path = pafs.FileSystem.from_uri(base_uri)
+                filesystem, base_path = filesystem_of(base_uri)
                 path = base_path.rstrip("/") + location[len(base_uri):]
             prefix = "" if scheme == "file" else f"{scheme}://"
         else:
@@ -130,4 +130,20 @@ def resolve_shards(location: str, filesystem: pafs.FileSystem | None = None) -> 
         raise InputNotFoundError(
             f"{location}: no Parquet file found; expected a .parquet file, a directory of shards or a glob"
         )
-    return sorted(shards, key=lambda s: s.path)
+    shards = sorted(shards, key=lambda s: s.path)
+    if filesystem.type_name == "local":
+        shards = _distinct_files(shards)
+    return shards
+
+
+def _distinct_files(shards: list[Shard]) -> list[Shard]:
+    """One shard per real file: symbolic links (a link loop repeats every file below it) and other
+    aliases of a file already listed are dropped, keeping the first path in sorted order."""
+    seen: set[str] = set()
+    distinct = []
+    for shard in shards:
+        real = os.path.realpath(shard.path)
+        if real not in seen:
+            seen.add(real)
+            distinct.append(shard)
+    return distinct

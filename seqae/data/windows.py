@@ -40,6 +40,7 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
     """Windows of the long-layout shard ``uri``: ``record_batches(columns)`` streams its rows,
     ``schema`` is its Arrow schema, ``stats`` receives the counts."""
     window, stride = cfg.window, cfg.effective_stride
+    limit = cfg.max_abs_value
     time_type = schema.field(cfg.time_column).type
     key_type = schema.field(cfg.key_column).type
     seen: set = set()
@@ -75,19 +76,27 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
         series.covered = max(covered - keep_from, 0)
         series.skip = next_start - keep_from
 
+    def problem(values: np.ndarray) -> str | None:
+        if not np.isfinite(values).all():
+            return "non_finite"
+        if limit is not None and len(values) and np.abs(values).max() > limit:
+            return "out_of_range"
+        return None
+
     def flush() -> tuple[SequenceBatch, pa.Table]:
-        finite = [bool(np.isfinite(w[3]).all()) for w in out]
-        good = [w for w, ok in zip(out, finite) if ok]
-        bad = [w for w, ok in zip(out, finite) if not ok]
+        problems = [problem(w[3]) for w in out]
+        good = [w for w, p in zip(out, problems) if p is None]
+        bad = [(w, p) for w, p in zip(out, problems) if p is not None]
         table = empty_rejects()
         if bad:
-            keys = [f"{w[0]}/{w[1]}/{w[2]}" for w in bad]
-            table = rejects_table(uri, np.array([w[5] for w in bad]), keys,
-                                   [cfg.feature_columns[_first_bad(w[3])] for w in bad],
-                                   ["non_finite"] * len(bad),
-                                   ["the window holds NaN, infinity or a null"] * len(bad))
+            keys = [f"{w[0]}/{w[1]}/{w[2]}" for w, _ in bad]
+            details = {"non_finite": "the window holds NaN, infinity or a null (or a value beyond float32)",
+                       "out_of_range": f"expected |value| <= {limit:g} in every step" if limit else ""}
+            table = rejects_table(uri, np.array([w[5] for w, _ in bad]), keys,
+                                  [cfg.feature_columns[_first_bad(w[3], limit)] for w, _ in bad],
+                                  [p for _, p in bad], [details[p] for _, p in bad])
             stats.windows_rejected += len(bad)
-            stats.count_reasons(["non_finite"] * len(bad))
+            stats.count_reasons([p for _, p in bad])
         all_rejects = pa.concat_tables([*rejects, table]) if rejects else table
         rejects.clear()
         out.clear()
@@ -135,7 +144,7 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
         keys = record_batch.column(cfg.key_column).to_numpy(zero_copy_only=False)
         times = record_batch.column(cfg.time_column).to_numpy(zero_copy_only=False)
         values = np.stack([
-            record_batch.column(name).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+            _as_float32(record_batch.column(name).to_numpy(zero_copy_only=False))
             for name in cfg.feature_columns
         ], axis=1)
         bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
@@ -170,8 +179,16 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
         yield flush()
 
 
-def _first_bad(values: np.ndarray) -> int:
-    return int(np.flatnonzero(~np.isfinite(values).all(axis=0))[0])
+def _as_float32(values: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # values beyond float32 become infinity: rejected as non_finite
+        return values.astype(np.float32, copy=False)
+
+
+def _first_bad(values: np.ndarray, limit: float | None) -> int:
+    """The first feature column holding a non-finite or out-of-range value."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | ((np.abs(values) > limit) if limit is not None else False)
+    return int(np.flatnonzero(bad.any(axis=0))[0])
 
 
 def _unordered(uri: str, column: str, key, row: int) -> None:

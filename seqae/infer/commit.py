@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import posixpath
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from seqae import names
 from seqae._version import __version__
 from seqae.data import Shard
 from seqae.errors import SeqaeError
+from seqae.io import rejects_path
 from seqae.storage import Location, is_temporary, read_json, sha256_text, utc_now, write_json
 
 log = logging.getLogger(__name__)
@@ -45,15 +45,22 @@ class RunIdentity:
 @dataclass(frozen=True)
 class ShardResult:
     """What happened to one shard. ``rows_in`` counts input rows (for the long layout: the windows
-    formed plus the step rows rejected); ``rows_in == rows_written + rows_rejected``."""
+    formed plus the step rows rejected); ``rows_in == rows_written + rows_rejected + rows_quarantined``.
+
+    ``status``: ``done`` (computed now), ``skipped`` (committed by an earlier run) or ``quarantined``
+    (the file could not be used as a whole: ``error`` says why, its rows, where the footer tells
+    them, are ``rows_quarantined``).
+    """
 
     shard: str
     output: str
-    status: str  # "done" (computed now) or "skipped" (committed by an earlier run)
+    status: str
     rows_in: int
     rows_written: int
     rows_rejected: int
     seconds: float = 0.0
+    rows_quarantined: int = 0
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,13 +79,23 @@ class EmbedReport:
 
     @property
     def totals(self) -> dict[str, int]:
-        done = [s for s in self.shards if s.status == "done"]
-        return {
-            "shards": len(self.shards), "shards_done": len(done), "shards_skipped": len(self.shards) - len(done),
+        def count(status: str) -> int:
+            return sum(1 for s in self.shards if s.status == status)
+
+        totals = {
+            "shards": len(self.shards), "shards_done": count("done"), "shards_skipped": count("skipped"),
             "rows_in": sum(s.rows_in for s in self.shards),
             "rows_written": sum(s.rows_written for s in self.shards),
             "rows_rejected": sum(s.rows_rejected for s in self.shards),
         }
+        if count("quarantined"):
+            totals["shards_quarantined"] = count("quarantined")
+            totals["rows_quarantined"] = sum(s.rows_quarantined for s in self.shards)
+        return totals
+
+    @property
+    def quarantined(self) -> list[ShardResult]:
+        return [s for s in self.shards if s.status == "quarantined"]
 
     def to_dict(self) -> dict[str, Any]:
         computed = sum(s.rows_in for s in self.shards if s.status == "done")
@@ -87,18 +104,6 @@ class EmbedReport:
                 "rows_per_second": round(computed / self.seconds) if self.seconds else None,
                 **({"fp16_parity": self.fp16_parity} if self.fp16_parity else {}),
                 "shards": [s.to_dict() for s in self.shards]}
-
-
-def output_names_for(shards: list[Shard]) -> dict[str, str]:
-    """Output file name per shard URI: its path below the shards' common folder, ``/`` -> ``__``."""
-    if len(shards) == 1:
-        return {shards[0].uri: posixpath.basename(shards[0].path).rsplit(".", 1)[0] + names.OUTPUT_SUFFIX}
-    base = posixpath.commonpath([posixpath.dirname(s.path) for s in shards])
-    out = {}
-    for s in shards:
-        rel = posixpath.relpath(s.path, base)
-        out[s.uri] = rel.rsplit(".", 1)[0].replace("/", "__") + names.OUTPUT_SUFFIX
-    return out
 
 
 class OutputFolder:
@@ -148,8 +153,49 @@ class OutputFolder:
                            entry["rows_rejected"])
 
     def commit(self, name: str, record: dict[str, Any]) -> None:
-        """Write the manifest entry: from now on the shard's output counts."""
+        """Write the manifest entry: from now on the shard's output counts (and it is no longer a
+        quarantined file)."""
         write_json(self.entry_file(name), {**record, "output": name, "committed_at": utc_now()})
+        self.quarantine_file(name).delete()
+
+    def withdraw(self, name: str) -> None:
+        """Remove an output: its entry first (from then on it does not count), then its files."""
+        self.entry_file(name).delete()
+        self.data_file(name).delete()
+        rejects_path(self.location, name).delete()
+
+    def withdraw_renamed(self, planned: dict[str, str]) -> list[str]:
+        """Withdraw outputs whose source shard is now written under another name (``planned``: shard
+        URI -> output name), e.g. when a new file's name collides with it; else both would be read."""
+        withdrawn = []
+        for info in self.location.join(names.MANIFEST_DIR).children():
+            if not info.base_name.endswith(names.MANIFEST_SUFFIX) or is_temporary(info.base_name):
+                continue
+            name = info.base_name[: -len(names.MANIFEST_SUFFIX)]
+            entry = self.read_entry(name) or {}
+            source = entry.get("source")
+            if source in planned and planned[source] != name:
+                log.warning("withdrawing %s: its source %s is now written to %s", name, source, planned[source])
+                self.withdraw(name)
+                withdrawn.append(name)
+        return withdrawn
+
+    def quarantine_file(self, name: str) -> Location:
+        return self.location.join(names.REJECTS_DIR, names.QUARANTINE_DIR, f"{name}{names.MANIFEST_SUFFIX}")
+
+    def quarantine(self, shard: Shard, name: str, error: BaseException) -> ShardResult:
+        """Record an input file that cannot be used as a whole (``_rejects/_files/<name>.json``),
+        with its one-line reason and, where its footer can be read, its row count. Any earlier
+        output of it is withdrawn: its entry is removed, so it is neither skipped nor served."""
+        rows = footer_rows(shard)
+        self.withdraw(name)
+        reason = " ".join(str(error).split())
+        write_json(self.quarantine_file(name), {"shard": shard.uri, "output": name, "fingerprint": shard.fingerprint,
+                                                "error": type(error).__name__, "reason": reason, "rows": rows,
+                                                "quarantined_at": utc_now()})
+        log.warning("quarantined %s: %s", shard.uri, reason)
+        return ShardResult(shard.uri, name, "quarantined", rows or 0, 0, 0, rows_quarantined=rows or 0,
+                           error=reason)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.location.join(names.SUMMARY_FILE), {**summary, "seqae_version": __version__,
@@ -171,6 +217,17 @@ class OutputFolder:
         if self.location.is_local:
             return Path(shard.path).resolve().is_relative_to(Path(self.location.path).resolve())
         return shard.path.startswith(self.location.path.rstrip("/") + "/")
+
+
+def footer_rows(shard: Shard) -> int | None:
+    """Rows in a Parquet file by its footer, or None when even the footer cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        with shard.open() as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    except Exception:  # the file is what is broken; its row count is simply unknown
+        return None
 
 
 def committed_outputs(out: str | os.PathLike | Location) -> list[Location]:

@@ -29,11 +29,12 @@ from typing import Any
 from seqae import names
 from seqae.config import DataConfig, EmbedConfig
 from seqae.data import Shard, ShardReader, resolve_shards
-from seqae.errors import SeqaeError
-from seqae.infer.commit import EmbedReport, OutputFolder, ShardResult, output_names_for
+from seqae.errors import ContractError, SeqaeError
+from seqae.infer.commit import EmbedReport, OutputFolder, ShardResult
 from seqae.infer.model import InferenceModel
 from seqae.infer.runtime import physical_cores
 from seqae.infer.stages import ReadBatch, Scores, ShardInput, ShardOutput, score
+from seqae.io import output_names_for
 from seqae.storage import Location
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,7 @@ def run_shard(model: InferenceModel, shard: Shard, folder: OutputFolder, name: s
     """Read, score, write and commit one shard; on any failure nothing of it is committed."""
     source = ShardInput(shard, model, config.read_batch_size)
     if expected_schema is not None and source.output_schema != expected_schema:
-        raise SeqaeError(f"{shard.uri}: its columns differ from the first shard's, so its output would have "
-                         f"another schema.\nexpected:\n{expected_schema}\nfound:\n{source.output_schema}")
+        raise schema_drift(shard.uri, expected_schema, source.output_schema)
     sink = ShardOutput(folder, name, shard, source.output_schema, model)
     pending: deque[tuple[ReadBatch, Future[Scores]]] = deque()
 
@@ -154,6 +154,19 @@ def run_shard(model: InferenceModel, shard: Shard, folder: OutputFolder, name: s
     if on_progress is not None:
         on_progress(Progress(shards=1))
     return result
+
+
+def schema_drift(uri: str, expected, found) -> ContractError:
+    """A shard whose output columns would differ from the run's: name the first column that does."""
+    for column in dict.fromkeys([*expected.names, *found.names]):
+        want = expected.field(column).type if column in expected.names else None
+        got = found.field(column).type if column in found.names else None
+        if want != got:
+            return ContractError(uri, "its columns differ from the first shard's, so its output would have "
+                                 "another schema", column=column,
+                                 expected=str(want) if want is not None else "no such column",
+                                 found=str(got) if got is not None else "the column missing")
+    return ContractError(uri, "its output schema differs from the first shard's (field order or metadata)")
 
 
 def _as_shard(shard: Shard | str | os.PathLike) -> Shard:
@@ -256,6 +269,7 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Loca
     planned = plan_outputs(data, folder.location)
     folder.create()
     folder.remove_leftovers()
+    folder.withdraw_renamed({shard.uri: name for shard, name in planned})
     report = EmbedReport(str(folder), model.scorer.provider, model.batch_size)
     if config.fp16:
         report.fp16_parity = _fp16_check(model, planned[0][0])
@@ -270,8 +284,7 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Loca
         if on_progress is not None:
             on_progress(Progress(rows=done.rows_in, shards=1))
     if todo:
-        # Every output of a run shares one schema: the first shard's (read from its footer only).
-        expected = ShardInput(planned[0][0], model, config.read_batch_size).output_schema
+        expected = _reference_schema(planned, model, config)
         workers = min(config.workers or min(physical_cores(), MAX_DEFAULT_WORKERS), len(todo))
         log.info("%d shard(s) to embed, %d already done; %s, batch %d, %d worker(s)", len(todo),
                  len(planned) - len(todo), model.scorer.provider, model.batch_size, workers)
@@ -290,10 +303,22 @@ def write_summary(report: EmbedReport, out: OutputFolder | str | os.PathLike | L
     folder = out if isinstance(out, OutputFolder) else OutputFolder(out)
     report.shards.sort(key=lambda s: s.shard)
     totals = report.totals
-    if totals["rows_in"] != totals["rows_written"] + totals["rows_rejected"]:
+    if totals["rows_in"] != totals["rows_written"] + totals["rows_rejected"] + totals.get("rows_quarantined", 0):
         raise SeqaeError(f"row counts do not reconcile: {totals}")
     folder.write_summary({**report.to_dict(), **identity.to_dict(), "data": str(data)})
     return report
+
+
+def _reference_schema(planned: list[tuple[Shard, str]], model: InferenceModel, config: EmbedConfig):
+    """Every output of a run shares one schema: the first usable shard's (read from its footer only).
+    Shards that cannot be opened are skipped here; their own worker quarantines them (or fails)."""
+    for shard, _ in planned:
+        try:
+            return ShardInput(shard, model, config.read_batch_size).output_schema
+        except ContractError:
+            if config.fail_fast:
+                raise
+    return None
 
 
 def _run_workers(model: InferenceModel, todo: list[tuple[Shard, str]], folder: OutputFolder, config: EmbedConfig,
@@ -312,6 +337,11 @@ def _run_workers(model: InferenceModel, todo: list[tuple[Shard, str]], folder: O
                              stop=stop, on_progress=on_progress)
         except Cancelled:
             return None
+        except ContractError as exc:
+            if config.fail_fast:
+                stop.set()
+                raise
+            return folder.quarantine(shard, name, exc)
         except BaseException:
             stop.set()
             raise

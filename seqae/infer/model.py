@@ -61,7 +61,12 @@ class InferenceModel:
             DeviceError: ``device="cuda"`` without a usable CUDA provider, or heavy nodes off the GPU.
         """
         onnx_file = names.SCORER_FP16_ONNX if config.fp16 else names.SCORER_ONNX
-        artifacts = ModelArtifacts.open(model_dir, (onnx_file,))
+        try:
+            artifacts = ModelArtifacts.open(model_dir, (onnx_file,))
+        except ModelDirError as exc:
+            if config.fp16 and "missing" in str(exc):
+                raise ModelDirError(f"{exc}; --fp16 needs it: run `seqae export {model_dir} --fp16`") from exc
+            raise
         info = artifacts.info
         outputs = [names.EMBEDDING, names.RECON_ERROR] + ([names.PRED_ERROR] if info.model.predicts else [])
         if config.step_errors:

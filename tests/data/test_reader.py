@@ -85,7 +85,7 @@ def test_wrong_inner_feature_count_is_rejected(tmp_path):
     _, (batch,), rejects = read_all(path, DataConfig(num_features=2))
     assert batch.keys.column("id").to_pylist() == [1]
     assert rejects.column("reason").to_pylist() == ["feature_count"]
-    assert rejects.column("detail").to_pylist() == ["expected 2 features per step"]
+    assert rejects.column("detail").to_pylist() == ["expected 2 features per step, found 3 at step 0"]
 
 
 def test_too_short(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from seqae.data import resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer import OutputFolder, RunIdentity, committed_outputs
-from seqae.infer.commit import output_names_for
+from seqae.io import output_names_for
 
 IDENTITY = RunIdentity("m1", 3, "scorer.onnx", "ab" * 32, False)
 
