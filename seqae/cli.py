@@ -286,6 +286,7 @@ def embed_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute shards already done.")] = False,
     allow_cpu_nodes: Annotated[bool, typer.Option("--allow-cpu-nodes", help="Warn, not fail, when heavy nodes leave the GPU.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first unusable input file instead of quarantining it.")] = False,
+    max_length: Annotated[Optional[int], typer.Option(min=1, help="Reject longer sequences (default: the limit recorded at training).")] = None,
 ) -> None:
     """Write embeddings and reconstruction errors for every input shard; resumable and idempotent.
 
@@ -303,6 +304,13 @@ def embed_cmd(
     config = EmbedConfig(device=device.value, fp16=fp16, batch_size=batch_size, read_batch_size=read_batch_size,
                          workers=workers, threads=threads, step_errors=step_errors, overwrite=overwrite,
                          allow_cpu_nodes=allow_cpu_nodes, fail_fast=fail_fast)
+    data_config = None
+    if max_length is not None:
+        import dataclasses
+
+        from seqae.modeldir import ModelInfo
+
+        data_config = dataclasses.replace(ModelInfo.read(model).data, max_length=max_length)
     total = _total_rows(data)
     shards_done = 0
 
@@ -312,7 +320,7 @@ def embed_cmd(
             shards_done += event.shards
             advance(event.rows, f"embed: {shards_done} shard(s) done" if event.shards else None)
 
-        report = embed(model, data, out, config, on_progress=on_progress)
+        report = embed(model, data, out, config, on_progress=on_progress, data_config=data_config)
     result = report.to_dict()
     result["quarantined"] = [{"shard": s.shard, "reason": s.error} for s in report.quarantined]
     result.pop("shards")

@@ -28,6 +28,7 @@ MANIFEST_SUFFIX = ".json"
 SUMMARY_FILE = "_manifest.json"
 OUTPUT_SUFFIX = ".parquet"
 TMP_SUFFIX = ".tmp"
+LOCK_FILE = ".seqae.lock"
 
 # Key of seqae's JSON in Parquet footers and the output columns the job adds.
 PARQUET_METADATA_KEY = "seqae"

@@ -11,6 +11,7 @@ through the manifest and ignore data files without one (see ``seqae.infer.commit
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -205,6 +206,9 @@ def replace_directory(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*{names.TMP_SUFFIX}"):
+        if is_temporary(stale.name):  # left by a run that was killed while writing this folder
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(Location.of(target).temporary().path)
     tmp.mkdir()
     try:

@@ -31,6 +31,9 @@ from seqae.errors import ModelDirError, SeqaeError
 from seqae.modeldir import FORMAT, ModelInfo
 from seqae.storage import replace_directory, utc_now, write_json
 
+#: The longest sequence a model accepts, as a multiple of the longest it was trained on.
+LENGTH_MARGIN = 2
+
 __all__ = ["TrainConfig", "TrainResult", "load_config_file", "split_of", "train"]
 
 log = logging.getLogger(__name__)
@@ -226,6 +229,12 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
         data_config = dataclasses.replace(data_config, min_length=model_config.min_length)
     plan = plan_data(data, data_config, train_config, num_features=model_config.num_features)
     cfg = dataclasses.replace(model_config, num_features=plan.num_features)
+    if data_config.max_length is None:
+        # Recorded with the model and enforced when embedding (too_long rejects): one outlier row can
+        # no longer pad a whole read batch to its length. Twice the longest training row; set
+        # DataConfig.max_length to choose another.
+        data_config = dataclasses.replace(data_config, max_length=max(LENGTH_MARGIN * plan.longest,
+                                                                      data_config.window or 1))
     log.info("training on %d rows, validating on %d (%d shards, %d features, longest %d)",
              plan.train_rows, plan.validation_rows, len(plan.shards), plan.num_features, plan.longest)
 

@@ -48,8 +48,9 @@ class DecodedSequences:
     """A batch of sequences decoded from a list column.
 
     Attributes:
-        values: ``(batch, time, features)`` float32, post-padded with zeros, time = longest row.
-        lengths: ``(batch,)`` int32 valid steps per row (0 for null rows).
+        values: ``(batch, time, features)`` float32, post-padded with zeros, time = longest row
+            (rows over ``max_length`` hold no steps here).
+        lengths: ``(batch,)`` int32 steps per row (0 for null rows).
         null_row, null_value, bad_feature_count, non_finite, out_of_range: ``(batch,)`` bool problem
             flags (``out_of_range``: a value's magnitude beyond the limit, including values too large
             for float32; such rows are not also ``non_finite``).
@@ -83,7 +84,7 @@ def _leaf_numpy(leaf: pa.Array, limit: float | None) -> tuple[np.ndarray, np.nda
     big = None
     if limit is not None and len(values) and values.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
-            over = np.abs(values) > limit
+            over = (np.abs(values) > limit) & np.isfinite(values)  # NaN and infinity are non_finite
         big = over if over.any() else None
     if values.dtype != np.float32:
         with np.errstate(over="ignore"):
@@ -91,7 +92,8 @@ def _leaf_numpy(leaf: pa.Array, limit: float | None) -> tuple[np.ndarray, np.nda
     return values, big
 
 
-def decode_sequences(arr: pa.Array, num_features: int, max_abs_value: float | None = None) -> DecodedSequences:
+def decode_sequences(arr: pa.Array, num_features: int, max_abs_value: float | None = None,
+                     max_length: int | None = None) -> DecodedSequences:
     """Decode a ``list<number>`` or ``list<list<number>>`` array into a padded float32 array.
 
     No Python per row. When every row has the same length (fixed-length data such as ECG beats)
@@ -107,8 +109,10 @@ def decode_sequences(arr: pa.Array, num_features: int, max_abs_value: float | No
     raw_lengths = np.diff(offsets)
     start, stop = int(offsets[0]), int(offsets[-1])
     bounds = offsets - start  # each row's steps in the flat step arrays below
-    # Some writers give null rows child slots: those steps belong to no sequence.
-    owned = null_row & (raw_lengths > 0)
+    # Some writers give null rows child slots: those steps belong to no sequence. Rows longer than
+    # max_length are left out of the padded array too, so that one outlier cannot inflate it.
+    too_long = raw_lengths > max_length if max_length is not None else np.zeros(n, dtype=bool)
+    owned = (null_row | too_long) & (raw_lengths > 0)
     step_kept = None
     if owned.any():
         step_kept = np.ones(stop - start, dtype=bool)
@@ -167,12 +171,13 @@ def decode_sequences(arr: pa.Array, num_features: int, max_abs_value: float | No
     non_finite = _segment_any(bad_step, bounds) & ~null_value & ~out_of_range
     if step_kept is not None:
         flat = flat[step_kept]
-    max_len = int(lengths.max()) if n else 0
-    if n and (lengths == max_len).all():
+    padded = np.where(too_long, 0, lengths)
+    max_len = int(padded.max()) if n else 0
+    if n and (padded == max_len).all():
         values = flat.reshape(n, max_len, width)  # a view: no padding needed
     else:
         values = np.zeros((n, max_len, width), dtype=np.float32)
-        values[np.arange(max_len)[None, :] < lengths[:, None]] = flat  # row-major, as the steps lie
+        values[np.arange(max_len)[None, :] < padded[:, None]] = flat  # row-major, as the steps lie
     return DecodedSequences(values, lengths, null_row, null_value, bad_feature_count, non_finite, out_of_range,
                             found_features)
 

@@ -176,7 +176,8 @@ class ShardReader:
             if self.row_filter is not None:
                 keep = self.row_filter.mask(table)
                 self.stats.rows_filtered += int((~keep).sum())
-            decoded = decode_sequences(record_batch.column(cfg.values_column), self.num_features, cfg.max_abs_value)
+            decoded = decode_sequences(record_batch.column(cfg.values_column), self.num_features, cfg.max_abs_value,
+                                       cfg.max_length)
             key_col = record_batch.column(cfg.key_column)
             null_key = key_col.is_null().to_numpy(zero_copy_only=False) if key_col.null_count else np.zeros(n, bool)
             lengths = decoded.lengths

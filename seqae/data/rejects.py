@@ -36,7 +36,7 @@ def rejects_table(shard: str, rows: np.ndarray, keys: pa.Array | pa.ChunkedArray
                   columns: Sequence[str], reasons: Sequence[str], details: Sequence[str]) -> pa.Table:
     """One row per rejected input row; keys are written as text (the key types of shards differ)."""
     if isinstance(keys, (pa.Array, pa.ChunkedArray)):
-        key_array = keys if pa.types.is_string(keys.type) else pc.cast(keys, pa.string())
+        key_array = keys_as_text(keys)
     else:
         key_array = pa.array(keys, pa.string())
     return pa.table({
@@ -47,6 +47,19 @@ def rejects_table(shard: str, rows: np.ndarray, keys: pa.Array | pa.ChunkedArray
         "reason": pa.array(reasons, pa.string()),
         "detail": pa.array(details, pa.string()),
     }, schema=REJECT_SCHEMA)
+
+
+def keys_as_text(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Keys of any type as text: cast where Arrow can; binary keys as hex, other types (structs,
+    lists) as their Python repr. Only rejected rows come here, so a loop over them is fine."""
+    if pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type):
+        return pc.cast(keys, pa.string())
+    if pa.types.is_binary(keys.type) or pa.types.is_large_binary(keys.type) or pa.types.is_fixed_size_binary(keys.type):
+        return pa.array([None if k is None else k.hex() for k in keys.to_pylist()], pa.string())
+    try:
+        return pc.cast(keys, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return pa.array([None if k is None else repr(k) for k in keys.to_pylist()], pa.string())
 
 
 def empty_rejects() -> pa.Table:

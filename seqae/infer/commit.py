@@ -11,6 +11,7 @@ follows the manifest) ignores it; the rerun overwrites it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ class RunIdentity:
     onnx_file: str
     onnx_sha256: str
     step_errors: bool
+    contract: str  # sha256 of the data contract used (limits such as max_length change the output)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +132,41 @@ class OutputFolder:
             raise SeqaeError(f"{self.location}: --out is a file; expected a folder (or a new path) for the outputs")
         self.location.mkdir()
 
+    @contextlib.contextmanager
+    def lock(self, exclusive: bool):
+        """Hold the folder's lock (``.seqae.lock``, local filesystems only) for a block.
+
+        ``embed`` takes it exclusively and refuses at once when anything else holds it (it removes
+        temporary files of killed runs, which would be another run's files in progress);
+        ``embed_shard`` takes it shared, so shard tasks run side by side and wait for an ``embed`` run.
+        Object stores have no such lock: one ``embed`` run per output folder there.
+        """
+        if not self.location.is_local:
+            yield
+            return
+        import fcntl
+
+        path = Path(self.location.path) / names.LOCK_FILE
+        with open(path, "a+") as handle:
+            if exclusive:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise SeqaeError(f"{self.location}: another seqae run is writing to this folder ({holder}); "
+                                     "wait for it to finish or give another --out") from None
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"seqae embed, pid {os.getpid()}, since {utc_now()}")
+                handle.flush()
+            else:
+                fcntl.flock(handle, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def read_entry(self, name: str) -> dict[str, Any] | None:
         location = self.entry_file(name)
         if not location.is_file():
@@ -193,7 +230,7 @@ class OutputFolder:
         write_json(self.quarantine_file(name), {"shard": shard.uri, "output": name, "fingerprint": shard.fingerprint,
                                                 "error": type(error).__name__, "reason": reason, "rows": rows,
                                                 "quarantined_at": utc_now()})
-        log.warning("quarantined %s: %s", shard.uri, reason)
+        log.info("quarantined %s: %s", shard.uri, reason)  # the report names it; the CLI prints it once
         return ShardResult(shard.uri, name, "quarantined", rows or 0, 0, 0, rows_quarantined=rows or 0,
                            error=reason)
 

@@ -204,11 +204,12 @@ def embed_shard(model: InferenceModel | str | os.PathLike, shard: Shard | str | 
     folder = OutputFolder(out)
     folder.create()
     name = output_name or output_names_for([shard])[shard.uri]
-    if not config.overwrite:
-        done = folder.done(shard, name, model.identity)
-        if done is not None:
-            return done
-    return run_shard(model, shard, folder, name, config, _score_inline(model))
+    with folder.lock(exclusive=False):
+        if not config.overwrite:
+            done = folder.done(shard, name, model.identity)
+            if done is not None:
+                return done
+        return run_shard(model, shard, folder, name, config, _score_inline(model))
 
 
 def plan_outputs(data: str, out: str | os.PathLike | Location) -> list[tuple[Shard, str]]:
@@ -268,6 +269,14 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Loca
     folder = OutputFolder(out)
     planned = plan_outputs(data, folder.location)
     folder.create()
+    with folder.lock(exclusive=True):
+        report = _embed_planned(model, planned, folder, config, on_progress)
+    report.seconds = time.perf_counter() - started
+    return write_summary(report, folder, model.identity, data)
+
+
+def _embed_planned(model: InferenceModel, planned: list[tuple[Shard, str]], folder: OutputFolder,
+                   config: EmbedConfig, on_progress: ProgressCallback | None) -> EmbedReport:
     folder.remove_leftovers()
     folder.withdraw_renamed({shard.uri: name for shard, name in planned})
     report = EmbedReport(str(folder), model.scorer.provider, model.batch_size)
@@ -289,8 +298,7 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Loca
         log.info("%d shard(s) to embed, %d already done; %s, batch %d, %d worker(s)", len(todo),
                  len(planned) - len(todo), model.scorer.provider, model.batch_size, workers)
         report.shards.extend(_run_workers(model, todo, folder, config, workers, expected, on_progress))
-    report.seconds = time.perf_counter() - started
-    return write_summary(report, folder, model.identity, data)
+    return report
 
 
 def write_summary(report: EmbedReport, out: OutputFolder | str | os.PathLike | Location, identity, data: str) -> EmbedReport:

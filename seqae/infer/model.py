@@ -3,6 +3,7 @@ once and reused for every shard (one per process or Ray worker, never one per sh
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -18,10 +19,15 @@ from seqae.infer.commit import RunIdentity
 from seqae.infer.session import NullScorer, Scorer, ScorerSession
 from seqae.io import embedding_schema
 from seqae.modeldir import ModelInfo
+from seqae.storage import sha256_text
 
 #: Sequences per onnxruntime call. Small batches were fastest on a 2-core CPU (cache-resident
 #: LSTM state), large ones keep a GPU busy.
 DEFAULT_BATCH = {"CPUExecutionProvider": 128, "CUDAExecutionProvider": 16384}
+
+
+def contract_id(data: DataConfig) -> str:
+    return sha256_text(json.dumps(data.to_dict(), sort_keys=True))[:16]
 
 
 _SHARED: dict[tuple, InferenceModel] = {}
@@ -75,10 +81,15 @@ class InferenceModel:
             scorer: Scorer = NullScorer(outputs, info.model.embedding_dim)
         else:
             scorer = ScorerSession(info.directory, config.session_options, outputs=outputs)
+            if isinstance(scorer.num_features, int) and scorer.num_features != info.model.num_features:
+                raise ModelDirError(f"{info.path(onnx_file)}: input values has {scorer.num_features} feature(s) but "
+                                    f"{names.METADATA_FILE} says {info.model.num_features}; the two are from different "
+                                    f"models. Re-run `seqae export {info.directory}`")
         batch_size = config.batch_size or DEFAULT_BATCH.get(scorer.provider, config.read_batch_size)
+        data = data_config or info.data
         identity = RunIdentity(info.model_id, info.model_version, onnx_file, artifacts.sha256(onnx_file),
-                               config.step_errors)
-        return cls(info, scorer, identity, data_config or info.data, batch_size, config.step_errors)
+                               config.step_errors, contract_id(data))
+        return cls(info, scorer, identity, data, batch_size, config.step_errors)
 
     @classmethod
     def shared(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig()) -> InferenceModel:
@@ -104,7 +115,7 @@ class InferenceModel:
         if onnx_file not in info.files:
             raise ModelDirError(f"{info.directory}: {onnx_file} was not exported; run `seqae export`")
         return RunIdentity(info.model_id, info.model_version, onnx_file, info.files[onnx_file].sha256,
-                           config.step_errors)
+                           config.step_errors, contract_id(info.data))
 
     @property
     def num_features(self) -> int:

@@ -81,6 +81,9 @@ class ScorerSession:
         self.session = self._create(profile=False)
         self.output_names = outputs or [o.name for o in self.session.get_outputs()]
         self.input_names = [i.name for i in self.session.get_inputs()]
+        values_input = next(i for i in self.session.get_inputs() if i.name == names.INPUT_VALUES) \
+            if names.INPUT_VALUES in self.input_names else None
+        self.num_features = values_input.shape[2] if values_input is not None and len(values_input.shape) == 3 else None
         if sorted(self.input_names) != sorted([names.INPUT_VALUES, names.INPUT_LENGTHS]):
             raise ConfigError(f"{self.path}: expected inputs values and lengths, found {', '.join(self.input_names)}")
         if self.session.get_providers()[0] != self.provider:

@@ -98,3 +98,18 @@ def test_train_options_are_checked_without_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True)
     assert result.returncode == 1  # valid options: now it needs the training extra, and says so
     assert "install the training extra: pip install 'seqae[train]'" in result.stderr
+
+
+@pytest.mark.slow
+def test_embed_names_every_quarantined_file_and_exits_1(model_dir, mixed_dir, tmp_path):
+    data, _ = mixed_dir
+    (data / "d.parquet").write_text("not parquet")
+    result = seqae("--quiet", "embed", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "o"),
+                   "--device", "cpu")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {data}/d.parquet: cannot be read as Parquet, found ArrowInvalid: Parquet magic bytes not found in "
+        "footer. Either the file is corrupted or this is not a parquet file.",
+        f"error: 1 input file(s) quarantined (recorded in {tmp_path}/o/_rejects/_files/); the other 3 shard(s) are "
+        "committed"]
+    assert json.loads(result.stdout)["totals"]["rows_written"] == 87

@@ -56,3 +56,27 @@ def test_embed_flow_without_a_model_says_what_to_give(prefect_harness, mixed_dir
     data, _ = mixed_dir
     with pytest.raises(ValueError, match="give model_dir, or models_root"):
         embed(str(data), str(tmp_path / "out"))
+
+
+def test_an_io_error_is_retried_and_a_lasting_one_fails_that_shard_only(prefect_harness, model_dir, mixed_dir,
+                                                                         tmp_path, monkeypatch):
+    import flows.tasks as tasks
+    from flows.definitions import embed
+
+    data, _ = mixed_dir
+    real = tasks.embed_shard
+    calls = {"a.parquet": 0, "b.parquet": 0}
+
+    def flaky(model, shard, out, config, output_name):
+        if output_name in calls:
+            calls[output_name] += 1
+            if output_name == "b.parquet" or calls[output_name] == 1:  # a fails once, b always
+                raise ConnectionResetError(f"{shard}: connection reset by peer")
+        return real(model, shard, out, config, output_name=output_name)
+
+    monkeypatch.setattr(tasks, "embed_shard", flaky)
+    monkeypatch.setattr(tasks.embed_one, "retry_delay_seconds", [0, 0, 0])
+    with pytest.raises(RuntimeError, match=r"1 of 3 shard\(s\) failed .*b.parquet: ConnectionResetError"):
+        embed(str(data), str(tmp_path / "out"), model_dir=str(model_dir), config=EmbedConfig(device="cpu"))
+    assert calls == {"a.parquet": 2, "b.parquet": 4}  # a: retried once; b: 1 + 3 retries
+    assert [loc.name for loc in committed_outputs(tmp_path / "out")] == ["a.parquet", "c.parquet"]

@@ -11,7 +11,7 @@ from seqae.errors import SeqaeError
 from seqae.infer import OutputFolder, RunIdentity, committed_outputs
 from seqae.io import output_names_for
 
-IDENTITY = RunIdentity("m1", 3, "scorer.onnx", "ab" * 32, False)
+IDENTITY = RunIdentity("m1", 3, "scorer.onnx", "ab" * 32, False, "c0ffee")
 
 
 @pytest.fixture()
@@ -35,7 +35,7 @@ def test_a_committed_shard_is_done(committed):
 
 
 @pytest.mark.parametrize("change", [{"model_id": "m2"}, {"model_version": 4}, {"onnx_file": "scorer.fp16.onnx"},
-                                    {"onnx_sha256": "cd" * 32}, {"step_errors": True}])
+                                    {"onnx_sha256": "cd" * 32}, {"step_errors": True}, {"contract": "decaf"}])
 def test_another_model_or_option_redoes_it(committed, change):
     shard, folder = committed
     assert folder.done(shard, "a.parquet", dataclasses.replace(IDENTITY, **change)) is None
@@ -78,3 +78,19 @@ def test_output_names_keep_the_path_below_the_common_folder(tmp_path):
     shards = resolve_shards(str(tmp_path))
     assert sorted(output_names_for(shards).values()) == ["a__b.parquet", "a__c__d.parquet", "e.parquet"]
     assert list(output_names_for(shards[:1]).values()) == ["b.parquet"]
+
+
+def test_one_embed_run_per_folder_while_shard_tasks_share_it(tmp_path):
+    folder = OutputFolder(tmp_path / "out")
+    folder.create()
+    with folder.lock(exclusive=True):
+        with pytest.raises(SeqaeError, match=r"out: another seqae run is writing to this folder \(seqae embed, "
+                                             r"pid \d+, since .*\); wait for it to finish or give another --out"):
+            with OutputFolder(tmp_path / "out").lock(exclusive=True):
+                pass
+    with folder.lock(exclusive=False), OutputFolder(tmp_path / "out").lock(exclusive=False):  # shard tasks
+        with pytest.raises(SeqaeError, match="another seqae run is writing to this folder"):
+            with OutputFolder(tmp_path / "out").lock(exclusive=True):
+                pass
+    with folder.lock(exclusive=True):  # free again
+        pass

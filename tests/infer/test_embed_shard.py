@@ -74,7 +74,7 @@ def test_output_through_a_file_uri(model_dir, mixed_dir, tmp_path):
     report = embed(model_dir, f"file://{data}", uri, CPU)
     assert report.totals["rows_written"] == 87 and report.out == f"{tmp_path}/out"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "_manifest", "_manifest.json", "_rejects", "a.parquet", "b.parquet", "c.parquet"]
+        ".seqae.lock", "_manifest", "_manifest.json", "_rejects", "a.parquet", "b.parquet", "c.parquet"]
     assert embed(model_dir, str(data), uri, CPU).totals["shards_skipped"] == 3
 
 
@@ -105,11 +105,11 @@ def test_without_atomic_rename_the_manifest_is_the_commit(model_dir, mixed_dir, 
     assert embed_shard(model_dir, shard, out, CPU).status == "skipped"
 
 
-def test_a_bad_file_stops_the_job_and_leaves_nothing_half_written(model_dir, mixed_dir, tmp_path):
+def test_fail_fast_stops_the_job_and_leaves_nothing_half_written(model_dir, mixed_dir, tmp_path):
     data, table = mixed_dir
     pq.write_table(pa.table({"id": [1], "values": [["x"]]}), data / "b.parquet")
     with pytest.raises(ContractError, match=r"b.parquet: column 'values': wrong type"):
-        embed(model_dir, str(data), tmp_path / "out", EmbedConfig(device="cpu", workers=2))
+        embed(model_dir, str(data), tmp_path / "out", EmbedConfig(device="cpu", workers=2, fail_fast=True))
     left = [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(names.TMP_SUFFIX)]
     assert left == []
     for location in committed_outputs(tmp_path / "out"):
