@@ -7,16 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
+DataOpt = Annotated[str, typer.Option(help="Parquet shards (path or URI).")]
+ModelsOpt = Annotated[str, typer.Option(help="Models root (the registry of promoted models).")]
+OutOpt = Annotated[str, typer.Option(help="Output folder or URI for the embeddings.")]
+NameOpt = Annotated[str, typer.Option(help="Model name in the registry.")]
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="seqae's Prefect flows: run them, serve them, trigger them.")
 
 
 @app.command("pipeline")
 def pipeline_cmd(
-    data: Annotated[str, typer.Option(help="Parquet shards to train on and embed.")],
-    models: Annotated[str, typer.Option(help="Models root (the registry of promoted models).")],
-    out: Annotated[str, typer.Option(help="Output folder or URI for the embeddings.")],
-    name: Annotated[str, typer.Option(help="Model name in the registry.")] = "default",
+    data: DataOpt,
+    models: ModelsOpt,
+    out: OutOpt,
+    name: NameOpt = "default",
     filter: Annotated[Optional[str], typer.Option("--filter", help="Train on matching rows, e.g. \"label == 1\".")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs (default: the TrainConfig default).")] = None,
     label_column: Annotated[str, typer.Option(help="Evaluate against this column when the outputs have it.")] = "label",
@@ -33,10 +38,10 @@ def pipeline_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    data: Annotated[str, typer.Option(help="Parquet shards the deployments read.")],
-    models: Annotated[str, typer.Option(help="Models root.")],
-    out: Annotated[str, typer.Option(help="Output folder or URI.")],
-    name: Annotated[str, typer.Option(help="Model name in the registry.")] = "default",
+    data: DataOpt,
+    models: ModelsOpt,
+    out: OutOpt,
+    name: NameOpt = "default",
 ) -> None:
     """Serve every deployment in this process (needs a Prefect server: PREFECT_API_URL)."""
     from flows.serve import serve_all
@@ -47,8 +52,8 @@ def serve_cmd(
 @app.command("promote")
 def promote_cmd(
     model_dir: Annotated[str, typer.Argument(help="An exported model directory whose parity gate passed.")],
-    models: Annotated[str, typer.Option(help="Models root.")],
-    name: Annotated[str, typer.Option(help="Model name in the registry.")] = "default",
+    models: ModelsOpt,
+    name: NameOpt = "default",
 ) -> None:
     """Promote a model by hand and emit seqae.model.promoted (embed-on-promotion re-embeds)."""
     from flows.tasks import promote_model
