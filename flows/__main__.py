@@ -42,11 +42,12 @@ def serve_cmd(
     models: ModelsOpt,
     out: OutOpt,
     name: NameOpt = "default",
+    drift_alpha: Annotated[float, typer.Option(help="Drift test level after each embed run; 0 turns the check off.")] = 0.01,
 ) -> None:
     """Serve every deployment in this process (needs a Prefect server: PREFECT_API_URL)."""
     from flows.serve import serve_all
 
-    serve_all(data, models, out, name)
+    serve_all(data, models, out, name, drift_alpha or None)
 
 
 @app.command("promote")

@@ -15,10 +15,12 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.tasks import (
+    check_drift,
     current_model,
     embed_one,
     evaluate_outputs,
     export_model,
+    fit_threshold_task,
     plan_shards,
     promote_model,
     summarize_run,
@@ -26,6 +28,7 @@ from flows.tasks import (
 )
 from seqae.config import DataConfig, EmbedConfig, ExportConfig, ModelConfig, TrainConfig
 from seqae.registry import ModelRegistry
+from seqae.thresholds import ThresholdConfig
 
 #: Shard tasks in flight at most (each holds its read batches; one shared session per process).
 MAX_CONCURRENCY = 16
@@ -48,26 +51,30 @@ def export(model_dir: str, config: ExportConfig = ExportConfig()) -> dict[str, A
 @flow(name="seqae-retrain", timeout_seconds=25 * HOUR)
 def retrain(data: str, models_root: str, model_name: str = "default", model: ModelConfig = ModelConfig(),
             data_config: DataConfig = DataConfig(), train: TrainConfig = TrainConfig(),
-            export_config: ExportConfig = ExportConfig()) -> dict[str, Any]:
-    """Train -> export -> promote: the new model becomes current only if its parity gate passed,
-    and its promotion emits ``seqae.model.promoted`` (which re-embeds through a trigger)."""
+            export_config: ExportConfig = ExportConfig(),
+            threshold: ThresholdConfig = ThresholdConfig()) -> dict[str, Any]:
+    """Train -> export -> fit the threshold -> promote: the new model becomes current only if its
+    parity gate passed, and its promotion emits ``seqae.model.promoted`` (which re-embeds through a
+    trigger)."""
     staging = str(ModelRegistry(models_root).staging_dir(model_name))
     trained = train_model(data, staging, model, data_config, train)
     export_model(trained["model_dir"], export_config)
+    fit_threshold_task(trained["model_dir"], threshold)
     return promote_model(models_root, model_name, trained["model_dir"])
 
 
 @flow(name="seqae-embed", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY), timeout_seconds=12 * HOUR)
 def embed(data: str, out: str, models_root: str | None = None, model_name: str = "default",
           model_dir: str | None = None, only: str | None = None, config: EmbedConfig = EmbedConfig(),
-          concurrency: int = 4) -> dict[str, Any]:
+          concurrency: int = 4, drift_alpha: float | None = 0.01) -> dict[str, Any]:
     """Embed the shards at ``data`` into ``out``: one task per shard, at most ``concurrency`` at once.
 
     The model is ``model_dir`` or, without one, the current model ``model_name`` of ``models_root``.
     Shards already committed for the same model and input are skipped, so a scheduled run embeds what
     arrived since the last one; ``only`` embeds one shard (a path under ``data``, as an upload event
     names it). A shard that keeps failing fails alone: the others are committed, the run then fails
-    naming it.
+    naming it. The shards embedded by this run are then checked for drift against the model's
+    reference (``drift_alpha``; ``None`` skips it), which emits ``seqae.drift.detected`` when they drifted.
     """
     if model_dir is None:
         if models_root is None:
@@ -96,6 +103,9 @@ def embed(data: str, out: str, models_root: str | None = None, model_name: str =
     while pending:
         collect()
     summary = summarize_run(model_dir, data, out, config, results, failed)
+    embedded = [r["shard"] for r in results if r["status"] == "done"]
+    if drift_alpha is not None and embedded and model_name:
+        summary["drift"] = check_drift(model_dir, embedded, model_name, drift_alpha)
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(planned)} shard(s) failed (the others are committed): "
                            + "; ".join(f"{f['shard']}: {f['error']}" for f in failed))
@@ -107,10 +117,10 @@ def embed(data: str, out: str, models_root: str | None = None, model_name: str =
 def pipeline(data: str, models_root: str, out: str, model_name: str = "default",
              model: ModelConfig = ModelConfig(), data_config: DataConfig = DataConfig(),
              train: TrainConfig = TrainConfig(), export_config: ExportConfig = ExportConfig(),
-             embed_config: EmbedConfig = EmbedConfig(), label_column: str | None = "label",
-             normal_value: Any = 1) -> dict[str, Any]:
-    """Train -> export -> promote -> embed -> evaluate (when the outputs carry ``label_column``)."""
-    promotion = retrain(data, models_root, model_name, model, data_config, train, export_config)
-    summary = embed(data, out, model_dir=promotion["location"], config=embed_config)
+             embed_config: EmbedConfig = EmbedConfig(), threshold: ThresholdConfig = ThresholdConfig(),
+             label_column: str | None = "label", normal_value: Any = 1) -> dict[str, Any]:
+    """Train -> export -> threshold -> promote -> embed -> evaluate (when the outputs carry ``label_column``)."""
+    promotion = retrain(data, models_root, model_name, model, data_config, train, export_config, threshold)
+    summary = embed(data, out, model_dir=promotion["location"], config=embed_config, drift_alpha=None)
     evaluation = evaluate_outputs(out, label_column, normal_value) if label_column else None
     return {"promotion": promotion, "embed": summary["totals"], "evaluation": evaluation}

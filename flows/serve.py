@@ -4,6 +4,7 @@
     retrain             cron, Mondays 03:00: train -> export -> promote
     embed-on-promotion  trigger on seqae.model.promoted: re-embeds everything with the new model
     embed-on-arrival    trigger on seqae.shard.landed: embeds the shard the event names
+    retrain-on-drift    trigger on seqae.drift.detected: train -> export -> threshold -> promote
 
 Schedules and triggers need a Prefect server (``PREFECT_API_URL``); stopping ``serve`` pauses the
 deployments.
@@ -15,14 +16,14 @@ from prefect import serve
 from prefect.events import DeploymentEventTrigger
 
 from flows.definitions import embed, retrain
-from flows.tasks import PROMOTED_EVENT, SHARD_LANDED_EVENT
+from flows.tasks import DRIFT_EVENT, PROMOTED_EVENT, SHARD_LANDED_EVENT
 
 EMBED_CRON = "*/15 * * * *"
 RETRAIN_CRON = "0 3 * * 1"
 
 
-def deployments(data: str, models: str, out: str, name: str = "default") -> list:
-    common = {"data": data, "out": out, "models_root": models, "model_name": name}
+def deployments(data: str, models: str, out: str, name: str = "default", drift_alpha: float | None = 0.01) -> list:
+    common = {"data": data, "out": out, "models_root": models, "model_name": name, "drift_alpha": drift_alpha}
     return [
         embed.to_deployment(name="embed-new-shards", cron=EMBED_CRON, parameters=common,
                             description="Embeds shards that arrived since the last run."),
@@ -36,8 +37,13 @@ def deployments(data: str, models: str, out: str, name: str = "default") -> list
             expect={SHARD_LANDED_EVENT}, match={"prefect.resource.id": "seqae.shard.*"},
             parameters={**common, "only": "{{ event.payload.path }}"})],
             description="Embeds the one shard a seqae.shard.landed event names."),
+        retrain.to_deployment(name="retrain-on-drift", parameters={"data": data, "models_root": models,
+                                                                   "model_name": name},
+                              triggers=[DeploymentEventTrigger(expect={DRIFT_EVENT},
+                                                               match={"prefect.resource.id": f"seqae.model.{name}"})],
+                              description="Retrains when newly embedded data drifted from the reference."),
     ]
 
 
-def serve_all(data: str, models: str, out: str, name: str = "default") -> None:
-    serve(*deployments(data, models, out, name))
+def serve_all(data: str, models: str, out: str, name: str = "default", drift_alpha: float | None = 0.01) -> None:
+    serve(*deployments(data, models, out, name, drift_alpha))

@@ -22,9 +22,11 @@ from seqae.errors import is_transient
 from seqae.infer import EmbedReport, InferenceModel, ShardResult, embed_shard, plan_outputs, reuse_key, write_summary
 from seqae.registry import ModelRegistry
 from seqae.storage import Location
+from seqae.thresholds import ThresholdConfig
 
 PROMOTED_EVENT = "seqae.model.promoted"
 SHARD_LANDED_EVENT = "seqae.shard.landed"
+DRIFT_EVENT = "seqae.drift.detected"
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
@@ -92,6 +94,38 @@ def export_model(model_dir: str, config: ExportConfig) -> dict[str, Any]:
                           f"passed: {parity['passed']}", table=[
                               {"output": name, **worst} for name, worst in parity["worst"].items()])
     return {"model_dir": model_dir, "files": result["files"], "parity_passed": parity["passed"]}
+
+
+@task(name="fit-threshold", **IO_RETRIES)
+def fit_threshold_task(model_dir: str, config: ThresholdConfig) -> dict[str, Any]:
+    """Fit the anomaly threshold on the model's held-out reference (embed then writes score and is_anomaly)."""
+    from seqae.anomaly import fit_threshold_from_reference
+
+    fitted, note = fit_threshold_from_reference(model_dir, config)
+    if fitted is None:
+        _log().warning("%s", note)
+        return {"threshold": None, "note": note}
+    return {"threshold": fitted.threshold_, "method": config.method, "false_alarm_rate": config.false_alarm_rate,
+            "fitted_on": fitted.n_samples_, "note": note}
+
+
+@task(name="check-drift", **IO_RETRIES)
+def check_drift(model_dir: str, shards: list[str], model_name: str, alpha: float = 0.01) -> dict[str, Any]:
+    """Compare the shards just embedded with the model's reference; emit ``seqae.drift.detected``
+    when they drifted (a deployment trigger retrains on it)."""
+    from seqae.anomaly import drift
+
+    report = drift(model_dir, shards, alpha=alpha, device="cpu")
+    create_table_artifact(key="seqae-drift", description=f"{len(shards)} shard(s) against the reference: "
+                          f"{report['verdict']}", table=[{"test": "recon_error", **report["recon_error"]},
+                                                          {"test": "embedding", **report["embedding"]}])
+    if report["drifted"]:
+        emit_event(event=DRIFT_EVENT,
+                   resource={"prefect.resource.id": f"seqae.model.{model_name}", "prefect.resource.name": model_name},
+                   payload={k: report[k] for k in ("rows", "alpha", "recon_error", "embedding", "verdict")}
+                   | {"shards": shards[:20], "model_dir": model_dir})
+        _log().warning("drift: %s", report["verdict"])
+    return report
 
 
 @task(name="promote", **IO_RETRIES)

@@ -344,6 +344,78 @@ def _end_with_problems(report) -> None:
         raise typer.Exit(1)
 
 
+class MethodName(str, Enum):
+    pot = "pot"
+    percentile = "percentile"
+
+
+@app.command("threshold")
+def threshold_cmd(
+    model: Annotated[Path, typer.Option(help="Exported model directory.")],
+    data: Annotated[Optional[str], typer.Option(help="Rows to fit on (default: the model's held-out reference).")] = None,
+    filter: Annotated[Optional[str], typer.Option("--filter", help="The normal rows of --data, e.g. \"label == 1\".")] = None,
+    method: Annotated[MethodName, typer.Option(help="pot: generalized Pareto tail; percentile: empirical.")] = MethodName.pot,
+    false_alarm_rate: Annotated[float, typer.Option(help="Share of normal rows that may be flagged.")] = 0.01,
+    contamination: Annotated[float, typer.Option(help="Expected share of anomalies in the fitting rows.")] = 0.0,
+    device: Annotated[DeviceName, typer.Option(help="Where to score --data.")] = DeviceName.auto,
+) -> None:
+    """Fit the anomaly threshold and store it with the model; embed then writes score and is_anomaly."""
+    from seqae.thresholds import ThresholdConfig
+
+    config = ThresholdConfig(method=method.value, false_alarm_rate=false_alarm_rate, contamination=contamination)
+    from seqae.anomaly import fit_threshold
+
+    fitted = fit_threshold(model, config, data=data, row_filter=filter, device=device.value)
+    _print_json({"model": str(model), "threshold": fitted.threshold_, "method": method.value,
+                 "false_alarm_rate": false_alarm_rate, "fitted_on": fitted.n_samples_, "tail": fitted.tail_,
+                 "data": data or "the held-out reference"})
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option(help="Exported model directory.")],
+    data: Annotated[str, typer.Option(help="Labelled Parquet shards.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.json, report.md and the plots.")] = Path("evaluation"),
+    label_column: Annotated[str, typer.Option(help="The label column (passed through by the contract).")] = "label",
+    normal_value: Annotated[str, typer.Option(help="The label of normal rows (numbers are read as numbers).")] = "1",
+    filter: Annotated[Optional[str], typer.Option("--filter", help="Evaluate matching rows only.")] = None,
+    probe: Annotated[Optional[str], typer.Option(help="Linear probe: its training rows, e.g. \"id < 500\".")] = None,
+    device: Annotated[DeviceName, typer.Option(help="Where to score.")] = DeviceName.auto,
+) -> None:
+    """ROC-AUC, PR-AUC, F1 at the stored threshold, plots and (with --probe) a linear probe."""
+    from seqae.evaluate import evaluate
+
+    report = evaluate(model, data, out, label_column=label_column, normal_value=_literal(normal_value),
+                      row_filter=filter, probe_train=probe, device=device.value)
+    _print_json({k: v for k, v in report.items() if k != "plots"} | {"report": str(out / "report.md")})
+
+
+@app.command("drift")
+def drift_cmd(
+    model: Annotated[Path, typer.Option(help="Exported model directory.")],
+    data: Annotated[str, typer.Option(help="New Parquet shards to compare with the model's reference.")],
+    filter: Annotated[Optional[str], typer.Option("--filter", help="Compare matching rows only.")] = None,
+    alpha: Annotated[float, typer.Option(min=1e-9, max=0.5, help="Significance level of the tests.")] = 0.01,
+    device: Annotated[DeviceName, typer.Option(help="Where to score.")] = DeviceName.auto,
+) -> None:
+    """Compare errors and embeddings of new data with the held-out reference (KS tests); exit 3 on drift."""
+    from seqae.anomaly import drift
+
+    report = drift(model, data, row_filter=filter, alpha=alpha, device=device.value)
+    _print_json(report)
+    if report["drifted"]:
+        raise typer.Exit(3)
+
+
+def _literal(text: str):
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def _total_rows(data: str) -> int | None:
     """Rows in all shards, from the Parquet footers only (cheap); None if a footer cannot be read."""
     import pyarrow.parquet as pq

@@ -1,12 +1,19 @@
-"""Reconstruction error as an anomaly score, judged against labels where the data has them.
+"""Reconstruction error as an anomaly score, and the embedding as features, judged against labels.
 
-The first piece of evaluation (thresholds, reports and plots come with the evaluation issue): ROC-AUC
-and PR-AUC from scikit-learn over the committed outputs of an embed run. No TensorFlow, no Prefect.
+``evaluate`` scores labelled data with a model and reports ROC-AUC, PR-AUC, precision, recall and F1
+at the stored threshold and a confusion table (scikit-learn), with plots (ROC curve, error histogram
+per class with the threshold, the worst-reconstructed sequences with their per-step error, a 2-D
+projection of the embeddings) in a JSON and a Markdown report. ``probe`` is the paper's use of the
+encoder as a feature extractor: a logistic regression on embeddings against the same on raw values
+and a 1-nearest-neighbour baseline. No TensorFlow, no Prefect.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,10 +22,265 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqae import names
+from seqae.config import EmbedConfig
+from seqae.data import RowFilter, ShardReader, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.commit import committed_outputs
-from seqae.storage import Location
+from seqae.infer.model import InferenceModel
+from seqae.storage import Location, utc_now, write_json
 
+WORST = 6
+
+
+@dataclass
+class Scored:
+    """Labelled rows scored by a model: what every metric and plot here reads."""
+
+    labels: np.ndarray
+    errors: np.ndarray
+    embeddings: np.ndarray
+    values: list[np.ndarray]  # the worst rows only (input, raw units), with their step errors
+    step_errors: list[np.ndarray]
+    worst_keys: list[Any]
+    worst_labels: list[Any]
+    keys: np.ndarray
+    key_column: str
+
+
+def score_labelled(model_dir: str | os.PathLike, data: str, label_column: str, *, row_filter: str | None = None,
+                   device: str = "auto", read_batch_size: int = 4096) -> Scored:
+    """Score every accepted row at ``data`` and keep its label, error and embedding (and the worst
+    rows' values and step errors for the plots)."""
+    from seqae.anomaly import score_rows
+
+    model = InferenceModel.open(model_dir, EmbedConfig(device=device, step_errors=True))
+    flt = RowFilter.parse(row_filter) if row_filter else None
+    labels, errors, embeddings, keys = [], [], [], []
+    worst: list[tuple[float, Any, Any, np.ndarray, np.ndarray]] = []
+    for shard in resolve_shards(data):
+        reader = ShardReader(shard, model.data, batch_size=read_batch_size, row_filter=flt,
+                             num_features=model.num_features)
+        if label_column not in reader.passthrough_columns:
+            raise SeqaeError(f"{shard.uri}: column '{label_column}' is missing; expected the labels, found "
+                             f"{', '.join(reader.schema.names)}")
+        for batch, _ in reader:
+            if not len(batch):
+                continue
+            out = score_rows(model, iter([(batch.values, batch.lengths)]))
+            batch_labels = batch.passthrough.column(label_column).to_numpy(zero_copy_only=False)
+            batch_keys = batch.keys.column(0).to_numpy(zero_copy_only=False)
+            labels.append(batch_labels)
+            keys.append(batch_keys)
+            errors.append(out[names.RECON_ERROR])
+            embeddings.append(out[names.EMBEDDING])
+            for i in np.argsort(out[names.RECON_ERROR])[-WORST:]:
+                n = int(batch.lengths[i])
+                worst.append((float(out[names.RECON_ERROR][i]), batch_keys[i], batch_labels[i],
+                              batch.values[i, :n].copy(), out[names.STEP_ERROR][i, :n].copy()))
+            worst = sorted(worst, key=lambda w: -w[0])[:WORST]
+    if not errors:
+        raise SeqaeError(f"{data}: no accepted row to evaluate")
+    return Scored(np.concatenate(labels), np.concatenate(errors), np.concatenate(embeddings),
+                  [w[3] for w in worst], [w[4] for w in worst], [w[1] for w in worst], [w[2] for w in worst],
+                  np.concatenate(keys), model.data.key_column)
+
+
+def metrics(scored: Scored, normal_value: Any, threshold: float | None) -> dict[str, Any]:
+    from sklearn.metrics import (
+        average_precision_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    anomalous = scored.labels != normal_value
+    if anomalous.all() or not anomalous.any():
+        raise SeqaeError(f"the labels have one class only ({int(anomalous.sum())} of {len(anomalous)} rows differ "
+                         f"from the normal value {normal_value!r}); ROC-AUC needs both")
+    result: dict[str, Any] = {"rows": int(len(anomalous)), "anomalous": int(anomalous.sum()),
+                              "roc_auc": round(float(roc_auc_score(anomalous, scored.errors)), 4),
+                              "pr_auc": round(float(average_precision_score(anomalous, scored.errors)), 4)}
+    per_class = {}
+    for label in np.unique(scored.labels):
+        e = scored.errors[scored.labels == label]
+        per_class[str(label)] = {"rows": int(len(e)), "mean_error": round(float(e.mean()), 5),
+                                 "median_error": round(float(np.median(e)), 5)}
+    result["per_class"] = per_class
+    if threshold is not None:
+        flagged = scored.errors > threshold
+        precision, recall, f1, _ = precision_recall_fscore_support(anomalous, flagged, average="binary",
+                                                                   zero_division=0)
+        tn, fp, fn, tp = confusion_matrix(anomalous, flagged, labels=[False, True]).ravel()
+        result["at_threshold"] = {"threshold": threshold, "precision": round(float(precision), 4),
+                                  "recall": round(float(recall), 4), "f1": round(float(f1), 4),
+                                  "false_alarm_rate": round(float(fp / max(fp + tn, 1)), 5),
+                                  "confusion": {"true_normal": int(tn), "false_alarm": int(fp), "missed": int(fn),
+                                                "caught": int(tp)}}
+    return result
+
+
+def probe(scored: Scored, train_mask: np.ndarray, raw: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Accuracy on the test rows of a logistic regression on the embeddings (fitted on the train
+    rows), beside the same probe and a 1-nearest-neighbour classifier on the raw padded values."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    test_mask = ~train_mask
+    if train_mask.sum() < 2 or test_mask.sum() < 1:
+        raise SeqaeError(f"probe: expected rows on both sides of the split, got {int(train_mask.sum())} train and "
+                         f"{int(test_mask.sum())} test")
+    y = scored.labels
+
+    def fit(features: np.ndarray, model) -> float:
+        model.fit(features[train_mask], y[train_mask])
+        return round(float((model.predict(features[test_mask]) == y[test_mask]).mean()), 4)
+
+    logistic = lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))  # noqa: E731
+    result = {"train_rows": int(train_mask.sum()), "test_rows": int(test_mask.sum()),
+              "logistic_regression_on_embeddings": fit(scored.embeddings, logistic())}
+    if raw is not None:
+        values, _ = raw
+        flat = values.reshape(len(values), -1)
+        result["logistic_regression_on_raw_values"] = fit(flat, logistic())
+        result["one_nn_euclidean_on_raw_values"] = fit(flat, KNeighborsClassifier(n_neighbors=1))
+    return result
+
+
+def raw_values(model_dir: str | os.PathLike, data: str, row_filter: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every accepted row's values padded to the longest, in the order ``score_labelled`` reads them."""
+    from seqae.anomaly import iter_dataset
+
+    model = InferenceModel.open(model_dir, EmbedConfig(device="cpu"))
+    parts = list(iter_dataset(model, data, row_filter))
+    longest = max(v.shape[1] for v, _ in parts)
+    values = np.concatenate([np.pad(v, ((0, 0), (0, longest - v.shape[1]), (0, 0))) for v, _ in parts])
+    return values, np.concatenate([n for _, n in parts])
+
+
+def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path) -> dict[str, str]:
+    """ROC curve, error histogram per class, the worst sequences with their step errors, and a 2-D
+    PCA projection of the embeddings; PNG files in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import roc_curve
+
+    files = {}
+    anomalous = scored.labels != normal_value
+    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=100)
+    fpr, tpr, _ = roc_curve(anomalous, scored.errors)
+    ax.plot(fpr, tpr)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC: recon_error as the score")
+    files["roc"] = _save(fig, out / "roc.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=100)
+    bins = np.logspace(np.log10(max(scored.errors.min(), 1e-6)), np.log10(scored.errors.max() + 1e-12), 60)
+    for label in np.unique(scored.labels):
+        ax.hist(scored.errors[scored.labels == label], bins=bins, alpha=0.5, label=f"{label}")
+    if threshold is not None:
+        ax.axvline(threshold, c="k", ls="--", label="threshold")
+    ax.set(xscale="log", xlabel="recon_error (standardised units)", ylabel="rows", title="error per class")
+    ax.legend(fontsize=7)
+    files["error_histogram"] = _save(fig, out / "error_histogram.png")
+
+    fig, axes = plt.subplots(len(scored.values), 1, figsize=(7, 1.6 * len(scored.values)), dpi=100, squeeze=False)
+    for ax, values, steps, key, label in zip(axes[:, 0], scored.values, scored.step_errors, scored.worst_keys,
+                                             scored.worst_labels):
+        ax.plot(values[:, 0] if values.ndim == 2 else values, lw=1, label="input")
+        twin = ax.twinx()
+        twin.fill_between(np.arange(len(steps)), steps, color="tab:red", alpha=0.3, label="step error")
+        ax.set_title(f"key {key}, label {label}: recon_error {steps.mean():.3g}", fontsize=8)
+    fig.suptitle("the worst-reconstructed sequences (first feature) and their per-step error", fontsize=9)
+    files["worst_sequences"] = _save(fig, out / "worst_sequences.png")
+
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
+    sample = np.random.default_rng(0).permutation(len(scored.labels))[:5000]
+    xy = PCA(n_components=2, random_state=0).fit_transform(scored.embeddings[sample])
+    for label in np.unique(scored.labels[sample]):
+        m = scored.labels[sample] == label
+        ax.scatter(xy[m, 0], xy[m, 1], s=3, alpha=0.6, label=f"{label}")
+    ax.set(title="embeddings, 2-D PCA", xlabel="PC 1", ylabel="PC 2")
+    ax.legend(fontsize=7, markerscale=3)
+    files["embedding_2d"] = _save(fig, out / "embedding_2d.png")
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *, label_column: str = "label",
+             normal_value: Any = 1, row_filter: str | None = None, probe_train: str | None = None,
+             device: str = "auto") -> dict[str, Any]:
+    """Score labelled ``data`` and write ``report.json``, ``report.md`` and the plots into ``out``.
+
+    Args:
+        probe_train: a row filter naming the probe's training rows (e.g. ``"id < 500"``, ECG5000's
+            own train part); the other rows are its test rows. ``None``: no probe.
+    """
+    from seqae.thresholds import Threshold
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    threshold = Threshold.load(model_dir)
+    scored = score_labelled(model_dir, data, label_column, row_filter=row_filter, device=device)
+    report: dict[str, Any] = {"model": str(model_dir), "data": data, "label_column": label_column,
+                              "normal_value": normal_value, "created_at": utc_now(),
+                              "threshold": None if threshold is None else {
+                                  "method": threshold.config.method, "value": threshold.threshold_,
+                                  "false_alarm_rate": threshold.config.false_alarm_rate}}
+    report["anomaly"] = metrics(scored, normal_value, threshold.threshold_ if threshold else None)
+    if probe_train:
+        flt = RowFilter.parse(probe_train)
+        if set(flt.columns) != {scored.key_column}:
+            raise SeqaeError(f"probe: the split filter {probe_train!r} may use the key column "
+                             f"'{scored.key_column}' only, e.g. \"{scored.key_column} < 500\"")
+        train_mask = flt.mask(pa.table({scored.key_column: scored.keys}))
+        report["probe"] = probe(scored, train_mask, raw_values(model_dir, data, row_filter))
+    report["plots"] = plots(scored, normal_value, threshold.threshold_ if threshold else None, out)
+    write_json(out / "report.json", report)
+    (out / "report.md").write_text(markdown(report))
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    a = report["anomaly"]
+    lines = [f"# seqae evaluation: {report['data']}", "",
+             f"Model `{report['model']}`, labels in `{report['label_column']}` (normal: {report['normal_value']!r}), "
+             f"{a['rows']} rows of which {a['anomalous']} anomalous; {report['created_at']}.", "",
+             "| metric | value |", "|---|---:|", f"| ROC-AUC | {a['roc_auc']} |", f"| PR-AUC | {a['pr_auc']} |"]
+    if "at_threshold" in a:
+        t = a["at_threshold"]
+        lines += [f"| threshold ({report['threshold']['method']}) | {t['threshold']:.4g} |",
+                  f"| precision | {t['precision']} |", f"| recall | {t['recall']} |", f"| F1 | {t['f1']} |",
+                  f"| false alarm rate | {t['false_alarm_rate']} |", "",
+                  "| | flagged normal | flagged anomalous |", "|---|---:|---:|",
+                  f"| normal | {t['confusion']['true_normal']} | {t['confusion']['false_alarm']} |",
+                  f"| anomalous | {t['confusion']['missed']} | {t['confusion']['caught']} |"]
+    else:
+        lines += ["", "No threshold stored with the model (`seqae threshold`): no F1."]
+    lines += ["", "| class | rows | mean error | median error |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {v['rows']} | {v['mean_error']} | {v['median_error']} |" for k, v in a["per_class"].items()]
+    if "probe" in report:
+        p = report["probe"]
+        lines += ["", f"Linear probe ({p['train_rows']} train rows, {p['test_rows']} test rows), accuracy:", "",
+                  "| features | accuracy |", "|---|---:|"]
+        lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in p.items() if k not in ("train_rows", "test_rows")]
+    lines += [""] + [f"![{name}]({file})" for name, file in report["plots"].items()]
+    return "\n".join(lines) + "\n"
+
+
+# --- over the committed outputs of an embed run (what the pipeline flow reports) --------------------
 
 def has_column(out: str | os.PathLike | Location, column: str) -> bool:
     """Whether the committed outputs of ``out`` carry ``column`` (e.g. a passthrough label)."""
@@ -32,12 +294,9 @@ def has_column(out: str | os.PathLike | Location, column: str) -> bool:
 
 def score_labels(out: str | os.PathLike | Location, label_column: str, normal_value: Any,
                  score_column: str = names.RECON_ERROR) -> dict[str, Any]:
-    """ROC-AUC and PR-AUC of ``score_column`` as a detector of rows whose label is not ``normal_value``.
-
-    Raises:
-        SeqaeError: no committed output, the column is missing, or one class is absent.
-    """
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    """ROC-AUC and PR-AUC of ``score_column`` over an embed run's committed outputs, against
+    ``label_column != normal_value`` (and F1 where the outputs carry ``is_anomaly``)."""
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
     outputs = committed_outputs(out)
     if not outputs:
@@ -50,7 +309,8 @@ def score_labels(out: str | os.PathLike | Location, label_column: str, normal_va
             if missing:
                 raise SeqaeError(f"{location}: column(s) {', '.join(missing)} missing; expected the label passed "
                                  f"through from the input, found {', '.join(schema.names)}")
-            tables.append(pq.read_table(handle, columns=[label_column, score_column]))
+            columns = [label_column, score_column] + ([names.IS_ANOMALY] if names.IS_ANOMALY in schema.names else [])
+            tables.append(pq.read_table(handle, columns=columns))
     table = pa.concat_tables(tables)
     labels = table.column(label_column)
     anomalous = pc.fill_null(pc.not_equal(labels, pa.scalar(normal_value, labels.type)), True).to_numpy(
@@ -59,7 +319,15 @@ def score_labels(out: str | os.PathLike | Location, label_column: str, normal_va
     if anomalous.all() or not anomalous.any():
         raise SeqaeError(f"{Location.of(out)}: {label_column} has one class only ({int(anomalous.sum())} of "
                          f"{len(anomalous)} rows differ from {normal_value!r}); ROC-AUC needs both")
-    return {"rows": len(scores), "anomalous": int(anomalous.sum()), "score": score_column,
-            "label_column": label_column, "normal_value": normal_value,
-            "roc_auc": round(float(roc_auc_score(anomalous, scores)), 4),
-            "pr_auc": round(float(average_precision_score(anomalous, scores)), 4)}
+    result = {"rows": len(scores), "anomalous": int(anomalous.sum()), "score": score_column,
+              "label_column": label_column, "normal_value": normal_value,
+              "roc_auc": round(float(roc_auc_score(anomalous, scores)), 4),
+              "pr_auc": round(float(average_precision_score(anomalous, scores)), 4)}
+    if names.IS_ANOMALY in table.column_names:
+        result["f1_at_threshold"] = round(float(f1_score(anomalous, table.column(names.IS_ANOMALY).to_numpy(
+            zero_copy_only=False))), 4)
+    return result
+
+
+def dump(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, default=str)

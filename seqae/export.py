@@ -331,6 +331,22 @@ def validate_parity(model, config, onnx_paths: dict[str, Path], values: np.ndarr
     return report
 
 
+def _reference(directory: Path, info, data: str) -> dict[str, Any]:
+    """Score the rows held out from training (the validation split; the training rows when there
+    was none) with the exported scorer: the reference for thresholds and drift."""
+    from seqae.anomaly import write_reference
+    from seqae.config import TrainConfig
+    from seqae.data import RowFilter
+    from seqae.train import iter_split
+
+    train = TrainConfig.from_dict(info.metadata.get("training", {}).get("config", {}), "training config")
+    held_out = train.validation_fraction > 0
+    row_filter = RowFilter.parse(train.row_filter) if train.row_filter else None
+    batches = iter_split(resolve_shards(data), info.data, train, validation=held_out,
+                         num_features=info.model.num_features, row_filter=row_filter)
+    return write_reference(directory, batches, "validation split" if held_out else "training rows")
+
+
 # --- the command ------------------------------------------------------------------------------
 
 def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), *,
@@ -403,6 +419,10 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
     metadata = dict(info.metadata)
     metadata["export"] = export_meta
     write_metadata(directory, metadata)
+    if not report.failures:
+        export_meta["reference"] = _reference(directory, info, data)
+        metadata["export"] = export_meta
+        write_metadata(directory, metadata)
     if report.failures:
         lines = "\n".join(c.line() for c in report.failures)
         raise ParityError(f"{directory}: ONNX outputs differ from Keras beyond tolerance "

@@ -128,13 +128,14 @@ def write_rejects(out_dir: str | os.PathLike | Location, shard_name: str, reject
 # --- embeddings -------------------------------------------------------------------------------
 
 def embedding_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int, *, predicts: bool,
-                     step_errors: bool) -> pa.Schema:
+                     step_errors: bool, scored: bool = False) -> pa.Schema:
     """The output schema of ``seqae embed``, the same for every shard of a run.
 
     Key columns and passthrough columns keep their input types; then ``embedding``
     (``fixed_size_list<float32>[embedding_dim]``), ``recon_error`` float32, ``pred_error`` float32
-    (predicting models only), ``length`` int32 and, when asked, ``step_error`` ``list<float32>``
-    (one error per valid step).
+    (predicting models only), ``length`` int32, with a fitted threshold ``score`` float32 (calibrated,
+    in [0, 1]) and ``is_anomaly`` bool, and, when asked, ``step_error`` ``list<float32>`` (one error
+    per valid step).
     """
     fields = list(keys) + list(passthrough) + [
         pa.field(names.EMBEDDING, pa.list_(pa.float32(), embedding_dim), nullable=False),
@@ -143,6 +144,9 @@ def embedding_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int
     if predicts:
         fields.append(pa.field(names.PRED_ERROR, pa.float32(), nullable=False))
     fields.append(pa.field(names.LENGTH, pa.int32(), nullable=False))
+    if scored:
+        fields.append(pa.field(names.SCORE, pa.float32(), nullable=False))
+        fields.append(pa.field(names.IS_ANOMALY, pa.bool_(), nullable=False))
     if step_errors:
         fields.append(pa.field(names.STEP_ERROR, pa.list_(pa.float32()), nullable=False))
     return pa.schema(fields)
@@ -160,6 +164,9 @@ def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, ou
     if names.PRED_ERROR in schema.names:
         columns.append(pa.array(outputs[names.PRED_ERROR].astype(np.float32, copy=False)))
     columns.append(pa.array(np.asarray(lengths, dtype=np.int32)))
+    if names.SCORE in schema.names:
+        columns.append(pa.array(np.asarray(outputs[names.SCORE], dtype=np.float32)))
+        columns.append(pa.array(np.asarray(outputs[names.IS_ANOMALY], dtype=bool)))
     if names.STEP_ERROR in schema.names:
         step = outputs[names.STEP_ERROR]
         valid = np.arange(step.shape[1])[None, :] < np.asarray(lengths)[:, None]

@@ -17,6 +17,8 @@ LOSS_PLOT_FILE = "loss.png"
 ENCODER_ONNX = "encoder.onnx"
 SCORER_ONNX = "scorer.onnx"
 SCORER_FP16_ONNX = "scorer.fp16.onnx"
+THRESHOLD_FILE = "threshold.json"
+REFERENCE_FILE = "reference.parquet"  # errors and embeddings of held-out rows: the drift reference
 
 # An output folder of `seqae embed` (and `seqae validate --rejects-dir`). Names starting with "_" or
 # "." are never read back as input data (Hive/Spark convention).
@@ -33,5 +35,7 @@ LOCK_FILE = ".seqae.lock"
 # Key of seqae's JSON in Parquet footers and the output columns the job adds.
 PARQUET_METADATA_KEY = "seqae"
 LENGTH = "length"
+SCORE = "score"
+IS_ANOMALY = "is_anomaly"
 WINDOW_START = "window_start"
 WINDOW_END = "window_end"

@@ -24,7 +24,7 @@ HISTORY_FILE = "history.json"
 VERSIONS_DIR = "versions"
 #: What a served model directory needs (model.keras stays for retraining and evaluation).
 SNAPSHOT_FILES = (names.METADATA_FILE, names.MODEL_FILE, names.LOSS_PLOT_FILE, names.ENCODER_ONNX,
-                  names.SCORER_ONNX, names.SCORER_FP16_ONNX)
+                  names.SCORER_ONNX, names.SCORER_FP16_ONNX, names.THRESHOLD_FILE, names.REFERENCE_FILE)
 
 
 class PromotionError(SeqaeError, ValueError):

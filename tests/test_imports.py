@@ -11,7 +11,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "seqae"
 HEAVY = {"tensorflow", "keras", "tf2onnx", "onnxconverter_common", "prefect"}
 INFERENCE_MODULES = ["seqae", "seqae.cli", "seqae.data", "seqae.scan", "seqae.io", "seqae.config", "seqae.modeldir",
-                     "seqae.storage", "seqae.infer", "seqae.infer.job", "seqae.infer.session", "seqae.datasets"]
+                     "seqae.storage", "seqae.infer", "seqae.infer.job", "seqae.infer.session", "seqae.datasets",
+                     "seqae.anomaly", "seqae.thresholds", "seqae.evaluate", "seqae.registry"]
 
 
 def module_name(path: pathlib.Path) -> str:

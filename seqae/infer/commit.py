@@ -39,6 +39,7 @@ class RunIdentity:
     onnx_sha256: str
     step_errors: bool
     contract: str  # sha256 of the data contract used (limits such as max_length change the output)
+    threshold: str = "none"  # fingerprint of the fitted threshold (score and is_anomaly depend on it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,10 +20,15 @@ from seqae.infer.session import NullScorer, Scorer, ScorerSession
 from seqae.io import embedding_schema
 from seqae.modeldir import ModelInfo
 from seqae.storage import sha256_text
+from seqae.thresholds import Threshold
 
 #: Sequences per onnxruntime call. Small batches were fastest on a 2-core CPU (cache-resident
 #: LSTM state), large ones keep a GPU busy.
 DEFAULT_BATCH = {"CPUExecutionProvider": 128, "CUDAExecutionProvider": 16384}
+
+
+def threshold_id(threshold: Threshold | None) -> str:
+    return threshold.fingerprint() if threshold is not None else "none"
 
 
 def contract_id(data: DataConfig) -> str:
@@ -52,6 +57,7 @@ class InferenceModel:
     data: DataConfig
     batch_size: int
     step_errors: bool
+    threshold: Threshold | None = None
 
     @classmethod
     def open(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig(), *,
@@ -87,9 +93,10 @@ class InferenceModel:
                                     f"models. Re-run `seqae export {info.directory}`")
         batch_size = config.batch_size or DEFAULT_BATCH.get(scorer.provider, config.read_batch_size)
         data = data_config or info.data
+        threshold = Threshold.load(info.directory)
         identity = RunIdentity(info.model_id, info.model_version, onnx_file, artifacts.sha256(onnx_file),
-                               config.step_errors, contract_id(data))
-        return cls(info, scorer, identity, data, batch_size, config.step_errors)
+                               config.step_errors, contract_id(data), threshold_id(threshold))
+        return cls(info, scorer, identity, data, batch_size, config.step_errors, threshold)
 
     @classmethod
     def shared(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig()) -> InferenceModel:
@@ -115,7 +122,7 @@ class InferenceModel:
         if onnx_file not in info.files:
             raise ModelDirError(f"{info.directory}: {onnx_file} was not exported; run `seqae export`")
         return RunIdentity(info.model_id, info.model_version, onnx_file, info.files[onnx_file].sha256,
-                           config.step_errors, contract_id(info.data))
+                           config.step_errors, contract_id(info.data), threshold_id(Threshold.load(info.directory)))
 
     @property
     def num_features(self) -> int:
@@ -123,4 +130,5 @@ class InferenceModel:
 
     def output_schema(self, key_fields: pa.Schema, passthrough: pa.Schema) -> pa.Schema:
         return embedding_schema(key_fields, passthrough, self.info.model.embedding_dim,
-                                predicts=self.info.model.predicts, step_errors=self.step_errors)
+                                predicts=self.info.model.predicts, step_errors=self.step_errors,
+                                scored=self.threshold is not None)

@@ -129,7 +129,12 @@ class ShardOutput:
     def write(self, read: ReadBatch, scores: Scores) -> None:
         self.rejects.append(read.rejects)
         if len(read.batch):
-            table = embedding_table(self.schema, read.batch.keys, read.batch.passthrough, scores.outputs,
+            outputs = scores.outputs
+            threshold = self.model.threshold
+            if threshold is not None:  # here, on the worker threads, not on the scoring thread
+                errors = outputs[names.RECON_ERROR]
+                outputs = {**outputs, names.SCORE: threshold.score(errors), names.IS_ANOMALY: threshold.predict(errors)}
+            table = embedding_table(self.schema, read.batch.keys, read.batch.passthrough, outputs,
                                     read.batch.lengths)
             self._open().write(table)
             self.rows_written += table.num_rows

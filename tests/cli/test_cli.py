@@ -113,3 +113,25 @@ def test_embed_names_every_quarantined_file_and_exits_1(model_dir, mixed_dir, tm
         f"error: 1 input file(s) quarantined (recorded in {tmp_path}/o/_rejects/_files/); the other 3 shard(s) are "
         "committed"]
     assert json.loads(result.stdout)["totals"]["rows_written"] == 87
+
+
+@pytest.mark.slow
+def test_threshold_evaluate_and_drift_through_the_cli(model_dir, mixed_dir, tmp_path):
+    import shutil
+
+    data, _ = mixed_dir
+    model = tmp_path / "m"
+    shutil.copytree(model_dir, model)
+    result = seqae("--quiet", "threshold", "--model", str(model), "--method", "percentile", "--device", "cpu")
+    assert result.returncode == 1  # the tiny model's held-out reference has too few rows, and says what to do
+    assert "pass --data with rows you know are normal" in result.stderr
+    result = seqae("--quiet", "threshold", "--model", str(model), "--data", str(data), "--filter", "label == 1",
+                   "--method", "percentile", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["fitted_on"] == 87
+    result = seqae("--quiet", "drift", "--model", str(model), "--data", str(data), "--device", "cpu")
+    assert result.returncode in (0, 3) and json.loads(result.stdout)["verdict"] in ("drifted", "no drift")
+    result = seqae("--quiet", "evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "r"),
+                   "--device", "cpu")
+    assert result.returncode == 1  # every label is 1: one class
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the labels have one class only")

@@ -15,14 +15,16 @@ def test_prefect_yaml_matches_serve_and_its_entrypoints_load():
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     declared = {d["name"]: d for d in spec["deployments"]}
     served = {d.name: d for d in deployments("data/", "models/", "out/")}
-    assert declared.keys() == served.keys() == {"embed-new-shards", "retrain", "embed-on-promotion", "embed-on-arrival"}
+    assert declared.keys() == served.keys() == {"embed-new-shards", "retrain", "embed-on-promotion", "embed-on-arrival",
+                                                          "retrain-on-drift"}
     for name, d in declared.items():
         flow = load_flow_from_entrypoint(str(ROOT / d["entrypoint"]))
         assert flow.name == served[name].flow_name, name
         assert set(d["parameters"]) <= set(flow.parameters.properties), name
+        assert set(served[name].parameters) <= set(flow.parameters.properties), name
     assert declared["embed-new-shards"]["schedules"] == [{"cron": EMBED_CRON}]
     assert declared["retrain"]["schedules"] == [{"cron": RETRAIN_CRON}]
-    for name in ("embed-on-promotion", "embed-on-arrival"):
+    for name in ("embed-on-promotion", "embed-on-arrival", "retrain-on-drift"):
         (yaml_trigger,), (served_trigger,) = declared[name]["triggers"], served[name].triggers
         assert set(yaml_trigger["expect"]) == served_trigger.expect
         as_lists = {k: v if isinstance(v, list) else [v] for k, v in yaml_trigger["match"].items()}

@@ -94,10 +94,10 @@ def test_shard_landed_and_model_promoted_trigger_the_embeds(model_dir, mixed_dir
     wait_for("the server's health check", lambda: api(url, "/health"), 120, logs)
     with open(logs[1], "w") as log:
         processes.append(subprocess.Popen([sys.executable, "-m", "flows", "serve", "--data", str(data), "--models",
-                                           str(models), "--out", str(out)], cwd=ROOT, env=env, stdout=log,
+                                           str(models), "--out", str(out), "--drift-alpha", "0"], cwd=ROOT, env=env, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True))
-    wait_for("four deployments and two automations",
-             lambda: len(api(url, "/deployments/filter", {})) == 4 and len(api(url, "/automations/filter", {})) == 2,
+    wait_for("five deployments and three automations",
+             lambda: len(api(url, "/deployments/filter", {})) == 5 and len(api(url, "/automations/filter", {})) == 3,
              90, logs)
     time.sleep(3)  # the server's trigger service loads new automations on its own schedule
 

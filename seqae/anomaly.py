@@ -1,0 +1,155 @@
+"""Anomaly scores beyond the raw error: the held-out reference written at export, thresholds fitted
+on normal data, and drift of new data against the reference. No TensorFlow, no Prefect.
+
+The reference (``reference.parquet`` in the model directory) holds the reconstruction errors and
+embeddings of the rows held out from training (the validation split, never trained on), scored by the
+exported ONNX scorer: what normal looks like to this model. Thresholds default to fitting on it;
+drift compares new data with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from seqae import names
+from seqae.config import EmbedConfig
+from seqae.data import RowFilter, ShardReader, resolve_shards
+from seqae.errors import SeqaeError
+from seqae.infer.model import InferenceModel
+from seqae.infer.stages import ReadBatch, score
+from seqae.storage import utc_now, write_bytes
+from seqae.thresholds import Threshold, ThresholdConfig
+
+#: Rows kept in the reference at most (errors and embeddings; a few MB).
+REFERENCE_ROWS = 20_000
+
+
+def score_rows(model: InferenceModel, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+               limit: int | None = None) -> dict[str, np.ndarray]:
+    """Run the scorer over ``(values, lengths)`` batches; the outputs concatenated (at most ``limit`` rows)."""
+    from seqae.data import SequenceBatch
+    from seqae.data.rejects import empty_rejects
+
+    parts: dict[str, list[np.ndarray]] = {}
+    have = 0
+    for values, lengths in batches:
+        batch = SequenceBatch("", pa.table({}), pa.table({}), values, lengths, np.zeros(len(lengths), np.int64))
+        for name, array in score(model.scorer, ReadBatch(batch, empty_rejects()), model.batch_size).outputs.items():
+            parts.setdefault(name, []).append(array)
+        have += len(lengths)
+        if limit is not None and have >= limit:
+            break
+    if not parts:
+        return {}
+    return {name: np.concatenate(arrays)[:limit] for name, arrays in parts.items()}
+
+
+def iter_dataset(model: InferenceModel, data: str | list[str], row_filter: str | None = None,
+                 read_batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(values, lengths)`` of the accepted rows at ``data`` (a location, or a list of shard
+    locations) under the model's contract."""
+    flt = RowFilter.parse(row_filter) if row_filter else None
+    shards = [s for location in ([data] if isinstance(data, str) else data) for s in resolve_shards(location)]
+    for shard in shards:
+        for batch, _ in ShardReader(shard, model.data, batch_size=read_batch_size, row_filter=flt,
+                                    num_features=model.num_features):
+            if len(batch):
+                yield batch.values, batch.lengths
+
+
+def write_reference(model_dir: str | os.PathLike, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+                    source: str) -> dict[str, Any]:
+    """Score held-out rows with the exported scorer (CPU) and write ``reference.parquet``."""
+    model = InferenceModel.open(model_dir, EmbedConfig(device="cpu"))
+    outputs = score_rows(model, batches, REFERENCE_ROWS)
+    if not outputs:
+        raise SeqaeError(f"{model_dir}: no held-out row to build the reference from")
+    embedding = np.ascontiguousarray(outputs[names.EMBEDDING], np.float32)
+    columns = {names.RECON_ERROR: pa.array(outputs[names.RECON_ERROR].astype(np.float32)),
+               names.EMBEDDING: pa.FixedSizeListArray.from_arrays(pa.array(embedding.reshape(-1)), embedding.shape[1])}
+    if names.PRED_ERROR in outputs:
+        columns[names.PRED_ERROR] = pa.array(outputs[names.PRED_ERROR].astype(np.float32))
+    table = pa.table(columns).replace_schema_metadata({names.PARQUET_METADATA_KEY: f'{{"source": "{source}", '
+                                                                                   f'"created_at": "{utc_now()}"}}'})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_bytes(Path(model_dir) / names.REFERENCE_FILE, sink.getvalue().to_pybytes())
+    return {"rows": table.num_rows, "source": source,
+            "recon_error_median": float(np.median(outputs[names.RECON_ERROR]))}
+
+
+def read_reference(model_dir: str | os.PathLike) -> pa.Table:
+    path = Path(model_dir) / names.REFERENCE_FILE
+    if not path.is_file():
+        raise SeqaeError(f"{model_dir}: {names.REFERENCE_FILE} is missing; re-run `seqae export {model_dir}` "
+                         "(it scores the held-out rows), or pass --data")
+    return pq.read_table(path)
+
+
+def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = ThresholdConfig(), *,
+                  data: str | None = None, row_filter: str | None = None, device: str = "auto") -> Threshold:
+    """Fit a threshold on the errors of ``data`` (rows the user says are normal, or all rows with
+    ``config.contamination``), or by default on the model's held-out reference, and save it as
+    ``threshold.json`` in the model directory; ``embed`` then writes ``score`` and ``is_anomaly``."""
+    if data is None:
+        errors = read_reference(model_dir).column(names.RECON_ERROR).to_numpy()
+    else:
+        model = InferenceModel.open(model_dir, EmbedConfig(device=device))
+        errors = score_rows(model, iter_dataset(model, data, row_filter)).get(names.RECON_ERROR, np.zeros(0))
+    try:
+        threshold = Threshold(config).fit(errors)
+    except SeqaeError as exc:
+        where = "the held-out reference" if data is None else data
+        raise SeqaeError(f"{exc} (from {where}); pass --data with rows you know are normal (--filter), or "
+                         "use more rows") from exc
+    threshold.save(model_dir)
+    return threshold
+
+
+def fit_threshold_from_reference(model_dir: str | os.PathLike,
+                                 config: ThresholdConfig = ThresholdConfig()) -> tuple[Threshold | None, str]:
+    """What a pipeline does after export: fit on the held-out reference when it holds enough rows;
+    otherwise leave the model without a threshold and say why (``embed`` then writes no score)."""
+    try:
+        return fit_threshold(model_dir, config), "fitted on the held-out reference"
+    except SeqaeError as exc:
+        return None, f"no threshold: {exc}"
+
+
+def drift(model_dir: str | os.PathLike, data: str | list[str], *, row_filter: str | None = None, alpha: float = 0.01,
+          device: str = "auto", limit: int = REFERENCE_ROWS) -> dict[str, Any]:
+    """Compare the errors and embeddings of ``data`` with the model's held-out reference.
+
+    Two-sample Kolmogorov-Smirnov tests (``scipy.stats.ks_2samp``): one on the reconstruction
+    errors, one per embedding dimension with a Bonferroni correction. The data drifted when either
+    rejects at ``alpha``. Also reports the shift of the median error.
+    """
+    from scipy.stats import ks_2samp
+
+    reference = read_reference(model_dir)
+    model = InferenceModel.open(model_dir, EmbedConfig(device=device))
+    outputs = score_rows(model, iter_dataset(model, data, row_filter), limit)
+    if not outputs:
+        raise SeqaeError(f"{data}: no accepted row to compare with the reference")
+    ref_err = reference.column(names.RECON_ERROR).to_numpy()
+    new_err = outputs[names.RECON_ERROR]
+    errors = ks_2samp(ref_err, new_err)
+    ref_emb = np.stack(reference.column(names.EMBEDDING).to_numpy(zero_copy_only=False))
+    new_emb = outputs[names.EMBEDDING]
+    per_dim = np.array([ks_2samp(ref_emb[:, d], new_emb[:, d]).pvalue for d in range(ref_emb.shape[1])])
+    emb_p = float(min(per_dim.min() * len(per_dim), 1.0))  # Bonferroni
+    drifted = bool(errors.pvalue < alpha or emb_p < alpha)
+    return {"drifted": drifted, "alpha": alpha, "rows": int(len(new_err)), "reference_rows": int(len(ref_err)),
+            "recon_error": {"test": "ks_2samp", "statistic": round(float(errors.statistic), 6),
+                            "p_value": float(errors.pvalue), "reference_median": float(np.median(ref_err)),
+                            "median": float(np.median(new_err))},
+            "embedding": {"test": "ks_2samp per dimension, Bonferroni", "dimensions": int(len(per_dim)),
+                          "p_value": emb_p, "dimensions_below_alpha": int((per_dim * len(per_dim) < alpha).sum())},
+            "verdict": "drifted" if drifted else "no drift", "data": data, "checked_at": utc_now()}
