@@ -6,12 +6,14 @@ config dataclasses, so the UI shows every option and validates it (unknown keys 
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.tasks import (
@@ -56,7 +58,7 @@ def retrain(data: str, models_root: str, model_name: str = "default", model: Mod
     """Train -> export -> fit the threshold -> promote: the new model becomes current only if its
     parity gate passed, and its promotion emits ``seqae.model.promoted`` (which re-embeds through a
     trigger)."""
-    staging = str(ModelRegistry(models_root).staging_dir(model_name))
+    staging = str(ModelRegistry(models_root).staging_dir(model_name, str(flow_run.id or uuid.uuid4())))
     trained = train_model(data, staging, model, data_config, train)
     export_model(trained["model_dir"], export_config)
     fit_threshold_task(trained["model_dir"], threshold)

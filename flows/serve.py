@@ -27,7 +27,7 @@ def deployments(data: str, models: str, out: str, name: str = "default", drift_a
     return [
         embed.to_deployment(name="embed-new-shards", cron=EMBED_CRON, parameters=common,
                             description="Embeds shards that arrived since the last run."),
-        retrain.to_deployment(name="retrain", cron=RETRAIN_CRON,
+        retrain.to_deployment(name="retrain", cron=RETRAIN_CRON, concurrency_limit=1,
                               parameters={"data": data, "models_root": models, "model_name": name},
                               description="Weekly train -> export -> promote."),
         embed.to_deployment(name="embed-on-promotion", parameters=common, triggers=[DeploymentEventTrigger(
@@ -37,7 +37,7 @@ def deployments(data: str, models: str, out: str, name: str = "default", drift_a
             expect={SHARD_LANDED_EVENT}, match={"prefect.resource.id": "seqae.shard.*"},
             parameters={**common, "only": "{{ event.payload.path }}"})],
             description="Embeds the one shard a seqae.shard.landed event names."),
-        retrain.to_deployment(name="retrain-on-drift", parameters={"data": data, "models_root": models,
+        retrain.to_deployment(name="retrain-on-drift", concurrency_limit=1, parameters={"data": data, "models_root": models,
                                                                    "model_name": name},
                               triggers=[DeploymentEventTrigger(expect={DRIFT_EVENT},
                                                                match={"prefect.resource.id": f"seqae.model.{name}"})],

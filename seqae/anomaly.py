@@ -9,6 +9,7 @@ drift compares new data with it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,8 +77,8 @@ def write_reference(model_dir: str | os.PathLike, batches: Iterator[tuple[np.nda
                names.EMBEDDING: pa.FixedSizeListArray.from_arrays(pa.array(embedding.reshape(-1)), embedding.shape[1])}
     if names.PRED_ERROR in outputs:
         columns[names.PRED_ERROR] = pa.array(outputs[names.PRED_ERROR].astype(np.float32))
-    table = pa.table(columns).replace_schema_metadata({names.PARQUET_METADATA_KEY: f'{{"source": "{source}", '
-                                                                                   f'"created_at": "{utc_now()}"}}'})
+    table = pa.table(columns).replace_schema_metadata(
+        {names.PARQUET_METADATA_KEY: json.dumps({"source": source, "created_at": utc_now()})})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     write_bytes(Path(model_dir) / names.REFERENCE_FILE, sink.getvalue().to_pybytes())

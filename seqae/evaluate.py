@@ -179,7 +179,8 @@ def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path)
     files["roc"] = _save(fig, out / "roc.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=100)
-    bins = np.logspace(np.log10(max(scored.errors.min(), 1e-6)), np.log10(scored.errors.max() + 1e-12), 60)
+    low = max(float(scored.errors.min()), 1e-9)
+    bins = np.logspace(np.log10(low), np.log10(max(float(scored.errors.max()), low * 10)), 60)
     for label in np.unique(scored.labels):
         ax.hist(scored.errors[scored.labels == label], bins=bins, alpha=0.5, label=f"{label}")
     if threshold is not None:

@@ -84,14 +84,17 @@ class AtomicParquetWriter:
             self.abort()
 
 
-def output_names_for(shards: list[Shard]) -> dict[str, str]:
-    """Output file name per shard URI: its path below the shards' common folder with ``/`` -> ``__``
-    and the suffix replaced by ``.parquet`` (``d=1/part-0.parquet`` -> ``d=1__part-0.parquet``).
+def output_names_for(shards: list[Shard], root: str | None = None) -> dict[str, str]:
+    """Output file name per shard URI: its path below ``root`` (the input location's folder, see
+    ``seqae.data.source.data_root``; default: the shards' common folder) with ``/`` -> ``__`` and the
+    suffix replaced by ``.parquet`` (``d=1/part-0.parquet`` -> ``d=1__part-0.parquet``).
 
     Names never collide: where two shards would get one name (``x.parquet`` beside ``x.pq``,
     ``a/b.parquet`` beside ``a__b.parquet``), each of them gets a short hash of its path.
     """
-    if len(shards) == 1:
+    if root is not None:
+        rels = {s.uri: posixpath.relpath(s.path, root) for s in shards}
+    elif len(shards) == 1:
         rels = {shards[0].uri: posixpath.basename(shards[0].path)}
     else:
         base = posixpath.commonpath([posixpath.dirname(s.path) for s in shards])

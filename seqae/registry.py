@@ -58,9 +58,12 @@ class ModelRegistry:
             raise SeqaeError(f"model name: expected a plain name such as 'ecg', got {name!r}")
         return self.root / name
 
-    def staging_dir(self, name: str) -> Path:
-        """Where a new model for ``name`` is trained and exported before it is promoted."""
-        return self._folder(name) / "staging"
+    def staging_dir(self, name: str, run: str) -> Path:
+        """Where run ``run`` trains and exports a new model for ``name`` before it is promoted; one
+        folder per run, so that two retrains (weekly and on drift) never write into each other."""
+        if not run or "/" in run or run.startswith("."):
+            raise SeqaeError(f"run: expected a plain identifier, got {run!r}")
+        return self._folder(name) / "staging" / run
 
     def current(self, name: str) -> Promotion | None:
         path = self._folder(name) / CURRENT_FILE
@@ -100,12 +103,12 @@ class ModelRegistry:
                                  "failure(s) in seqae.json); it cannot be promoted. Re-run `seqae export`")
         folder = self._folder(name)
         target = folder / VERSIONS_DIR / info.model_id
-        if not (target / names.METADATA_FILE).is_file():
-            with replace_directory(target) as tmp:
-                for file in SNAPSHOT_FILES:
-                    if info.path(file).is_file():
-                        shutil.copy2(info.path(file), tmp / file)
-            ModelArtifacts.open(target, (names.SCORER_ONNX, names.ENCODER_ONNX))  # the copy is whole
+        # Always a fresh snapshot: a re-promotion after `seqae threshold` or `export --fp16` must serve them.
+        with replace_directory(target) as tmp:
+            for file in SNAPSHOT_FILES:
+                if info.path(file).is_file():
+                    shutil.copy2(info.path(file), tmp / file)
+        ModelArtifacts.open(target, (names.SCORER_ONNX, names.ENCODER_ONNX))  # the copy is whole
         promotion = Promotion(name, info.model_id, info.model_version, str(target.resolve()),
                               str(Path(model_dir).resolve()), True, utc_now())
         write_json(folder / HISTORY_FILE, [p.to_dict() for p in self.history(name)] + [promotion.to_dict()])

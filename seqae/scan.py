@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from seqae.data import DataConfig, RowFilter, ShardReader, ShardStats, resolve_shards
+from seqae.data.source import data_root
 from seqae.errors import ContractError
 from seqae.io import output_names_for, write_rejects
 
@@ -67,7 +68,7 @@ def scan(location: str, config: DataConfig | None = None, *, row_filter: str | N
     flt = RowFilter.parse(row_filter) if row_filter else None
     report = ScanReport()
     shards = resolve_shards(location)
-    reject_names = output_names_for(shards)  # the names embed uses: never two shards on one file
+    reject_names = output_names_for(shards, data_root(location, shards))  # the names embed uses
     for shard in shards:
         try:
             stats, rejects = _scan_shard(shard, config, flt, batch_size, report, on_rows)

@@ -12,8 +12,8 @@ error at least this large: 1 - the tail probability), ``predict(errors)`` flags 
   1 / n_samples are still meaningful. The score uses the empirical CDF below the tail start and the
   fitted tail above it.
 
-``contamination``: fitting on all data with an expected share of anomalies; the quantile is taken at
-``1 - contamination`` instead (percentile) or the top ``contamination`` are left out first (pot).
+``contamination``: fitting on all data with an expected share of anomalies; the largest
+``contamination`` share of the errors is left out before fitting (either method).
 """
 
 from __future__ import annotations

@@ -21,13 +21,24 @@ from seqae.errors import ContractError, SeqaeError
 DEFAULT_READ_BATCH = 4096
 
 
+#: I/O errors that say the file itself is unusable (not that the network or disk had a moment).
+UNREADABLE = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def unreadable(shard: Shard, exc: BaseException) -> BaseException:
+    """What a failed read becomes: a ``ContractError`` for a file that is broken or cannot be opened
+    (quarantined, never retried); any other ``OSError`` (a connection reset, a timeout) stays itself,
+    so that an orchestrator retries it."""
+    if isinstance(exc, SeqaeError) or (isinstance(exc, OSError) and not isinstance(exc, UNREADABLE)):
+        return exc
+    return ContractError(shard.uri, "cannot be read as Parquet", found=f"{type(exc).__name__}: {exc}")
+
+
 def _open(shard: Shard) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(shard.open())
-    except SeqaeError:
-        raise
     except Exception as exc:  # pyarrow raises several types for unreadable files
-        raise ContractError(shard.uri, "cannot be read as Parquet", found=f"{type(exc).__name__}: {exc}") from exc
+        raise unreadable(shard, exc) from exc
 
 
 def _type_name(t: pa.DataType) -> str:
@@ -155,11 +166,11 @@ class ShardReader:
     def record_batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
         try:
             yield from self._file.iter_batches(batch_size=self.batch_size, columns=columns)
-        except SeqaeError:
-            raise
         except Exception as exc:
-            raise ContractError(self.shard.uri, "cannot be read as Parquet",
-                                found=f"{type(exc).__name__}: {exc}") from exc
+            raised = unreadable(self.shard, exc)
+            if raised is exc:
+                raise
+            raise raised from exc
 
     def _iter_sequences(self) -> Iterator[tuple[SequenceBatch, pa.Table]]:
         cfg = self.config
@@ -181,17 +192,18 @@ class ShardReader:
             key_col = record_batch.column(cfg.key_column)
             null_key = key_col.is_null().to_numpy(zero_copy_only=False) if key_col.null_count else np.zeros(n, bool)
             lengths = decoded.lengths
+            too_long = lengths > cfg.max_length if cfg.max_length else np.zeros(n, bool)
+            # Too long first: such rows hold no steps in the padded array (see decode_sequences).
             checks = [
                 ("null_key", cfg.key_column, null_key),
                 ("null_sequence", cfg.values_column, decoded.null_row),
+                ("too_long", cfg.values_column, too_long),
                 ("null_value", cfg.values_column, decoded.null_value),
                 ("feature_count", cfg.values_column, decoded.bad_feature_count),
                 ("non_finite", cfg.values_column, decoded.non_finite),
                 ("out_of_range", cfg.values_column, decoded.out_of_range),
                 ("empty", cfg.values_column, lengths == 0),
                 ("too_short", cfg.values_column, lengths < cfg.min_length),
-                ("too_long", cfg.values_column,
-                 lengths > cfg.max_length if cfg.max_length else np.zeros(n, bool)),
             ]
             rejected = np.zeros(n, dtype=bool)
             reasons: list[str] = []
@@ -248,9 +260,10 @@ class ShardReader:
                 return f"expected {self.num_features} features per step, found {count} at step {step}"
             return f"expected {self.num_features} features per step"
         if reason == "out_of_range" and decoded is not None:
+            steps = decoded.values[row, :length]
             with np.errstate(invalid="ignore"):
-                largest = float(np.nanmax(np.abs(decoded.values[row, :length])))
-            found = "a value beyond float32" if not np.isfinite(largest) else f"{largest:g}"
+                largest = float(np.nanmax(np.abs(steps))) if steps.size else float("nan")
+            found = "a value beyond float32" if np.isinf(largest) else f"{largest:g}" if np.isfinite(largest) else "a larger one"
             return f"expected |value| <= {cfg.max_abs_value:g}, found {found}"
         return REJECT_REASONS[reason]
 

@@ -147,3 +147,34 @@ def _distinct_files(shards: list[Shard]) -> list[Shard]:
             seen.add(real)
             distinct.append(shard)
     return distinct
+
+
+def data_root(location: str, shards: list[Shard]) -> str:
+    """The folder that output names are taken relative to: the directory a user named, the fixed
+    part of a glob, or the folder of a single file. It depends on the location only, never on which
+    shards happen to exist, so a new subfolder arriving later renames nothing."""
+    if not shards:
+        return "/"
+    path = shards[0].filesystem.get_file_info(_path_of(location)) if not any(c in location for c in _GLOB_CHARS) else None
+    if path is not None and path.type == pafs.FileType.Directory:
+        return path.path.rstrip("/") or "/"
+    if path is not None and path.type == pafs.FileType.File:
+        return posixpath.dirname(path.path)
+    fixed = []
+    for part in _path_of(location).split("/"):
+        if any(c in part for c in _GLOB_CHARS):
+            break
+        fixed.append(part)
+    return "/".join(fixed).rstrip("/") or "/"
+
+
+def _path_of(location: str) -> str:
+    """The filesystem path of ``location`` as ``resolve_shards`` uses it (no wildcard resolution)."""
+    location = str(location)
+    if has_uri_scheme(location):
+        glob_at = min((location.find(c) for c in _GLOB_CHARS if c in location), default=-1)
+        if glob_at < 0:
+            return filesystem_of(location)[1]
+        base_uri = location[: location.rfind("/", 0, glob_at)]
+        return filesystem_of(base_uri)[1].rstrip("/") + location[len(base_uri):]
+    return os.path.abspath(os.path.expanduser(location))

@@ -154,7 +154,7 @@ class OutputFolder:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     handle.seek(0)
-                    holder = handle.read().strip() or "another process"
+                    holder = handle.read().strip() or "embed_shard tasks"
                     raise SeqaeError(f"{self.location}: another seqae run is writing to this folder ({holder}); "
                                      "wait for it to finish or give another --out") from None
                 handle.seek(0)
@@ -166,6 +166,9 @@ class OutputFolder:
             try:
                 yield
             finally:
+                if exclusive:  # leave no stale holder behind for the next refusal to name
+                    handle.seek(0)
+                    handle.truncate()
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def read_entry(self, name: str) -> dict[str, Any] | None:

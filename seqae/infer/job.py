@@ -29,6 +29,7 @@ from typing import Any
 from seqae import names
 from seqae.config import DataConfig, EmbedConfig
 from seqae.data import Shard, ShardReader, resolve_shards
+from seqae.data.source import data_root
 from seqae.errors import ContractError, SeqaeError
 from seqae.infer.commit import EmbedReport, OutputFolder, ShardResult
 from seqae.infer.model import InferenceModel
@@ -223,21 +224,28 @@ def plan_outputs(data: str, out: str | os.PathLike | Location) -> list[tuple[Sha
         shards = [s for s in shards if s not in inside]
         if not shards:
             raise SeqaeError(f"{data}: every Parquet file found is under the output folder {folder}")
-    names_by_uri = output_names_for(shards)
+    names_by_uri = output_names_for(shards, data_root(data, shards))
     return [(s, names_by_uri[s.uri]) for s in shards]
 
 
-def _fp16_check(model: InferenceModel, shard: Shard, rows: int = 1024) -> dict[str, Any]:
-    """fp16 against fp32 on the first rows of the first shard: the fp16 file's parity figure, taken
-    where it can be (export runs where TensorFlow is, usually without a GPU)."""
+def _fp16_check(model: InferenceModel, shards: list[Shard], rows: int = 1024) -> dict[str, Any]:
+    """fp16 against fp32 on the first rows of the first usable shard to do: the fp16 file's parity
+    figure, taken where it can be (export runs where TensorFlow is, usually without a GPU)."""
     from seqae.infer.artifacts import ModelArtifacts
     from seqae.infer.runtime import fp16_parity
 
     ModelArtifacts.open(model.info.directory, (names.SCORER_ONNX,))
-    reader = ShardReader(shard, model.data, batch_size=rows, num_features=model.num_features)
-    batch, _ = next(iter(reader))
-    if not len(batch):
-        return {"measured": False, "reason": f"no accepted row in the first {rows} rows of {shard.uri}"}
+    batch = None
+    for shard in shards:
+        try:
+            batch, _ = next(iter(ShardReader(shard, model.data, batch_size=rows, num_features=model.num_features)),
+                            (None, None))
+        except ContractError:  # its worker quarantines it
+            continue
+        if batch is not None and len(batch):
+            break
+    if batch is None or not len(batch):
+        return {"measured": False, "reason": "no accepted row to compare on"}
     return fp16_parity(model.info.path(names.SCORER_FP16_ONNX), model.info.path(names.SCORER_ONNX),
                        batch.values, batch.lengths, model.scorer.output_names)
 
@@ -280,9 +288,6 @@ def _embed_planned(model: InferenceModel, planned: list[tuple[Shard, str]], fold
     folder.remove_leftovers()
     folder.withdraw_renamed({shard.uri: name for shard, name in planned})
     report = EmbedReport(str(folder), model.scorer.provider, model.batch_size)
-    if config.fp16:
-        report.fp16_parity = _fp16_check(model, planned[0][0])
-        log.info("fp16 against fp32 on CUDA: %s", report.fp16_parity)
     todo = []
     for shard, name in planned:
         done = None if config.overwrite else folder.done(shard, name, model.identity)
@@ -292,6 +297,9 @@ def _embed_planned(model: InferenceModel, planned: list[tuple[Shard, str]], fold
         report.shards.append(done)
         if on_progress is not None:
             on_progress(Progress(rows=done.rows_in, shards=1))
+    if config.fp16 and todo:
+        report.fp16_parity = _fp16_check(model, [shard for shard, _ in todo])
+        log.info("fp16 against fp32 on CUDA: %s", report.fp16_parity)
     if todo:
         expected = _reference_schema(planned, model, config)
         workers = min(config.workers or min(physical_cores(), MAX_DEFAULT_WORKERS), len(todo))
@@ -349,7 +357,11 @@ def _run_workers(model: InferenceModel, todo: list[tuple[Shard, str]], folder: O
             if config.fail_fast:
                 stop.set()
                 raise
-            return folder.quarantine(shard, name, exc)
+            try:
+                return folder.quarantine(shard, name, exc)
+            except BaseException:
+                stop.set()
+                raise
         except BaseException:
             stop.set()
             raise
@@ -373,6 +385,8 @@ def _run_workers(model: InferenceModel, todo: list[tuple[Shard, str]], folder: O
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         scoring.close()
+    for extra in errors[1:]:
+        log.error("also failed: %s: %s", type(extra).__name__, extra)
     if errors:
         raise errors[0]
     return results

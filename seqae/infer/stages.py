@@ -122,6 +122,11 @@ class ShardOutput:
 
     def _open(self) -> AtomicParquetWriter:
         if self._writer is None:
+            if not self.folder.location.atomic_rename:
+                # Object stores: the data file is written under its final name, so an earlier commit
+                # of this shard must stop counting before its file is overwritten (a crash then leaves
+                # an uncommitted file, never an old entry over new or partial data).
+                self.folder.entry_file(self.name).delete()
             self._writer = AtomicParquetWriter(self.folder.data_file(self.name), self.schema,
                                                row_group_size=row_group_rows(self.schema))
         return self._writer

@@ -203,3 +203,24 @@ def test_config_refuses_bad_values_and_unknown_keys():
     with pytest.raises(ConfigError, match="feature_columns: the long layout needs"):
         DataConfig(layout="long", window=4)
     assert DataConfig.from_dict(DataConfig(max_length=9).to_dict()) == DataConfig(max_length=9)
+
+
+def test_a_passing_io_error_is_not_a_contract_breach(tmp_path, monkeypatch):
+    """A reset connection must reach the orchestrator as itself (it retries it), while a file that is
+    broken or cannot be opened is a ContractError (quarantined)."""
+    import pyarrow.parquet as pq_module
+
+    from seqae.data.reader import unreadable
+
+    pq.write_table(pa.table({"id": [1], "values": [[1.0]]}), tmp_path / "x.parquet")
+    (shard,) = resolve_shards(str(tmp_path))
+    assert isinstance(unreadable(shard, ConnectionResetError("reset")), ConnectionResetError)
+    assert isinstance(unreadable(shard, PermissionError("denied")), ContractError)
+    assert isinstance(unreadable(shard, pa.ArrowInvalid("magic bytes")), ContractError)
+
+    def reset(*args, **kwargs):
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(pq_module.ParquetFile, "iter_batches", reset)
+    with pytest.raises(ConnectionResetError):
+        list(ShardReader(shard, DataConfig()))

@@ -94,3 +94,15 @@ def test_one_embed_run_per_folder_while_shard_tasks_share_it(tmp_path):
                 pass
     with folder.lock(exclusive=True):  # free again
         pass
+
+
+def test_output_names_do_not_change_when_a_new_folder_arrives(tmp_path):
+    from seqae.infer import plan_outputs
+
+    (tmp_path / "d" / "2024").mkdir(parents=True)
+    pq.write_table(pa.table({"id": [1]}), tmp_path / "d" / "2024" / "a.parquet")
+    before = [name for _, name in plan_outputs(str(tmp_path / "d"), tmp_path / "out")]
+    (tmp_path / "d" / "2025").mkdir()
+    pq.write_table(pa.table({"id": [2]}), tmp_path / "d" / "2025" / "c.parquet")
+    after = [name for _, name in plan_outputs(str(tmp_path / "d"), tmp_path / "out")]
+    assert before == ["2024__a.parquet"] and after == ["2024__a.parquet", "2025__c.parquet"]
