@@ -135,3 +135,23 @@ def test_threshold_evaluate_and_drift_through_the_cli(model_dir, mixed_dir, tmp_
                    "--device", "cpu")
     assert result.returncode == 1  # every label is 1: one class
     assert result.stderr.strip().splitlines()[-1].startswith("error: the labels have one class only")
+
+
+@pytest.mark.slow
+def test_a_run_where_every_row_is_rejected_exits_1_saying_so(model_dir, tmp_path):
+    (tmp_path / "d").mkdir()
+    pq.write_table(pa.table({"id": [1, 2], "label": pa.array([1, 1], pa.int32()), "values": [None, [1.0]]}),
+                   tmp_path / "d" / "x.parquet")
+    result = seqae("--quiet", "embed", "--model", str(model_dir), "--data", str(tmp_path / "d"), "--out",
+                   str(tmp_path / "o"), "--device", "cpu")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: every one of the 2 input rows was rejected; nothing was written (reasons in {tmp_path}/o/_rejects/)")
+
+
+def test_export_on_a_truncated_seqae_json_is_one_line(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "seqae.json").write_text('{"model_id": "x", "mod')
+    result = seqae("export", str(tmp_path / "m"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}/m/seqae.json: not a valid seqae.json")
