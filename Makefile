@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/seqae --quiet datasets ecg5000 --out $(DEMO)/data --shards 4 --overwrite
 	$(VENV)/bin/seqae validate --data $(DEMO)/data --rejects-dir $(DEMO)/checked > $(DEMO)/validate.json
 	# The pipeline flow in this process (Prefect starts a temporary local server; no server to run):
-	# train -> export (parity gate) -> promote -> embed -> evaluate.
+	# train -> export (parity gate) -> threshold -> promote -> embed -> evaluate.
 	$(PY) -m flows pipeline --data $(DEMO)/data --models $(DEMO)/models --out $(DEMO)/embeddings \
 		--filter "label == 1" > $(DEMO)/pipeline.json
 	$(PY) -c "import duckdb; g='$(DEMO)/embeddings/*.parquet'; \

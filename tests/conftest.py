@@ -30,6 +30,22 @@ def make_sine_table():
     return sine_table
 
 
+@pytest.fixture()
+def same_and_shifted(tmp_path, make_sine_table):
+    """Two folders of sine rows: ``same`` as the model saw, ``shifted`` scaled and moved (drift)."""
+
+    def make(n: int, seed: int, scale: float, offset: float):
+        table = make_sine_table(n=n, length=12, seed=seed)
+        moved = pa.array([[v * scale + offset for v in row] for row in table.column("values").to_pylist()],
+                         pa.list_(pa.float32()))
+        for name, t in (("same", table), ("shifted", table.set_column(2, "values", moved))):
+            (tmp_path / name).mkdir()
+            pq.write_table(t, tmp_path / name / "p.parquet")
+        return tmp_path / "same", tmp_path / "shifted"
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def sine_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("sine")

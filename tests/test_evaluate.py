@@ -83,13 +83,8 @@ def test_the_report_holds_metrics_plots_and_the_probe(model, labelled, tmp_path)
     assert json.loads((tmp_path / "report" / "report.json").read_text())["anomaly"] == a
 
 
-def test_drift_on_shifted_and_unshifted_data(model, make_sine_table, tmp_path):
-    table = make_sine_table(n=200, length=12, seed=12)
-    shifted = table.set_column(2, "values", pa.array([[v * 2 + 1.5 for v in row] for row in
-                                                      table.column("values").to_pylist()], pa.list_(pa.float32())))
-    for name, t in (("same", table), ("shifted", shifted)):
-        (tmp_path / name).mkdir()
-        pq.write_table(t, tmp_path / name / "p.parquet")
+def test_drift_on_shifted_and_unshifted_data(model, same_and_shifted, tmp_path):
+    same_and_shifted(n=200, seed=12, scale=2, offset=1.5)
     same = drift(model, str(tmp_path / "same"), device="cpu")
     moved = drift(model, str(tmp_path / "shifted"), device="cpu")
     assert same["verdict"] == "no drift" and same["recon_error"]["p_value"] > 0.01

@@ -82,19 +82,14 @@ def test_an_io_error_is_retried_and_a_lasting_one_fails_that_shard_only(prefect_
     assert [loc.name for loc in committed_outputs(tmp_path / "out")] == ["a.parquet", "c.parquet"]
 
 
-def test_drifted_shards_emit_the_event_that_retrains(prefect_harness, model_dir, make_sine_table, tmp_path,
+def test_drifted_shards_emit_the_event_that_retrains(prefect_harness, model_dir, same_and_shifted, tmp_path,
                                                      monkeypatch):
     import flows.tasks as tasks
     from flows.definitions import embed
 
     emitted = []
     monkeypatch.setattr(tasks, "emit_event", lambda **event: emitted.append(event))
-    table = make_sine_table(n=120, length=12, seed=7)
-    shifted = table.set_column(2, "values", pa.array([[v * 3 + 2 for v in row] for row in
-                                                      table.column("values").to_pylist()], pa.list_(pa.float32())))
-    for name, t in (("same", table), ("shifted", shifted)):
-        (tmp_path / name).mkdir()
-        pq.write_table(t, tmp_path / name / "p.parquet")
+    same_and_shifted(n=120, seed=7, scale=3, offset=2)
     same = embed(str(tmp_path / "same"), str(tmp_path / "out-same"), model_dir=str(model_dir),
                  config=EmbedConfig(device="cpu"))
     assert same["drift"]["drifted"] is False and emitted == []
