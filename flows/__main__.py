@@ -43,11 +43,15 @@ def serve_cmd(
     out: OutOpt,
     name: NameOpt = "default",
     drift_alpha: Annotated[float, typer.Option(help="Drift test level after each embed run; 0 turns the check off.")] = 0.01,
+    filter: Annotated[Optional[str], typer.Option("--filter", help="What the retrain deployments train on, e.g. \"label == 1\".")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs of the retrain deployments.")] = None,
 ) -> None:
     """Serve every deployment in this process (needs a Prefect server: PREFECT_API_URL)."""
     from flows.serve import serve_all
+    from seqae.config import TrainConfig
 
-    serve_all(data, models, out, name, drift_alpha or None)
+    train = TrainConfig(row_filter=filter, **({"max_epochs": epochs} if epochs else {})) if filter or epochs else None
+    serve_all(data, models, out, name, drift_alpha or None, train)
 
 
 @app.command("promote")

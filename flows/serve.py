@@ -17,18 +17,23 @@ from prefect.events import DeploymentEventTrigger
 
 from flows.definitions import embed, retrain
 from flows.tasks import DRIFT_EVENT, PROMOTED_EVENT, SHARD_LANDED_EVENT
+from seqae.config import TrainConfig
 
 EMBED_CRON = "*/15 * * * *"
 RETRAIN_CRON = "0 3 * * 1"
 
 
-def deployments(data: str, models: str, out: str, name: str = "default", drift_alpha: float | None = 0.01) -> list:
+def deployments(data: str, models: str, out: str, name: str = "default", drift_alpha: float | None = 0.01,
+                train: TrainConfig | None = None) -> list:
+    """The five deployments; ``train`` is what the retrain deployments train with (e.g. a row filter
+    that keeps the normal rows: retraining on drift must learn normal data, not the drift)."""
     common = {"data": data, "out": out, "models_root": models, "model_name": name, "drift_alpha": drift_alpha}
+    retrain_parameters = {"data": data, "models_root": models, "model_name": name,
+                          **({"train": train.to_dict()} if train is not None else {})}
     return [
         embed.to_deployment(name="embed-new-shards", cron=EMBED_CRON, parameters=common,
                             description="Embeds shards that arrived since the last run."),
-        retrain.to_deployment(name="retrain", cron=RETRAIN_CRON, concurrency_limit=1,
-                              parameters={"data": data, "models_root": models, "model_name": name},
+        retrain.to_deployment(name="retrain", cron=RETRAIN_CRON, concurrency_limit=1, parameters=retrain_parameters,
                               description="Weekly train -> export -> promote."),
         embed.to_deployment(name="embed-on-promotion", parameters=common, triggers=[DeploymentEventTrigger(
             expect={PROMOTED_EVENT}, match={"prefect.resource.id": f"seqae.model.{name}"})],
@@ -37,13 +42,13 @@ def deployments(data: str, models: str, out: str, name: str = "default", drift_a
             expect={SHARD_LANDED_EVENT}, match={"prefect.resource.id": "seqae.shard.*"},
             parameters={**common, "only": "{{ event.payload.path }}"})],
             description="Embeds the one shard a seqae.shard.landed event names."),
-        retrain.to_deployment(name="retrain-on-drift", concurrency_limit=1, parameters={"data": data, "models_root": models,
-                                                                   "model_name": name},
+        retrain.to_deployment(name="retrain-on-drift", concurrency_limit=1, parameters=retrain_parameters,
                               triggers=[DeploymentEventTrigger(expect={DRIFT_EVENT},
                                                                match={"prefect.resource.id": f"seqae.model.{name}"})],
                               description="Retrains when newly embedded data drifted from the reference."),
     ]
 
 
-def serve_all(data: str, models: str, out: str, name: str = "default", drift_alpha: float | None = 0.01) -> None:
-    serve(*deployments(data, models, out, name, drift_alpha))
+def serve_all(data: str, models: str, out: str, name: str = "default", drift_alpha: float | None = 0.01,
+              train: TrainConfig | None = None) -> None:
+    serve(*deployments(data, models, out, name, drift_alpha, train))

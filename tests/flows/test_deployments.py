@@ -30,3 +30,13 @@ def test_prefect_yaml_matches_serve_and_its_entrypoints_load():
         as_lists = {k: v if isinstance(v, list) else [v] for k, v in yaml_trigger["match"].items()}
         assert as_lists == {k: list(v) if isinstance(v, list) else [v] for k, v in served_trigger.match.items()}
     assert declared["embed-on-arrival"]["triggers"][0]["parameters"]["only"] == "{{ event.payload.path }}"
+
+
+def test_retrain_deployments_train_on_what_serve_was_told():
+    from seqae.config import TrainConfig
+
+    served = {d.name: d for d in deployments("data/", "models/", "out/", train=TrainConfig(row_filter="label == 1"))}
+    for name in ("retrain", "retrain-on-drift"):
+        assert served[name].parameters["train"]["row_filter"] == "label == 1"
+        assert served[name].concurrency_limit == 1
+    assert "train" not in served["embed-new-shards"].parameters
