@@ -76,13 +76,17 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="seqae-ecg-"))
     write_dataset("ecg5000", work / "data", shards=4)
-    results = []
     out = Path("bench/results") / f"ecg5000-family-{date.today()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Runs of the same day accumulate (a sweep is often run a configuration at a time); a rerun of a
+    # configuration and seed replaces its earlier entry.
+    kept = {(r["config"], r["seed"]): r for r in (json.loads(out.read_text()) if out.exists() else [])}
+    results = []
     for config_name in args.configs.split(","):
         for seed in map(int, args.seeds.split(",")):
             results.append(run(config_name, seed, args.epochs, work))
-            out.write_text(json.dumps(results, indent=2))  # after each run: a long sweep keeps what it has
+            kept[config_name, seed] = results[-1]
+            out.write_text(json.dumps(list(kept.values()), indent=2))  # after each run: a long sweep keeps what it has
             print(json.dumps(results[-1]), flush=True)
     print("| configuration | seed | epochs | ROC-AUC | PR-AUC | F1 at the unsupervised threshold | probe accuracy "
           "(embeddings / raw logistic / raw 1-NN) |")
