@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from seqae import names
 from seqae.config import EmbedConfig
-from seqae.data import RowFilter, ShardReader, resolve_shards
+from seqae.data import RowFilter, SequenceBatch, ShardReader, empty_rejects, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ReadBatch, score
@@ -35,9 +35,6 @@ REFERENCE_ROWS = 20_000
 def score_rows(model: InferenceModel, batches: Iterator[tuple[np.ndarray, np.ndarray]],
                limit: int | None = None) -> dict[str, np.ndarray]:
     """Run the scorer over ``(values, lengths)`` batches; the outputs concatenated (at most ``limit`` rows)."""
-    from seqae.data import SequenceBatch
-    from seqae.data.rejects import empty_rejects
-
     parts: dict[str, list[np.ndarray]] = {}
     have = 0
     for values, lengths in batches:

@@ -10,7 +10,6 @@ and a 1-nearest-neighbour baseline. No TensorFlow, no Prefect.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,7 +327,3 @@ def score_labels(out: str | os.PathLike | Location, label_column: str, normal_va
         result["f1_at_threshold"] = round(float(f1_score(anomalous, table.column(names.IS_ANOMALY).to_numpy(
             zero_copy_only=False))), 4)
     return result
-
-
-def dump(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2, default=str)

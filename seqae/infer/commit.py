@@ -171,6 +171,12 @@ class OutputFolder:
                     handle.truncate()
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def entry_names(self) -> list[str]:
+        """The output names that have a manifest entry (committed), sorted."""
+        return sorted(info.base_name[: -len(names.MANIFEST_SUFFIX)]
+                      for info in self.location.join(names.MANIFEST_DIR).children()
+                      if info.base_name.endswith(names.MANIFEST_SUFFIX) and not is_temporary(info.base_name))
+
     def read_entry(self, name: str) -> dict[str, Any] | None:
         location = self.entry_file(name)
         if not location.is_file():
@@ -178,12 +184,13 @@ class OutputFolder:
         entry = read_json(location, "manifest entry")
         return entry if isinstance(entry, dict) else None
 
-    def done(self, shard: Shard, name: str, identity: RunIdentity) -> ShardResult | None:
+    def done(self, shard: Shard, name: str, identity: RunIdentity,
+             entry: dict[str, Any] | None = None) -> ShardResult | None:
         """The earlier result for ``shard`` if it is committed for the same input and identity.
 
         The only place that decides whether a shard can be skipped.
         """
-        entry = self.read_entry(name)
+        entry = entry if entry is not None else self.read_entry(name)
         if entry is None or entry.get("fingerprint") != shard.fingerprint:
             return None
         if any(entry.get(k) != v for k, v in identity.to_dict().items()):
@@ -209,10 +216,7 @@ class OutputFolder:
         """Withdraw outputs whose source shard is now written under another name (``planned``: shard
         URI -> output name), e.g. when a new file's name collides with it; else both would be read."""
         withdrawn = []
-        for info in self.location.join(names.MANIFEST_DIR).children():
-            if not info.base_name.endswith(names.MANIFEST_SUFFIX) or is_temporary(info.base_name):
-                continue
-            name = info.base_name[: -len(names.MANIFEST_SUFFIX)]
+        for name in self.entry_names():
             entry = self.read_entry(name) or {}
             source = entry.get("source")
             if source in planned and planned[source] != name:
@@ -278,13 +282,8 @@ def committed_outputs(out: str | os.PathLike | Location) -> list[Location]:
     interrupted run can be present without its entry.
     """
     folder = OutputFolder(out)
-    found = []
-    for info in folder.location.join(names.MANIFEST_DIR).children():
-        if info.base_name.endswith(names.MANIFEST_SUFFIX) and not is_temporary(info.base_name):
-            name = info.base_name[: -len(names.MANIFEST_SUFFIX)]
-            if folder.data_file(name).is_file():
-                found.append(folder.data_file(name))
-    return sorted(found, key=lambda loc: loc.path)
+    found = [folder.data_file(name) for name in folder.entry_names()]
+    return sorted((loc for loc in found if loc.is_file()), key=lambda loc: loc.path)
 
 
 def reuse_key(identity: RunIdentity, shard: Shard, out: str | os.PathLike | Location, name: str,
@@ -297,7 +296,7 @@ def reuse_key(identity: RunIdentity, shard: Shard, out: str | os.PathLike | Loca
     """
     folder = OutputFolder(out)
     entry = folder.read_entry(name)
-    if entry is None or folder.done(shard, name, identity) is None:
+    if entry is None or folder.done(shard, name, identity, entry) is None:
         return None
     parts = {"identity": identity.to_dict(), "fingerprint": shard.fingerprint, "out": folder.location.uri,
              "name": name, "config": config, "entry": entry, "seqae": __version__}
