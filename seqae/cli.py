@@ -283,6 +283,7 @@ def embed_cmd(
     workers: Annotated[Optional[int], typer.Option(min=1, help="Shards read and written at once (default: cores, at most 8).")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
     step_errors: Annotated[bool, typer.Option("--step-errors", help="Also write step_error per valid step.")] = False,
+    step_scores: Annotated[bool, typer.Option("--step-scores", help="Long layout: also write one row per series and time step (mean and max step error over the windows covering it) to OUT/_steps/.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute shards already done.")] = False,
     allow_cpu_nodes: Annotated[bool, typer.Option("--allow-cpu-nodes", help="Warn, not fail, when heavy nodes leave the GPU.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first unusable input file instead of quarantining it.")] = False,
@@ -302,8 +303,8 @@ def embed_cmd(
     if not (model / names.METADATA_FILE).is_file():
         raise typer.BadParameter(f"{model} holds no {names.METADATA_FILE}", param_hint="--model")
     config = EmbedConfig(device=device.value, fp16=fp16, batch_size=batch_size, read_batch_size=read_batch_size,
-                         workers=workers, threads=threads, step_errors=step_errors, overwrite=overwrite,
-                         allow_cpu_nodes=allow_cpu_nodes, fail_fast=fail_fast)
+                         workers=workers, threads=threads, step_errors=step_errors, step_scores=step_scores,
+                         overwrite=overwrite, allow_cpu_nodes=allow_cpu_nodes, fail_fast=fail_fast)
     data_config = None
     if max_length is not None:
         import dataclasses

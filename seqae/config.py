@@ -232,6 +232,8 @@ class EmbedConfig(Config):
             numpy release the GIL); ``None`` = the cores this process may use, at most 8.
         threads: CPU intra-op threads for onnxruntime.
         step_errors: also write ``step_error`` (one error per valid step).
+        step_scores: long layout: also write per-timestamp scores, one row per series and time step
+            with the mean and max step error over the windows covering it (``_steps/<output>``).
         overwrite: recompute every shard, even those done.
         allow_cpu_nodes: on CUDA, warn instead of failing when a heavy node runs on the CPU.
         fail_fast: stop at the first input file that cannot be used as a whole; by default such a
@@ -246,6 +248,7 @@ class EmbedConfig(Config):
     workers: int | None = None
     threads: int | None = None
     step_errors: bool = False
+    step_scores: bool = False
     overwrite: bool = False
     allow_cpu_nodes: bool = False
     fail_fast: bool = False

@@ -179,6 +179,32 @@ def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, ou
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def step_scores_schema(key: pa.Field, time: pa.Field, scored: bool = False) -> pa.Schema:
+    """The per-timestamp output of ``seqae embed --step-scores`` (long layout): the series key and time
+    in their input types, ``step_error_mean`` and ``step_error_max`` float32 over the windows covering
+    the step, ``windows`` int32 (how many), and with a fitted threshold ``score`` float32 and
+    ``is_anomaly`` bool of the mean (the threshold is in the same units: a window's ``recon_error`` is
+    the mean of its step errors)."""
+    fields = [pa.field(key.name, key.type, nullable=False), pa.field(time.name, time.type, nullable=False),
+              pa.field(names.STEP_ERROR_MEAN, pa.float32(), nullable=False),
+              pa.field(names.STEP_ERROR_MAX, pa.float32(), nullable=False),
+              pa.field(names.WINDOWS, pa.int32(), nullable=False)]
+    if scored:
+        fields += [pa.field(names.SCORE, pa.float32(), nullable=False),
+                   pa.field(names.IS_ANOMALY, pa.bool_(), nullable=False)]
+    return pa.schema(fields)
+
+
+def step_scores_table(schema: pa.Schema, keys: pa.Array, times, mean, maximum, windows,
+                      score=None, is_anomaly=None) -> pa.Table:
+    """One batch of per-timestamp rows (numpy arrays in row order) in ``schema``."""
+    columns = [keys.cast(schema.field(0).type), pa.array(times).cast(schema.field(1).type),
+               pa.array(mean, pa.float32()), pa.array(maximum, pa.float32()), pa.array(windows, pa.int32())]
+    if names.SCORE in schema.names:
+        columns += [pa.array(score, pa.float32()), pa.array(is_anomaly, pa.bool_())]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def row_group_rows(schema: pa.Schema, target_bytes: int = 64 << 20) -> int:
     """Rows per row group so that one holds about ``target_bytes`` uncompressed (bounded 8 Ki..1 Mi):
     large enough for fast scans in DuckDB/Spark, small enough to stream."""

@@ -24,6 +24,7 @@ REFERENCE_FILE = "reference.parquet"  # errors and embeddings of held-out rows: 
 # "." are never read back as input data (Hive/Spark convention).
 REJECTS_DIR = "_rejects"
 REJECTS_SUFFIX = ".rejects.parquet"
+STEPS_DIR = "_steps"  # per-timestamp scores of the long layout (`seqae embed --step-scores`)
 QUARANTINE_DIR = "_files"  # under REJECTS_DIR: one JSON record per input file that could not be used
 MANIFEST_DIR = "_manifest"
 MANIFEST_SUFFIX = ".json"
@@ -39,3 +40,8 @@ SCORE = "score"
 IS_ANOMALY = "is_anomaly"
 WINDOW_START = "window_start"
 WINDOW_END = "window_end"
+
+# Per-timestamp scores (long layout): one row per series and time step.
+STEP_ERROR_MEAN = "step_error_mean"
+STEP_ERROR_MAX = "step_error_max"
+WINDOWS = "windows"

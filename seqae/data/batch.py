@@ -59,6 +59,8 @@ class SequenceBatch:
             time = the longest row of this batch.
         lengths: ``(batch,)`` int32 valid steps per row.
         rows: ``(batch,)`` int64 row number of each sequence in its shard (first step for windows).
+        times: long layout only: ``(batch, time)`` the time of each step of each window, in the time
+            column's numpy type (post-padded like ``values``); ``None`` for the sequence layout.
     """
 
     shard: str
@@ -67,6 +69,7 @@ class SequenceBatch:
     values: np.ndarray
     lengths: np.ndarray
     rows: np.ndarray
+    times: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)

@@ -45,13 +45,13 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
     key_type = schema.field(cfg.key_column).type
     seen: set = set()
     current: _Series | None = None
-    out: list[tuple] = []  # (key, start_time, end_time, values, length, row)
+    out: list[tuple] = []  # (key, start_time, end_time, values, length, row, times)
     rejects: list[pa.Table] = []
 
     def emit(series: _Series, start: int, stop: int) -> None:
         stats.windows_formed += 1
         out.append((series.key, series.times[start], series.times[stop - 1],
-                    series.values[start:stop], stop - start, int(series.rows[start])))
+                    series.values[start:stop], stop - start, int(series.rows[start]), series.times[start:stop]))
 
     def drain(series: _Series, final: bool) -> None:
         # Complete windows first; ``series`` then keeps only what a later window can still use.
@@ -103,8 +103,10 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
         stats.sequences_out += len(good)
         longest = max((w[4] for w in good), default=0)
         values = np.zeros((len(good), longest, len(cfg.feature_columns)), dtype=np.float32)
+        times = np.zeros((len(good), longest), dtype=good[0][6].dtype if good else np.int64)
         for i, w in enumerate(good):
             values[i, : w[4]] = w[3]
+            times[i, : w[4]] = w[6]
         keys = pa.table({
             cfg.key_column: pa.array([w[0] for w in good], key_type),
             "window_start": pa.array([w[1] for w in good]).cast(time_type),
@@ -112,7 +114,7 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
         })
         batch = SequenceBatch(uri, keys, pa.table({}), values,
                               np.array([w[4] for w in good], dtype=np.int32),
-                              np.array([w[5] for w in good], dtype=np.int64))
+                              np.array([w[5] for w in good], dtype=np.int64), times)
         return batch, all_rejects
 
     columns = [cfg.key_column, cfg.time_column, *cfg.feature_columns]

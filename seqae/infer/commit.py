@@ -40,9 +40,13 @@ class RunIdentity:
     step_errors: bool
     contract: str  # sha256 of the data contract used (limits such as max_length change the output)
     threshold: str = "none"  # fingerprint of the fitted threshold (score and is_anomaly depend on it)
+    step_scores: bool = False  # per-timestamp scores written beside the data file (long layout)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.step_scores:  # entries written before the option existed match a run without it
+            del out["step_scores"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class OutputFolder:
     """An embed output folder on any ``pyarrow.fs`` filesystem.
 
     ``out/<name>.parquet`` (data), ``out/_rejects/<name>.rejects.parquet``,
+    ``out/_steps/<name>.parquet`` (per-timestamp scores, when asked),
     ``out/_manifest/<name>.parquet.json`` (commit records), ``out/_manifest.json`` (run summary).
     """
 
@@ -124,6 +129,9 @@ class OutputFolder:
 
     def data_file(self, name: str) -> Location:
         return self.location.join(name)
+
+    def steps_file(self, name: str) -> Location:
+        return self.location.join(names.STEPS_DIR, name)
 
     def entry_file(self, name: str) -> Location:
         return self.location.join(names.MANIFEST_DIR, f"{name}{names.MANIFEST_SUFFIX}")
@@ -197,6 +205,8 @@ class OutputFolder:
             return None
         if not self.data_file(entry.get("output", name)).is_file():
             return None
+        if identity.step_scores and not self.steps_file(entry.get("output", name)).is_file():
+            return None
         return ShardResult(shard.uri, entry["output"], "skipped", entry["rows_in"], entry["rows_written"],
                            entry["rows_rejected"])
 
@@ -210,6 +220,7 @@ class OutputFolder:
         """Remove an output: its entry first (from then on it does not count), then its files."""
         self.entry_file(name).delete()
         self.data_file(name).delete()
+        self.steps_file(name).delete()
         rejects_path(self.location, name).delete()
 
     def withdraw_renamed(self, planned: dict[str, str]) -> list[str]:
@@ -249,7 +260,8 @@ class OutputFolder:
     def remove_leftovers(self) -> None:
         """Temporary files of a run that was killed. Only ``embed()`` calls this (one run per output
         folder at a time); ``embed_shard`` never does, so concurrent shard tasks are safe."""
-        for folder in (self.location, self.location.join(names.MANIFEST_DIR), self.location.join(names.REJECTS_DIR)):
+        for folder in (self.location, self.location.join(names.MANIFEST_DIR), self.location.join(names.REJECTS_DIR),
+                       self.location.join(names.STEPS_DIR)):
             for info in folder.children():
                 if info.type.name == "File" and is_temporary(info.base_name):
                     log.info("removing %s, left by an interrupted run", info.path)

@@ -128,7 +128,7 @@ def run_shard(model: InferenceModel, shard: Shard, folder: OutputFolder, name: s
     source = ShardInput(shard, model, config.read_batch_size)
     if expected_schema is not None and source.output_schema != expected_schema:
         raise schema_drift(shard.uri, expected_schema, source.output_schema)
-    sink = ShardOutput(folder, name, shard, source.output_schema, model)
+    sink = ShardOutput(folder, name, shard, source.output_schema, model, source.steps_schema)
     pending: deque[tuple[ReadBatch, Future[Scores]]] = deque()
 
     def write_oldest() -> None:

@@ -13,11 +13,11 @@ import pyarrow as pa
 
 from seqae import names
 from seqae.config import DataConfig, EmbedConfig
-from seqae.errors import ModelDirError
+from seqae.errors import ConfigError, ModelDirError
 from seqae.infer.artifacts import ModelArtifacts
 from seqae.infer.commit import RunIdentity
 from seqae.infer.session import NullScorer, Scorer, ScorerSession
-from seqae.io import embedding_schema
+from seqae.io import embedding_schema, step_scores_schema
 from seqae.modeldir import ModelInfo
 from seqae.storage import sha256_text
 from seqae.thresholds import Threshold
@@ -58,6 +58,7 @@ class InferenceModel:
     batch_size: int
     step_errors: bool
     threshold: Threshold | None = None
+    step_scores: bool = False
 
     @classmethod
     def open(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig(), *,
@@ -81,7 +82,11 @@ class InferenceModel:
             raise
         info = artifacts.info
         outputs = [names.EMBEDDING, names.RECON_ERROR] + ([names.PRED_ERROR] if info.model.predicts else [])
-        if config.step_errors:
+        data = data_config or info.data
+        if config.step_scores and data.layout != "long":
+            raise ConfigError(f"step_scores: per-timestamp scores need the long layout; {info.directory} was "
+                              f"trained on the {data.layout} layout (its step_error column is per sequence)")
+        if config.step_errors or config.step_scores:
             outputs.append(names.STEP_ERROR)
         if null_scorer:
             scorer: Scorer = NullScorer(outputs, info.model.embedding_dim)
@@ -92,11 +97,10 @@ class InferenceModel:
                                     f"{names.METADATA_FILE} says {info.model.num_features}; the two are from different "
                                     f"models. Re-run `seqae export {info.directory}`")
         batch_size = config.batch_size or DEFAULT_BATCH.get(scorer.provider, config.read_batch_size)
-        data = data_config or info.data
         threshold = Threshold.load(info.directory)
         identity = RunIdentity(info.model_id, info.model_version, onnx_file, artifacts.sha256(onnx_file),
-                               config.step_errors, contract_id(data), threshold_id(threshold))
-        return cls(info, scorer, identity, data, batch_size, config.step_errors, threshold)
+                               config.step_errors, contract_id(data), threshold_id(threshold), config.step_scores)
+        return cls(info, scorer, identity, data, batch_size, config.step_errors, threshold, config.step_scores)
 
     @classmethod
     def shared(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig()) -> InferenceModel:
@@ -122,7 +126,8 @@ class InferenceModel:
         if onnx_file not in info.files:
             raise ModelDirError(f"{info.directory}: {onnx_file} was not exported; run `seqae export`")
         return RunIdentity(info.model_id, info.model_version, onnx_file, info.files[onnx_file].sha256,
-                           config.step_errors, contract_id(info.data), threshold_id(Threshold.load(info.directory)))
+                           config.step_errors, contract_id(info.data), threshold_id(Threshold.load(info.directory)),
+                           config.step_scores)
 
     @property
     def num_features(self) -> int:
@@ -132,3 +137,8 @@ class InferenceModel:
         return embedding_schema(key_fields, passthrough, self.info.model.embedding_dim,
                                 predicts=self.info.model.predicts, step_errors=self.step_errors,
                                 scored=self.threshold is not None)
+
+    def step_scores_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        """The per-timestamp output's schema for a long-layout shard with ``input_schema``."""
+        return step_scores_schema(input_schema.field(self.data.key_column), input_schema.field(self.data.time_column),
+                                  scored=self.threshold is not None)

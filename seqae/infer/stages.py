@@ -24,7 +24,8 @@ from seqae.errors import SeqaeError
 from seqae.infer.commit import OutputFolder, ShardResult
 from seqae.infer.model import InferenceModel
 from seqae.infer.session import Scorer
-from seqae.io import AtomicParquetWriter, embedding_table, row_group_rows, write_rejects
+from seqae.infer.steps import StepRows, StepScores
+from seqae.io import AtomicParquetWriter, embedding_table, row_group_rows, step_scores_table, write_rejects
 from seqae.storage import utc_now
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class ShardInput:
             keys = pa.schema([schema.field(c) for c in data.key_columns])
         passthrough = pa.schema([schema.field(c) for c in self.reader.passthrough_columns])
         self.output_schema = model.output_schema(keys, passthrough)
+        self.steps_schema = model.step_scores_schema(schema) if model.step_scores else None
 
     @property
     def stats(self) -> ShardStats:
@@ -109,7 +111,8 @@ class ShardOutput:
     """Write and commit stages for one shard: the data file is opened on the first batch and written
     under a temporary name; ``commit`` follows the protocol of ``seqae.infer.commit``."""
 
-    def __init__(self, folder: OutputFolder, name: str, shard: Shard, schema: pa.Schema, model: InferenceModel):
+    def __init__(self, folder: OutputFolder, name: str, shard: Shard, schema: pa.Schema, model: InferenceModel,
+                 steps_schema: pa.Schema | None = None):
         self.folder = folder
         self.name = name
         self.shard = shard
@@ -119,6 +122,11 @@ class ShardOutput:
         self.rows_written = 0
         self.started = time.perf_counter()
         self._writer: AtomicParquetWriter | None = None
+        # Per-timestamp scores (long layout): folded per step as windows pass, written beside the data.
+        self.steps_schema = steps_schema
+        self._steps = StepScores(steps_schema.field(0).type) if steps_schema is not None else None
+        self._steps_writer: AtomicParquetWriter | None = None
+        self.steps_written = 0
 
     def _open(self) -> AtomicParquetWriter:
         if self._writer is None:
@@ -130,6 +138,20 @@ class ShardOutput:
             self._writer = AtomicParquetWriter(self.folder.data_file(self.name), self.schema,
                                                row_group_size=row_group_rows(self.schema))
         return self._writer
+
+    def _write_steps(self, rows: StepRows) -> None:
+        if self._steps_writer is None:
+            if not self.folder.location.atomic_rename:
+                self.folder.entry_file(self.name).delete()
+            self._steps_writer = AtomicParquetWriter(self.folder.steps_file(self.name), self.steps_schema,
+                                                     row_group_size=row_group_rows(self.steps_schema))
+        if not len(rows):
+            return
+        threshold = self.model.threshold
+        extra = (threshold.score(rows.mean), threshold.predict(rows.mean)) if threshold is not None else ()
+        self._steps_writer.write(step_scores_table(self.steps_schema, rows.keys, rows.times, rows.mean, rows.max,
+                                                   rows.windows, *extra))
+        self.steps_written += len(rows)
 
     def write(self, read: ReadBatch, scores: Scores) -> None:
         self.rejects.append(read.rejects)
@@ -143,6 +165,8 @@ class ShardOutput:
                                     read.batch.lengths)
             self._open().write(table)
             self.rows_written += table.num_rows
+            if self._steps is not None:
+                self._write_steps(self._steps.add(read.batch, outputs[names.STEP_ERROR]))
 
     def commit(self, stats: ShardStats) -> ShardResult:
         """Rejects, then the data file, then the manifest entry (the commit). Counts are checked
@@ -161,7 +185,14 @@ class ShardOutput:
                   "provider": self.model.scorer.provider, "source": self.shard.uri,
                   "fingerprint": self.shard.fingerprint, "rows_in": rows_in, "rows_written": self.rows_written,
                   "rows_rejected": rejected, "stats": stats.to_dict(), "created_at": utc_now()}
+        if self._steps is not None:
+            self._write_steps(self._steps.finish())
+            record["steps_written"] = self.steps_written
+            record["steps_uncovered"] = stats.steps_uncovered
         write_rejects(self.folder.location, self.name, self.rejects, {**record, "output": self.name})
+        if self._steps_writer is not None:
+            self._steps_writer.commit(record)
+            self._steps_writer = None
         self._open().commit(record)
         self._writer = None
         seconds = round(time.perf_counter() - self.started, 3)
@@ -171,6 +202,7 @@ class ShardOutput:
         return ShardResult(self.shard.uri, self.name, "done", rows_in, self.rows_written, rejected, seconds)
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.abort()
-            self._writer = None
+        for writer in (self._writer, self._steps_writer):
+            if writer is not None:
+                writer.abort()
+        self._writer = self._steps_writer = None

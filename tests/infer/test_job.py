@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -205,6 +206,39 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
     assert out.num_rows == 2 * 5 == report.totals["rows_written"]
     assert out.slice(0, 2).select(["sensor", "window_start", "window_end"]).to_pylist() == [
         {"sensor": "a", "window_start": 0, "window_end": 190}, {"sensor": "a", "window_start": 100, "window_end": 290}]
+
+    # Per-timestamp scores: asked for now, so the committed shard is recomputed (not skipped) and
+    # each step gets the mean and max of the step errors of the windows covering it.
+    again = embed(tmp_path / "m", str(data), tmp_path / "out",
+                  EmbedConfig(device="cpu", step_errors=True, step_scores=True, read_batch_size=7))
+    assert again.totals["shards_done"] == 1
+    steps = pq.read_table(tmp_path / "out" / "_steps" / "s.parquet")
+    assert steps.schema.names == ["sensor", "ts", "step_error_mean", "step_error_max", "windows"]
+    assert steps.num_rows == 2 * steps_per_series(steps, "a") == 120
+    assert steps.column("windows").to_pylist()[:60] == [1] * 10 + [2] * 40 + [1] * 10
+    windows = pq.read_table(tmp_path / "out" / "s.parquet").filter(pc.equal(pc.field("sensor"), "b"))
+    step_errors = np.array(windows.column("step_error").to_pylist())  # (5 windows, 20 steps)
+    ts_b = steps.filter(pc.equal(pc.field("sensor"), "b"))
+    at_150 = [step_errors[w, 15 - 10 * w] for w in range(5) if 0 <= 15 - 10 * w < 20]  # windows starting 100, 50...
+    row = ts_b.filter(pc.equal(pc.field("ts"), 150)).to_pylist()[0]
+    assert row["windows"] == len(at_150) == 2
+    assert row["step_error_mean"] == pytest.approx(np.mean(at_150), rel=1e-5)
+    assert row["step_error_max"] == pytest.approx(max(at_150), rel=1e-6)
+    entry = json.loads((tmp_path / "out" / "_manifest" / "s.parquet.json").read_text())
+    assert entry["step_scores"] is True and entry["steps_written"] == 120 and entry["steps_uncovered"] == 0
+    # A rerun skips; so does one that does not ask for the steps (what it asks for is all there), but
+    # a lost steps file makes the shard count as not done.
+    assert embed(tmp_path / "m", str(data), tmp_path / "out",
+                 EmbedConfig(device="cpu", step_errors=True, step_scores=True)).totals["shards_skipped"] == 1
+    assert embed(tmp_path / "m", str(data), tmp_path / "out",
+                 EmbedConfig(device="cpu", step_errors=True)).totals["shards_skipped"] == 1
+    (tmp_path / "out" / "_steps" / "s.parquet").unlink()
+    assert embed(tmp_path / "m", str(data), tmp_path / "out",
+                 EmbedConfig(device="cpu", step_errors=True, step_scores=True)).totals["shards_done"] == 1
+
+
+def steps_per_series(table, key):
+    return table.filter(pc.equal(pc.field("sensor"), key)).num_rows
 
 
 def test_outputs_below_the_input_folder_are_not_read_back(model_dir, mixed_dir):

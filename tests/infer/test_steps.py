@@ -1,0 +1,78 @@
+"""Per-timestamp scores: the streaming fold against a brute-force reference over random windows."""
+
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seqae.data import DataConfig, ShardReader, resolve_shards
+from seqae.infer.steps import StepScores
+
+
+def random_long_table(rng, n_series, key_type):
+    keys, times, values = [], [], []
+    for s in range(n_series):
+        n = int(rng.integers(1, 40))
+        t = np.cumsum(rng.integers(1, 4, size=n)) + 1000 * s  # irregular, increasing
+        keys += [s if key_type == "int" else f"series-{s}"] * n
+        times.append(t)
+        v = rng.normal(size=n).astype(np.float32)
+        v[rng.random(n) < 0.03] = np.nan  # a few windows get rejected
+        values.append(v)
+    return pa.table({"k": keys, "t": pa.array(np.concatenate(times), pa.int64()), "x": np.concatenate(values)})
+
+
+def window_error(key, start, length):
+    """A deterministic pseudo error per window step, known to both sides."""
+    seed = hash((str(key), int(start))) % 2**32
+    return np.random.default_rng(seed).random(length).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_streaming_fold_equals_brute_force(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    table = random_long_table(rng, int(rng.integers(1, 6)), "int" if seed % 2 else "str")
+    pq.write_table(table, tmp_path / "s.parquet")
+    window = int(rng.integers(1, 9))
+    config = DataConfig(layout="long", key_column="k", time_column="t", feature_columns=("x",), window=window,
+                        stride=int(rng.integers(1, window + 3)), partial_windows=["keep", "drop"][seed % 2])
+    reader = ShardReader(resolve_shards(str(tmp_path / "s.parquet"))[0], config,
+                         batch_size=int(rng.integers(1, 30)))
+    fold = StepScores(table.schema.field("k").type)
+    expected: dict[tuple, list[float]] = defaultdict(list)
+    got = []
+    for batch, _ in reader:
+        errors = np.full(batch.values.shape[:2], np.nan, np.float32)  # padding must never count
+        keys = batch.keys.column("k").to_pylist()
+        for i, (key, start, n) in enumerate(zip(keys, batch.keys.column("window_start").to_pylist(), batch.lengths)):
+            errors[i, :n] = window_error(key, start, int(n))
+            for t, e in zip(batch.times[i, :n], errors[i, :n]):
+                expected[(key, int(t))].append(float(e))
+        got.append(fold.add(batch, errors))
+    got.append(fold.finish())
+    rows = [(k, int(t), m, x, w) for part in got
+            for k, t, m, x, w in zip(part.keys.to_pylist(), part.times, part.mean, part.max, part.windows)]
+    assert [(k, t) for k, t, *_ in rows] == sorted(expected, key=lambda kt: (table.column("k").to_pylist().index(kt[0]),
+                                                                              kt[1]))
+    for key, t, mean, maximum, count in rows:
+        errors = expected[(key, t)]
+        assert count == len(errors)
+        assert mean == pytest.approx(np.mean(errors), rel=1e-5)
+        assert maximum == pytest.approx(max(errors))
+
+
+def test_memory_is_one_window_not_the_series(tmp_path):
+    n, window = 20_000, 16
+    table = pa.table({"k": np.zeros(n, np.int64), "t": np.arange(n, dtype=np.int64), "x": np.ones(n, np.float32)})
+    pq.write_table(table, tmp_path / "s.parquet")
+    config = DataConfig(layout="long", key_column="k", time_column="t", feature_columns=("x",), window=window, stride=1)
+    fold = StepScores(pa.int64())
+    written = 0
+    for batch, _ in ShardReader(resolve_shards(str(tmp_path / "s.parquet"))[0], config, batch_size=1000):
+        written += len(fold.add(batch, np.ones(batch.values.shape[:2], np.float32)))
+        assert fold._pending is None or len(fold._pending[0]) < window
+    last = fold.finish()
+    assert written + len(last) == n
+    assert last.windows.tolist()[-1] == 1 and set(last.windows.tolist()) <= set(range(1, window + 1))
