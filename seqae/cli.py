@@ -92,6 +92,12 @@ def datasets_ecg5000(
     typer.echo(f"wrote {len(paths)} shard(s) of ECG5000 to {out}")
 
 
+class SplitName(str, Enum):
+    auto = "auto"
+    key = "key"
+    time = "time"
+
+
 class LayoutName(str, Enum):
     sequence = "sequence"
     long = "long"
@@ -196,7 +202,8 @@ def train_cmd(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs; early stopping usually ends sooner.")] = None,
     patience: Annotated[Optional[int], typer.Option(min=1, help="Epochs without improvement before stopping.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per step.")] = None,
-    validation_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of keys held out.")] = None,
+    validation_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share held out for validation.")] = None,
+    validation_split: Annotated[Optional[SplitName], typer.Option(help="key: whole keys (series) by a seeded hash; time: the end of each series (long layout); auto: time for the long layout with few series, else key.")] = None,
     filter: Annotated[Optional[str], typer.Option("--filter", help="Train on matching rows, e.g. \"label == 1\".")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for split, shuffling and initialisation.")] = None,
     layout: Annotated[Optional[LayoutName], typer.Option(help="sequence or long.")] = None,
@@ -223,7 +230,7 @@ def train_cmd(
         window=window, stride=stride, max_length=max_length)}
     train_fields = {**sections.get("train", {}), **_overrides(
         max_epochs=epochs, patience=patience, batch_size=batch_size, validation_fraction=validation_fraction,
-        row_filter=filter, seed=seed)}
+        validation_split=validation_split, row_filter=filter, seed=seed)}
     # Every option is checked before any data is read, without TensorFlow.
     data_config = DataConfig.from_dict(data_fields, "data options")
     train_config = TrainConfig.from_dict(train_fields, "train options")
@@ -239,7 +246,8 @@ def train_cmd(
     _print_json({"model_dir": str(result.model_dir), "model_id": result.metadata["model_id"],
                  "model_version": result.metadata["model_version"], "model": result.metadata["model"],
                  "epochs": t["epochs"], "best_epoch": t["best_epoch"], "metrics": t["metrics"],
-                 "train_rows": t["train_rows"], "validation_rows": t["validation_rows"], "seconds": t["seconds"]})
+                 "train_rows": t["train_rows"], "validation_rows": t["validation_rows"],
+                 "validation": t["validation"], "warnings": t["warnings"], "seconds": t["seconds"]})
 
 
 @app.command("export")

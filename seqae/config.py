@@ -28,6 +28,7 @@ from seqae.errors import ConfigError
 Mode = Literal["reconstruct", "predict", "composite"]
 DecoderKind = Literal["unconditioned", "conditioned"]
 Device = Literal["auto", "cuda", "cpu"]
+ValidationSplit = Literal["auto", "key", "time"]
 
 __all__ = ["DataConfig", "EmbedConfig", "ExportConfig", "ModelConfig", "SessionOptions", "TrainConfig",
            "load_config_file"]
@@ -125,7 +126,13 @@ class TrainConfig(Config):
         lr_patience: epochs without improvement before the learning rate is halved (down to 1e-5);
             small batches learn fast and then need a smaller step to settle.
         min_delta: smallest validation-loss decrease that counts as improvement.
-        validation_fraction: share of keys held out, chosen by a seeded hash of the key.
+        validation_fraction: share held out for validation (early stopping, the learning-rate schedule,
+            and the threshold and drift reference).
+        validation_split: how it is held out. ``key``: by a seeded hash of the key (a sequence, or a
+            whole series in the long layout). ``time`` (long layout): the last ``validation_fraction``
+            of each series' windows, after a gap that drops the windows overlapping them, so that no
+            time step is in both splits. ``auto``: ``key`` for the sequence layout; for the long layout
+            ``key`` when at least ``2 / validation_fraction`` series are there to hold out, else ``time``.
         row_filter: train on matching rows only, e.g. ``"label == 1"``.
         seed: seeds the split, shuffling and weight initialisation.
         shuffle: shuffle shard order each epoch and sequences through ``shuffle_buffer``.
@@ -139,6 +146,7 @@ class TrainConfig(Config):
     lr_patience: int = 4
     min_delta: float = 1e-3
     validation_fraction: float = 0.1
+    validation_split: ValidationSplit = "auto"
     row_filter: str | None = None
     seed: int = 0
     shuffle: bool = True
@@ -149,6 +157,7 @@ class TrainConfig(Config):
         for name in ("batch_size", "max_epochs", "patience", "lr_patience", "shuffle_buffer", "read_batch_size"):
             check_positive(name, getattr(self, name))
         check_range("validation_fraction", self.validation_fraction, 0.0, 1.0)
+        check_choice("validation_split", self.validation_split, ("auto", "key", "time"))
         if not isinstance(self.min_delta, (int, float)) or self.min_delta < 0:
             raise ConfigError(f"min_delta: expected a number >= 0, got {self.min_delta!r}")
         if self.row_filter is not None:

@@ -13,6 +13,7 @@ pay for a second graph per model; the embed job trims each batch to its longest 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -337,14 +338,20 @@ def _reference(directory: Path, info, data: str) -> dict[str, Any]:
     from seqae.anomaly import write_reference
     from seqae.config import TrainConfig
     from seqae.data import RowFilter
-    from seqae.train import iter_split
+    from seqae.train import choose_split, iter_split
 
-    train = TrainConfig.from_dict(info.metadata.get("training", {}).get("config", {}), "training config")
-    held_out = train.validation_fraction > 0
+    training = info.metadata.get("training", {})
+    train = TrainConfig.from_dict(training.get("config", {}), "training config")
+    recorded = training.get("validation", {}).get("method")
+    if recorded in ("key", "time"):  # the split training made, even where "auto" would now decide otherwise
+        train = dataclasses.replace(train, validation_split=recorded)
     row_filter = RowFilter.parse(train.row_filter) if train.row_filter else None
-    batches = iter_split(resolve_shards(data), info.data, train, validation=held_out,
-                         num_features=info.model.num_features, row_filter=row_filter)
-    return write_reference(directory, batches, "validation split" if held_out else "training rows")
+    shards = resolve_shards(data)
+    split = choose_split(shards, info.data, train, num_features=info.model.num_features, row_filter=row_filter)
+    held_out = training.get("validation_rows", 1) > 0 and split.method != "none"
+    batches = iter_split(shards, info.data, train, validation=held_out, num_features=info.model.num_features,
+                         row_filter=row_filter, split=split)
+    return write_reference(directory, batches, f"validation split ({split.method})" if held_out else "training rows")
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,14 @@ from seqae import names
 from seqae._version import __version__
 from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
 from seqae.data import Normalizer, RowFilter, ShardReader, resolve_shards
-from seqae.errors import ModelDirError, SeqaeError
+from seqae.errors import ConfigError, ModelDirError, SeqaeError
 from seqae.modeldir import FORMAT, ModelInfo
 from seqae.storage import replace_directory, utc_now, write_json
 
 #: The longest sequence a model accepts, as a multiple of the longest it was trained on.
 LENGTH_MARGIN = 2
 
-__all__ = ["TrainConfig", "TrainResult", "load_config_file", "split_of", "train"]
+__all__ = ["Split", "TrainConfig", "TrainResult", "choose_split", "load_config_file", "split_of", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,100 @@ def split_of(keys: pa.Array, seed: int, validation_fraction: float) -> np.ndarra
     return unit < validation_fraction
 
 
+#: ``auto`` holds out whole series when at least this many are expected in the validation split.
+MIN_VALIDATION_SERIES = 2
+
+
+@dataclass
+class Split:
+    """Which rows (sequences or windows) are held out for validation, and why.
+
+    ``method``: ``key`` (a seeded hash of the key; whole series in the long layout), ``time`` (the last
+    part of each series, see ``TrainConfig.validation_split``) or ``none``. ``cuts`` (time only):
+    series key -> start time of its first validation window; windows ending at or after it that start
+    before it are the gap, in neither split.
+    """
+
+    method: str
+    reason: str
+    seed: int = 0
+    fraction: float = 0.0
+    cuts: dict | None = None
+
+    def assign(self, batch, config: DataConfig) -> np.ndarray:
+        """``(rows,)`` int8 per row of ``batch``: 0 train, 1 validation, -1 gap (time split only)."""
+        if self.method == "none" or not len(batch):
+            return np.zeros(len(batch), dtype=np.int8)
+        keys = _series_keys(batch, config)
+        if self.method == "key":
+            return split_of(keys, self.seed, self.fraction).astype(np.int8)
+        out = np.zeros(len(batch), dtype=np.int8)
+        starts = batch.keys.column(names.WINDOW_START).to_numpy(zero_copy_only=False)
+        ends = batch.keys.column(names.WINDOW_END).to_numpy(zero_copy_only=False)
+        key_values = keys.to_numpy(zero_copy_only=False)
+        bounds = np.flatnonzero(key_values[1:] != key_values[:-1]) + 1
+        for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(key_values)]):
+            cut = self.cuts.get(_plain(key_values[a]))
+            if cut is not None:
+                out[a:b] = np.where(starts[a:b] >= cut, 1, np.where(ends[a:b] >= cut, -1, 0))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "reason": self.reason,
+                **({"series_held_out_by_time": len(self.cuts)} if self.cuts is not None else {})}
+
+
+def _plain(value):
+    """A numpy scalar as the Python value a dict key compares with."""
+    return value.item() if isinstance(value, np.generic) and not isinstance(value, np.datetime64) else value
+
+
+def choose_split(shards, config: DataConfig, train_config: TrainConfig, *, num_features: int | None,
+                 row_filter: RowFilter | None) -> Split:
+    """Decide how validation rows are held out (``TrainConfig.validation_split``).
+
+    The time split reads the windows' start times once: memory is one start time per window, kept
+    until the cut of each series is known.
+    """
+    fraction, seed, asked = train_config.validation_fraction, train_config.seed, train_config.validation_split
+    if fraction <= 0:
+        return Split("none", "validation_fraction is 0")
+    if config.layout != "long":
+        if asked == "time":
+            raise ConfigError("validation_split: 'time' needs the long layout (a sequence-layout row has no "
+                              "time within its data set); use 'key' or 'auto'")
+        return Split("key", f"a seeded hash of '{config.key_column}' holds out {fraction:g} of the rows",
+                     seed, fraction)
+    if asked == "key":
+        return Split("key", f"asked: a seeded hash of '{config.key_column}' holds out {fraction:g} of the series",
+                     seed, fraction)
+    starts: dict = {}
+    for shard in shards:
+        reader = ShardReader(shard, config, batch_size=train_config.read_batch_size, row_filter=row_filter,
+                             num_features=num_features)
+        for batch, _ in reader:
+            if not len(batch):
+                continue
+            keys = _series_keys(batch, config).to_numpy(zero_copy_only=False)
+            begin = batch.keys.column(names.WINDOW_START).to_numpy(zero_copy_only=False)
+            bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+            for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(keys)]):
+                starts.setdefault(_plain(keys[a]), []).append(begin[a:b])
+    n_series = len(starts)
+    if asked == "auto" and n_series * fraction >= MIN_VALIDATION_SERIES:
+        return Split("key", f"auto: {n_series} series, enough to hold out whole series ({fraction:g} of them by "
+                            f"a seeded hash of '{config.key_column}')", seed, fraction)
+    cuts = {}
+    for key, parts in starts.items():
+        begin = np.sort(np.concatenate(parts))
+        held = int(len(begin) * fraction)
+        if held:
+            cuts[key] = begin[len(begin) - held]
+    why = "asked" if asked == "time" else f"auto: {n_series} series, too few to hold out whole ones"
+    return Split("time", f"{why}; the last {fraction:g} of each series' windows, after a gap of the windows "
+                         "overlapping them (no time step in both splits)", seed, fraction, cuts)
+
+
 @dataclass
 class DataPlan:
     """What one pass over the data found: shards, feature count, split sizes, normalisation."""
@@ -68,6 +162,9 @@ class DataPlan:
     validation_rows: int
     longest: int
     shard_stats: list[dict]
+    split: Split
+    gap_rows: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 def _series_keys(batch, config: DataConfig) -> pa.Array:
@@ -75,7 +172,7 @@ def _series_keys(batch, config: DataConfig) -> pa.Array:
 
 
 def iter_split(shards, config: DataConfig, train_config: TrainConfig, *, validation: bool,
-               num_features: int, row_filter: RowFilter | None,
+               num_features: int, row_filter: RowFilter | None, split: Split,
                order_seed: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(values, lengths)`` of one split, shard by shard (in a seeded random order if asked)."""
     order = list(range(len(shards)))
@@ -87,8 +184,7 @@ def iter_split(shards, config: DataConfig, train_config: TrainConfig, *, validat
         for batch, _ in reader:
             if not len(batch):
                 continue
-            held_out = split_of(_series_keys(batch, config), train_config.seed, train_config.validation_fraction)
-            take = held_out if validation else ~held_out
+            take = split.assign(batch, config) == (1 if validation else 0)
             if take.any():
                 yield batch.values[take], batch.lengths[take]
 
@@ -98,8 +194,9 @@ def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
     """First pass: resolve shards, fit normalisation on the training split, count both splits."""
     shards = resolve_shards(data)
     row_filter = RowFilter.parse(train_config.row_filter) if train_config.row_filter else None
+    split = choose_split(shards, config, train_config, num_features=num_features, row_filter=row_filter)
     normalizer = Normalizer()
-    train_rows = validation_rows = longest = 0
+    train_rows = validation_rows = gap_rows = longest = 0
     stats = []
     for shard in shards:
         reader = ShardReader(shard, config, batch_size=train_config.read_batch_size,
@@ -107,17 +204,29 @@ def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
         for batch, _ in reader:
             if not len(batch):
                 continue
-            held_out = split_of(_series_keys(batch, config), train_config.seed, train_config.validation_fraction)
-            normalizer.partial_fit(batch.values[~held_out], batch.lengths[~held_out])
-            train_rows += int((~held_out).sum())
-            validation_rows += int(held_out.sum())
+            side = split.assign(batch, config)
+            normalizer.partial_fit(batch.values[side == 0], batch.lengths[side == 0])
+            train_rows += int((side == 0).sum())
+            validation_rows += int((side == 1).sum())
+            gap_rows += int((side == -1).sum())
             longest = max(longest, int(batch.lengths.max()))
         if num_features is None and reader.stats.rows_in:
             num_features = reader.num_features  # a shard with rows fixes it; an empty one sorting first must not
         stats.append({**reader.stats.to_dict(), "fingerprint": shard.fingerprint, "size": shard.size})
     if train_rows == 0:
         raise SeqaeError(f"{data}: no training rows after filtering and validation split; rows per shard: {stats}")
-    return DataPlan(shards, num_features, normalizer, train_rows, validation_rows, longest, stats)
+    warnings = []
+    if validation_rows == 0:
+        unit = "windows" if config.layout == "long" else "rows"
+        why = {"none": "validation_fraction is 0",
+               "key": f"the seeded hash held out none of the keys (too few for validation_fraction "
+                      f"{train_config.validation_fraction:g})",
+               "time": f"no series has {1 / max(train_config.validation_fraction, 1e-9):.0f} or more windows, so "
+                       f"none can give its last {train_config.validation_fraction:g} (or the gap took them)"}
+        warnings.append(f"no validation split: {why[split.method]}; early stopping and the learning-rate schedule "
+                        f"watch the training loss, and the threshold reference is the training {unit}")
+    return DataPlan(shards, num_features, normalizer, train_rows, validation_rows, longest, stats, split,
+                    gap_rows, warnings)
 
 
 def make_dataset(plan: DataPlan, config: DataConfig, train_config: TrainConfig, *, validation: bool,
@@ -133,7 +242,8 @@ def make_dataset(plan: DataPlan, config: DataConfig, train_config: TrainConfig, 
         epoch["n"] += 1
         seed = train_config.seed * 1_000_003 + epoch["n"] if shuffle else None
         yield from iter_split(plan.shards, config, train_config, validation=validation,
-                              num_features=plan.num_features, row_filter=row_filter, order_seed=seed)
+                              num_features=plan.num_features, row_filter=row_filter, split=plan.split,
+                              order_seed=seed)
 
     signature = (tf.TensorSpec((None, None, plan.num_features), tf.float32), tf.TensorSpec((None,), tf.int32))
     ds = tf.data.Dataset.from_generator(generator, output_signature=signature).unbatch()
@@ -235,8 +345,11 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
         # DataConfig.max_length to choose another.
         data_config = dataclasses.replace(data_config, max_length=max(LENGTH_MARGIN * plan.longest,
                                                                       data_config.window or 1))
-    log.info("training on %d rows, validating on %d (%d shards, %d features, longest %d)",
-             plan.train_rows, plan.validation_rows, len(plan.shards), plan.num_features, plan.longest)
+    log.info("training on %d rows, validating on %d (%s split; %d shards, %d features, longest %d)",
+             plan.train_rows, plan.validation_rows, plan.split.method, len(plan.shards), plan.num_features,
+             plan.longest)
+    for warning in plan.warnings:
+        log.warning("%s", warning)
 
     keras.utils.set_random_seed(train_config.seed)
     model = build_autoencoder(cfg, plan.normalizer.mean_, plan.normalizer.std_)
@@ -281,6 +394,8 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
             "config": train_config.to_dict(),
             "train_rows": plan.train_rows,
             "validation_rows": plan.validation_rows,
+            "validation": {**plan.split.to_dict(), "gap_rows": plan.gap_rows},
+            "warnings": plan.warnings,
             "longest": plan.longest,
             "epochs": len(history["loss"]),
             "best_epoch": best_epoch,
