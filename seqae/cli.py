@@ -75,6 +75,19 @@ def main_options(
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
 
 
+@datasets_app.command("ucr-anomaly")
+def datasets_ucr_anomaly(
+    out: Annotated[Path, typer.Option(help="Directory to write train/ and test/ into.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace Parquet files already there.")] = False,
+) -> None:
+    """UCR anomaly archive series 135 (InternalBleeding16), long layout: columns series, time, value,
+    is_anomaly (1 on the labelled anomaly); train/ is steps 0..1199 (no anomaly), test/ the rest."""
+    from seqae.datasets import write_long_dataset
+
+    paths = write_long_dataset("ucr-anomaly", out, overwrite=overwrite)
+    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
 class DatasetName(str, Enum):
     ecg5000 = "ecg5000"
 

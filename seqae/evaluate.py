@@ -26,6 +26,7 @@ from seqae.data import RowFilter, ShardReader, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.commit import committed_outputs
 from seqae.infer.model import InferenceModel
+from seqae.modeldir import ModelInfo
 from seqae.storage import Location, utc_now, write_json
 
 WORST = 6
@@ -233,12 +234,14 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threshold = Threshold.load(model_dir)
-    scored = score_labelled(model_dir, data, label_column, row_filter=row_filter, device=device)
     report: dict[str, Any] = {"model": str(model_dir), "data": data, "label_column": label_column,
                               "normal_value": normal_value, "created_at": utc_now(),
                               "threshold": None if threshold is None else {
                                   "method": threshold.config.method, "value": threshold.threshold_,
                                   "false_alarm_rate": threshold.config.false_alarm_rate}}
+    if ModelInfo.read(model_dir).data.layout == "long":
+        return _evaluate_points(report, model_dir, data, out, threshold, row_filter, probe_train, device)
+    scored = score_labelled(model_dir, data, label_column, row_filter=row_filter, device=device)
     report["anomaly"] = metrics(scored, normal_value, threshold.threshold_ if threshold else None)
     if probe_train:
         flt = RowFilter.parse(probe_train)
@@ -250,6 +253,23 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
     report["plots"] = plots(scored, normal_value, threshold.threshold_ if threshold else None, out)
     write_json(out / "report.json", report)
     (out / "report.md").write_text(markdown(report))
+    return report
+
+
+def _evaluate_points(report: dict[str, Any], model_dir, data: str, out: Path, threshold, row_filter, probe_train,
+                     device: str) -> dict[str, Any]:
+    """The long layout: labels per time step, scores per time step (``seqae.points``)."""
+    from seqae import points
+
+    if row_filter or probe_train:
+        raise SeqaeError("evaluate: --filter and --probe apply to the sequence layout; a long-layout model is "
+                         "evaluated per time step on every step of the data")
+    scored = points.score_steps(model_dir, data, report["label_column"], report["normal_value"], device=device)
+    value = threshold.threshold_ if threshold is not None else None
+    report["points"] = points.point_metrics(scored, value)
+    report["plots"] = {"series_scores": points.plot_series(scored, value, out)}
+    write_json(out / "report.json", report)
+    (out / "report.md").write_text(points.markdown(report))
     return report
 
 

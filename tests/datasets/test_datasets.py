@@ -25,3 +25,18 @@ def test_write_shards_and_refuse_to_overwrite(tmp_path):
         write_dataset("ecg5000", tmp_path)
     assert len(write_dataset("ecg5000", tmp_path, shards=2, overwrite=True)) == 2
     assert len(list(tmp_path.glob("*.parquet"))) == 2
+
+
+def test_ucr_anomaly_writes_a_clean_training_part_and_a_labelled_test_part(tmp_path):
+    from seqae.datasets import write_long_dataset
+
+    paths = write_long_dataset("ucr-anomaly", tmp_path)
+    train, test = pq.read_table(paths["train"]), pq.read_table(paths["test"])
+    assert train.column_names == ["series", "time", "value", "is_anomaly"]
+    assert train.num_rows == 1200 and sum(train.column("is_anomaly").to_pylist()) == 0
+    assert test.num_rows == 6301 and test.column("time").to_pylist()[0] == 1200
+    labelled = [t for t, a in zip(test.column("time").to_pylist(), test.column("is_anomaly").to_pylist()) if a]
+    assert labelled == list(range(4187, 4199))
+    with pytest.raises(ConfigError, match="already holds 1 Parquet file"):
+        write_long_dataset("ucr-anomaly", tmp_path)
+    write_long_dataset("ucr-anomaly", tmp_path, overwrite=True)

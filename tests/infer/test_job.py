@@ -241,6 +241,15 @@ def steps_per_series(table, key):
     return table.filter(pc.equal(pc.field("sensor"), key)).num_rows
 
 
+def test_step_scores_on_a_sequence_layout_model_is_a_clear_error(model_dir, mixed_dir, tmp_path):
+    from seqae.errors import ConfigError
+
+    data, _ = mixed_dir
+    with pytest.raises(ConfigError, match="step_scores: per-timestamp scores need the long layout"):
+        embed(model_dir, str(data), tmp_path / "out", EmbedConfig(device="cpu", step_scores=True))
+    assert not (tmp_path / "out" / "_steps").exists()
+
+
 def test_outputs_below_the_input_folder_are_not_read_back(model_dir, mixed_dir):
     data, _ = mixed_dir
     first = embed(model_dir, str(data), data / "scored", EmbedConfig(device="cpu"))

@@ -1,0 +1,106 @@
+"""Point-anomaly metrics on inputs whose answers are known by hand."""
+
+import numpy as np
+import pytest
+
+from seqae.errors import SeqaeError
+from seqae.points import ScoredSteps, point_adjust, point_metrics, segments, series_bounds, ucr_hits
+
+
+def scored(keys, scores, labels, steps_in=None):
+    keys = np.asarray(keys)
+    scores = np.asarray(scores, dtype=np.float32)
+    return ScoredSteps(keys, np.arange(len(keys)), np.zeros(len(keys)), scores, scores * 2,
+                       np.asarray(labels, dtype=bool), steps_in or len(keys), "k", "t", "x")
+
+
+def test_segments_never_cross_series():
+    keys = np.array(["a"] * 5 + ["b"] * 4)
+    labels = np.array([0, 1, 1, 0, 1, 1, 1, 0, 1], bool)
+    assert series_bounds(keys) == [(0, 5), (5, 9)]
+    assert segments(labels, series_bounds(keys)) == [(1, 3), (4, 5), (5, 7), (8, 9)]
+
+
+def test_point_adjust_flags_a_whole_segment_from_one_hit():
+    labels = np.array([0, 1, 1, 1, 0, 0, 1, 1, 0], bool)
+    flagged = np.array([0, 0, 1, 0, 0, 1, 0, 0, 0], bool)
+    adjusted = point_adjust(flagged, labels, [(0, 9)])
+    assert adjusted.astype(int).tolist() == [0, 1, 1, 1, 0, 1, 0, 0, 0]
+
+
+def test_ucr_hit_is_the_top_score_within_the_margin():
+    labels = np.zeros(1000, bool)
+    labels[500:510] = True
+    near, far = np.zeros(1000), np.zeros(1000)
+    near[605] = far[700] = 1.0
+    assert ucr_hits(near, labels, [(0, 1000)], margin=100) == [
+        {"start": 0, "top": 605, "anomaly": [500, 509], "distance": 96, "hit": True}]
+    assert ucr_hits(far, labels, [(0, 1000)], margin=100)[0]["hit"] is False
+
+
+def test_point_metrics_on_a_known_case():
+    # Series a: anomaly at steps 3-4, scored highest; series b: no anomaly.
+    keys = ["a"] * 8 + ["b"] * 4
+    scores = [0.1, 0.1, 0.2, 0.9, 0.3, 0.1, 0.1, 0.1, 0.1, 0.4, 0.1, 0.1]
+    labels = [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    m = point_metrics(scored(keys, scores, labels, steps_in=14), threshold=0.5)
+    assert m["steps"] == 12 and m["steps_unscored"] == 2 and m["series"] == 2 and m["segments"] == 1
+    # ROC-AUC: 0.9 beats all 10 normals, 0.3 beats the 9 below it (not b's 0.4) -> 19/20.
+    assert m["roc_auc"] == pytest.approx(0.95)
+    assert m["at_threshold"] == {"threshold": 0.5, "precision": 1.0, "recall": 0.5, "f1": 0.6667, "flagged_steps": 1}
+    assert m["point_adjusted"]["recall"] == 1.0 and m["point_adjusted"]["f1"] == 1.0
+    assert m["ucr"]["hit_rate"] == 1.0 and m["ucr"]["series_with_anomaly"] == 1
+    assert m["ucr"]["per_series"][0]["series"] == "a"
+
+
+def test_one_class_is_refused():
+    with pytest.raises(SeqaeError, match="one class only"):
+        point_metrics(scored(["a"] * 3, [0.1, 0.2, 0.3], [0, 0, 0]), threshold=None)
+
+
+@pytest.mark.slow
+def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.metrics import roc_auc_score
+
+    from seqae.anomaly import fit_threshold
+    from seqae.config import DataConfig, EmbedConfig, ModelConfig, TrainConfig
+    from seqae.evaluate import evaluate
+    from seqae.export import export
+    from seqae.infer import embed
+    from seqae.thresholds import ThresholdConfig
+    from seqae.train import train
+
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    x = np.sin(t / 5).astype(np.float32) + rng.normal(0, 0.05, 600).astype(np.float32)
+    label = np.zeros(600, np.int8)
+    label[400:410] = 1
+    x[400:410] += 3.0
+    for name, sl in (("train", slice(0, 300)), ("test", slice(300, 600))):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"s": ["a"] * (sl.stop - sl.start), "t": t[sl], "x": x[sl], "y": label[sl]}),
+                       tmp_path / name / "p.parquet")
+    data = DataConfig(layout="long", key_column="s", time_column="t", feature_columns=("x",), window=16, stride=2)
+    result = train(str(tmp_path / "train"), tmp_path / "m", model_config=ModelConfig(units=4), data_config=data,
+                   train_config=TrainConfig(max_epochs=2))
+    assert result.metadata["training"]["validation"]["method"] == "time"
+    export(tmp_path / "m")
+    fit_threshold(tmp_path / "m", ThresholdConfig(method="percentile", false_alarm_rate=0.05),
+                  data=str(tmp_path / "train"))
+    report = evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval", label_column="y", normal_value=0)
+    m = report["points"]
+    assert m["steps"] == 300 and m["anomalous_steps"] == 10 and m["segments"] == 1
+    assert (tmp_path / "eval" / "series_scores.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["points"]["roc_auc"] == m["roc_auc"]
+    assert "UCR hit rate" in (tmp_path / "eval" / "report.md").read_text()
+    # The same scores as `embed --step-scores` writes, so the report can be redone from the outputs.
+    embed(tmp_path / "m", str(tmp_path / "test"), tmp_path / "out", EmbedConfig(device="cpu", step_scores=True))
+    steps = pq.read_table(tmp_path / "out" / "_steps" / "p.parquet")
+    assert steps.column("t").to_pylist() == list(range(300, 600))
+    assert {"score", "is_anomaly"} <= set(steps.column_names)
+    expected = roc_auc_score(label[300:] == 1, steps.column("step_error_mean").to_numpy())
+    assert m["roc_auc"] == pytest.approx(expected, abs=1e-4)
