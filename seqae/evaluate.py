@@ -41,10 +41,13 @@ class Scored:
     embeddings: np.ndarray
     values: list[np.ndarray]  # the worst rows only (input, raw units), with their step errors
     step_errors: list[np.ndarray]
+    worst_errors: list[float]
     worst_keys: list[Any]
     worst_labels: list[Any]
     keys: np.ndarray
     key_column: str
+    reconstructions: list[np.ndarray] | None = None  # of the worst rows, raw units (None: not available)
+    reconstruction_note: str = ""
 
 
 def score_labelled(model_dir: str | os.PathLike, data: str, label_column: str, *, row_filter: str | None = None,
@@ -80,9 +83,32 @@ def score_labelled(model_dir: str | os.PathLike, data: str, label_column: str, *
             worst = sorted(worst, key=lambda w: -w[0])[:WORST]
     if not errors:
         raise SeqaeError(f"{data}: no accepted row to evaluate")
+    recons, note = worst_reconstructions(model_dir, [w[3] for w in worst])
     return Scored(np.concatenate(labels), np.concatenate(errors), np.concatenate(embeddings),
-                  [w[3] for w in worst], [w[4] for w in worst], [w[1] for w in worst], [w[2] for w in worst],
-                  np.concatenate(keys), model.data.key_column)
+                  [w[3] for w in worst], [w[4] for w in worst], [w[0] for w in worst], [w[1] for w in worst],
+                  [w[2] for w in worst],
+                  np.concatenate(keys), model.data.key_column, recons, note)
+
+
+def worst_reconstructions(model_dir, rows: list[np.ndarray]) -> tuple[list[np.ndarray] | None, str]:
+    """What the decoder makes of each of ``rows`` (raw units), from the Keras model in the model
+    directory: the ONNX scorer outputs errors, not reconstructions. Without TensorFlow (an
+    inference-only install) or for a predict-only model: ``None`` and why."""
+    try:
+        from seqae.model import load_model
+    except ImportError:
+        return None, "not drawn: TensorFlow is not installed (pip install 'seqae[train]')"
+    if not rows:
+        return None, "no rows"
+    longest = max(len(r) for r in rows)
+    values = np.zeros((len(rows), longest, rows[0].shape[-1]), np.float32)
+    for i, r in enumerate(rows):
+        values[i, : len(r)] = r
+    lengths = np.array([len(r) for r in rows], np.int32)
+    out = load_model(model_dir).reconstruct(values, lengths)
+    if out is None:
+        return None, "not drawn: a predict-only model does not reconstruct"
+    return [out[i, : n] for i, n in enumerate(lengths)], ""
 
 
 def metrics(scored: Scored, normal_value: Any, threshold: float | None) -> dict[str, Any]:
@@ -190,13 +216,21 @@ def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path)
     files["error_histogram"] = _save(fig, out / "error_histogram.png")
 
     fig, axes = plt.subplots(len(scored.values), 1, figsize=(7, 1.6 * len(scored.values)), dpi=100, squeeze=False)
-    for ax, values, steps, key, label in zip(axes[:, 0], scored.values, scored.step_errors, scored.worst_keys,
-                                             scored.worst_labels):
+    recons = scored.reconstructions or [None] * len(scored.values)
+    for i, (ax, values, steps, error, key, label, recon) in enumerate(zip(
+            axes[:, 0], scored.values, scored.step_errors, scored.worst_errors, scored.worst_keys,
+            scored.worst_labels, recons)):
         ax.plot(values[:, 0] if values.ndim == 2 else values, lw=1, label="input")
+        if recon is not None:
+            ax.plot(recon[:, 0], lw=1, ls="--", c="tab:green", label="reconstruction")
         twin = ax.twinx()
         twin.fill_between(np.arange(len(steps)), steps, color="tab:red", alpha=0.3, label="step error")
-        ax.set_title(f"key {key}, label {label}: recon_error {steps.mean():.3g}", fontsize=8)
-    fig.suptitle("the worst-reconstructed sequences (first feature) and their per-step error", fontsize=9)
+        twin.set_ylabel("step error", fontsize=7)
+        ax.set_title(f"key {key}, label {label}: recon_error {error:.3g}", fontsize=8)
+        if i == 0:
+            ax.legend(fontsize=7, loc="upper left")
+    what = "input vs reconstruction" if scored.reconstructions else f"input (reconstruction {scored.reconstruction_note})"
+    fig.suptitle(f"the worst-reconstructed sequences, first feature: {what}; shaded: per-step error", fontsize=9)
     files["worst_sequences"] = _save(fig, out / "worst_sequences.png")
 
     fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
@@ -209,6 +243,10 @@ def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path)
     ax.legend(fontsize=7, markerscale=3)
     files["embedding_2d"] = _save(fig, out / "embedding_2d.png")
     return files
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _save(fig, path: Path) -> str:
@@ -250,6 +288,9 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
                              f"'{scored.key_column}' only, e.g. \"{scored.key_column} < 500\"")
         train_mask = flt.mask(pa.table({scored.key_column: scored.keys}))
         report["probe"] = probe(scored, train_mask, raw_values(model_dir, data, row_filter))
+    report["worst"] = [{"key": _plain(k), "label": _plain(lab), "recon_error": round(e, 6)}
+                       for k, lab, e in zip(scored.worst_keys, scored.worst_labels, scored.worst_errors)]
+    report["reconstructions"] = "drawn" if scored.reconstructions else scored.reconstruction_note
     report["plots"] = plots(scored, normal_value, threshold.threshold_ if threshold else None, out)
     write_json(out / "report.json", report)
     (out / "report.md").write_text(markdown(report))

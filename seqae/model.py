@@ -186,6 +186,17 @@ class AutoencoderHead(keras.layers.Layer):
             if decoder is not None:
                 decoder.build(embedding_shape, targets)
 
+    def reconstruction(self, x, lengths, embedding, training=None):
+        """The reconstructor's output ``(batch, time, features)`` in standardised units and input
+        order (so that step ``t`` of it belongs to input step ``t``)."""
+        cfg = self.cfg
+        encoded = tf.cast(lengths, tf.int32) - cfg.horizon
+        target = tf.reverse_sequence(x, encoded, seq_axis=1, batch_axis=0) if cfg.reverse_target else x
+        output = self.reconstructor(embedding, target, training=training)
+        if cfg.reverse_target:
+            output = tf.reverse_sequence(output, encoded, seq_axis=1, batch_axis=0)
+        return output
+
     def call(self, x, lengths, embedding, training=None):
         cfg = self.cfg
         lengths = tf.cast(lengths, tf.int32)
@@ -196,10 +207,7 @@ class AutoencoderHead(keras.layers.Layer):
         recon_error = tf.zeros(tf.shape(x)[:1], x.dtype)
         pred_error = tf.zeros(tf.shape(x)[:1], x.dtype)
         if self.reconstructor is not None:
-            target = tf.reverse_sequence(x, encoded, seq_axis=1, batch_axis=0) if cfg.reverse_target else x
-            output = self.reconstructor(embedding, target, training=training)
-            if cfg.reverse_target:  # back to input order, so step_error[t] belongs to input step t
-                output = tf.reverse_sequence(output, encoded, seq_axis=1, batch_axis=0)
+            output = self.reconstruction(x, lengths, embedding, training=training)
             per_step = tf.reduce_mean(tf.square(output - x), axis=-1) * valid
             step_error += per_step
             recon_error = tf.reduce_sum(per_step, axis=1) / tf.cast(tf.maximum(encoded, 1), x.dtype)
@@ -321,6 +329,22 @@ class TrainedModel:
         return self.model.predict({names.INPUT_VALUES: values.astype(np.float32),
                                    names.INPUT_LENGTHS: lengths.astype(np.int32)},
                                   batch_size=batch_size, verbose=0)
+
+
+    def reconstruct(self, values: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
+        """What the decoder makes of each row: ``(batch, time, features)`` in raw units and input
+        order, valid up to each row's encoded length; ``None`` when the mode does not reconstruct."""
+        head = self.model.get_layer("head")
+        if head.reconstructor is None:
+            return None
+        x, _, encoded = head.input
+        inner = keras.Model(self.model.inputs, [x, encoded])
+        standardized, embedding = inner.predict({names.INPUT_VALUES: values.astype(np.float32),
+                                                 names.INPUT_LENGTHS: lengths.astype(np.int32)}, verbose=0)
+        output = head.reconstruction(tf.constant(standardized), tf.constant(lengths.astype(np.int32)),
+                                     tf.constant(embedding), training=False).numpy()
+        scale = self.model.get_layer("standardize")
+        return output * np.asarray(scale.std, np.float32) + np.asarray(scale.mean, np.float32)
 
 
 def load_model(model_dir: str | Path) -> TrainedModel:

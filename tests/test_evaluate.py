@@ -45,7 +45,7 @@ def test_export_wrote_the_held_out_reference(model):
     meta = json.loads((model / "seqae.json").read_text())
     reference = read_reference(model)
     assert meta["export"]["reference"]["rows"] == reference.num_rows > 0
-    assert meta["export"]["reference"]["source"] == "validation split"
+    assert meta["export"]["reference"]["source"] == "validation split (key)"
     assert reference.schema.names == ["recon_error", "embedding", "pred_error"]
 
 
@@ -78,6 +78,9 @@ def test_the_report_holds_metrics_plots_and_the_probe(model, labelled, tmp_path)
     files = sorted(p.name for p in (tmp_path / "report").iterdir())
     assert files == ["embedding_2d.png", "error_histogram.png", "report.json", "report.md", "roc.png",
                      "worst_sequences.png"]
+    assert report["reconstructions"] == "drawn" and len(report["worst"]) == 6
+    worst = [w["recon_error"] for w in report["worst"]]
+    assert worst == sorted(worst, reverse=True) and worst[-1] > a["per_class"]["1"]["mean_error"]
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| ROC-AUC |" in markdown and "![roc](roc.png)" in markdown and "| F1 |" in markdown
     assert json.loads((tmp_path / "report" / "report.json").read_text())["anomaly"] == a

@@ -123,3 +123,25 @@ def test_config_round_trips_and_refuses_bad_values():
         ModelConfig(mode="predict")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) unit"):
         ModelConfig.from_dict({"unit": 3})
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILY if f["mode"] != "predict"],
+                         ids=lambda f: "-".join(str(v) for v in f.values()))
+def test_reconstruct_gives_what_recon_error_measures(tmp_path, family):
+    """The reconstruction drawn in evaluation plots is the one the error is computed from."""
+    from seqae.model import TrainedModel
+    from seqae.modeldir import ModelInfo
+
+    values, lengths = batch(features=2, seed=3)
+    values = values * 5 + 2  # raw units away from the standardised ones
+    config = ModelConfig(num_features=2, units=4, **family)
+    model = build_autoencoder(config, mean=[2.0, 1.0], std=[5.0, 3.0])
+    trained = TrainedModel(tmp_path, model, ModelInfo.__new__(ModelInfo))
+    out = trained.reconstruct(values, lengths)
+    assert out.shape == values.shape
+    recon_error = trained.predict(values, lengths)["recon_error"]
+    encoded = lengths - config.horizon
+    for i in range(len(lengths)):
+        n = encoded[i]
+        diff = (out[i, :n] - values[i, :n]) / np.array([5.0, 3.0])
+        assert np.mean(diff ** 2) == pytest.approx(recon_error[i], rel=1e-4, abs=1e-6)
