@@ -74,13 +74,8 @@ def model_ids(out: Path) -> set[str]:
             for loc in committed_outputs(out)}
 
 
-def test_shard_landed_and_model_promoted_trigger_the_embeds(model_dir, mixed_dir, tmp_path, processes):
-    from seqae.export import export
-    from seqae.train import train
-
-    data, table = mixed_dir
-    models, out = tmp_path / "models", tmp_path / "out"
-    first = ModelRegistry(models).promote(model_dir, "default")
+def start_server_and_serve(tmp_path, processes, data, models, out, *serve_args) -> tuple[str, dict, list[Path]]:
+    """A Prefect server on a free port and ``python -m flows serve`` against it, both ready."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
@@ -94,17 +89,32 @@ def test_shard_landed_and_model_promoted_trigger_the_embeds(model_dir, mixed_dir
     wait_for("the server's health check", lambda: api(url, "/health"), 120, logs)
     with open(logs[1], "w") as log:
         processes.append(subprocess.Popen([sys.executable, "-m", "flows", "serve", "--data", str(data), "--models",
-                                           str(models), "--out", str(out), "--drift-alpha", "0"], cwd=ROOT, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+                                           str(models), "--out", str(out), *serve_args], cwd=ROOT, env=env,
+                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     wait_for("five deployments and three automations",
              lambda: len(api(url, "/deployments/filter", {})) == 5 and len(api(url, "/automations/filter", {})) == 3,
              90, logs)
     time.sleep(3)  # the server's trigger service loads new automations on its own schedule
+    return url, env, logs
 
-    pq.write_table(table.slice(0, 10), data / "d.parquet")
-    emitted = subprocess.run([sys.executable, "-m", "flows", "emit-shard-landed", str(data / "d.parquet")], cwd=ROOT,
+
+def emit_shard_landed(path: Path, env: dict) -> None:
+    emitted = subprocess.run([sys.executable, "-m", "flows", "emit-shard-landed", str(path)], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=60)
     assert emitted.returncode == 0, emitted.stderr
+
+
+def test_shard_landed_and_model_promoted_trigger_the_embeds(model_dir, mixed_dir, tmp_path, processes):
+    from seqae.export import export
+    from seqae.train import train
+
+    data, table = mixed_dir
+    models, out = tmp_path / "models", tmp_path / "out"
+    first = ModelRegistry(models).promote(model_dir, "default")
+    url, env, logs = start_server_and_serve(tmp_path, processes, data, models, out, "--drift-alpha", "0")
+
+    pq.write_table(table.slice(0, 10), data / "d.parquet")
+    emit_shard_landed(data / "d.parquet", env)
     wait_for("d.parquet embedded by embed-on-arrival", lambda: "d.parquet" in {
         loc.name for loc in committed_outputs(out)}, 120, logs)
     runs = api(url, "/flow_runs/filter", {"deployments": {"name": {"any_": ["embed-on-arrival"]}}})
@@ -121,3 +131,31 @@ def test_shard_landed_and_model_promoted_trigger_the_embeds(model_dir, mixed_dir
     assert new_id != first.model_id
     wait_for("every shard re-embedded with the promoted model",
              lambda: len(committed_outputs(out)) == 4 and model_ids(out) == {new_id}, 180, logs)
+
+
+def test_drift_closes_the_loop_retrain_promote_re_embed(model_dir, tmp_path, processes, make_sine_table):
+    """A shifted shard lands: embed-on-arrival embeds it, its drift check emits seqae.drift.detected,
+    retrain-on-drift trains, exports, fits a threshold and promotes, and the promotion re-embeds every
+    shard with the new model: the whole loop, through the server's triggers only."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data, models, out = tmp_path / "in", tmp_path / "models", tmp_path / "out"
+    data.mkdir()
+    table = make_sine_table(n=120, length=12, seed=9)
+    pq.write_table(table, data / "a.parquet")
+    first = ModelRegistry(models).promote(model_dir, "default")
+    url, env, logs = start_server_and_serve(tmp_path, processes, data, models, out, "--drift-alpha", "0.01",
+                                            "--epochs", "1")
+    shifted = table.set_column(table.schema.get_field_index("values"), "values", pa.array(
+        [[3 * v + 4 for v in row] for row in table.column("values").to_pylist()], pa.list_(pa.float32())))
+    shifted = shifted.set_column(0, "id", pc.add(shifted.column("id"), 10_000))
+    pq.write_table(shifted, data / "shifted.parquet")
+    emit_shard_landed(data / "shifted.parquet", env)
+    wait_for("a drift-triggered retrain promoting a new model",
+             lambda: ModelRegistry(models).current("default").model_id != first.model_id, 300, logs)
+    new_id = ModelRegistry(models).current("default").model_id
+    wait_for("both shards embedded with the retrained model",
+             lambda: len(committed_outputs(out)) == 2 and model_ids(out) == {new_id}, 180, logs)
+    retrains = api(url, "/flow_runs/filter", {"deployments": {"name": {"any_": ["retrain-on-drift"]}}})
+    assert retrains and retrains[0]["parameters"]["train"]["max_epochs"] == 1
