@@ -184,6 +184,7 @@ class ModeName(str, Enum):
 
 class DecoderName(str, Enum):
     unconditioned = "unconditioned"
+    state = "state"
     conditioned = "conditioned"
 
 

@@ -26,7 +26,7 @@ from seqae.data.filters import RowFilter
 from seqae.errors import ConfigError
 
 Mode = Literal["reconstruct", "predict", "composite"]
-DecoderKind = Literal["unconditioned", "conditioned"]
+DecoderKind = Literal["unconditioned", "state", "conditioned"]
 Device = Literal["auto", "cuda", "cpu"]
 ValidationSplit = Literal["auto", "key", "time"]
 
@@ -45,8 +45,10 @@ class ModelConfig(Config):
         horizon: steps predicted after the input (predict and composite modes). The last
             ``horizon`` steps of each sequence are the target; the encoder reads the rest.
         reverse_target: reconstruct in reverse order (the paper's choice).
-        decoder: ``unconditioned`` (the embedding repeated at every step) or ``conditioned``
-            (also fed the previous target step: teacher forcing in training, its own output when scoring).
+        decoder: ``unconditioned`` (the embedding repeated at every step), ``state`` (the embedding
+            sets the decoder's initial state and it receives no input: the paper's unconditioned
+            decoder, about a third less decoder work) or ``conditioned`` (state from the embedding, and
+            fed the previous target step: teacher forcing in training, its own output when scoring).
         units: LSTM units per layer.
         latent_dim: embedding size; ``None`` uses the last encoder layer's state (``units``),
             smaller values add a linear bottleneck.
@@ -78,7 +80,7 @@ class ModelConfig(Config):
         for name in ("units", "num_layers"):
             check_positive(name, getattr(self, name))
         check_choice("mode", self.mode, ("reconstruct", "predict", "composite"))
-        check_choice("decoder", self.decoder, ("unconditioned", "conditioned"))
+        check_choice("decoder", self.decoder, ("unconditioned", "state", "conditioned"))
         check_choice("activation", self.activation, ("tanh", "relu"))
         if self.mode == "reconstruct":
             if self.horizon != 0:

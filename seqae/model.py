@@ -79,18 +79,24 @@ class SequenceDecoder(keras.layers.Layer):
     """Turns an embedding into ``steps`` outputs of ``num_features``.
 
     ``unconditioned``: the embedding is repeated at every step (RepeatVector style).
+    ``from_state`` (the paper's unconditioned decoder): the embedding sets the initial states and the
+    decoder receives no input (a zero of width one per step, which ONNX's LSTM needs): the input
+    projection of the repeated embedding, a third of the decoder's work, is gone.
     ``conditioned``: the embedding sets the initial states and each step also receives the previous
     target step (zeros first): the true one in training (teacher forcing), the decoder's own
     output when scoring (``training=False``), which runs step by step.
     """
 
     def __init__(self, num_features: int, units: int, num_layers: int = 1, conditioned: bool = False,
-                 activation: str = "tanh", dropout: float = 0.0, **kwargs):
+                 activation: str = "tanh", dropout: float = 0.0, from_state: bool = False, **kwargs):
         super().__init__(**kwargs)
+        if conditioned and from_state:
+            raise ConfigError("a decoder is conditioned or starts from the state alone, not both")
         self.num_features = num_features
         self.units = units
         self.num_layers = num_layers
         self.conditioned = conditioned
+        self.from_state = from_state
         self.activation = activation
         self.dropout = dropout
         self.lstms = [
@@ -101,11 +107,11 @@ class SequenceDecoder(keras.layers.Layer):
         self.project = keras.layers.Dense(num_features, name="project")
         self.init_states = (
             [keras.layers.Dense(2 * units, activation="tanh", name=f"init_{i}") for i in range(num_layers)]
-            if conditioned else []
+            if conditioned or from_state else []
         )
 
     def build(self, embedding_shape, targets_shape=None):
-        width = self.num_features if self.conditioned else embedding_shape[-1]
+        width = self.num_features if self.conditioned else 1 if self.from_state else embedding_shape[-1]
         for i, lstm in enumerate(self.lstms):
             lstm.build((None, None, width if i == 0 else self.units))
         for dense in self.init_states:
@@ -119,6 +125,14 @@ class SequenceDecoder(keras.layers.Layer):
         """Args: embedding ``(batch, latent)``; targets ``(batch, steps, features)`` (sets ``steps``,
         and feeds the conditioned decoder in training). Returns ``(batch, steps, features)``."""
         steps = tf.shape(targets)[1]
+        if self.from_state:
+            states = self._states(embedding)
+            seq = tf.zeros(tf.stack([tf.shape(targets)[0], steps, 1]), dtype=embedding.dtype)
+            for i, lstm in enumerate(self.lstms):
+                seq = lstm(seq, initial_state=states[i], training=training)
+                if self.drop is not None and i < self.num_layers - 1:
+                    seq = self.drop(seq, training=training)
+            return self.project(seq)
         if not self.conditioned:
             seq = tf.repeat(embedding[:, None, :], steps, axis=1)
             for i, lstm in enumerate(self.lstms):
@@ -155,7 +169,7 @@ class SequenceDecoder(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_features": self.num_features, "units": self.units,
-                "num_layers": self.num_layers, "conditioned": self.conditioned,
+                "num_layers": self.num_layers, "conditioned": self.conditioned, "from_state": self.from_state,
                 "activation": self.activation, "dropout": self.dropout}
 
 
@@ -176,7 +190,8 @@ class AutoencoderHead(keras.layers.Layer):
         cfg = ModelConfig.from_dict(self.config)
         self.cfg = cfg
         common = dict(num_features=cfg.num_features, units=cfg.units, num_layers=cfg.num_layers,
-                      conditioned=cfg.decoder == "conditioned", activation=cfg.activation, dropout=cfg.dropout)
+                      conditioned=cfg.decoder == "conditioned", from_state=cfg.decoder == "state",
+                      activation=cfg.activation, dropout=cfg.dropout)
         self.reconstructor = SequenceDecoder(**common, name="reconstructor") if cfg.reconstructs else None
         self.predictor = SequenceDecoder(**common, name="predictor") if cfg.predicts else None
 

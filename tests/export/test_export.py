@@ -23,6 +23,8 @@ FAMILY = [
     {"mode": "predict", "horizon": 2, "decoder": "conditioned"},
     {"mode": "composite", "horizon": 2, "num_layers": 2, "latent_dim": 3},
     {"mode": "composite", "horizon": 2, "decoder": "conditioned"},
+    {"mode": "reconstruct", "decoder": "state"},
+    {"mode": "composite", "horizon": 2, "decoder": "state", "num_layers": 2},
 ]
 
 
@@ -49,7 +51,7 @@ def test_every_member_exports_with_parity_and_fused_lstms(exported, index):
         ops = collections.Counter(n.op_type for n in proto.graph.node)
         assert check_graph(proto, cfg, graph) == []
         assert ops["Scan"] == 0
-        if graph == "encoder" or cfg.decoder == "unconditioned":
+        if graph == "encoder" or cfg.decoder != "conditioned":
             assert ops["Loop"] == 0
         assert [i.name for i in proto.graph.input] == [names.INPUT_VALUES, names.INPUT_LENGTHS]
         dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # builds and trains Keras models
 FAMILY = [
     dict(mode=mode, horizon=0 if mode == "reconstruct" else 2, decoder=decoder, reverse_target=reverse)
     for mode, decoder, reverse in itertools.product(
-        ("reconstruct", "predict", "composite"), ("unconditioned", "conditioned"), (True, False))
+        ("reconstruct", "predict", "composite"), ("unconditioned", "state", "conditioned"), (True, False))
 ]
 
 

@@ -1,0 +1,126 @@
+"""Training rows per second, side by side in one run: seqae's Parquet pipeline against the same model
+fitted on in-memory arrays, and the LSTM autoencoder of the usual Keras tutorial (100 tanh units,
+RepeatVector decoder, in-memory arrays, batch 64), on the ECG5000 normal beats.
+
+    python benchmarks/train_throughput.py [--batch-sizes 32,128] [--epochs 4] [--jit]
+
+Rows/s is the training rows over the median epoch time of epochs 2.. (the first traces and fills
+caches). Writes bench/results/train-throughput-<date>.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+
+class EpochTimer:
+    def __init__(self):
+        import keras
+
+        outer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                outer.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                outer.times.append(time.perf_counter() - outer.start)
+
+        self.times: list[float] = []
+        self.callback = Callback()
+
+    def rate(self, rows: int) -> float:
+        return rows / statistics.median(self.times[1:] or self.times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", default="32,128")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--jit", action="store_true", help="also the seqae model compiled with XLA (jit_compile)")
+    parser.add_argument("--out", default=f"bench/results/train-throughput-{date.today().isoformat()}.json")
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    from seqae import names
+    from seqae.config import DataConfig, ModelConfig, TrainConfig
+    from seqae.data import RowFilter
+    from seqae.datasets import write_dataset
+    from seqae.model import build_autoencoder, compile_autoencoder, training_loss
+    from seqae.train import iter_split, make_dataset, plan_data
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset("ecg5000", Path(tmp) / "data", shards=4)
+        data = str(Path(tmp) / "data")
+        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+            tc = TrainConfig(batch_size=batch_size, row_filter="label == 1", max_epochs=args.epochs)
+            dc = DataConfig()
+            plan = plan_data(data, dc, tc)
+            cfg = ModelConfig(num_features=plan.num_features)
+            targets = tuple(training_loss(cfg)[0])
+            # the same training rows as the Parquet pipeline sees (the filter applies in the reader there)
+            arrays = list(iter_split(plan.shards, dc, tc, validation=False, num_features=1,
+                                     row_filter=RowFilter.parse(tc.row_filter), split=plan.split))
+            values = np.concatenate([v for v, _ in arrays])
+            lengths = np.concatenate([n for _, n in arrays])
+            rows = len(lengths)
+            assert rows == plan.train_rows
+            zeros = {k: np.zeros(rows, np.float32) for k in targets}
+
+            def seqae_model(jit=False):
+                keras.utils.set_random_seed(0)
+                model = build_autoencoder(cfg, plan.normalizer.mean_, plan.normalizer.std_)
+                compile_autoencoder(model, cfg)
+                if jit:
+                    model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=True)
+                return model
+
+            runs = {}
+            timer = EpochTimer()
+            seqae_model().fit(make_dataset(plan, dc, tc, validation=False, targets=targets), epochs=args.epochs,
+                              verbose=0, callbacks=[timer.callback], shuffle=False)
+            runs["seqae, from Parquet (tf.data)"] = timer.rate(rows)
+            timer = EpochTimer()
+            seqae_model().fit({names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths}, zeros,
+                              batch_size=batch_size, epochs=args.epochs, verbose=0, callbacks=[timer.callback])
+            runs["seqae model, in-memory arrays"] = timer.rate(rows)
+            if args.jit:
+                timer = EpochTimer()
+                seqae_model(jit=True).fit(make_dataset(plan, dc, tc, validation=False, targets=targets),
+                                          epochs=args.epochs, verbose=0, callbacks=[timer.callback], shuffle=False)
+                runs["seqae, from Parquet, XLA"] = timer.rate(rows)
+            for name, value in runs.items():
+                results.append({"batch_size": batch_size, "run": name, "rows_per_second": round(value)})
+                print(f"batch {batch_size:4d}  {name:40s} {value:8.0f} rows/s", flush=True)
+        # The tutorial's model: 100 tanh units, batch 64, in-memory arrays of the 140-step beats.
+        keras.utils.set_random_seed(0)
+        x = values.astype(np.float32)
+        tutorial = keras.Sequential([
+            keras.Input((x.shape[1], 1)), keras.layers.LSTM(100), keras.layers.RepeatVector(x.shape[1]),
+            keras.layers.LSTM(100, return_sequences=True), keras.layers.TimeDistributed(keras.layers.Dense(1))])
+        tutorial.compile(optimizer="adam", loss="mse")
+        timer = EpochTimer()
+        tutorial.fit(x, x, batch_size=64, epochs=args.epochs, verbose=0, callbacks=[timer.callback])
+        results.append({"batch_size": 64, "run": "Keras tutorial model (100 units), in-memory",
+                        "rows_per_second": round(timer.rate(len(x)))})
+        print(f"batch   64  {'Keras tutorial model (100 units), in-memory':40s} {timer.rate(len(x)):8.0f} rows/s")
+    record = {"date": date.today().isoformat(), "machine": {"cores": os.cpu_count(), "cpu": platform.processor(),
+                                                            "tensorflow": tf.__version__, "keras": keras.__version__},
+              "rows": rows, "epochs": args.epochs, "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
