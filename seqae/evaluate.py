@@ -27,6 +27,7 @@ from seqae.errors import SeqaeError
 from seqae.infer.commit import committed_outputs
 from seqae.infer.model import InferenceModel
 from seqae.modeldir import ModelInfo
+from seqae.points import normal_scalar
 from seqae.storage import Location, utc_now, write_json
 
 WORST = 6
@@ -280,6 +281,8 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
     if ModelInfo.read(model_dir).data.layout == "long":
         return _evaluate_points(report, model_dir, data, out, threshold, row_filter, probe_train, device)
     scored = score_labelled(model_dir, data, label_column, row_filter=row_filter, device=device)
+    labels = pa.array(scored.labels)
+    normal_value = normal_scalar(normal_value, labels.type, label_column, data, labels).as_py()
     report["anomaly"] = metrics(scored, normal_value, threshold.threshold_ if threshold else None)
     if probe_train:
         flt = RowFilter.parse(probe_train)
@@ -374,7 +377,8 @@ def score_labels(out: str | os.PathLike | Location, label_column: str, normal_va
             tables.append(pq.read_table(handle, columns=columns))
     table = pa.concat_tables(tables)
     labels = table.column(label_column)
-    anomalous = pc.fill_null(pc.not_equal(labels, pa.scalar(normal_value, labels.type)), True).to_numpy(
+    normal = normal_scalar(normal_value, labels.type, label_column, Location.of(out).uri, labels)
+    anomalous = pc.fill_null(pc.not_equal(labels, normal), True).to_numpy(
         zero_copy_only=False).astype(bool)
     scores = table.column(score_column).to_numpy().astype(np.float64)
     if anomalous.all() or not anomalous.any():

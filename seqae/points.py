@@ -41,7 +41,7 @@ PLOTTED_SERIES = 3
 
 @dataclass
 class ScoredSteps:
-    """Every scored step of labelled long-layout data, in series order then time order."""
+    """Every scored, labelled step of long-layout data, in series order then time order."""
 
     keys: np.ndarray
     times: np.ndarray
@@ -49,10 +49,25 @@ class ScoredSteps:
     mean: np.ndarray
     max: np.ndarray
     anomalous: np.ndarray  # bool, from the labels
-    steps_in: int  # labelled steps read (scored or not)
+    steps_in: int  # steps read with a key and a time (scored or not)
     key_column: str
     time_column: str
     feature: str
+    unlabelled: int = 0  # scored steps whose label is null: left out of every metric
+    anomalous_unscored: int = 0  # labelled anomalous steps that no accepted window covers
+    label_values: tuple = ()  # the distinct labels seen (at most 10), for messages
+
+
+def normal_scalar(normal_value: Any, label_type: pa.DataType, label_column: str, where: str,
+                  found: pa.Array | pa.ChunkedArray) -> pa.Scalar:
+    """``normal_value`` as a scalar of the label column's type (``--normal-value 0`` on a string column
+    means ``"0"``), or a one-line error naming the column, its type and the labels found."""
+    try:
+        return pa.scalar(normal_value).cast(label_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        seen = ", ".join(repr(v) for v in pc.unique(found).to_pylist()[:10])
+        raise SeqaeError(f"{where}: --normal-value {normal_value!r} is not a value of column '{label_column}' "
+                         f"({label_type}); expected one of the labels found: {seen}") from None
 
 
 def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, normal_value: Any, *,
@@ -60,8 +75,12 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     """Score the long-layout shards at ``data`` per time step and join each step's label."""
     model = InferenceModel.open(model_dir, EmbedConfig(device=device, step_scores=True))
     cfg = model.data
+    if label_column in (cfg.key_column, cfg.time_column, *cfg.feature_columns):
+        raise SeqaeError(f"--label-column {label_column!r} is the model's key, time or a feature column; expected a "
+                         "column of labels per time step")
     parts = []
-    steps_in = 0
+    steps_in = unlabelled = anomalous_unscored = 0
+    label_values: set = set()
     for shard in resolve_shards(data):
         source = ShardInput(shard, model, read_batch_size)
         if label_column not in source.reader.schema.names:
@@ -87,19 +106,29 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
         labels = labels.filter(pc.and_(pc.is_valid(labels.column(cfg.key_column)),
                                        pc.is_valid(labels.column(cfg.time_column))))
         steps_in += labels.num_rows
+        label = labels.column(label_column)
+        normal = normal_scalar(normal_value, label.type, label_column, shard.uri, label)
+        label_values |= set(pc.unique(label).to_pylist()[:10])
         joined = scored.join(labels, [cfg.key_column, cfg.time_column], join_type="inner").sort_by("_order")
-        label = joined.column(label_column)
-        anomalous = pc.fill_null(pc.not_equal(label, pa.scalar(normal_value, label.type)), True)
-        parts.append((joined, anomalous.to_numpy(zero_copy_only=False).astype(bool)))
+        is_anomalous = pc.fill_null(pc.not_equal(label, normal), False)
+        anomalous_unscored += int(pc.sum(is_anomalous).as_py() or 0)
+        valid = pc.is_valid(joined.column(label_column))
+        unlabelled += joined.num_rows - int(pc.sum(valid).as_py() or 0)
+        joined = joined.filter(valid)
+        anomalous = pc.not_equal(joined.column(label_column), normal).to_numpy(zero_copy_only=False).astype(bool)
+        anomalous_unscored -= int(anomalous.sum())
+        parts.append((joined, anomalous))
     if not parts or not sum(len(a) for _, a in parts):
-        raise SeqaeError(f"{data}: no time step was scored (too few steps for one window?)")
+        raise SeqaeError(f"{data}: no labelled time step was scored (too few steps for one window, or every label "
+                         "null?)")
     table = pa.concat_tables([t for t, _ in parts])
     return ScoredSteps(table.column(cfg.key_column).to_numpy(zero_copy_only=False),
                        table.column(cfg.time_column).to_numpy(zero_copy_only=False),
                        table.column(cfg.feature_columns[0]).to_numpy(zero_copy_only=False).astype(np.float64),
                        table.column(names.STEP_ERROR_MEAN).to_numpy(), table.column(names.STEP_ERROR_MAX).to_numpy(),
                        np.concatenate([a for _, a in parts]), steps_in, cfg.key_column, cfg.time_column,
-                       cfg.feature_columns[0])
+                       cfg.feature_columns[0], unlabelled, anomalous_unscored,
+                       tuple(sorted(label_values, key=str))[:10])
 
 
 def series_bounds(keys: np.ndarray) -> list[tuple[int, int]]:
@@ -150,11 +179,23 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
 
     y, s = scored.anomalous, scored.mean.astype(np.float64)
     if y.all() or not y.any():
-        raise SeqaeError(f"the labels have one class only ({int(y.sum())} of {len(y)} scored steps are anomalous); "
-                         "ROC-AUC needs both")
+        raise SeqaeError(f"the labels have one class only ({int(y.sum())} of {len(y)} scored steps are anomalous; "
+                         f"labels found: {', '.join(repr(v) for v in scored.label_values)}); ROC-AUC needs both: "
+                         "is --normal-value the label of normal steps?")
     bounds = series_bounds(scored.keys)
+    warnings = []
+    if y.mean() > 0.5:
+        warnings.append(f"{int(y.sum())} of {len(y)} steps ({y.mean():.0%}) are labelled anomalous: is --normal-value "
+                        "the label of the normal steps (it is 1 unless given)?")
+    if scored.anomalous_unscored:
+        warnings.append(f"{scored.anomalous_unscored} labelled anomalous step(s) have no score (no accepted window "
+                        "covers them, e.g. a NaN in their window) and are left out: recall is over the scored ones")
+    if scored.unlabelled:
+        warnings.append(f"{scored.unlabelled} scored step(s) have a null label and are left out")
     result: dict[str, Any] = {
-        "steps": int(len(y)), "steps_unscored": int(scored.steps_in - len(y)), "anomalous_steps": int(y.sum()),
+        "steps": int(len(y)), "steps_unscored": int(scored.steps_in - len(y) - scored.unlabelled),
+        "steps_unlabelled": scored.unlabelled, "anomalous_steps": int(y.sum()),
+        "anomalous_steps_unscored": scored.anomalous_unscored,
         "series": len(bounds), "segments": len(segments(y, bounds)), "score": names.STEP_ERROR_MEAN,
         "roc_auc": round(float(roc_auc_score(y, s)), 4), "pr_auc": round(float(average_precision_score(y, s)), 4),
         "roc_auc_of_max": round(float(roc_auc_score(y, scored.max)), 4),
@@ -166,18 +207,23 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
             result[name] = {"threshold": threshold, "precision": round(float(p), 4), "recall": round(float(r), 4),
                             "f1": round(float(f1), 4), "flagged_steps": int(pred.sum())}
     hits = ucr_hits(s, y, bounds, margin)
-    for h in hits:
+    for h in hits:  # positions among the series' scored steps -> times
         start = h.pop("start")
         h["series"] = _plain(scored.keys[start])
-        h["top_time"] = _plain(scored.times[start + h["top"]])
-        h["anomaly_times"] = [_plain(scored.times[start + i]) for i in h["anomaly"]]
+        h["top_time"] = _plain(scored.times[start + h.pop("top")])
+        h["anomaly_times"] = [_plain(scored.times[start + i]) for i in h.pop("anomaly")]
+        h["distance_steps"] = h.pop("distance")
     result["ucr"] = {"margin": margin, "series_with_anomaly": len(hits),
                      "hit_rate": round(sum(h["hit"] for h in hits) / len(hits), 4) if hits else None,
                      "per_series": hits[:50]}
+    result["warnings"] = warnings
     return result
 
 
 def _plain(value):
+    """A numpy scalar as JSON can hold it (times as ISO text)."""
+    if isinstance(value, np.datetime64):
+        return str(value)
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -194,18 +240,17 @@ def plot_series(scored: ScoredSteps, threshold: float | None, out: Path) -> str:
                              sharex=False)
     for i, (a, b) in enumerate(bounds):
         top, bottom = axes[2 * i, 0], axes[2 * i + 1, 0]
-        x = np.arange(b - a)
+        x = scored.times[a:b]  # real times: steps without a score leave a visible gap
         top.plot(x, scored.values[a:b], lw=0.6)
         bottom.plot(x, scored.mean[a:b], lw=0.6, c="tab:red", label=names.STEP_ERROR_MEAN)
         if threshold is not None:
             bottom.axhline(threshold, c="k", ls="--", lw=0.8, label="threshold")
         for s, e in segments(scored.anomalous[a:b], [(0, b - a)]):
             for ax in (top, bottom):
-                ax.axvspan(s - 0.5, e - 0.5, color="orange", alpha=0.35, lw=0)
+                ax.axvspan(x[s], x[e - 1], color="orange", alpha=0.35, lw=1.5, ec="orange")
         top.set_title(f"{scored.key_column} = {_plain(scored.keys[a])}: {scored.feature} (labelled anomalies shaded)",
                       fontsize=9)
-        bottom.set(yscale="log", ylabel="score", xlabel=f"step (from {scored.time_column} "
-                                                          f"{_plain(scored.times[a])})")
+        bottom.set(yscale="log", ylabel="score", xlabel=scored.time_column)
         bottom.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path = out / "series_scores.png"
@@ -218,8 +263,8 @@ def markdown(report: dict[str, Any]) -> str:
     m = report["points"]
     lines = [f"# seqae point-anomaly evaluation: {report['data']}", "",
              f"Model `{report['model']}`, labels per time step in `{report['label_column']}` (normal: "
-             f"{report['normal_value']!r}); {m['steps']} scored steps ({m['steps_unscored']} not covered by a "
-             f"window) in {m['series']} series, {m['anomalous_steps']} anomalous steps in {m['segments']} "
+             f"{report['normal_value']!r}); {m['steps']} scored steps ({m['steps_unscored']} with no score: no "
+             f"accepted window covers them) in {m['series']} series, {m['anomalous_steps']} anomalous steps in {m['segments']} "
              f"segment(s); score `{m['score']}`; {report['created_at']}.", "",
              "| metric | value |", "|---|---:|", f"| ROC-AUC (steps) | {m['roc_auc']} |",
              f"| PR-AUC (steps) | {m['pr_auc']} |", f"| ROC-AUC of `step_error_max` | {m['roc_auc_of_max']} |",
@@ -235,6 +280,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "| series | top-scored time | labelled anomaly (times) | distance (steps) | hit |",
               "|---|---:|---|---:|---|"]
     lines += [f"| {h['series']} | {h['top_time']} | {h['anomaly_times'][0]}..{h['anomaly_times'][1]} | "
-              f"{h['distance']} | {'yes' if h['hit'] else 'no'} |" for h in m["ucr"]["per_series"]]
+              f"{h['distance_steps']} | {'yes' if h['hit'] else 'no'} |" for h in m["ucr"]["per_series"]]
+    lines += [""] + [f"Warning: {w}" for w in m.get("warnings", [])]
     lines += [""] + [f"![{name}]({file})" for name, file in report["plots"].items()]
     return "\n".join(lines) + "\n"

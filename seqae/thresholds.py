@@ -19,6 +19,7 @@ error at least this large: 1 - the tail probability), ``predict(errors)`` flags 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from seqae.errors import ConfigError, SeqaeError
 from seqae.storage import read_json, sha256_text, utc_now, write_json
 
 THRESHOLD_FILE = names.THRESHOLD_FILE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class Threshold:
         self.reference_, self.n_samples_ = errors, len(errors)
         if cfg.method == "percentile":
             self.threshold_ = float(np.quantile(errors, 1 - cfg.false_alarm_rate))
+            if len(errors) * cfg.false_alarm_rate < 5:
+                log.warning("threshold: %d rows hold fewer than 5 errors above the %g quantile: the threshold "
+                            "(%.4g) is close to their maximum and the false-alarm rate is not measured",
+                            len(errors), 1 - cfg.false_alarm_rate, self.threshold_)
             return self
         from scipy.stats import genpareto
 
@@ -94,7 +101,8 @@ class Threshold:
         excess = errors[errors > start] - start
         if len(excess) < 10:
             raise SeqaeError(f"threshold: pot needs at least 10 errors above the tail start (quantile "
-                             f"{cfg.tail_start}), got {len(excess)}; lower tail_start or fit on more rows")
+                             f"{cfg.tail_start}) of {len(errors)}, got {len(excess)}; fit on more rows, or use the "
+                             f"empirical percentile (--method percentile) on so few")
         shape, _, scale = genpareto.fit(excess, floc=0.0)
         share = len(excess) / len(errors)  # P(error > start)
         self.tail_ = {"start": start, "shape": float(shape), "scale": float(scale), "share": share}

@@ -214,7 +214,14 @@ def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
             num_features = reader.num_features  # a shard with rows fixes it; an empty one sorting first must not
         stats.append({**reader.stats.to_dict(), "fingerprint": shard.fingerprint, "size": shard.size})
     if train_rows == 0:
-        raise SeqaeError(f"{data}: no training rows after filtering and validation split; rows per shard: {stats}")
+        accepted = sum(s["sequences_out"] for s in stats)
+        unit = "windows" if config.layout == "long" else "rows"
+        raise SeqaeError(f"{data}: no training {unit}: of {accepted} accepted, the {split.method} validation split "
+                         f"holds {validation_rows}" + (f" and its gap {gap_rows}" if gap_rows else "")
+                         + f" (validation_fraction {train_config.validation_fraction:g}); read "
+                         f"{sum(s['rows_in'] for s in stats)} rows, filtered {sum(s['rows_filtered'] for s in stats)}, "
+                         f"rejected {sum(s['rows_rejected'] for s in stats)}. Lower --validation-fraction, or give "
+                         "more data")
     warnings = []
     if validation_rows == 0:
         unit = "windows" if config.layout == "long" else "rows"

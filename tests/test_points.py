@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from seqae.errors import SeqaeError
-from seqae.points import ScoredSteps, point_adjust, point_metrics, segments, series_bounds, ucr_hits
+from seqae.points import ScoredSteps, normal_scalar, point_adjust, point_metrics, segments, series_bounds, ucr_hits
 
 
 def scored(keys, scores, labels, steps_in=None):
@@ -53,9 +53,26 @@ def test_point_metrics_on_a_known_case():
     assert m["ucr"]["per_series"][0]["series"] == "a"
 
 
-def test_one_class_is_refused():
-    with pytest.raises(SeqaeError, match="one class only"):
-        point_metrics(scored(["a"] * 3, [0.1, 0.2, 0.3], [0, 0, 0]), threshold=None)
+def test_one_class_is_refused_naming_the_labels():
+    steps = scored(["a"] * 3, [0.1, 0.2, 0.3], [0, 0, 0])
+    steps.label_values = (0, 1)
+    with pytest.raises(SeqaeError, match=r"one class only .* labels found: 0, 1\); .* --normal-value"):
+        point_metrics(steps, threshold=None)
+
+
+def test_mostly_anomalous_labels_warn_of_an_inverted_normal_value():
+    m = point_metrics(scored(["a"] * 4, [0.1, 0.2, 0.3, 0.4], [1, 1, 1, 0]), threshold=None)
+    assert "is --normal-value the label of the normal steps" in m["warnings"][0]
+
+
+def test_the_normal_value_takes_the_label_column_type():
+    import pyarrow as pa
+
+    assert normal_scalar(0, pa.string(), "y", "f", pa.array(["0", "1"])).as_py() == "0"
+    assert normal_scalar("1", pa.int8(), "y", "f", pa.array([0, 1], pa.int8())).as_py() == 1
+    with pytest.raises(SeqaeError, match=r"^f: --normal-value 'normal' is not a value of column 'y' \(int8\); "
+                                         r"expected one of the labels found: 0, 1$"):
+        normal_scalar("normal", pa.int8(), "y", "f", pa.array([0, 1, 1], pa.int8()))
 
 
 @pytest.mark.slow
@@ -80,9 +97,13 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     label = np.zeros(600, np.int8)
     label[400:410] = 1
     x[400:410] += 3.0
+    x[409] = np.nan  # the windows over it are rejected: the last anomalous steps get no score
+    y = pa.array(label, pa.int8()).to_pylist()
+    y[350] = None  # an unlabelled step: left out, counted
     for name, sl in (("train", slice(0, 300)), ("test", slice(300, 600))):
         (tmp_path / name).mkdir()
-        pq.write_table(pa.table({"s": ["a"] * (sl.stop - sl.start), "t": t[sl], "x": x[sl], "y": label[sl]}),
+        pq.write_table(pa.table({"s": ["a"] * (sl.stop - sl.start), "t": t[sl], "x": x[sl],
+                                 "y": pa.array(y[sl], pa.int8())}),
                        tmp_path / name / "p.parquet")
     data = DataConfig(layout="long", key_column="s", time_column="t", feature_columns=("x",), window=16, stride=2)
     result = train(str(tmp_path / "train"), tmp_path / "m", model_config=ModelConfig(units=4), data_config=data,
@@ -93,14 +114,23 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
                   data=str(tmp_path / "train"))
     report = evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval", label_column="y", normal_value=0)
     m = report["points"]
-    assert m["steps"] == 300 and m["anomalous_steps"] == 10 and m["segments"] == 1
+    assert m["steps_unlabelled"] == 1 and m["anomalous_steps_unscored"] > 0
+    assert m["anomalous_steps"] + m["anomalous_steps_unscored"] == 10 and m["segments"] == 1
+    assert m["steps"] + m["steps_unscored"] + m["steps_unlabelled"] == 300
+    assert any("have no score" in w for w in m["warnings"])
+    with pytest.raises(SeqaeError, match="is the model's key, time or a feature column"):
+        evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval2", label_column="x", normal_value=0)
     assert (tmp_path / "eval" / "series_scores.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["points"]["roc_auc"] == m["roc_auc"]
     assert "UCR hit rate" in (tmp_path / "eval" / "report.md").read_text()
     # The same scores as `embed --step-scores` writes, so the report can be redone from the outputs.
     embed(tmp_path / "m", str(tmp_path / "test"), tmp_path / "out", EmbedConfig(device="cpu", step_scores=True))
     steps = pq.read_table(tmp_path / "out" / "_steps" / "p.parquet")
-    assert steps.column("t").to_pylist() == list(range(300, 600))
+    entry = json.loads((tmp_path / "out" / "_manifest" / "p.parquet.json").read_text())
+    assert entry["steps_written"] == steps.num_rows == 300 - entry["steps_unscored"] and entry["steps_unscored"] > 0
     assert {"score", "is_anomaly"} <= set(steps.column_names)
-    expected = roc_auc_score(label[300:] == 1, steps.column("step_error_mean").to_numpy())
+    labels = dict(zip(range(300, 600), y[300:]))
+    keep = [labels[t] is not None for t in steps.column("t").to_pylist()]
+    truth = np.array([labels[t] == 1 for t in steps.column("t").to_pylist()])[keep]
+    expected = roc_auc_score(truth, steps.column("step_error_mean").to_numpy()[keep])
     assert m["roc_auc"] == pytest.approx(expected, abs=1e-4)

@@ -60,20 +60,27 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
         for s in starts:
             emit(series, int(s), int(s) + window)
         next_start = int(starts[-1]) + stride if len(starts) else series.skip
-        covered = max(series.covered, int(starts[-1]) + window) if len(starts) else series.covered
+        # Which steps some window covers: the prefix covered before, and every window emitted now.
+        cover = np.zeros(n + 1, dtype=np.int64)
+        cover[0] += 1
+        cover[min(series.covered, n)] -= 1
+        np.add.at(cover, starts, 1)
+        np.add.at(cover, np.minimum(starts + window, n), -1)
+        covered = np.cumsum(cover)[:n] > 0
+        prefix_end = max(series.covered, int(starts[-1]) + window if len(starts) else 0)
         if final:
-            if next_start < n and covered < n and cfg.partial_windows == "keep" and n - next_start >= cfg.min_length:
+            if next_start < n and prefix_end < n and cfg.partial_windows == "keep" and n - next_start >= cfg.min_length:
                 emit(series, next_start, n)
-                covered = n
-            stats.steps_uncovered += n - min(covered, n)
+                covered[next_start:] = True
+            stats.steps_uncovered += int((~covered).sum())
             return
         keep_from = min(next_start, n)
-        # Steps dropped here that no window covered (stride > window) can never be covered later.
-        stats.steps_uncovered += keep_from - min(covered, keep_from)
+        # Steps dropped here that no window covered (gaps when stride > window) can never be covered later.
+        stats.steps_uncovered += int((~covered[:keep_from]).sum())
         series.times = series.times[keep_from:]
         series.values = series.values[keep_from:]
         series.rows = series.rows[keep_from:]
-        series.covered = max(covered - keep_from, 0)
+        series.covered = max(prefix_end - keep_from, 0)
         series.skip = next_start - keep_from
 
     def problem(values: np.ndarray) -> str | None:

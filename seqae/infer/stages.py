@@ -188,6 +188,9 @@ class ShardOutput:
         if self._steps is not None:
             self._write_steps(self._steps.finish())
             record["steps_written"] = self.steps_written
+            # Input steps with no row: in no accepted window (a rejected window's steps, stride gaps,
+            # a dropped tail); of those, ``steps_uncovered`` are in no window at all.
+            record["steps_unscored"] = stats.steps_windowed - self.steps_written
             record["steps_uncovered"] = stats.steps_uncovered
         write_rejects(self.folder.location, self.name, self.rejects, {**record, "output": self.name})
         if self._steps_writer is not None:

@@ -225,7 +225,8 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
     assert row["step_error_mean"] == pytest.approx(np.mean(at_150), rel=1e-5)
     assert row["step_error_max"] == pytest.approx(max(at_150), rel=1e-6)
     entry = json.loads((tmp_path / "out" / "_manifest" / "s.parquet.json").read_text())
-    assert entry["step_scores"] is True and entry["steps_written"] == 120 and entry["steps_uncovered"] == 0
+    assert entry["step_scores"] is True and entry["steps_written"] == 120 and entry["steps_unscored"] == 0
+    assert entry["steps_uncovered"] == 0
     # A rerun skips; so does one that does not ask for the steps (what it asks for is all there), but
     # a lost steps file makes the shard count as not done.
     assert embed(tmp_path / "m", str(data), tmp_path / "out",

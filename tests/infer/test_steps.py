@@ -76,3 +76,20 @@ def test_memory_is_one_window_not_the_series(tmp_path):
     last = fold.finish()
     assert written + len(last) == n
     assert last.windows.tolist()[-1] == 1 and set(last.windows.tolist()) <= set(range(1, window + 1))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_uncovered_steps_are_exactly_those_no_window_covers(tmp_path, seed):
+    rng = np.random.default_rng(100 + seed)
+    table = random_long_table(rng, int(rng.integers(1, 5)), "int")
+    table = table.set_column(2, "x", pa.array(np.nan_to_num(table.column("x").to_numpy()), pa.float32()))
+    pq.write_table(table, tmp_path / "s.parquet")
+    window = int(rng.integers(1, 9))
+    config = DataConfig(layout="long", key_column="k", time_column="t", feature_columns=("x",), window=window,
+                        stride=int(rng.integers(1, 2 * window + 3)), partial_windows=["keep", "drop"][seed % 2])
+    reader = ShardReader(resolve_shards(str(tmp_path / "s.parquet"))[0], config, batch_size=int(rng.integers(1, 30)))
+    covered = set()
+    for batch, _ in reader:
+        for i, key in enumerate(batch.keys.column("k").to_pylist()):
+            covered |= {(key, int(t)) for t in batch.times[i, : batch.lengths[i]]}
+    assert reader.stats.steps_uncovered == table.num_rows - len(covered)

@@ -92,3 +92,12 @@ def test_time_split_needs_the_long_layout(tmp_path):
                      num_features=None, row_filter=None)
     with pytest.raises(ConfigError, match="validation_split"):
         TrainConfig(validation_split="random")
+
+
+def test_no_training_windows_left_says_what_took_them(tmp_path):
+    from seqae.errors import SeqaeError
+
+    data = long_data(tmp_path, {"short": 14})  # 4 windows of 8 every 2: half held out, the gap takes the rest
+    with pytest.raises(SeqaeError, match=r"no training windows: of 4 accepted, the time validation split holds 2 "
+                                         r"and its gap 2 \(validation_fraction 0.5\)"):
+        plan_data(data, config(), TrainConfig(validation_fraction=0.5, validation_split="time"))
