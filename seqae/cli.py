@@ -270,6 +270,7 @@ def export_cmd(
     data: Annotated[Optional[str], typer.Option(help="Rows for the parity gate (default: the training data).")] = None,
     opset: Annotated[int, typer.Option(min=13, max=18, help="ONNX opset.")] = 17,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write scorer.fp16.onnx for GPU serving.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write scorer.int8.onnx (dynamic int8 weights, CPU), kept if it passes its parity.")] = False,
     embedding_atol: Annotated[float, typer.Option(min=0.0, help="Parity: absolute tolerance on embeddings.")] = 1e-4,
     error_rtol: Annotated[float, typer.Option(min=0.0, help="Parity: relative tolerance on errors.")] = 1e-4,
 ) -> None:
@@ -278,13 +279,14 @@ def export_cmd(
 
     if not (model_dir / names.METADATA_FILE).is_file():
         raise typer.BadParameter(f"{model_dir} holds no {names.METADATA_FILE}", param_hint="MODEL_DIR")
-    config = ExportConfig(opset=opset, fp16=fp16, embedding_atol=embedding_atol, error_rtol=error_rtol)
+    config = ExportConfig(opset=opset, fp16=fp16, int8=int8, embedding_atol=embedding_atol, error_rtol=error_rtol)
     from seqae.export import export
 
     result = export(model_dir, config, data=data)
     _print_json({"model_dir": str(model_dir), "files": result["files"], "parity": {
         k: v for k, v in result["parity"].items() if k in ("passed", "rows", "worst", "checks")},
-        **({"fp16_parity": result["fp16_parity"]} if fp16 else {})})
+        **({"fp16_parity": result["fp16_parity"]} if fp16 else {}),
+        **({"int8_parity": result["int8_parity"]} if int8 else {})})
 
 
 class DeviceName(str, Enum):
@@ -300,6 +302,7 @@ def embed_cmd(
     out: Annotated[str, typer.Option(help="Output folder or URI (one Parquet file per input shard).")],
     device: Annotated[DeviceName, typer.Option(help="cuda fails without a usable GPU; auto falls back to the CPU.")] = DeviceName.auto,
     fp16: Annotated[bool, typer.Option("--fp16", help="Use scorer.fp16.onnx (CUDA only).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Use scorer.int8.onnx (CPU; seqae export --int8).")] = False,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per inference call (default per device).")] = None,
     read_batch_size: Annotated[int, typer.Option(min=1, help="Rows per Parquet record batch.")] = 16384,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Shards read and written at once (default: cores, at most 8).")] = None,
@@ -324,7 +327,7 @@ def embed_cmd(
         raise typer.BadParameter(f"{model} does not exist or is not a folder", param_hint="--model")
     if not (model / names.METADATA_FILE).is_file():
         raise typer.BadParameter(f"{model} holds no {names.METADATA_FILE}", param_hint="--model")
-    config = EmbedConfig(device=device.value, fp16=fp16, batch_size=batch_size, read_batch_size=read_batch_size,
+    config = EmbedConfig(device=device.value, fp16=fp16, int8=int8, batch_size=batch_size, read_batch_size=read_batch_size,
                          workers=workers, threads=threads, step_errors=step_errors, step_scores=step_scores,
                          overwrite=overwrite, allow_cpu_nodes=allow_cpu_nodes, fail_fast=fail_fast)
     data_config = None

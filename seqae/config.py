@@ -180,21 +180,32 @@ class ExportConfig(Config):
             elementwise relative bound means nothing for steps whose error is near zero; two float32
             LSTM implementations drift by about 1e-4 of the signal over 140 steps).
         error_atol_floor: absolute floor on all errors.
+        int8: also write ``scorer.int8.onnx``: LSTM and MatMul weights quantized to int8 with
+            onnxruntime's dynamic quantization (activations quantized per call), for the CPU. It is
+            kept only if it passes its own parity against the fp32 scorer:
+        int8_embedding_atol: absolute, per embedding value;
+        int8_error_rtol: relative, per sequence, on the errors: the median over the parity rows;
+        int8_error_rtol_p99: the same, the 99th percentile.
     """
 
     opset: int = 17
     fp16: bool = False
+    int8: bool = False
     parity_rows: int = 256
     embedding_atol: float = 1e-4
     error_rtol: float = 1e-4
     step_error_rtol: float = 1e-3
     error_atol_floor: float = 1e-6
+    int8_embedding_atol: float = 2e-2
+    int8_error_rtol: float = 1e-2
+    int8_error_rtol_p99: float = 5e-2
 
     def __post_init__(self) -> None:
         if not isinstance(self.opset, int) or not 13 <= self.opset <= 18:
             raise ConfigError(f"opset: expected 13 to 18 (tested with tf2onnx 1.17), got {self.opset!r}")
         check_positive("parity_rows", self.parity_rows)
-        for name in ("embedding_atol", "error_rtol", "step_error_rtol", "error_atol_floor"):
+        for name in ("embedding_atol", "error_rtol", "step_error_rtol", "error_atol_floor", "int8_embedding_atol",
+                     "int8_error_rtol", "int8_error_rtol_p99"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name}: expected a number >= 0, got {value!r}")
@@ -210,19 +221,29 @@ class SessionOptions(Config):
         fp16: use ``scorer.fp16.onnx`` (CUDA only: an fp16 LSTM crashed the CPU provider).
         threads: CPU intra-op threads; ``None`` = the cores this process may use.
         allow_cpu_nodes: on CUDA, warn instead of failing when a heavy node runs on the CPU.
+        int8: use ``scorer.int8.onnx`` (``seqae export --int8``), on the CPU provider (``auto`` then
+            means the CPU).
     """
 
     device: Device = "auto"
     fp16: bool = False
     threads: int | None = None
     allow_cpu_nodes: bool = False
+    int8: bool = False
 
     def __post_init__(self) -> None:
         check_choice("device", self.device, ("auto", "cuda", "cpu"))
         if self.fp16 and self.device == "cpu":
             raise ConfigError("fp16: the fp16 scorer runs on CUDA only (an fp16 LSTM crashed onnxruntime's "
                               "CPU provider); drop --fp16 or use --device cuda")
+        if self.int8 and (self.fp16 or self.device == "cuda"):
+            raise ConfigError("int8: the int8 scorer runs on the CPU provider; drop --fp16 / --device cuda")
         check_positive("threads", self.threads, allow_none=True)
+
+    @property
+    def scorer_file(self) -> str:
+        """The scorer these options run: fp32, fp16 (CUDA) or int8 (CPU)."""
+        return names.SCORER_FP16_ONNX if self.fp16 else names.SCORER_INT8_ONNX if self.int8 else names.SCORER_ONNX
 
 
 @dataclass(frozen=True)
@@ -236,6 +257,7 @@ class EmbedConfig(Config):
     Args:
         device: ``auto``, ``cuda`` or ``cpu`` (see ``SessionOptions``).
         fp16: use the fp16 scorer (CUDA only).
+        int8: use the int8 scorer (CPU only; ``seqae export --int8`` writes it).
         batch_size: sequences per inference call; ``None`` picks per device.
         read_batch_size: rows per Parquet record batch (memory per queue slot).
         queue_size: read batches waiting for the scorer (memory bound with ``read_batch_size``).
@@ -253,6 +275,7 @@ class EmbedConfig(Config):
 
     device: Device = "auto"
     fp16: bool = False
+    int8: bool = False
     batch_size: int | None = None
     read_batch_size: int = 16384
     queue_size: int = 4
@@ -273,7 +296,7 @@ class EmbedConfig(Config):
 
     @property
     def session_options(self) -> SessionOptions:
-        return SessionOptions(self.device, self.fp16, self.threads, self.allow_cpu_nodes)
+        return SessionOptions(self.device, self.fp16, self.threads, self.allow_cpu_nodes, self.int8)
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

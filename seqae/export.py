@@ -177,6 +177,48 @@ def _save(proto, path: Path) -> None:
     write_bytes(path, proto.SerializeToString())
 
 
+def to_int8(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic int8 quantization of the LSTM and MatMul weights (onnxruntime.quantization), written
+    atomically; activations are quantized per call, so no calibration data is needed."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=int8_path.parent, prefix=".int8-") as tmp:
+        out = Path(tmp) / int8_path.name
+        quantize_dynamic(str(fp32_path), str(out), op_types_to_quantize=["LSTM", "MatMul"],
+                         weight_type=QuantType.QInt8)
+        os.replace(out, int8_path)
+
+
+def int8_parity(int8_path: Path, fp32_path: Path, values: np.ndarray, lengths: np.ndarray, outputs: list[str],
+                config: ExportConfig) -> dict[str, Any]:
+    """The int8 scorer against the fp32 one on the CPU provider, on the parity rows."""
+    import onnxruntime as ort
+
+    feed = {names.INPUT_VALUES: np.ascontiguousarray(values, dtype=np.float32),
+            names.INPUT_LENGTHS: np.ascontiguousarray(lengths, dtype=np.int32)}
+    wanted = [o for o in outputs if o != names.STEP_ERROR]
+    quantized = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"]).run(wanted, feed)
+    full = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).run(wanted, feed)
+    result: dict[str, Any] = {"rows": int(len(lengths)), "tolerance": {
+        "embedding_atol": config.int8_embedding_atol, "error_rtol_median": config.int8_error_rtol,
+        "error_rtol_p99": config.int8_error_rtol_p99}}
+    passed = True
+    for name, q, f in zip(wanted, quantized, full):
+        diff = np.abs(q.astype(np.float64) - f)
+        if name == names.EMBEDDING:
+            result[name] = {"max_abs": float(diff.max())}
+            passed &= bool(diff.max() <= config.int8_embedding_atol)
+        else:
+            rel = diff / np.maximum(np.abs(f), config.error_atol_floor)
+            result[name] = {"median_rel": float(np.median(rel)), "p99_rel": float(np.quantile(rel, 0.99)),
+                            "max_rel": float(rel.max())}
+            passed &= bool(np.median(rel) <= config.int8_error_rtol and np.quantile(rel, 0.99) <= config.int8_error_rtol_p99)
+    result["passed"] = passed
+    return result
+
+
 def isolate_outputs(graph) -> None:
     """Give each graph output that other nodes also consume its own Identity node.
 
@@ -423,6 +465,17 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
         export_meta["fp16_parity"] = fp16_parity(fp16_path, paths["scorer"], values, lengths, cfg.output_names)
     else:
         (directory / names.SCORER_FP16_ONNX).unlink(missing_ok=True)  # never leave a stale variant behind
+    int8_path = directory / names.SCORER_INT8_ONNX
+    int8_path.unlink(missing_ok=True)
+    if config.int8 and not report.failures:
+        to_int8(paths["scorer"], int8_path)
+        export_meta["int8_parity"] = int8_parity(int8_path, paths["scorer"], values, lengths, cfg.output_names, config)
+        if export_meta["int8_parity"]["passed"]:
+            files[int8_path.name] = {"sha256": sha256_of(int8_path), "precision": "int8", "graph": "scorer"}
+        else:
+            int8_path.unlink()
+            log.warning("%s: the int8 scorer is not kept, its parity with fp32 is beyond tolerance: %s",
+                        directory, export_meta["int8_parity"])
     metadata = dict(info.metadata)
     metadata["export"] = export_meta
     write_metadata(directory, metadata)

@@ -17,6 +17,7 @@ LOSS_PLOT_FILE = "loss.png"
 ENCODER_ONNX = "encoder.onnx"
 SCORER_ONNX = "scorer.onnx"
 SCORER_FP16_ONNX = "scorer.fp16.onnx"
+SCORER_INT8_ONNX = "scorer.int8.onnx"
 THRESHOLD_FILE = "threshold.json"
 REFERENCE_FILE = "reference.parquet"  # errors and embeddings of held-out rows: the drift reference
 

@@ -73,12 +73,17 @@ class InferenceModel:
             ModelDirError, ChecksumError: see ``ModelArtifacts.open``.
             DeviceError: ``device="cuda"`` without a usable CUDA provider, or heavy nodes off the GPU.
         """
-        onnx_file = names.SCORER_FP16_ONNX if config.fp16 else names.SCORER_ONNX
+        onnx_file = config.session_options.scorer_file
         try:
             artifacts = ModelArtifacts.open(model_dir, (onnx_file,))
         except ModelDirError as exc:
-            if config.fp16 and "missing" in str(exc):
-                raise ModelDirError(f"{exc}; --fp16 needs it: run `seqae export {model_dir} --fp16`") from exc
+            if (config.fp16 or config.int8) and "missing" in str(exc):
+                flag = "--fp16" if config.fp16 else "--int8"
+                parity = ModelInfo.read(model_dir).metadata.get("export", {}).get("int8_parity")
+                if config.int8 and parity and not parity.get("passed"):
+                    raise ModelDirError(f"{exc}; export dropped it: its parity with the fp32 scorer was beyond "
+                                        f"tolerance ({parity}); use the fp32 scorer") from exc
+                raise ModelDirError(f"{exc}; {flag} needs it: run `seqae export {model_dir} {flag}`") from exc
             raise
         info = artifacts.info
         outputs = [names.EMBEDDING, names.RECON_ERROR] + ([names.PRED_ERROR] if info.model.predicts else [])
@@ -122,7 +127,7 @@ class InferenceModel:
     def identity_of(model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig()) -> RunIdentity:
         """The identity ``open`` would give, from ``seqae.json`` alone (no checksum, no session)."""
         info = ModelInfo.read(model_dir)
-        onnx_file = names.SCORER_FP16_ONNX if config.fp16 else names.SCORER_ONNX
+        onnx_file = config.session_options.scorer_file
         if onnx_file not in info.files:
             raise ModelDirError(f"{info.directory}: {onnx_file} was not exported; run `seqae export`")
         return RunIdentity(info.model_id, info.model_version, onnx_file, info.files[onnx_file].sha256,

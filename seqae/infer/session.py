@@ -63,7 +63,7 @@ class ScorerSession:
         directory = Path(model_dir)
         fp32_path = directory / names.SCORER_ONNX
         use_cuda = options.device == "cuda"
-        if options.device in ("auto", "cuda"):
+        if options.device in ("auto", "cuda") and not options.int8:
             usable = cuda_usable(str(fp32_path))
             if options.device == "cuda" and not usable:
                 raise DeviceError(
@@ -76,7 +76,7 @@ class ScorerSession:
                 log.warning("no usable CUDA provider: running on the CPU (%d threads)", options.threads or physical_cores())
         if options.fp16 and not use_cuda:
             raise DeviceError("--fp16: needs the CUDA provider, which is not usable here; drop --fp16")
-        self.path = directory / (names.SCORER_FP16_ONNX if options.fp16 else names.SCORER_ONNX)
+        self.path = directory / options.scorer_file
         self.provider = CUDA if use_cuda else CPU
         self.session = self._create(profile=False)
         self.output_names = outputs or [o.name for o in self.session.get_outputs()]

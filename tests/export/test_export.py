@@ -4,6 +4,7 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pyarrow.parquet as pq
 import pytest
 
 from seqae import names
@@ -132,3 +133,29 @@ def test_fp16_graph_is_valid_and_keeps_float32_io(exported):
     assert {o.type.tensor_type.elem_type for o in half.graph.output} == {onnx.TensorProto.FLOAT}
     lstm_weights = [i for i in half.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
     assert lstm_weights, "weights should be float16"
+
+
+def test_int8_scorer_is_written_with_its_own_parity_and_used_on_request(tmp_path, sine_dir):
+    from seqae.config import EmbedConfig
+    from seqae.errors import ModelDirError
+    from seqae.infer import embed
+
+    train(str(sine_dir), tmp_path / "m", model_config=ModelConfig(units=8),
+          train_config=TrainConfig(batch_size=32, max_epochs=2))
+    meta = export(tmp_path / "m", ExportConfig(int8=True))
+    parity = meta["int8_parity"]
+    assert parity["passed"] and parity["embedding"]["max_abs"] <= 2e-2 and parity["recon_error"]["median_rel"] <= 1e-2
+    assert meta["files"]["scorer.int8.onnx"]["precision"] == "int8"
+    ops = collections.Counter(n.op_type for n in onnx.load(tmp_path / "m" / names.SCORER_INT8_ONNX).graph.node)
+    assert ops["DynamicQuantizeLSTM"] >= 1  # the LSTM weights really are int8
+    full = embed(tmp_path / "m", str(sine_dir), tmp_path / "fp32", EmbedConfig(device="cpu"))
+    quantized = embed(tmp_path / "m", str(sine_dir), tmp_path / "int8", EmbedConfig(int8=True))
+    assert quantized.provider == "CPUExecutionProvider" and quantized.totals == full.totals
+    a = pq.read_table(tmp_path / "fp32" / "part-0.parquet").column("recon_error").to_numpy()
+    b = pq.read_table(tmp_path / "int8" / "part-0.parquet").column("recon_error").to_numpy()
+    assert np.median(np.abs(a - b) / a) < 1e-2 and not np.array_equal(a, b)
+    entry = json.loads((tmp_path / "int8" / "_manifest" / "part-0.parquet.json").read_text())
+    assert entry["onnx_file"] == "scorer.int8.onnx"
+    export(tmp_path / "m")  # without --int8: the variant is removed, and asking for it says how to get it
+    with pytest.raises(ModelDirError, match="--int8 needs it: run `seqae export .* --int8`"):
+        embed(tmp_path / "m", str(sine_dir), tmp_path / "int8b", EmbedConfig(int8=True))
