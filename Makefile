@@ -8,7 +8,7 @@ DEMO ?= demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo demo-long test test-fast clean
+.PHONY: install demo demo-long test test-fast bench bench-guard clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check seqae flows tests benchmarks tools
 	$(PY) -m pytest -m "not gpu and not slow"
+
+# Every speed and memory figure side by side (about 10 minutes on 2 cores): bench/results/<date>.json
+# and .md. Run it on a quiet machine; the figures are medians, but other load still moves them.
+bench: $(STAMP)
+	cd benchmarks && ../$(PY) bench.py --out ../bench/results
+
+# The CI guard: the same at a small size; fails only on gross regressions (see benchmarks/bench.py).
+bench-guard: $(STAMP)
+	cd benchmarks && ../$(PY) bench.py --quick --out ../bench/results/ci
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

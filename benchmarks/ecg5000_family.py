@@ -26,6 +26,7 @@ CONFIGS = {
     "no-reverse": {"reverse_target": False},
     "conditioned": {"decoder": "conditioned"},
     "composite": {"mode": "composite", "horizon": 10},
+    "state": {"decoder": "state"},  # reconstruct, reversed, the decoder starts from the state, no input
 }
 
 
@@ -76,6 +77,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="seqae-ecg-"))
     write_dataset("ecg5000", work / "data", shards=4)
+    print(f"models under {work}", flush=True)
     out = Path("bench/results") / f"ecg5000-family-{date.today()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     # Runs of the same day accumulate (a sweep is often run a configuration at a time); a rerun of a

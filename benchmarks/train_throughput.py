@@ -41,6 +41,66 @@ class EpochTimer:
         return rows / statistics.median(self.times[1:] or self.times)
 
 
+def measure(data: str, batch_size: int, epochs: int, jit: bool = False, tutorial: bool = True) -> dict[str, float]:
+    """Rows/s of one epoch (median of epochs 2..) for each way of fitting the ECG normal beats at ``data``."""
+    import keras
+
+    from seqae import names
+    from seqae.config import DataConfig, ModelConfig, TrainConfig
+    from seqae.data import RowFilter
+    from seqae.model import build_autoencoder, compile_autoencoder, training_loss
+    from seqae.train import iter_split, make_dataset, plan_data
+
+    tc = TrainConfig(batch_size=batch_size, row_filter="label == 1", max_epochs=epochs)
+    dc = DataConfig()
+    plan = plan_data(data, dc, tc)
+    cfg = ModelConfig(num_features=plan.num_features)
+    targets = tuple(training_loss(cfg)[0])
+    # the same training rows as the Parquet pipeline sees (the filter applies in the reader there)
+    arrays = list(iter_split(plan.shards, dc, tc, validation=False, num_features=1,
+                             row_filter=RowFilter.parse(tc.row_filter), split=plan.split))
+    values = np.concatenate([v for v, _ in arrays])
+    lengths = np.concatenate([n for _, n in arrays])
+    rows = len(lengths)
+    assert rows == plan.train_rows
+    zeros = {k: np.zeros(rows, np.float32) for k in targets}
+
+    def seqae_model(jit=False):
+        keras.utils.set_random_seed(0)
+        model = build_autoencoder(cfg, plan.normalizer.mean_, plan.normalizer.std_)
+        compile_autoencoder(model, cfg)
+        if jit:
+            model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=True)
+        return model
+
+    runs = {}
+    timer = EpochTimer()
+    seqae_model().fit(make_dataset(plan, dc, tc, validation=False, targets=targets), epochs=epochs,
+                      verbose=0, callbacks=[timer.callback], shuffle=False)
+    runs["seqae, from Parquet (tf.data)"] = timer.rate(rows)
+    timer = EpochTimer()
+    seqae_model().fit({names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths}, zeros,
+                      batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[timer.callback])
+    runs["seqae model, in-memory arrays"] = timer.rate(rows)
+    if jit:
+        timer = EpochTimer()
+        seqae_model(jit=True).fit(make_dataset(plan, dc, tc, validation=False, targets=targets),
+                                  epochs=epochs, verbose=0, callbacks=[timer.callback], shuffle=False)
+        runs["seqae, from Parquet, XLA"] = timer.rate(rows)
+    if tutorial:
+        # The tutorial's model: 100 tanh units, batch 64, in-memory arrays of the 140-step beats.
+        keras.utils.set_random_seed(0)
+        x = values.astype(np.float32)
+        model = keras.Sequential([
+            keras.Input((x.shape[1], 1)), keras.layers.LSTM(100), keras.layers.RepeatVector(x.shape[1]),
+            keras.layers.LSTM(100, return_sequences=True), keras.layers.TimeDistributed(keras.layers.Dense(1))])
+        model.compile(optimizer="adam", loss="mse")
+        timer = EpochTimer()
+        model.fit(x, x, batch_size=64, epochs=epochs, verbose=0, callbacks=[timer.callback])
+        runs["Keras tutorial model (100 units, batch 64), in-memory arrays"] = timer.rate(rows)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", default="32,128")
@@ -52,72 +112,20 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from seqae import names
-    from seqae.config import DataConfig, ModelConfig, TrainConfig
-    from seqae.data import RowFilter
     from seqae.datasets import write_dataset
-    from seqae.model import build_autoencoder, compile_autoencoder, training_loss
-    from seqae.train import iter_split, make_dataset, plan_data
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         write_dataset("ecg5000", Path(tmp) / "data", shards=4)
-        data = str(Path(tmp) / "data")
-        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-            tc = TrainConfig(batch_size=batch_size, row_filter="label == 1", max_epochs=args.epochs)
-            dc = DataConfig()
-            plan = plan_data(data, dc, tc)
-            cfg = ModelConfig(num_features=plan.num_features)
-            targets = tuple(training_loss(cfg)[0])
-            # the same training rows as the Parquet pipeline sees (the filter applies in the reader there)
-            arrays = list(iter_split(plan.shards, dc, tc, validation=False, num_features=1,
-                                     row_filter=RowFilter.parse(tc.row_filter), split=plan.split))
-            values = np.concatenate([v for v, _ in arrays])
-            lengths = np.concatenate([n for _, n in arrays])
-            rows = len(lengths)
-            assert rows == plan.train_rows
-            zeros = {k: np.zeros(rows, np.float32) for k in targets}
-
-            def seqae_model(jit=False):
-                keras.utils.set_random_seed(0)
-                model = build_autoencoder(cfg, plan.normalizer.mean_, plan.normalizer.std_)
-                compile_autoencoder(model, cfg)
-                if jit:
-                    model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=True)
-                return model
-
-            runs = {}
-            timer = EpochTimer()
-            seqae_model().fit(make_dataset(plan, dc, tc, validation=False, targets=targets), epochs=args.epochs,
-                              verbose=0, callbacks=[timer.callback], shuffle=False)
-            runs["seqae, from Parquet (tf.data)"] = timer.rate(rows)
-            timer = EpochTimer()
-            seqae_model().fit({names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths}, zeros,
-                              batch_size=batch_size, epochs=args.epochs, verbose=0, callbacks=[timer.callback])
-            runs["seqae model, in-memory arrays"] = timer.rate(rows)
-            if args.jit:
-                timer = EpochTimer()
-                seqae_model(jit=True).fit(make_dataset(plan, dc, tc, validation=False, targets=targets),
-                                          epochs=args.epochs, verbose=0, callbacks=[timer.callback], shuffle=False)
-                runs["seqae, from Parquet, XLA"] = timer.rate(rows)
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        for i, batch_size in enumerate(sizes):
+            runs = measure(str(Path(tmp) / "data"), batch_size, args.epochs, args.jit, tutorial=i == len(sizes) - 1)
             for name, value in runs.items():
                 results.append({"batch_size": batch_size, "run": name, "rows_per_second": round(value)})
-                print(f"batch {batch_size:4d}  {name:40s} {value:8.0f} rows/s", flush=True)
-        # The tutorial's model: 100 tanh units, batch 64, in-memory arrays of the 140-step beats.
-        keras.utils.set_random_seed(0)
-        x = values.astype(np.float32)
-        tutorial = keras.Sequential([
-            keras.Input((x.shape[1], 1)), keras.layers.LSTM(100), keras.layers.RepeatVector(x.shape[1]),
-            keras.layers.LSTM(100, return_sequences=True), keras.layers.TimeDistributed(keras.layers.Dense(1))])
-        tutorial.compile(optimizer="adam", loss="mse")
-        timer = EpochTimer()
-        tutorial.fit(x, x, batch_size=64, epochs=args.epochs, verbose=0, callbacks=[timer.callback])
-        results.append({"batch_size": 64, "run": "Keras tutorial model (100 units), in-memory",
-                        "rows_per_second": round(timer.rate(len(x)))})
-        print(f"batch   64  {'Keras tutorial model (100 units), in-memory':40s} {timer.rate(len(x)):8.0f} rows/s")
+                print(f"batch {batch_size:4d}  {name:60s} {value:8.0f} rows/s", flush=True)
     record = {"date": date.today().isoformat(), "machine": {"cores": os.cpu_count(), "cpu": platform.processor(),
                                                             "tensorflow": tf.__version__, "keras": keras.__version__},
-              "rows": rows, "epochs": args.epochs, "results": results}
+              "epochs": args.epochs, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
 
