@@ -25,7 +25,7 @@ import numpy as np
 
 from seqae import names
 from seqae._version import __version__
-from seqae.config import DataConfig, ExportConfig
+from seqae.config import DataConfig, ExportConfig, ModelConfig
 from seqae.data import ShardReader, resolve_shards
 from seqae.errors import ParityError, SeqaeError
 from seqae.infer.artifacts import sha256_of
@@ -177,18 +177,28 @@ def _save(proto, path: Path) -> None:
     write_bytes(path, proto.SerializeToString())
 
 
-def to_int8(fp32_path: Path, int8_path: Path) -> None:
-    """Dynamic int8 quantization of the LSTM and MatMul weights (onnxruntime.quantization), written
-    atomically; activations are quantized per call, so no calibration data is needed."""
+def to_int8(fp32_path: Path, int8_path: Path, nodes: list[str] | None = None) -> None:
+    """Dynamic int8 quantization (onnxruntime.quantization) of the LSTM and MatMul weights, per output
+    channel, or of ``nodes`` only; written atomically. Activations are quantized per call, so no
+    calibration data is needed."""
     import tempfile
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(dir=int8_path.parent, prefix=".int8-") as tmp:
         out = Path(tmp) / int8_path.name
-        quantize_dynamic(str(fp32_path), str(out), op_types_to_quantize=["LSTM", "MatMul"],
-                         weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32_path), str(out), op_types_to_quantize=["LSTM", "MatMul"], per_channel=True,
+                         weight_type=QuantType.QInt8, nodes_to_quantize=nodes)
         os.replace(out, int8_path)
+
+
+def int8_candidates(proto, cfg: ModelConfig) -> list[tuple[str, list[str] | None]]:
+    """What to quantize, most first: every LSTM and MatMul; else the encoder's LSTMs only (a decoder
+    that runs from its initial state alone accumulates the weights' rounding over every step; on
+    ECG5000 its errors moved by 7% where the encoder's moved by 0.3%). The encoder's LSTMs come
+    first in the graph's topological order."""
+    lstms = [n.name for n in proto.graph.node if n.op_type == "LSTM"]
+    return [("all LSTM and MatMul weights", None), ("the encoder's LSTM weights", lstms[: cfg.num_layers])]
 
 
 def int8_parity(int8_path: Path, fp32_path: Path, values: np.ndarray, lengths: np.ndarray, outputs: list[str],
@@ -468,8 +478,13 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
     int8_path = directory / names.SCORER_INT8_ONNX
     int8_path.unlink(missing_ok=True)
     if config.int8 and not report.failures:
-        to_int8(paths["scorer"], int8_path)
-        export_meta["int8_parity"] = int8_parity(int8_path, paths["scorer"], values, lengths, cfg.output_names, config)
+        for what, nodes in int8_candidates(protos["scorer"], cfg):
+            to_int8(paths["scorer"], int8_path, nodes)
+            export_meta["int8_parity"] = {"quantized": what, **int8_parity(
+                int8_path, paths["scorer"], values, lengths, cfg.output_names, config)}
+            if export_meta["int8_parity"]["passed"]:
+                break
+            log.info("int8 with %s: beyond tolerance (%s)", what, export_meta["int8_parity"])
         if export_meta["int8_parity"]["passed"]:
             files[int8_path.name] = {"sha256": sha256_of(int8_path), "precision": "int8", "graph": "scorer"}
         else:
