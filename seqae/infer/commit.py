@@ -255,6 +255,31 @@ class OutputFolder:
                     log.info("removing %s, left by an interrupted run", info.path)
                     Location(self.location.filesystem, info.path, info.path).delete()
 
+    def tidy(self) -> list[str]:
+        """``remove_leftovers`` when no run is writing to this folder (its lock is free), for
+        orchestrators whose shard tasks may be killed (a Ray worker, a preempted pod) and that run
+        ``embed_shard`` rather than ``embed``. Returns the names removed; nothing while the folder is busy.
+        """
+        if not self.location.is_dir():
+            return []
+        before = self._leftovers()
+        if not before:
+            return []
+        try:
+            with self.lock(exclusive=True):
+                self.remove_leftovers()
+        except SeqaeError as exc:
+            if "another seqae run" not in str(exc):
+                raise
+            log.info("%s: busy, temporary files of interrupted runs stay for a later run", self.location)
+            return []
+        return before
+
+    def _leftovers(self) -> list[str]:
+        return [info.path for folder in (self.location, self.location.join(names.MANIFEST_DIR),
+                                         self.location.join(names.REJECTS_DIR))
+                for info in folder.children() if info.type.name == "File" and is_temporary(info.base_name)]
+
     def contains(self, shard: Shard) -> bool:
         """Whether ``shard`` lies inside this folder (our own outputs must never be read back as input)."""
         if shard.filesystem.type_name != self.location.filesystem.type_name:
