@@ -26,6 +26,16 @@ def sine_table(n=96, length=12, seed=0, vary=True, num_features=1):
 
 
 @pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (SQLite) for every test that runs flows or renders work-pool
+    templates; 60 s to start on a loaded 2-core CI."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="session")
 def make_sine_table():
     return sine_table
 

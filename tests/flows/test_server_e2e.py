@@ -4,6 +4,10 @@ Starts `prefect server start` on 127.0.0.1 on a free port and `python -m flows s
 seqae.shard.landed for a new shard and waits (bounded) until that shard's output is committed, then
 promotes a new model and waits until every output was re-embedded with it. Every process it starts
 is stopped at the end.
+
+Run twice: on SQLite with one serving process (one machine), and on a real PostgreSQL (started by the
+``postgres`` fixture) with three serving processes polling the same deployments, as several workers
+would: each triggered run must run exactly once and no poller may fail.
 """
 
 import json
@@ -74,10 +78,20 @@ def model_ids(out: Path) -> set[str]:
             for loc in committed_outputs(out)}
 
 
-def test_shard_landed_and_model_promoted_trigger_the_embeds(model_dir, mixed_dir, tmp_path, processes):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request):
+    """The server's database settings, how many serving processes poll it, and the PostgreSQL."""
+    if request.param == "sqlite":
+        return {}, 1, None
+    postgres = request.getfixturevalue("postgres")
+    return {"PREFECT_API_DATABASE_CONNECTION_URL": postgres.url}, 3, postgres
+
+
+def test_shard_landed_and_model_promoted_trigger_the_embeds(database, model_dir, mixed_dir, tmp_path, processes):
     from seqae.export import export
     from seqae.train import train
 
+    server_env, pollers, postgres = database
     data, table = mixed_dir
     models, out = tmp_path / "models", tmp_path / "out"
     first = ModelRegistry(models).promote(model_dir, "default")
@@ -86,16 +100,21 @@ def test_shard_landed_and_model_promoted_trigger_the_embeds(model_dir, mixed_dir
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
            "PREFECT_UI_ENABLED": "false", "PYTHONPATH": str(ROOT)}
-    logs = [tmp_path / "server.log", tmp_path / "serve.log"]
+    logs = [tmp_path / "server.log"] + [tmp_path / f"serve-{i}.log" for i in range(pollers)]
     with open(logs[0], "w") as log:
         processes.append(subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                           "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
-    wait_for("the server's health check", lambda: api(url, "/health"), 120, logs)
-    with open(logs[1], "w") as log:
-        processes.append(subprocess.Popen([sys.executable, "-m", "flows", "serve", "--data", str(data), "--models",
-                                           str(models), "--out", str(out), "--drift-alpha", "0"], cwd=ROOT, env=env, stdout=log,
+                                           "--port", str(port)], env={**env, **server_env}, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True))
+    wait_for("the server's health check", lambda: api(url, "/health"), 120, logs)
+    servers = []
+    for i, path in enumerate(logs[1:]):
+        with open(path, "w") as log:
+            servers.append(subprocess.Popen([sys.executable, "-m", "flows", "serve", "--data", str(data), "--models",
+                                             str(models), "--out", str(out), "--drift-alpha", "0"], cwd=ROOT, env=env,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        processes.append(servers[-1])
+        # One at a time: each serve (re)creates the deployments' automations.
+        wait_for(f"serving process {i + 1} polling", lambda: "being served and polling" in path.read_text(), 120, logs)
     wait_for("five deployments and three automations",
              lambda: len(api(url, "/deployments/filter", {})) == 5 and len(api(url, "/automations/filter", {})) == 3,
              90, logs)
@@ -121,3 +140,16 @@ def test_shard_landed_and_model_promoted_trigger_the_embeds(model_dir, mixed_dir
     assert new_id != first.model_id
     wait_for("every shard re-embedded with the promoted model",
              lambda: len(committed_outputs(out)) == 4 and model_ids(out) == {new_id}, 180, logs)
+    promoted_runs = api(url, "/flow_runs/filter", {"deployments": {"name": {"any_": ["embed-on-promotion"]}}})
+    assert len(promoted_runs) == 1, [r["state"]["type"] for r in promoted_runs]  # claimed by one poller only
+    wait_for("the promoted embed run to finish", lambda: api(url, "/flow_runs/filter", {
+        "deployments": {"name": {"any_": ["embed-on-promotion"]}}})[0]["state"]["type"] == "COMPLETED", 120, logs)
+    states = [r["state"]["type"] for r in api(url, "/flow_runs/filter", {})]
+    assert not {"FAILED", "CRASHED"} & set(states), states
+    assert all(server.poll() is None for server in servers), "a serving process died"
+    for path in logs[1:]:
+        assert "Traceback" not in path.read_text(), path.read_text()[-3000:]
+    if postgres is not None:  # the server kept its state in PostgreSQL, not in a SQLite file
+        assert postgres.query("SELECT count(*) FROM deployment") == "5"
+        assert int(postgres.query("SELECT count(*) FROM flow_run")) == len(states)
+        assert not list((tmp_path / "prefect").glob("*.db"))
