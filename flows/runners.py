@@ -32,6 +32,10 @@ RAY_RUNTIME_ENV_ENV = "SEQAE_RAY_RUNTIME_ENV"
 #: Times Ray reruns a shard task whose worker died (default: Ray's own, 3). The rerun is safe: a
 #: shard is committed by its manifest entry alone, and nothing of a killed attempt is ever committed.
 RAY_MAX_RETRIES_ENV = "SEQAE_RAY_MAX_RETRIES"
+#: Shard tasks sharing one GPU (default 1: each task asks for a whole GPU). One task embeds one shard
+#: in one thread (read, score, write in turn), which cannot keep an H200 busy; 4 tasks per GPU (each
+#: process with its own session) can (README, "Scaling out").
+RAY_TASKS_PER_GPU_ENV = "SEQAE_RAY_TASKS_PER_GPU"
 #: Addresses that mean "start a Ray runtime on this machine for this run".
 LOCAL_ADDRESSES = frozenset({"local", "auto"})
 #: Shard tasks in flight at most: threads share this process; Ray spreads them over the cluster.
@@ -96,7 +100,8 @@ def shard_task_runner(address: str | None) -> tuple[TaskRunner, int]:
 
 def shard_resources(device: str, on_ray: bool) -> contextlib.AbstractContextManager:
     """The Ray options of each shard task submitted inside the block: one GPU when the model runs
-    on CUDA, and ``SEQAE_RAY_MAX_RETRIES`` when set (nothing to ask of threads).
+    on CUDA (``1 / SEQAE_RAY_TASKS_PER_GPU``), and ``SEQAE_RAY_MAX_RETRIES`` when set (nothing to ask
+    of threads).
 
     ``device="cuda"`` asks for a GPU and fails at once on a cluster without one (the tasks would
     wait forever); ``"auto"`` asks for one when the cluster has GPUs; ``"cpu"`` never does.
@@ -110,7 +115,12 @@ def shard_resources(device: str, on_ray: bool) -> contextlib.AbstractContextMana
     if device == "cuda" and not gpus:
         raise RuntimeError("device cuda: the Ray cluster has no GPU resource (ray.cluster_resources() lists "
                            "none); start the workers with GPUs or use device auto or cpu")
-    options: dict[str, Any] = {"num_gpus": 1} if device == "cuda" or (device == "auto" and gpus) else {}
+    options: dict[str, Any] = {}
+    if device == "cuda" or (device == "auto" and gpus):
+        per_gpu = int(os.environ.get(RAY_TASKS_PER_GPU_ENV) or 1)
+        if per_gpu < 1:
+            raise ValueError(f"{RAY_TASKS_PER_GPU_ENV}: expected a positive integer, got {per_gpu}")
+        options["num_gpus"] = 1 / per_gpu
     if os.environ.get(RAY_MAX_RETRIES_ENV):
         options["max_retries"] = int(os.environ[RAY_MAX_RETRIES_ENV])
     return remote_options(**options)
