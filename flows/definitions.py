@@ -15,6 +15,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
+from flows.credentials import apply_storage_credentials
 from flows.runners import resolve_ray_address, shard_resources, shard_task_runner
 from flows.tasks import (
     check_drift,
@@ -82,6 +83,7 @@ def embed(data: str, out: str, models_root: str | None = None, model_name: str =
     ``ray://head:10001`` uses a cluster (``flows/runners.py``). On Ray each task asks for one GPU when
     the model runs on CUDA, and each worker process opens the model once for all its shards.
     """
+    apply_storage_credentials()  # SEQAE_STORAGE_SECRET_BLOCK: for the tasks on this process's threads
     if model_dir is None:
         if models_root is None:
             raise ValueError("embed: give model_dir, or models_root (and model_name) to use the promoted model")

@@ -61,7 +61,8 @@ def worker_env() -> dict[str, str]:
     if os.environ.get("PREFECT_RESULTS_LOCAL_STORAGE_PATH") or os.environ.get("PREFECT_LOCAL_STORAGE_PATH"):
         # Results must be where every worker can read them: a shared volume, named by the operator.
         env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(settings.results.local_storage_path)
-    for name in ("TF_CPP_MIN_LOG_LEVEL", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION"):
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION",
+                 "SEQAE_STORAGE_SECRET_BLOCK"):  # a block's name, not its value (flows/credentials.py)
         if os.environ.get(name):
             env[name] = os.environ[name]
     return env

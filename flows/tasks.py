@@ -17,6 +17,7 @@ from prefect.events import emit_event
 from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 
+from flows.credentials import apply_storage_credentials
 from seqae import names
 from seqae.config import DataConfig, EmbedConfig, ExportConfig, ModelConfig, TrainConfig
 from seqae.data import resolve_shards
@@ -182,6 +183,7 @@ def embed_one(model_dir: str, shard: str, out: str, output_name: str, config: Em
     No task timeout: shard tasks run on worker threads (or Ray workers), where Prefect cannot
     interrupt them; the embed flow's own timeout bounds the run instead.
     """
+    apply_storage_credentials()  # a Ray worker's own process: load them here too
     model = InferenceModel.shared(model_dir, config)
     result = embed_shard(model, shard, out, config, output_name=output_name).to_dict()
     # Where it ran and how many sessions that process has opened: one per worker, however many

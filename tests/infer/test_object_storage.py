@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -19,28 +18,6 @@ from seqae.storage import Location
 pytestmark = pytest.mark.slow  # trains the tiny model (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
-BUCKET = "seqae-test"
-SECRET = "s3cr3t-never-printed-0123456789"
-
-
-@pytest.fixture()
-def s3(monkeypatch):
-    """A moto S3 server on a free port of 127.0.0.1, one bucket, and the environment pointing at it."""
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "seqae-test-key", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    # moto keeps its buckets per process, not per server: start each test from an empty store.
-    urllib.request.urlopen(urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/moto-api/reset", method="POST"))
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield env
-    server.stop()
 
 
 def upload(local: Path, uri: str) -> str:
@@ -65,9 +42,9 @@ def test_embed_s3_to_s3_equals_the_local_run_and_a_rerun_skips(s3, model_dir, mi
     data, _ = mixed_dir
     config = EmbedConfig(device="cpu", read_batch_size=11)
     local = embed(model_dir, str(data), tmp_path / "local", config)
-    model_uri = upload(model_dir, f"s3://{BUCKET}/models/m")
-    data_uri = upload(data, f"s3://{BUCKET}/data")
-    out_uri = f"s3://{BUCKET}/out"
+    model_uri = upload(model_dir, f"s3://{s3.bucket}/models/m")
+    data_uri = upload(data, f"s3://{s3.bucket}/data")
+    out_uri = f"s3://{s3.bucket}/out"
 
     first = embed(model_uri, data_uri, out_uri, config)
     assert first.totals == local.totals == {"shards": 3, "shards_done": 3, "shards_skipped": 0, "rows_in": 90,
@@ -80,9 +57,9 @@ def test_embed_s3_to_s3_equals_the_local_run_and_a_rerun_skips(s3, model_dir, mi
 
     again = embed(model_uri, data_uri, out_uri, config)
     assert again.totals["shards_skipped"] == 3 and again.totals["shards_done"] == 0
-    stored = objects(f"s3://{BUCKET}/out")
-    assert f"{BUCKET}/out/_manifest.json" in stored and f"{BUCKET}/out/_manifest/b.parquet.json" in stored
-    assert not [path for path, body in stored.items() if SECRET.encode() in body]  # nor in metadata, nor manifests
+    stored = objects(f"s3://{s3.bucket}/out")
+    assert f"{s3.bucket}/out/_manifest.json" in stored and f"{s3.bucket}/out/_manifest/b.parquet.json" in stored
+    assert not [path for path, body in stored.items() if s3.secret.encode() in body]  # nor in metadata, nor manifests
 
 
 KILLER = """
@@ -106,9 +83,9 @@ def test_a_killed_run_on_s3_leaves_no_committed_partial_output(s3, model_dir, mi
     data, _ = mixed_dir
     config = EmbedConfig(device="cpu", read_batch_size=11)
     embed(model_dir, str(data), tmp_path / "clean", config)
-    model_uri = upload(model_dir, f"s3://{BUCKET}/models/m")
-    data_uri = upload(data, f"s3://{BUCKET}/data")
-    out_uri = f"s3://{BUCKET}/out"
+    model_uri = upload(model_dir, f"s3://{s3.bucket}/models/m")
+    data_uri = upload(data, f"s3://{s3.bucket}/data")
+    out_uri = f"s3://{s3.bucket}/out"
 
     killed = subprocess.run([sys.executable, "-c", KILLER, model_uri, data_uri, out_uri], cwd=ROOT,
                             env={**os.environ}, capture_output=True, text=True, timeout=300)
@@ -116,7 +93,7 @@ def test_a_killed_run_on_s3_leaves_no_committed_partial_output(s3, model_dir, mi
     stored = objects(out_uri)
     # The data file of b is there (S3 has no rename: it was written under its final name) but it
     # has no manifest entry, so it does not count: only a is committed.
-    assert f"{BUCKET}/out/b.parquet" in stored and f"{BUCKET}/out/_manifest/b.parquet.json" not in stored
+    assert f"{s3.bucket}/out/b.parquet" in stored and f"{s3.bucket}/out/_manifest/b.parquet.json" not in stored
     assert [loc.name for loc in committed_outputs(out_uri)] == ["a.parquet"]
     assert OutputFolder(out_uri).entry_names() == ["a.parquet"]
 
@@ -128,7 +105,7 @@ def test_a_killed_run_on_s3_leaves_no_committed_partial_output(s3, model_dir, mi
     assert sorted(remote) == sorted(clean)
     for name, table in clean.items():
         assert remote[name].equals(table), name
-    assert SECRET not in killed.stdout + killed.stderr
+    assert s3.secret not in killed.stdout + killed.stderr
 
 
 def test_cli_errors_and_logs_never_print_the_secret(s3, model_dir, tmp_path):
@@ -138,21 +115,21 @@ def test_cli_errors_and_logs_never_print_the_secret(s3, model_dir, tmp_path):
 
     cases = [
         # credentials in the URI: refused before any work, the value masked
-        ["--model", str(model_dir), "--data", f"s3://{BUCKET}/data?secret_key={SECRET}", "--out", str(tmp_path / "o")],
-        ["--model", f"s3://key:{SECRET}@{BUCKET}/models/m", "--data", str(tmp_path), "--out", str(tmp_path / "o")],
+        ["--model", str(model_dir), "--data", f"s3://{s3.bucket}/data?secret_key={s3.secret}", "--out", str(tmp_path / "o")],
+        ["--model", f"s3://key:{s3.secret}@{s3.bucket}/models/m", "--data", str(tmp_path), "--out", str(tmp_path / "o")],
         # credentials from the environment, then a store that answers "no such key" or a bad
         # request: the messages name the URI only
-        ["--model", f"s3://{BUCKET}/models/none", "--data", f"s3://{BUCKET}/data", "--out", f"s3://{BUCKET}/o"],
-        ["--model", str(model_dir), "--data", f"s3://{BUCKET}/data", "--out", f"s3://{BUCKET}/o"],
-        ["--model", str(model_dir), "--data", f"s3://{BUCKET}/data?endpoint_override=127.0.0.1:9&scheme=http",
+        ["--model", f"s3://{s3.bucket}/models/none", "--data", f"s3://{s3.bucket}/data", "--out", f"s3://{s3.bucket}/o"],
+        ["--model", str(model_dir), "--data", f"s3://{s3.bucket}/data", "--out", f"s3://{s3.bucket}/o"],
+        ["--model", str(model_dir), "--data", f"s3://{s3.bucket}/data?endpoint_override=127.0.0.1:9&scheme=http",
          "--out", str(tmp_path / "o")],
     ]
     results = [seqae(*args) for args in cases]
     for args, result in zip(cases, results):
         assert result.returncode != 0, (args, result.stdout)
-        assert SECRET not in result.stdout + result.stderr, args
-    assert results[0].stderr.startswith(f"error: s3://{BUCKET}/data?secret_key=***: credentials in a URI are refused "
+        assert s3.secret not in result.stdout + result.stderr, args
+    assert results[0].stderr.startswith(f"error: s3://{s3.bucket}/data?secret_key=***: credentials in a URI are refused "
                                          "(query key 'secret_key')"), results[0].stderr
-    assert results[1].stderr.startswith(f"error: s3://***@{BUCKET}/models/m: credentials in a URI are refused "
+    assert results[1].stderr.startswith(f"error: s3://***@{s3.bucket}/models/m: credentials in a URI are refused "
                                          "(user info (KEY:SECRET@))"), results[1].stderr
-    assert f"s3://{BUCKET}/models/none holds no seqae.json" in results[2].stderr, results[2].stderr
+    assert f"s3://{s3.bucket}/models/none holds no seqae.json" in results[2].stderr, results[2].stderr
