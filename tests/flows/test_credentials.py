@@ -46,12 +46,13 @@ def test_embed_flow_takes_s3_credentials_from_a_secret_block(prefect_harness, s3
     monkeypatch.setenv("SEQAE_STORAGE_SECRET_BLOCK", "seqae-s3-test")
 
     state = embed(f"s3://{s3.bucket}/data", f"s3://{s3.bucket}/out", model_dir=f"s3://{s3.bucket}/models/m",
-                  config=EmbedConfig(device="cpu"), drift_alpha=None, return_state=True)
+                  config=EmbedConfig(device="cpu"), model_name="sine", return_state=True)  # drift check included
     summary = state.result()
     assert summary["totals"] == {"shards": 3, "shards_done": 3, "shards_skipped": 0, "rows_in": 90,
                                  "rows_written": 87, "rows_rejected": 3}
     assert [loc.name for loc in committed_outputs(f"s3://{s3.bucket}/out")] == ["a.parquet", "b.parquet", "c.parquet"]
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == s3.secret  # set from the block, in this process
+    assert summary["drift"]["rows"] == 87  # the drift check read the model's reference from s3:// too
 
     async def logs():
         async with get_client() as client:
