@@ -109,6 +109,10 @@ class EmbedReport:
                 "shards": [s.to_dict() for s in self.shards]}
 
 
+class FolderBusyError(SeqaeError):
+    """Another run holds the output folder's lock."""
+
+
 class OutputFolder:
     """An embed output folder on any ``pyarrow.fs`` filesystem.
 
@@ -155,7 +159,7 @@ class OutputFolder:
                 except BlockingIOError:
                     handle.seek(0)
                     holder = handle.read().strip() or "embed_shard tasks"
-                    raise SeqaeError(f"{self.location}: another seqae run is writing to this folder ({holder}); "
+                    raise FolderBusyError(f"{self.location}: another seqae run is writing to this folder ({holder}); "
                                      "wait for it to finish or give another --out") from None
                 handle.seek(0)
                 handle.truncate()
@@ -268,9 +272,7 @@ class OutputFolder:
         try:
             with self.lock(exclusive=True):
                 self.remove_leftovers()
-        except SeqaeError as exc:
-            if "another seqae run" not in str(exc):
-                raise
+        except FolderBusyError:
             log.info("%s: busy, temporary files of interrupted runs stay for a later run", self.location)
             return []
         return before
