@@ -50,12 +50,34 @@ def resolve_ray_address(given: str | None) -> str | None:
     return address or None
 
 
-def worker_env() -> dict[str, str]:
-    """Settings every Ray worker needs to report to the same Prefect server as the flow."""
+def api_url() -> str | None:
+    """The Prefect API this process reports to: ``PREFECT_API_URL``, or the temporary server Prefect
+    started for this run when none is set (it listens on 127.0.0.1: a local Ray runtime's workers
+    reach it, a remote cluster's do not)."""
+    url = get_current_settings().api.url
+    if url:
+        return str(url)
+    from prefect.server.api.server import SubprocessASGIServer
+
+    temporary = SubprocessASGIServer()  # the process's one temporary server, if Prefect started it
+    return temporary.api_url if temporary.running else None
+
+
+def worker_env(local: bool = True) -> dict[str, str]:
+    """Settings every Ray worker needs to report to the same Prefect server as the flow.
+
+    Raises:
+        ValueError: a remote cluster (``local`` false) and no ``PREFECT_API_URL``: its workers would
+            each start a temporary server of their own and their task runs would be lost to the flow.
+    """
     settings = get_current_settings()
     env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
-    if settings.api.url:
-        env["PREFECT_API_URL"] = str(settings.api.url)
+    url = api_url() if local else (str(settings.api.url) if settings.api.url else None)
+    if url:
+        env["PREFECT_API_URL"] = url
+    elif not local:
+        raise ValueError("a Ray cluster needs a Prefect server its workers can reach: set PREFECT_API_URL "
+                         "(e.g. http://prefect-server:4200/api) where the flow runs")
     if settings.results.default_storage_block:
         env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] = str(settings.results.default_storage_block)
     if os.environ.get("PREFECT_RESULTS_LOCAL_STORAGE_PATH") or os.environ.get("PREFECT_LOCAL_STORAGE_PATH"):
@@ -68,12 +90,12 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def runtime_env() -> dict[str, Any]:
+def runtime_env(local: bool = True) -> dict[str, Any]:
     """Ray's ``runtime_env`` for the run: ``worker_env()`` plus ``SEQAE_RAY_RUNTIME_ENV``."""
     extra = json.loads(os.environ.get(RAY_RUNTIME_ENV_ENV) or "{}")
     if not isinstance(extra, dict):
         raise ValueError(f"{RAY_RUNTIME_ENV_ENV}: expected a JSON object (Ray's runtime_env), got {extra!r}")
-    return {**extra, "env_vars": {**worker_env(), **extra.get("env_vars", {})}}
+    return {**extra, "env_vars": {**worker_env(local), **extra.get("env_vars", {})}}
 
 
 def shard_task_runner(address: str | None) -> tuple[TaskRunner, int]:
@@ -90,7 +112,7 @@ def shard_task_runner(address: str | None) -> tuple[TaskRunner, int]:
     except ImportError as exc:
         raise RuntimeError(f"ray_address={address!r}: Ray needs the ray extra: "
                            "pip install -c constraints.txt -e '.[flows,ray]'") from exc
-    init_kwargs: dict[str, Any] = {"runtime_env": runtime_env()}
+    init_kwargs: dict[str, Any] = {"runtime_env": runtime_env(local=address in LOCAL_ADDRESSES)}
     if address in LOCAL_ADDRESSES:
         init_kwargs["include_dashboard"] = False
         if os.environ.get(RAY_NUM_CPUS_ENV):

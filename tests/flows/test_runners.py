@@ -68,3 +68,10 @@ def test_cuda_on_a_cluster_without_gpus_fails_at_once(monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
     with pytest.raises(RuntimeError, match="device cuda: the Ray cluster has no GPU resource"):
         shard_resources("cuda", on_ray=True)
+
+
+def test_a_remote_cluster_without_a_prefect_server_is_refused():
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with pytest.raises(ValueError, match="a Ray cluster needs a Prefect server its workers can reach"):
+            shard_task_runner("ray://head:10001")
+
