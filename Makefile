@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# constraints.txt pins the whole tested set, so a fresh machine gets what CI got.
-	$(PY) -m pip install -q -c constraints.txt -e ".[train,flows,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[train,flows,ray,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

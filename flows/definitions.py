@@ -14,8 +14,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.credentials import apply_storage_credentials
+from flows.runners import resolve_ray_address, shard_resources, shard_task_runner
 from flows.tasks import (
     check_drift,
     current_model,
@@ -26,14 +27,13 @@ from flows.tasks import (
     plan_shards,
     promote_model,
     summarize_run,
+    tidy_output,
     train_model,
 )
 from seqae.config import DataConfig, EmbedConfig, ExportConfig, ModelConfig, TrainConfig
 from seqae.registry import ModelRegistry
 from seqae.thresholds import ThresholdConfig
 
-#: Shard tasks in flight at most (each holds its read batches; one shared session per process).
-MAX_CONCURRENCY = 16
 HOUR = 3600
 
 
@@ -65,10 +65,10 @@ def retrain(data: str, models_root: str, model_name: str = "default", model: Mod
     return promote_model(models_root, model_name, trained["model_dir"])
 
 
-@flow(name="seqae-embed", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY), timeout_seconds=12 * HOUR)
+@flow(name="seqae-embed", timeout_seconds=12 * HOUR)
 def embed(data: str, out: str, models_root: str | None = None, model_name: str = "default",
           model_dir: str | None = None, only: str | None = None, config: EmbedConfig = EmbedConfig(),
-          concurrency: int = 4, drift_alpha: float | None = 0.01) -> dict[str, Any]:
+          concurrency: int = 4, drift_alpha: float | None = 0.01, ray_address: str | None = None) -> dict[str, Any]:
     """Embed the shards at ``data`` into ``out``: one task per shard, at most ``concurrency`` at once.
 
     The model is ``model_dir`` or, without one, the current model ``model_name`` of ``models_root``.
@@ -77,33 +77,24 @@ def embed(data: str, out: str, models_root: str | None = None, model_name: str =
     names it). A shard that keeps failing fails alone: the others are committed, the run then fails
     naming it. The shards embedded by this run are then checked for drift against the model's
     reference (``drift_alpha``; ``None`` skips it), which emits ``seqae.drift.detected`` when they drifted.
+
+    The shard tasks run on threads in this process, or on Ray when ``ray_address`` (or the
+    ``SEQAE_RAY_ADDRESS`` environment variable) is set: ``"local"`` starts a Ray runtime here,
+    ``ray://head:10001`` uses a cluster (``flows/runners.py``). On Ray each task asks for one GPU when
+    the model runs on CUDA, and each worker process opens the model once for all its shards.
     """
+    apply_storage_credentials()  # SEQAE_STORAGE_SECRET_BLOCK: for the tasks on this process's threads
     if model_dir is None:
         if models_root is None:
             raise ValueError("embed: give model_dir, or models_root (and model_name) to use the promoted model")
         model_dir = current_model(models_root, model_name)
-    concurrency = max(1, min(int(concurrency), MAX_CONCURRENCY))
+    address = resolve_ray_address(ray_address)
+    runner, most = shard_task_runner(address)
+    concurrency = max(1, min(int(concurrency), most))
+    tidy_output(out)
     planned = plan_shards(data, out, only)
-    progress = create_progress_artifact(progress=0.0, key="seqae-embed-progress",
-                                        description=f"{len(planned)} shard(s) of {data}")
-    pending: deque[tuple[str, str, PrefectFuture]] = deque()
-    results: list[dict[str, Any]] = []
-    failed: list[dict[str, str]] = []
-
-    def collect() -> None:
-        shard, name, future = pending.popleft()
-        try:
-            results.append(future.result())
-        except Exception as exc:  # after its retries: this shard only
-            failed.append({"shard": shard, "output": name, "error": f"{type(exc).__name__}: {exc}"})
-        update_progress_artifact(progress, progress=100.0 * (len(results) + len(failed)) / max(len(planned), 1))
-
-    for shard, name in planned:
-        pending.append((shard, name, embed_one.submit(model_dir, shard, out, name, config)))
-        while len(pending) >= concurrency:
-            collect()
-    while pending:
-        collect()
+    results, failed = embed_shards.with_options(task_runner=runner)(model_dir, out, planned, config, concurrency,
+                                                                     address is not None)
     summary = summarize_run(model_dir, data, out, config, results, failed)
     embedded = [r["shard"] for r in results if r["status"] == "done"]
     if drift_alpha is not None and embedded and model_name:
@@ -113,6 +104,38 @@ def embed(data: str, out: str, models_root: str | None = None, model_name: str =
                            + "; ".join(f"{f['shard']}: {f['error']}" for f in failed))
     get_run_logger().info("embedded %s", summary["totals"])
     return summary
+
+
+@flow(name="seqae-embed-shards", timeout_seconds=12 * HOUR)
+def embed_shards(model_dir: str, out: str, planned: list[tuple[str, str]], config: EmbedConfig = EmbedConfig(),
+                 concurrency: int = 4, on_ray: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """One ``embed-shard`` task per planned shard on this flow's task runner (threads or Ray; the
+    embed flow picks it), at most ``concurrency`` in flight. Returns the results and the failures.
+
+    Task timeouts are enforced neither on threads nor on Ray workers: this flow's timeout bounds the run.
+    """
+    progress = create_progress_artifact(progress=0.0, key="seqae-embed-progress",
+                                        description=f"{len(planned)} shard(s) to {out}")
+    pending: deque[tuple[str, str, PrefectFuture]] = deque()
+    results: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+
+    def collect() -> None:
+        shard, name, future = pending.popleft()
+        try:
+            results.append(future.result())
+        except Exception as exc:  # after its retries (or a Ray worker that died): this shard only
+            failed.append({"shard": shard, "output": name, "error": f"{type(exc).__name__}: {exc}"})
+        update_progress_artifact(progress, progress=100.0 * (len(results) + len(failed)) / max(len(planned), 1))
+
+    with shard_resources(config.device, on_ray):
+        for shard, name in planned:
+            pending.append((shard, name, embed_one.submit(model_dir, shard, out, name, config)))
+            while len(pending) >= concurrency:
+                collect()
+    while pending:
+        collect()
+    return results, failed
 
 
 @flow(name="seqae-pipeline", timeout_seconds=37 * HOUR)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,21 @@ from prefect.events import emit_event
 from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 
+from flows.credentials import apply_storage_credentials
 from seqae import names
 from seqae.config import DataConfig, EmbedConfig, ExportConfig, ModelConfig, TrainConfig
 from seqae.data import resolve_shards
 from seqae.errors import is_transient
-from seqae.infer import EmbedReport, InferenceModel, ShardResult, embed_shard, plan_outputs, reuse_key, write_summary
+from seqae.infer import (
+    EmbedReport,
+    InferenceModel,
+    OutputFolder,
+    ShardResult,
+    embed_shard,
+    plan_outputs,
+    reuse_key,
+    write_summary,
+)
 from seqae.registry import ModelRegistry
 from seqae.storage import Location
 from seqae.thresholds import ThresholdConfig
@@ -157,6 +169,13 @@ def plan_shards(data: str, out: str, only: str | None = None) -> list[tuple[str,
     return planned
 
 
+@task(name="tidy-output", **IO_RETRIES)
+def tidy_output(out: str) -> list[str]:
+    """Remove what killed writers left in the output folder (hidden temporary files), unless another
+    run is writing there now (then they stay for a later run)."""
+    return OutputFolder(out).tidy()
+
+
 @task(name="embed-shard", cache_policy=SHARD_CACHE, **IO_RETRIES)
 def embed_one(model_dir: str, shard: str, out: str, output_name: str, config: EmbedConfig) -> dict[str, Any]:
     """One shard through ``seqae.infer.embed_shard`` with the process's shared session.
@@ -164,8 +183,13 @@ def embed_one(model_dir: str, shard: str, out: str, output_name: str, config: Em
     No task timeout: shard tasks run on worker threads (or Ray workers), where Prefect cannot
     interrupt them; the embed flow's own timeout bounds the run instead.
     """
+    apply_storage_credentials()  # a Ray worker's own process: load them here too
     model = InferenceModel.shared(model_dir, config)
-    return embed_shard(model, shard, out, config, output_name=output_name).to_dict()
+    result = embed_shard(model, shard, out, config, output_name=output_name).to_dict()
+    # Where it ran and how many sessions that process has opened: one per worker, however many
+    # shards it embedded, is the point of InferenceModel.shared (checked on Ray by the tests).
+    return {**result, "worker": {"pid": os.getpid(), "host": socket.gethostname(),
+                                 "sessions_opened": InferenceModel.sessions_opened()}}
 
 
 @task(name="summarize-run", **IO_RETRIES)
@@ -173,7 +197,9 @@ def summarize_run(model_dir: str, data: str, out: str, config: EmbedConfig, resu
                   failed: list[dict[str, str]]) -> dict[str, Any]:
     """``_manifest.json`` (counts reconciled) and the run's artifacts: reconciliation table, link."""
     model = InferenceModel.shared(model_dir, config)
-    report = EmbedReport(out, model.scorer.provider, model.batch_size, [ShardResult(**r) for r in results])
+    fields = set(ShardResult.__dataclass_fields__)
+    report = EmbedReport(out, model.scorer.provider, model.batch_size,
+                         [ShardResult(**{k: v for k, v in r.items() if k in fields}) for r in results])
     write_summary(report, out, model.identity, data)
     table = [{"shard": r.shard, "output": r.output, "status": r.status, "rows_in": r.rows_in,
               "rows_written": r.rows_written, "rows_rejected": r.rows_rejected} for r in report.shards]
@@ -185,7 +211,20 @@ def summarize_run(model_dir: str, data: str, out: str, config: EmbedConfig, resu
     create_link_artifact(key="seqae-embeddings", link=location.uri if "://" in location.uri else f"file://{location.uri}",
                          link_text=f"embeddings of model {model.identity.model_id} v{model.identity.model_version}",
                          description="Read through _manifest/ on object stores")
-    return {**report.to_dict(), "failed": failed}
+    return {**report.to_dict(), "failed": failed, "workers": worker_summary(results)}
+
+
+def worker_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The processes that ran shard tasks: host, pid, shards run, sessions that process opened."""
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    for result in results:
+        worker = result.get("worker")
+        if not worker:
+            continue
+        entry = seen.setdefault((worker["host"], worker["pid"]), {**worker, "shards": 0})
+        entry["shards"] += 1
+        entry["sessions_opened"] = max(entry["sessions_opened"], worker["sessions_opened"])
+    return sorted(seen.values(), key=lambda w: (w["host"], w["pid"]))
 
 
 @task(name="evaluate", **IO_RETRIES)

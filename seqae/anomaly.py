@@ -25,7 +25,7 @@ from seqae.data import RowFilter, SequenceBatch, ShardReader, empty_rejects, res
 from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ReadBatch, score
-from seqae.storage import utc_now, write_bytes
+from seqae.storage import Location, utc_now, write_bytes
 from seqae.thresholds import Threshold, ThresholdConfig
 
 #: Rows kept in the reference at most (errors and embeddings; a few MB).
@@ -84,11 +84,12 @@ def write_reference(model_dir: str | os.PathLike, batches: Iterator[tuple[np.nda
 
 
 def read_reference(model_dir: str | os.PathLike) -> pa.Table:
-    path = Path(model_dir) / names.REFERENCE_FILE
-    if not path.is_file():
+    """The model's held-out reference (a local model directory or one on an object store)."""
+    file = Location.of(model_dir).join(names.REFERENCE_FILE)
+    if not file.is_file():
         raise SeqaeError(f"{model_dir}: {names.REFERENCE_FILE} is missing; re-run `seqae export {model_dir}` "
                          "(it scores the held-out rows), or pass --data")
-    return pq.read_table(path)
+    return pq.read_table(file.path, filesystem=file.filesystem)
 
 
 def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = ThresholdConfig(), *,

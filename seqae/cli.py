@@ -297,7 +297,7 @@ class DeviceName(str, Enum):
 
 @app.command("embed")
 def embed_cmd(
-    model: Annotated[Path, typer.Option(help="Exported model directory.")],
+    model: Annotated[str, typer.Option(help="Exported model directory (a local path or a URI such as s3://bucket/model).")],
     data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
     out: Annotated[str, typer.Option(help="Output folder or URI (one Parquet file per input shard).")],
     device: Annotated[DeviceName, typer.Option(help="cuda fails without a usable GPU; auto falls back to the CPU.")] = DeviceName.auto,
@@ -322,11 +322,14 @@ def embed_cmd(
     """
     from seqae.config import EmbedConfig
     from seqae.infer import embed
+    from seqae.storage import Location
 
-    if not model.is_dir():
-        raise typer.BadParameter(f"{model} does not exist or is not a folder", param_hint="--model")
-    if not (model / names.METADATA_FILE).is_file():
-        raise typer.BadParameter(f"{model} holds no {names.METADATA_FILE}", param_hint="--model")
+    where = Location.of(model)  # a URI that carries credentials is refused here, before any work
+    shown = str(Path(model)) if where.is_local else where.uri
+    if where.is_local and not where.is_dir():  # object stores have no folders, only keys below a prefix
+        raise typer.BadParameter(f"{shown} does not exist or is not a folder", param_hint="--model")
+    if not where.join(names.METADATA_FILE).is_file():
+        raise typer.BadParameter(f"{shown} holds no {names.METADATA_FILE}", param_hint="--model")
     config = EmbedConfig(device=device.value, fp16=fp16, int8=int8, batch_size=batch_size, read_batch_size=read_batch_size,
                          workers=workers, threads=threads, step_errors=step_errors, step_scores=step_scores,
                          overwrite=overwrite, allow_cpu_nodes=allow_cpu_nodes, fail_fast=fail_fast)

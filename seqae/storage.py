@@ -16,8 +16,10 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,14 +57,60 @@ def has_uri_scheme(text: str) -> bool:
     return bool(sep) and head.isalnum()
 
 
+#: Query keys of a URI whose values are secrets (pyarrow's S3, GCS and HDFS options, signed URLs).
+SECRET_QUERY_KEYS = frozenset({"access_key", "secret_key", "session_token", "token", "password", "passwd",
+                               "credential", "credentials", "signature", "sig", "x-amz-signature",
+                               "x-amz-credential", "x-amz-security-token", "kerb_ticket"})
+#: ``scheme://user:secret@``; a bare ``user@`` (an HDFS user name) is no secret.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*:[^/@?#]*)@")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the secrets a URI can carry masked: the user-info part (``s3://KEY:SECRET@bucket``)
+    and the values of secret query keys (``?secret_key=...``). For messages and logs."""
+    text = _USERINFO.sub(r"\1***@", str(text))
+    head, sep, query = text.partition("?")
+    if not sep:
+        return text
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    masked = [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
+    return f"{head}?{urllib.parse.urlencode(masked, safe='*:/')}"
+
+
+def _credentials_in(uri: str) -> list[str]:
+    """What of a credential ``uri`` carries (user info, secret query keys), by name, never the value."""
+    found = ["user info (KEY:SECRET@)"] if _USERINFO.match(uri) else []
+    query = uri.partition("?")[2]
+    found += [f"query key {k!r}" for k, _ in urllib.parse.parse_qsl(query) if k.lower() in SECRET_QUERY_KEYS]
+    return found
+
+
 def filesystem_of(uri: str) -> tuple[pafs.FileSystem, str]:
     """``pyarrow.fs.FileSystem.from_uri``, with its failures (a relative ``file://`` URI, an unknown
-    scheme, an unreachable store) as one ``SeqaeError`` naming the URI."""
+    scheme, an unreachable store) as one ``SeqaeError`` naming the URI.
+
+    Credentials come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...) or the
+    store's own configuration, never from the URI: a URI lands in logs, run parameters, manifests
+    and output metadata, so one that carries a secret is refused, and no message repeats it.
+    """
+    refuse_credentials(uri)
     try:
         return pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError, ImportError) as exc:
-        raise SeqaeError(f"{uri}: cannot open this location ({' '.join(str(exc).split())}); expected a local "
-                         "path or a URI such as file:///abs/path or s3://bucket/prefix") from exc
+        reason = redact_uri(" ".join(str(exc).split()))
+        raise SeqaeError(f"{redact_uri(uri)}: cannot open this location ({reason}); expected a local "
+                         "path or a URI such as file:///abs/path or s3://bucket/prefix") from None
+
+
+def refuse_credentials(uri: str) -> None:
+    """Raise ``SeqaeError`` (the secret masked) when ``uri`` carries credentials; see ``filesystem_of``."""
+    carried = _credentials_in(uri)
+    if carried:
+        raise SeqaeError(f"{redact_uri(uri)}: credentials in a URI are refused ({', '.join(carried)}); they would "
+                         "be written to logs, run parameters and manifests. Set them in the environment "
+                         "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or the store's own "
+                         "configuration")
 
 
 @dataclass(frozen=True)

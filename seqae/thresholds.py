@@ -30,7 +30,7 @@ import numpy as np
 from seqae import names
 from seqae.configbase import Config, check_choice, check_range
 from seqae.errors import ConfigError, SeqaeError
-from seqae.storage import read_json, sha256_text, utc_now, write_json
+from seqae.storage import Location, read_json, sha256_text, utc_now, write_json
 
 THRESHOLD_FILE = names.THRESHOLD_FILE
 
@@ -163,9 +163,10 @@ class Threshold:
         return path
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike) -> Threshold | None:
-        path = Path(model_dir) / THRESHOLD_FILE
-        return cls.from_dict(read_json(path, "threshold file")) if path.is_file() else None
+    def load(cls, model_dir: str | os.PathLike | Location) -> Threshold | None:
+        """The threshold stored in a model directory (local or on an object store), or None."""
+        file = Location.of(model_dir).join(THRESHOLD_FILE)
+        return cls.from_dict(read_json(file, "threshold file")) if file.is_file() else None
 
     def fingerprint(self) -> str:
         return sha256_text(json.dumps({k: v for k, v in self.to_dict().items() if k != "fitted_at"},

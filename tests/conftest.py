@@ -1,4 +1,6 @@
 import os
+import types
+import urllib.request
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +25,16 @@ def sine_table(n=96, length=12, seed=0, vary=True, num_features=1):
     typ = pa.list_(pa.list_(pa.float32())) if num_features > 1 else pa.list_(pa.float32())
     return pa.table({"id": np.arange(n, dtype=np.int64), "label": np.ones(n, np.int32),
                      "values": pa.array([r.tolist() for r in rows], typ)})
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (SQLite) for every test that runs flows or renders work-pool
+    templates; 60 s to start on a loaded 2-core CI."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +92,27 @@ def mixed_dir(tmp_path, make_sine_table):
     bad["values"][9] = [1.0, 2.0]  # too short to encode one step and predict two
     pq.write_table(pa.table(bad, schema=table.schema), data / "c.parquet")
     return data, table
+
+
+@pytest.fixture()
+def s3(monkeypatch):
+    """A moto S3 server on a free port of 127.0.0.1, one bucket, and the environment pointing at it.
+    Yields ``bucket``, ``secret`` (the secret key, which tests check never shows up in messages,
+    logs or outputs), ``key_id`` and ``endpoint``."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    bucket, secret = "seqae-test", "s3cr3t-never-printed-0123456789"
+    env = {"AWS_ACCESS_KEY_ID": "seqae-test-key", "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # moto keeps its buckets per process, not per server: start each test from an empty store.
+    urllib.request.urlopen(urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/moto-api/reset", method="POST"))
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    yield types.SimpleNamespace(bucket=bucket, secret=secret, key_id=env["AWS_ACCESS_KEY_ID"],
+                                endpoint=env["AWS_ENDPOINT_URL"])
+    server.stop()

@@ -210,3 +210,31 @@ def test_read_json_round_trips_what_write_json_wrote(tmp_path):
     data = {"a": [1, 2.5, None, True], "b": {"c": "é"}}
     write_json(tmp_path / "x.json", data)
     assert json.loads((tmp_path / "x.json").read_text()) == data == read_json(tmp_path / "x.json")
+
+
+@pytest.mark.parametrize("uri, shown, carried", [
+    ("s3://KEY:wJalrXUtnFEMI@bucket/data", "s3://***@bucket/data", "user info (KEY:SECRET@)"),
+    ("s3://bucket/data?access_key=KEY&secret_key=wJalrXUtnFEMI", "s3://bucket/data?access_key=***&secret_key=***",
+     "query key 'access_key', query key 'secret_key'"),
+    ("s3://bucket/data?session_token=wJalrXUtnFEMI&region=eu-west-1", "s3://bucket/data?session_token=***&region=eu-west-1",
+     "query key 'session_token'"),
+    ("gs://bucket/data?token=wJalrXUtnFEMI", "gs://bucket/data?token=***", "query key 'token'"),
+])
+def test_a_uri_with_credentials_is_refused_and_the_message_masks_them(uri, shown, carried):
+    from seqae.data import resolve_shards
+    from seqae.storage import redact_uri
+
+    assert redact_uri(uri) == shown
+    for given in (uri, uri.replace("/data", "/data/*.parquet")):
+        for attempt in (Location.of, resolve_shards):
+            with pytest.raises(SeqaeError) as caught:
+                attempt(given)
+            message = str(caught.value)
+            assert message.startswith(f"{redact_uri(given)}: credentials in a URI are refused ({carried})"), message
+            assert "wJalrXUtnFEMI" not in message and caught.value.__cause__ is None
+
+
+def test_an_hdfs_user_name_is_no_secret_and_stays():
+    from seqae.storage import redact_uri
+
+    assert redact_uri("hdfs://etl@namenode:8020/data") == "hdfs://etl@namenode:8020/data"

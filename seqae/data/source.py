@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from seqae.errors import InputNotFoundError
-from seqae.storage import filesystem_of, has_uri_scheme, sha256_stream, sha256_text
+from seqae.storage import filesystem_of, has_uri_scheme, refuse_credentials, sha256_stream, sha256_text
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 _GLOB_CHARS = "*?["
@@ -78,6 +78,7 @@ def resolve_shards(location: str, filesystem: pafs.FileSystem | None = None) -> 
     prefix = ""
     if filesystem is None:
         if has_uri_scheme(location):
+            refuse_credentials(location)  # before a glob or an error message repeats them
             scheme = location.split("://", 1)[0]
             glob_at = min((location.find(c) for c in _GLOB_CHARS if c in location), default=-1)
             if glob_at < 0:

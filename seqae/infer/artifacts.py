@@ -34,19 +34,18 @@ class ModelArtifacts:
             ChecksumError: a file's sha256 differs from ``seqae.json`` (changed after export).
         """
         info = ModelInfo.read(model_dir)
-        directory = info.directory
         if not info.exported:
-            raise ModelDirError(f"{directory}: not exported; run `seqae export {directory}` first")
+            raise ModelDirError(f"{info.where}: not exported; run `seqae export {info.where}` first")
         for name in files:
-            path = directory / name
+            file = info.file(name)
             recorded = info.files.get(name)
-            if recorded is None or not path.is_file():
-                raise ModelDirError(f"{path}: missing; expected it from `seqae export` (re-run it)")
-            actual = sha256_of(path)
+            if recorded is None or not file.is_file():
+                raise ModelDirError(f"{file}: missing; expected it from `seqae export` (re-run it)")
+            actual = file.sha256()
             if actual != recorded.sha256:
                 raise ChecksumError(
-                    f"{path}: sha256 {actual[:16]}... does not match {recorded.sha256[:16]}... recorded in "
-                    f"{names.METADATA_FILE}; the file changed after export. Re-run `seqae export {directory}`"
+                    f"{file}: sha256 {actual[:16]}... does not match {recorded.sha256[:16]}... recorded in "
+                    f"{names.METADATA_FILE}; the file changed after export. Re-run `seqae export {info.where}`"
                 )
         return cls(info, tuple(files))
 

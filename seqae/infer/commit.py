@@ -113,6 +113,10 @@ class EmbedReport:
                 "shards": [s.to_dict() for s in self.shards]}
 
 
+class FolderBusyError(SeqaeError):
+    """Another run holds the output folder's lock."""
+
+
 class OutputFolder:
     """An embed output folder on any ``pyarrow.fs`` filesystem.
 
@@ -163,7 +167,7 @@ class OutputFolder:
                 except BlockingIOError:
                     handle.seek(0)
                     holder = handle.read().strip() or "embed_shard tasks"
-                    raise SeqaeError(f"{self.location}: another seqae run is writing to this folder ({holder}); "
+                    raise FolderBusyError(f"{self.location}: another seqae run is writing to this folder ({holder}); "
                                      "wait for it to finish or give another --out") from None
                 handle.seek(0)
                 handle.truncate()
@@ -266,6 +270,29 @@ class OutputFolder:
                 if info.type.name == "File" and is_temporary(info.base_name):
                     log.info("removing %s, left by an interrupted run", info.path)
                     Location(self.location.filesystem, info.path, info.path).delete()
+
+    def tidy(self) -> list[str]:
+        """``remove_leftovers`` when no run is writing to this folder (its lock is free), for
+        orchestrators whose shard tasks may be killed (a Ray worker, a preempted pod) and that run
+        ``embed_shard`` rather than ``embed``. Returns the names removed; nothing while the folder is busy.
+        """
+        if not self.location.is_dir():
+            return []
+        before = self._leftovers()
+        if not before:
+            return []
+        try:
+            with self.lock(exclusive=True):
+                self.remove_leftovers()
+        except FolderBusyError:
+            log.info("%s: busy, temporary files of interrupted runs stay for a later run", self.location)
+            return []
+        return before
+
+    def _leftovers(self) -> list[str]:
+        return [info.path for folder in (self.location, self.location.join(names.MANIFEST_DIR),
+                                         self.location.join(names.REJECTS_DIR))
+                for info in folder.children() if info.type.name == "File" and is_temporary(info.base_name)]
 
     def contains(self, shard: Shard) -> bool:
         """Whether ``shard`` lies inside this folder (our own outputs must never be read back as input)."""

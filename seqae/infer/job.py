@@ -233,8 +233,9 @@ def _fp16_check(model: InferenceModel, shards: list[Shard], rows: int = 1024) ->
     figure, taken where it can be (export runs where TensorFlow is, usually without a GPU)."""
     from seqae.infer.artifacts import ModelArtifacts
     from seqae.infer.runtime import fp16_parity
+    from seqae.infer.session import model_source
 
-    ModelArtifacts.open(model.info.directory, (names.SCORER_ONNX,))
+    ModelArtifacts.open(model.info.location, (names.SCORER_ONNX,))
     batch = None
     for shard in shards:
         try:
@@ -246,7 +247,8 @@ def _fp16_check(model: InferenceModel, shards: list[Shard], rows: int = 1024) ->
             break
     if batch is None or not len(batch):
         return {"measured": False, "reason": "no accepted row to compare on"}
-    return fp16_parity(model.info.path(names.SCORER_FP16_ONNX), model.info.path(names.SCORER_ONNX),
+    return fp16_parity(model_source(model.info.file(names.SCORER_FP16_ONNX)),
+                       model_source(model.info.file(names.SCORER_ONNX)),
                        batch.values, batch.lengths, model.scorer.output_names)
 
 

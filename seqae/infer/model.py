@@ -19,7 +19,7 @@ from seqae.infer.commit import RunIdentity
 from seqae.infer.session import NullScorer, Scorer, ScorerSession
 from seqae.io import embedding_schema, step_scores_schema
 from seqae.modeldir import ModelInfo
-from seqae.storage import sha256_text
+from seqae.storage import Location, sha256_text
 from seqae.thresholds import Threshold
 
 #: Sequences per onnxruntime call. Small batches were fastest on a 2-core CPU (cache-resident
@@ -37,6 +37,13 @@ def contract_id(data: DataConfig) -> str:
 
 _SHARED: dict[tuple, InferenceModel] = {}
 _SHARED_LOCK = threading.Lock()
+_SESSIONS_OPENED = 0
+
+
+def _place(model_dir: str | os.PathLike) -> str:
+    """A model directory's identity as a place: the resolved local path, or the URI."""
+    location = Location.of(model_dir)
+    return str(Path(location.path).resolve()) if location.is_local else location.uri
 
 
 @dataclass(frozen=True)
@@ -89,20 +96,20 @@ class InferenceModel:
         outputs = [names.EMBEDDING, names.RECON_ERROR] + ([names.PRED_ERROR] if info.model.predicts else [])
         data = data_config or info.data
         if config.step_scores and data.layout != "long":
-            raise ConfigError(f"step_scores: per-timestamp scores need the long layout; {info.directory} was "
+            raise ConfigError(f"step_scores: per-timestamp scores need the long layout; {info.where} was "
                               f"trained on the {data.layout} layout (its step_error column is per sequence)")
         if config.step_errors or config.step_scores:
             outputs.append(names.STEP_ERROR)
         if null_scorer:
             scorer: Scorer = NullScorer(outputs, info.model.embedding_dim)
         else:
-            scorer = ScorerSession(info.directory, config.session_options, outputs=outputs)
+            scorer = ScorerSession(info.location, config.session_options, outputs=outputs)
             if isinstance(scorer.num_features, int) and scorer.num_features != info.model.num_features:
-                raise ModelDirError(f"{info.path(onnx_file)}: input values has {scorer.num_features} feature(s) but "
+                raise ModelDirError(f"{info.file(onnx_file)}: input values has {scorer.num_features} feature(s) but "
                                     f"{names.METADATA_FILE} says {info.model.num_features}; the two are from different "
-                                    f"models. Re-run `seqae export {info.directory}`")
+                                    f"models. Re-run `seqae export {info.where}`")
         batch_size = config.batch_size or DEFAULT_BATCH.get(scorer.provider, config.read_batch_size)
-        threshold = Threshold.load(info.directory)
+        threshold = Threshold.load(info.location)
         identity = RunIdentity(info.model_id, info.model_version, onnx_file, artifacts.sha256(onnx_file),
                                config.step_errors, contract_id(data), threshold_id(threshold), config.step_scores)
         return cls(info, scorer, identity, data, batch_size, config.step_errors, threshold, config.step_scores)
@@ -116,12 +123,20 @@ class InferenceModel:
         in the same directory is opened afresh, never served from the old session.
         """
         identity = cls.identity_of(model_dir, config)
-        key = (str(Path(model_dir).resolve()), identity, config.session_options, config.batch_size,
+        key = (_place(model_dir), identity, config.session_options, config.batch_size,
                config.read_batch_size)
         with _SHARED_LOCK:
             if key not in _SHARED:
                 _SHARED[key] = cls.open(model_dir, config)
+                global _SESSIONS_OPENED
+                _SESSIONS_OPENED += 1
             return _SHARED[key]
+
+    @staticmethod
+    def sessions_opened() -> int:
+        """How many models ``shared`` has opened in this process (a Ray worker that reuses its
+        session across shards reports 1 however many shards it ran)."""
+        return _SESSIONS_OPENED
 
     @staticmethod
     def identity_of(model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig()) -> RunIdentity:
@@ -129,9 +144,9 @@ class InferenceModel:
         info = ModelInfo.read(model_dir)
         onnx_file = config.session_options.scorer_file
         if onnx_file not in info.files:
-            raise ModelDirError(f"{info.directory}: {onnx_file} was not exported; run `seqae export`")
+            raise ModelDirError(f"{info.where}: {onnx_file} was not exported; run `seqae export`")
         return RunIdentity(info.model_id, info.model_version, onnx_file, info.files[onnx_file].sha256,
-                           config.step_errors, contract_id(info.data), threshold_id(Threshold.load(info.directory)),
+                           config.step_errors, contract_id(info.data), threshold_id(Threshold.load(info.location)),
                            config.step_scores)
 
     @property

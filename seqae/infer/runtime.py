@@ -60,8 +60,9 @@ def preload_cuda() -> None:
         log.debug("onnxruntime.preload_dlls: %s", chatter.getvalue().strip())
 
 
-def cuda_usable(model_path: str) -> bool:
-    """True when a session on ``model_path`` (an fp32 graph) really runs on the CUDA provider.
+def cuda_usable(model_path: str | bytes) -> bool:
+    """True when a session on ``model_path`` (an fp32 graph: a file's path or its bytes) really runs
+    on the CUDA provider.
 
     onnxruntime-gpu lists CUDA among the available providers even on a machine without a GPU, and
     a session asked for CUDA falls back to the CPU with only a logged error: so build one and look.
@@ -82,20 +83,22 @@ def cuda_usable(model_path: str) -> bool:
     return usable
 
 
-def fp16_parity(fp16_path: str | Path, fp32_path: str | Path, values: np.ndarray, lengths: np.ndarray,
-                outputs: list[str]) -> dict[str, Any]:
-    """The fp16 scorer against the fp32 one, both on the CUDA provider, on the same rows.
+def fp16_parity(fp16_path: str | Path | bytes, fp32_path: str | Path | bytes, values: np.ndarray,
+                lengths: np.ndarray, outputs: list[str]) -> dict[str, Any]:
+    """The fp16 scorer against the fp32 one, both on the CUDA provider, on the same rows (each graph
+    a file's path or its bytes).
 
     Never runs on the CPU provider (an fp16 LSTM crashed it in a trial): without a usable CUDA
     provider the result says so and nothing runs.
     """
     import onnxruntime as ort
 
-    if not cuda_usable(str(fp32_path)):
+    fp16_path, fp32_path = (p if isinstance(p, bytes) else str(p) for p in (fp16_path, fp32_path))
+    if not cuda_usable(fp32_path):
         return {"measured": False, "reason": "no usable CUDA provider here; the fp16 graph passed onnx.checker "
                 "but was not run (`seqae embed --device cuda --fp16` measures it on the GPU)"}
-    half = ort.InferenceSession(str(fp16_path), providers=[CUDA])
-    full = ort.InferenceSession(str(fp32_path), providers=[CUDA])
+    half = ort.InferenceSession(fp16_path, providers=[CUDA])
+    full = ort.InferenceSession(fp32_path, providers=[CUDA])
     feed = {names.INPUT_VALUES: np.ascontiguousarray(values, dtype=np.float32),
             names.INPUT_LENGTHS: np.ascontiguousarray(lengths, dtype=np.int32)}
     result: dict[str, Any] = {"measured": True, "rows": int(len(lengths))}

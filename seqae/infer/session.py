@@ -18,8 +18,15 @@ from seqae import names
 from seqae.config import SessionOptions
 from seqae.errors import ConfigError, DeviceError
 from seqae.infer.runtime import CPU, CUDA, cuda_usable, heavy_nodes_off, physical_cores
+from seqae.storage import Location
 
 log = logging.getLogger(__name__)
+
+
+def model_source(file: Location) -> str | bytes:
+    """What ``onnxruntime.InferenceSession`` is built from: a local file's path, or the bytes of a
+    file on any other ``pyarrow.fs`` filesystem (``s3://``, ``gs://``)."""
+    return file.path if file.is_local else file.read_bytes()
 
 
 class Scorer(Protocol):
@@ -60,11 +67,10 @@ class ScorerSession:
 
         self._ort = ort
         self.options = options
-        directory = Path(model_dir)
-        fp32_path = directory / names.SCORER_ONNX
+        directory = Location.of(model_dir)
         use_cuda = options.device == "cuda"
         if options.device in ("auto", "cuda") and not options.int8:
-            usable = cuda_usable(str(fp32_path))
+            usable = cuda_usable(model_source(directory.join(names.SCORER_ONNX)))
             if options.device == "cuda" and not usable:
                 raise DeviceError(
                     "--device cuda: onnxruntime's CUDA provider is not usable here "
@@ -76,7 +82,10 @@ class ScorerSession:
                 log.warning("no usable CUDA provider: running on the CPU (%d threads)", options.threads or physical_cores())
         if options.fp16 and not use_cuda:
             raise DeviceError("--fp16: needs the CUDA provider, which is not usable here; drop --fp16")
-        self.path = directory / options.scorer_file
+        self.path = directory.join(options.scorer_file)
+        # A local file by its path; a file on an object store is read once and the session is built
+        # from its bytes (onnxruntime takes either), so nothing is written to a local disk.
+        self._source = model_source(self.path)
         self.provider = CUDA if use_cuda else CPU
         self.session = self._create(profile=False)
         self.output_names = outputs or [o.name for o in self.session.get_outputs()]
@@ -106,7 +115,7 @@ class ScorerSession:
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(os.environ.get("TMPDIR", "/tmp")) / "seqae-placement")
         providers = [self.provider] if self.provider == CPU else [CUDA, CPU]
-        return ort.InferenceSession(str(self.path), so, providers=providers)
+        return ort.InferenceSession(self._source, so, providers=providers)
 
     def _check_placement(self) -> None:
         """Run one small batch with profiling on and fail if a heavy node ran off the GPU

@@ -106,3 +106,19 @@ def test_output_names_do_not_change_when_a_new_folder_arrives(tmp_path):
     pq.write_table(pa.table({"id": [2]}), tmp_path / "d" / "2025" / "c.parquet")
     after = [name for _, name in plan_outputs(str(tmp_path / "d"), tmp_path / "out")]
     assert before == ["2024__a.parquet"] and after == ["2024__a.parquet", "2025__c.parquet"]
+
+
+def test_tidy_removes_what_killed_writers_left_only_when_no_run_holds_the_folder(tmp_path):
+    folder = OutputFolder(tmp_path / "out")
+    folder.create()
+    (tmp_path / "out" / "_manifest").mkdir()
+    left = [tmp_path / "out" / ".a.parquet.1a2b3c4d.tmp", tmp_path / "out" / "_manifest" / ".a.parquet.json.5e6f7a8b.tmp"]
+    for path in left:
+        path.write_bytes(b"partial")
+    (tmp_path / "out" / "a.parquet").write_bytes(b"committed elsewhere")
+    with folder.lock(exclusive=False):  # an embed_shard call is writing: its temporary files are not leftovers
+        assert folder.tidy() == []
+    assert all(path.exists() for path in left)
+    assert sorted(folder.tidy()) == sorted(str(p) for p in left)
+    assert not any(path.exists() for path in left) and (tmp_path / "out" / "a.parquet").exists()
+    assert OutputFolder(tmp_path / "never-made").tidy() == []

@@ -94,7 +94,7 @@ def test_scorer_session_on_the_cpu(scorer_dir):
     assert session.provider == CPU == "CPUExecutionProvider"
     assert session.output_names == RECONSTRUCT
     assert sorted(session.input_names) == ["lengths", "values"]
-    assert session.path == scorer_dir / "scorer.onnx"
+    assert str(session.path) == str(scorer_dir / "scorer.onnx")
     values, lengths = batch()
     out = session.run(values, lengths)
     assert list(out) == RECONSTRUCT
