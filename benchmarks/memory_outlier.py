@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from common import ecg_rows
 
 CASE = """
-import dataclasses, json, resource, sys
+import dataclasses, json, sys
 from seqae.config import EmbedConfig
 from seqae.infer import embed
 from seqae.modeldir import ModelInfo
@@ -27,7 +27,8 @@ model, data, out, limit = sys.argv[1:5]
 info = ModelInfo.read(model)
 data_config = dataclasses.replace(info.data, max_length=None if limit == "none" else int(limit))
 report = embed(model, data, out, EmbedConfig(device="cpu"), data_config=data_config)
-print(json.dumps({"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_mib": round(hwm / 1024),  # VmHWM: ru_maxrss survives exec (the parent's peak)
                   **{k: report.totals[k] for k in ("rows_in", "rows_written", "rows_rejected")}}))
 """
 
