@@ -27,7 +27,7 @@ from seqae.errors import SeqaeError
 from seqae.infer.commit import committed_outputs
 from seqae.infer.model import InferenceModel
 from seqae.modeldir import ModelInfo
-from seqae.points import normal_scalar
+from seqae.points import json_value, normal_scalar
 from seqae.storage import Location, utc_now, write_json
 
 WORST = 6
@@ -246,10 +246,6 @@ def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path)
     return files
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _save(fig, path: Path) -> str:
     import matplotlib.pyplot as plt
 
@@ -291,7 +287,7 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
                              f"'{scored.key_column}' only, e.g. \"{scored.key_column} < 500\"")
         train_mask = flt.mask(pa.table({scored.key_column: scored.keys}))
         report["probe"] = probe(scored, train_mask, raw_values(model_dir, data, row_filter))
-    report["worst"] = [{"key": _plain(k), "label": _plain(lab), "recon_error": round(e, 6)}
+    report["worst"] = [{"key": json_value(k), "label": json_value(lab), "recon_error": round(e, 6)}
                        for k, lab, e in zip(scored.worst_keys, scored.worst_labels, scored.worst_errors)]
     report["reconstructions"] = "drawn" if scored.reconstructions else scored.reconstruction_note
     report["plots"] = plots(scored, normal_value, threshold.threshold_ if threshold else None, out)

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from seqae import names
 from seqae.config import EmbedConfig
-from seqae.data import resolve_shards
+from seqae.data import key_runs, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ShardInput, score
@@ -131,14 +131,6 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
                        tuple(sorted(label_values, key=str))[:10])
 
 
-def series_bounds(keys: np.ndarray) -> list[tuple[int, int]]:
-    """``[start, stop)`` of each series in rows ordered by series."""
-    if not len(keys):
-        return []
-    cut = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    return list(zip(np.r_[0, cut].tolist(), np.r_[cut, len(keys)].tolist()))
-
-
 def segments(anomalous: np.ndarray, bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``[start, stop)`` of each run of consecutive anomalous steps, never across two series."""
     out = []
@@ -182,7 +174,7 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
         raise SeqaeError(f"the labels have one class only ({int(y.sum())} of {len(y)} scored steps are anomalous; "
                          f"labels found: {', '.join(repr(v) for v in scored.label_values)}); ROC-AUC needs both: "
                          "is --normal-value the label of normal steps?")
-    bounds = series_bounds(scored.keys)
+    bounds = key_runs(scored.keys)
     warnings = []
     if y.mean() > 0.5:
         warnings.append(f"{int(y.sum())} of {len(y)} steps ({y.mean():.0%}) are labelled anomalous: is --normal-value "
@@ -209,9 +201,9 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
     hits = ucr_hits(s, y, bounds, margin)
     for h in hits:  # positions among the series' scored steps -> times
         start = h.pop("start")
-        h["series"] = _plain(scored.keys[start])
-        h["top_time"] = _plain(scored.times[start + h.pop("top")])
-        h["anomaly_times"] = [_plain(scored.times[start + i]) for i in h.pop("anomaly")]
+        h["series"] = json_value(scored.keys[start])
+        h["top_time"] = json_value(scored.times[start + h.pop("top")])
+        h["anomaly_times"] = [json_value(scored.times[start + i]) for i in h.pop("anomaly")]
         h["distance_steps"] = h.pop("distance")
     result["ucr"] = {"margin": margin, "series_with_anomaly": len(hits),
                      "hit_rate": round(sum(h["hit"] for h in hits) / len(hits), 4) if hits else None,
@@ -220,7 +212,7 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
     return result
 
 
-def _plain(value):
+def json_value(value):
     """A numpy scalar as JSON can hold it (times as ISO text)."""
     if isinstance(value, np.datetime64):
         return str(value)
@@ -234,7 +226,7 @@ def plot_series(scored: ScoredSteps, threshold: float | None, out: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bounds = series_bounds(scored.keys)
+    bounds = key_runs(scored.keys)
     bounds = sorted(bounds, key=lambda ab: not scored.anomalous[ab[0]:ab[1]].any())[:PLOTTED_SERIES]
     fig, axes = plt.subplots(2 * len(bounds), 1, figsize=(10, 3.2 * len(bounds)), dpi=100, squeeze=False,
                              sharex=False)
@@ -248,7 +240,7 @@ def plot_series(scored: ScoredSteps, threshold: float | None, out: Path) -> str:
         for s, e in segments(scored.anomalous[a:b], [(0, b - a)]):
             for ax in (top, bottom):
                 ax.axvspan(x[s], x[e - 1], color="orange", alpha=0.35, lw=1.5, ec="orange")
-        top.set_title(f"{scored.key_column} = {_plain(scored.keys[a])}: {scored.feature} (labelled anomalies shaded)",
+        top.set_title(f"{scored.key_column} = {json_value(scored.keys[a])}: {scored.feature} (labelled anomalies shaded)",
                       fontsize=9)
         bottom.set(yscale="log", ylabel="score", xlabel=scored.time_column)
         bottom.legend(fontsize=7, loc="upper left")

@@ -26,7 +26,7 @@ import pyarrow as pa
 from seqae import names
 from seqae._version import __version__
 from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
-from seqae.data import Normalizer, RowFilter, ShardReader, resolve_shards
+from seqae.data import Normalizer, RowFilter, ShardReader, key_runs, resolve_shards
 from seqae.errors import ConfigError, ModelDirError, SeqaeError
 from seqae.modeldir import FORMAT, ModelInfo
 from seqae.storage import replace_directory, utc_now, write_json
@@ -88,8 +88,7 @@ class Split:
         starts = batch.keys.column(names.WINDOW_START).to_numpy(zero_copy_only=False)
         ends = batch.keys.column(names.WINDOW_END).to_numpy(zero_copy_only=False)
         key_values = keys.to_numpy(zero_copy_only=False)
-        bounds = np.flatnonzero(key_values[1:] != key_values[:-1]) + 1
-        for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(key_values)]):
+        for a, b in key_runs(key_values):
             cut = self.cuts.get(_plain(key_values[a]))
             if cut is not None:
                 out[a:b] = np.where(starts[a:b] >= cut, 1, np.where(ends[a:b] >= cut, -1, 0))
@@ -133,8 +132,7 @@ def choose_split(shards, config: DataConfig, train_config: TrainConfig, *, num_f
                 continue
             keys = _series_keys(batch, config).to_numpy(zero_copy_only=False)
             begin = batch.keys.column(names.WINDOW_START).to_numpy(zero_copy_only=False)
-            bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-            for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(keys)]):
+            for a, b in key_runs(keys):
                 starts.setdefault(_plain(keys[a]), []).append(begin[a:b])
     n_series = len(starts)
     if asked == "auto" and n_series * fraction >= MIN_VALIDATION_SERIES:

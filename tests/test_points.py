@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from seqae.data import key_runs
 from seqae.errors import SeqaeError
-from seqae.points import ScoredSteps, normal_scalar, point_adjust, point_metrics, segments, series_bounds, ucr_hits
+from seqae.points import ScoredSteps, normal_scalar, point_adjust, point_metrics, segments, ucr_hits
 
 
 def scored(keys, scores, labels, steps_in=None):
@@ -17,8 +18,8 @@ def scored(keys, scores, labels, steps_in=None):
 def test_segments_never_cross_series():
     keys = np.array(["a"] * 5 + ["b"] * 4)
     labels = np.array([0, 1, 1, 0, 1, 1, 1, 0, 1], bool)
-    assert series_bounds(keys) == [(0, 5), (5, 9)]
-    assert segments(labels, series_bounds(keys)) == [(1, 3), (4, 5), (5, 7), (8, 9)]
+    assert key_runs(keys) == [(0, 5), (5, 9)]
+    assert segments(labels, key_runs(keys)) == [(1, 3), (4, 5), (5, 7), (8, 9)]
 
 
 def test_point_adjust_flags_a_whole_segment_from_one_hit():

@@ -10,8 +10,9 @@ from seqae.data.normalize import Normalizer
 from seqae.data.reader import ShardReader, iter_shard
 from seqae.data.rejects import REJECT_REASONS, REJECT_SCHEMA, empty_rejects, rejects_table
 from seqae.data.source import Shard, resolve_shards
+from seqae.data.windows import key_runs
 
 __all__ = [
     "DataConfig", "Normalizer", "REJECT_REASONS", "REJECT_SCHEMA", "RowFilter", "SequenceBatch",
-    "Shard", "ShardReader", "ShardStats", "empty_rejects", "iter_shard", "rejects_table", "resolve_shards",
+    "Shard", "ShardReader", "ShardStats", "empty_rejects", "iter_shard", "key_runs", "rejects_table", "resolve_shards",
 ]

@@ -156,8 +156,7 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
             _as_float32(record_batch.column(name).to_numpy(zero_copy_only=False))
             for name in cfg.feature_columns
         ], axis=1)
-        bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-        for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(keys)]):
+        for a, b in key_runs(keys):
             key = keys[a]
             run_times = times[a:b]
             bad_order = np.flatnonzero(run_times[1:] <= run_times[:-1])
@@ -186,6 +185,14 @@ def iter_windows(record_batches: Callable[[list[str]], Iterator[pa.RecordBatch]]
         drain(current, final=True)
     if out or rejects:
         yield flush()
+
+
+def key_runs(keys: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of equal consecutive keys (a series' rows or windows in order)."""
+    if not len(keys):
+        return []
+    cut = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return list(zip(np.r_[0, cut].tolist(), np.r_[cut, len(keys)].tolist()))
 
 
 def _as_float32(values: np.ndarray) -> np.ndarray:

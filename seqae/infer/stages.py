@@ -128,23 +128,22 @@ class ShardOutput:
         self._steps_writer: AtomicParquetWriter | None = None
         self.steps_written = 0
 
+    def _writer_for(self, location, schema: pa.Schema) -> AtomicParquetWriter:
+        if not self.folder.location.atomic_rename:
+            # Object stores: files are written under their final names, so an earlier commit of this
+            # shard must stop counting before they are overwritten (a crash then leaves uncommitted
+            # files, never an old entry over new or partial data).
+            self.folder.entry_file(self.name).delete()
+        return AtomicParquetWriter(location, schema, row_group_size=row_group_rows(schema))
+
     def _open(self) -> AtomicParquetWriter:
         if self._writer is None:
-            if not self.folder.location.atomic_rename:
-                # Object stores: the data file is written under its final name, so an earlier commit
-                # of this shard must stop counting before its file is overwritten (a crash then leaves
-                # an uncommitted file, never an old entry over new or partial data).
-                self.folder.entry_file(self.name).delete()
-            self._writer = AtomicParquetWriter(self.folder.data_file(self.name), self.schema,
-                                               row_group_size=row_group_rows(self.schema))
+            self._writer = self._writer_for(self.folder.data_file(self.name), self.schema)
         return self._writer
 
     def _write_steps(self, rows: StepRows) -> None:
         if self._steps_writer is None:
-            if not self.folder.location.atomic_rename:
-                self.folder.entry_file(self.name).delete()
-            self._steps_writer = AtomicParquetWriter(self.folder.steps_file(self.name), self.steps_schema,
-                                                     row_group_size=row_group_rows(self.steps_schema))
+            self._steps_writer = self._writer_for(self.folder.steps_file(self.name), self.steps_schema)
         if not len(rows):
             return
         threshold = self.model.threshold
