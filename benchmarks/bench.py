@@ -33,10 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from common import ecg_rows, median_rate
-
-SHARDS = 8
+from common import SHARDS, ecg_rows, median_rate, write_shards
 
 # Peak RSS from VmHWM (this process image only): ru_maxrss survives exec on Linux and would report the
 # parent's peak (a benchmark process with TensorFlow loaded) instead.
@@ -51,15 +48,6 @@ seconds = time.perf_counter() - start
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"seconds": round(seconds, 2), "rows": report.totals["rows_written"], "peak_rss_mib": round(hwm / 1024)}))
 """
-
-
-def write_shards(table: pa.Table, folder: Path, shards: int = SHARDS) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    n = table.num_rows // shards
-    for i in range(shards):
-        part = table.slice(i * n, n if i < shards - 1 else table.num_rows - i * n)
-        pq.write_table(part, folder / f"part-{i}.parquet", compression="zstd")
-    return folder
 
 
 def multivariate_rows(rows: int, steps: int = 100, features: int = 8, seed: int = 0) -> pa.Table:

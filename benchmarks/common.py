@@ -2,9 +2,13 @@
 
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+SHARDS = 8
 
 
 def median_rate(fn, rows: int, repeats: int) -> float:
@@ -26,3 +30,13 @@ def ecg_rows(rows: int) -> pa.Table:
     table = load_dataset("ecg5000")
     big = pa.concat_tables([table] * -(-rows // table.num_rows)).slice(0, rows)
     return big.set_column(0, "id", pa.array(np.arange(rows, dtype=np.int64)))
+
+
+def write_shards(table: pa.Table, folder: Path, shards: int = SHARDS) -> Path:
+    """``table`` split in order into ``shards`` zstd Parquet files ``part-<i>.parquet`` under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = table.num_rows // shards
+    for i in range(shards):
+        part = table.slice(i * n, n if i < shards - 1 else table.num_rows - i * n)
+        pq.write_table(part, folder / f"part-{i}.parquet", compression="zstd")
+    return folder

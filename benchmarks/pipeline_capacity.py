@@ -18,17 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from common import ecg_rows, median_rate
-
-SHARDS = 8
-
-
-def write_shards(table: pa.Table, folder: Path) -> None:
-    folder.mkdir(parents=True)
-    n = table.num_rows // SHARDS
-    for i in range(SHARDS):
-        part = table.slice(i * n, n if i < SHARDS - 1 else table.num_rows - i * n)
-        pq.write_table(part, folder / f"part-{i}.parquet", compression="zstd")
+from common import ecg_rows, median_rate, write_shards
 
 
 def tiny_model(data: Path, where: Path) -> Path:
