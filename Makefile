@@ -57,7 +57,7 @@ test-fast: $(STAMP)
 	$(VENV)/bin/ruff check seqae flows tests benchmarks tools
 	$(PY) -m pytest -m "not gpu and not slow"
 
-# Every speed and memory figure side by side (about 10 minutes on 2 cores): bench/results/<date>.json
+# Every speed and memory figure side by side (8 to 11 minutes on 2 cores): bench/results/<date>.json
 # and .md. Run it on a quiet machine; the figures are medians, but other load still moves them.
 bench: $(STAMP)
 	cd benchmarks && ../$(PY) bench.py --out ../bench/results
