@@ -1,6 +1,10 @@
 """The ECG5000 anomaly result, reproducible with one command, over members of the model family.
 
     python benchmarks/ecg5000_family.py [--configs default,no-reverse,...] [--seeds 0,1] [--epochs 300]
+        [--set batch_size=128 --set learning_rate=0.004]
+
+``--set`` overrides a ``ModelConfig`` or ``TrainConfig`` field of every configuration run (the results
+name the overrides).
 
 For each configuration and seed: train on the normal beats (label 1) of a training part (ids < 3000;
 10% of those held out by the seeded key hash for early stopping and the reference), export behind the
@@ -30,7 +34,32 @@ CONFIGS = {
 }
 
 
-def run(config_name: str, seed: int, epochs: int, work: Path) -> dict:
+def split_overrides(pairs: list[str]) -> tuple[dict, dict]:
+    """``["batch_size=128", "learning_rate=0.004"]`` -> (ModelConfig fields, TrainConfig fields)."""
+    import dataclasses
+    import json as _json
+
+    from seqae.config import ModelConfig, TrainConfig
+
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model, train = {}, {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            value = _json.loads(raw)
+        except ValueError:
+            value = raw
+        if key in model_fields:
+            model[key] = value
+        elif key in train_fields:
+            train[key] = value
+        else:
+            raise SystemExit(f"--set {pair}: {key!r} is neither a ModelConfig nor a TrainConfig field")
+    return model, train
+
+
+def run(config_name: str, seed: int, epochs: int, work: Path, overrides: list[str] = ()) -> dict:
     import pyarrow as pa
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
@@ -43,8 +72,10 @@ def run(config_name: str, seed: int, epochs: int, work: Path) -> dict:
 
     model_dir = work / f"{config_name}-{seed}"
     started = time.time()
-    trained = train(str(work / "data"), model_dir, model_config=ModelConfig(**CONFIGS[config_name]),
-                    train_config=TrainConfig(row_filter="label == 1 and id < 3000", seed=seed, max_epochs=epochs))
+    model_set, train_set = split_overrides(list(overrides))
+    trained = train(str(work / "data"), model_dir, model_config=ModelConfig(**{**CONFIGS[config_name], **model_set}),
+                    train_config=TrainConfig(**{"row_filter": "label == 1 and id < 3000", "seed": seed,
+                                                "max_epochs": epochs, **train_set}))
     export(model_dir)
     threshold = fit_threshold(model_dir, ThresholdConfig(method="pot", false_alarm_rate=0.01))
     scored = score_labelled(model_dir, str(work / "data"), "label", device="cpu")
@@ -55,7 +86,8 @@ def run(config_name: str, seed: int, epochs: int, work: Path) -> dict:
     errors = scored.errors[unseen]
     flagged = errors > threshold.threshold_
     t = trained.metadata["training"]
-    return {"config": config_name, "seed": seed, "model": trained.metadata["model"], "epochs": t["epochs"],
+    return {"config": config_name + "".join(f" {o}" for o in overrides), "seed": seed,
+            "model": trained.metadata["model"], "batch_size": t["config"]["batch_size"], "epochs": t["epochs"],
             "best_epoch": t["best_epoch"], "train_rows": t["train_rows"], "minutes": round((time.time() - started) / 60, 1),
             "unseen_rows": int(unseen.sum()), "unseen_anomalous": int(anomalous.sum()),
             "roc_auc": round(float(roc_auc_score(anomalous, errors)), 4),
@@ -71,7 +103,10 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a ModelConfig or TrainConfig field in every run")
     args = parser.parse_args()
+    split_overrides(args.set)  # fail on a wrong name before any training
 
     from seqae.datasets import write_dataset
 
@@ -86,8 +121,8 @@ def main() -> None:
     results = []
     for config_name in args.configs.split(","):
         for seed in map(int, args.seeds.split(",")):
-            results.append(run(config_name, seed, args.epochs, work))
-            kept[config_name, seed] = results[-1]
+            results.append(run(config_name, seed, args.epochs, work, args.set))
+            kept[results[-1]["config"], seed] = results[-1]
             out.write_text(json.dumps(list(kept.values()), indent=2))  # after each run: a long sweep keeps what it has
             print(json.dumps(results[-1]), flush=True)
     print("| configuration | seed | epochs | ROC-AUC | PR-AUC | F1 at the unsupervised threshold | probe accuracy "

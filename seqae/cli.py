@@ -220,6 +220,7 @@ def train_cmd(
     validation_split: Annotated[Optional[SplitName], typer.Option(help="key: whole keys (series) by a seeded hash; time: the end of each series (long layout); auto: time for the long layout with few series, else key.")] = None,
     filter: Annotated[Optional[str], typer.Option("--filter", help="Train on matching rows, e.g. \"label == 1\".")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for split, shuffling and initialisation.")] = None,
+    cache_mb: Annotated[Optional[int], typer.Option(min=0, help="Keep the decoded rows in memory when they fit this many MiB (0: read the shards every epoch).")] = None,
     layout: Annotated[Optional[LayoutName], typer.Option(help="sequence or long.")] = None,
     key_column: Annotated[Optional[str], typer.Option(help="Key column (series key in the long layout).")] = None,
     values_column: Annotated[Optional[str], typer.Option(help="List column (sequence layout).")] = None,
@@ -244,7 +245,7 @@ def train_cmd(
         window=window, stride=stride, max_length=max_length)}
     train_fields = {**sections.get("train", {}), **_overrides(
         max_epochs=epochs, patience=patience, batch_size=batch_size, validation_fraction=validation_fraction,
-        validation_split=validation_split, row_filter=filter, seed=seed)}
+        validation_split=validation_split, row_filter=filter, seed=seed, cache_mb=cache_mb)}
     # Every option is checked before any data is read, without TensorFlow.
     data_config = DataConfig.from_dict(data_fields, "data options")
     train_config = TrainConfig.from_dict(train_fields, "train options")

@@ -137,9 +137,13 @@ class TrainConfig(Config):
             ``key`` when at least ``2 / validation_fraction`` series are there to hold out, else ``time``.
         row_filter: train on matching rows only, e.g. ``"label == 1"``.
         seed: seeds the split, shuffling and weight initialisation.
-        shuffle: shuffle shard order each epoch and sequences through ``shuffle_buffer``.
-        shuffle_buffer: sequences held for shuffling.
+        shuffle: shuffle the training rows each epoch: all of them when cached, else the shard order and
+            blocks of ``shuffle_buffer`` rows.
+        shuffle_buffer: rows shuffled together when streaming.
         read_batch_size: rows per Parquet record batch.
+        cache_mb: keep the decoded rows of both splits in memory after the first pass when they fit in
+            this many MiB (float32, padded to the longest row); each epoch then reads no Parquet. 0
+            streams from the shards every epoch.
     """
 
     batch_size: int = 32
@@ -154,10 +158,13 @@ class TrainConfig(Config):
     shuffle: bool = True
     shuffle_buffer: int = 10_000
     read_batch_size: int = 4096
+    cache_mb: int = 1024
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_epochs", "patience", "lr_patience", "shuffle_buffer", "read_batch_size"):
             check_positive(name, getattr(self, name))
+        if not isinstance(self.cache_mb, int) or self.cache_mb < 0:
+            raise ConfigError(f"cache_mb: expected an integer >= 0, got {self.cache_mb!r}")
         check_range("validation_fraction", self.validation_fraction, 0.0, 1.0)
         check_choice("validation_split", self.validation_split, ("auto", "key", "time"))
         if not isinstance(self.min_delta, (int, float)) or self.min_delta < 0:

@@ -1,9 +1,12 @@
 """Train an autoencoder on Parquet shards and write a model directory atomically.
 
-Data streams through ``tf.data`` from the shard readers (memory bounded by the read batch and the
-shuffle buffer, never by the dataset). Normalisation is fitted in a first pass over the training
-split; the validation split is chosen by a seeded hash of the key, so it is the same on every run
-and for every sharding of the same rows.
+Normalisation is fitted in a first pass over the training split; the validation split is chosen by a
+seeded hash of the key (or by time, see ``choose_split``), so it is the same on every run and for every
+sharding of the same rows. When the decoded rows of both splits fit ``TrainConfig.cache_mb`` that pass
+keeps them, and every epoch shuffles them in memory: Parquet (or object storage) is read once. Larger
+data streams from the shard readers every epoch, shuffled in blocks of ``shuffle_buffer`` rows; memory
+is then bounded by the read batch and the buffer, never by the dataset. Either way ``tf.data`` receives
+whole batches, each cut to its longest row, built in numpy.
 """
 
 from __future__ import annotations
@@ -150,8 +153,96 @@ def choose_split(shards, config: DataConfig, train_config: TrainConfig, *, num_f
 
 
 @dataclass
+class Cached:
+    """The decoded rows of one split, padded to the split's longest: ``values (rows, time, features)``."""
+
+    values: np.ndarray
+    lengths: np.ndarray
+
+
+class _Cache:
+    """Collects both splits during the planning pass while they fit ``budget`` bytes (padded)."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.parts: dict[int, list] = {0: [], 1: []}
+        self.rows = self.longest = self.width = 0
+
+    def add(self, values: np.ndarray, lengths: np.ndarray, side: np.ndarray) -> None:
+        if self.parts is None:
+            return
+        self.rows += int((side >= 0).sum())
+        self.longest, self.width = max(self.longest, values.shape[1]), values.shape[2]
+        if self.rows * self.longest * self.width * 4 > self.budget:
+            self.parts = None  # too big: stream every epoch; what was kept is freed now
+            return
+        for which in (0, 1):
+            take = side == which
+            if take.any():
+                self.parts[which].append((values[take], lengths[take]))
+
+    def result(self) -> dict[int, Cached] | None:
+        if self.parts is None:
+            return None
+        return {which: Cached(*_pad_concat(parts, self.width)) for which, parts in self.parts.items()}
+
+
+def _pad_concat(parts: list[tuple[np.ndarray, np.ndarray]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row chunks padded to different lengths -> one ``(rows, longest, width)`` array and its lengths."""
+    rows = sum(len(n) for _, n in parts)
+    longest = max((v.shape[1] for v, _ in parts), default=0)
+    values = np.zeros((rows, longest, width), dtype=np.float32)
+    lengths = np.zeros(rows, dtype=np.int32)
+    at = 0
+    for v, n in parts:
+        values[at:at + len(n), :v.shape[1]] = v
+        lengths[at:at + len(n)] = n
+        at += len(n)
+    return values, lengths
+
+
+def shuffled_batches(chunks, batch_size: int, *, width: int, buffer: int = 0,
+                     rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches of ``batch_size`` rows (the last may be short), each cut to its longest row.
+
+    ``chunks`` yields ``(values, lengths)`` of any size. With ``rng``, rows are shuffled in blocks of at
+    least ``buffer`` rows (one block holding the whole input is a full permutation); the rows left over
+    after a block's whole batches join the next block, so every batch but the last is full.
+    """
+    pending: list = []
+    held = 0
+
+    def drain(final: bool):
+        nonlocal pending, held
+        if not held:
+            return
+        values, lengths = pending[0] if len(pending) == 1 else _pad_concat(pending, width)
+        order = rng.permutation(held) if rng is not None else np.arange(held)
+        whole = held if final else held // batch_size * batch_size
+        for a in range(0, whole, batch_size):
+            index = order[a:a + batch_size]
+            if rng is None:
+                index = slice(a, a + batch_size)
+            n = lengths[index]
+            yield values[index, :int(n.max())], n
+        rest = order[whole:]
+        pending = [(values[rest], lengths[rest])] if len(rest) else []
+        held = len(rest)
+
+    for values, lengths in chunks:
+        if not len(lengths):
+            continue
+        pending.append((values, lengths))
+        held += len(lengths)
+        if held >= max(buffer, batch_size):
+            yield from drain(False)
+    yield from drain(True)
+
+
+@dataclass
 class DataPlan:
-    """What one pass over the data found: shards, feature count, split sizes, normalisation."""
+    """What one pass over the data found: shards, feature count, split sizes, normalisation, and the
+    decoded rows of both splits (``cache``, keyed 0 train / 1 validation) when they fit the budget."""
 
     shards: list
     num_features: int
@@ -163,6 +254,7 @@ class DataPlan:
     split: Split
     gap_rows: int = 0
     warnings: list[str] = field(default_factory=list)
+    cache: dict[int, Cached] | None = None
 
 
 def _series_keys(batch, config: DataConfig) -> pa.Array:
@@ -194,6 +286,7 @@ def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
     row_filter = RowFilter.parse(train_config.row_filter) if train_config.row_filter else None
     split = choose_split(shards, config, train_config, num_features=num_features, row_filter=row_filter)
     normalizer = Normalizer()
+    cache = _Cache(train_config.cache_mb * 2**20)
     train_rows = validation_rows = gap_rows = longest = 0
     stats = []
     for shard in shards:
@@ -204,6 +297,7 @@ def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
                 continue
             side = split.assign(batch, config)
             normalizer.partial_fit(batch.values[side == 0], batch.lengths[side == 0])
+            cache.add(batch.values, batch.lengths, side)
             train_rows += int((side == 0).sum())
             validation_rows += int((side == 1).sum())
             gap_rows += int((side == -1).sum())
@@ -231,32 +325,38 @@ def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
         warnings.append(f"no validation split: {why[split.method]}; early stopping and the learning-rate schedule "
                         f"watch the training loss, and the threshold reference is the training {unit}")
     return DataPlan(shards, num_features, normalizer, train_rows, validation_rows, longest, stats, split,
-                    gap_rows, warnings)
+                    gap_rows, warnings, cache.result())
 
 
 def make_dataset(plan: DataPlan, config: DataConfig, train_config: TrainConfig, *, validation: bool,
                  targets: tuple[str, ...] = (names.RECON_ERROR,)):
-    """A ``tf.data.Dataset`` of ``({values, lengths}, zero targets)`` batches for ``Model.fit``."""
+    """A ``tf.data.Dataset`` of ``({values, lengths}, zero targets)`` batches for ``Model.fit``.
+
+    Batches come whole from numpy (``shuffled_batches``): from ``plan.cache`` (a full permutation per
+    epoch) or streamed from the shards (shard order and blocks of ``shuffle_buffer`` rows shuffled).
+    """
     import tensorflow as tf
 
     row_filter = RowFilter.parse(train_config.row_filter) if train_config.row_filter else None
     epoch = {"n": 0}
     shuffle = train_config.shuffle and not validation
+    cached = plan.cache[1 if validation else 0] if plan.cache is not None else None
 
     def generator():
         epoch["n"] += 1
         seed = train_config.seed * 1_000_003 + epoch["n"] if shuffle else None
-        yield from iter_split(plan.shards, config, train_config, validation=validation,
-                              num_features=plan.num_features, row_filter=row_filter, split=plan.split,
-                              order_seed=seed)
+        if cached is not None:
+            chunks, buffer = [(cached.values, cached.lengths)], len(cached.lengths)
+        else:
+            chunks = iter_split(plan.shards, config, train_config, validation=validation,
+                                num_features=plan.num_features, row_filter=row_filter, split=plan.split,
+                                order_seed=seed)
+            buffer = train_config.shuffle_buffer
+        yield from shuffled_batches(chunks, train_config.batch_size, width=plan.num_features, buffer=buffer,
+                                    rng=np.random.default_rng(seed) if shuffle else None)
 
     signature = (tf.TensorSpec((None, None, plan.num_features), tf.float32), tf.TensorSpec((None,), tf.int32))
-    ds = tf.data.Dataset.from_generator(generator, output_signature=signature).unbatch()
-    # Each row was padded to its read batch's longest; cut it back so new batches pad only as needed.
-    ds = ds.map(lambda v, n: (v[:n], n), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if shuffle:
-        ds = ds.shuffle(train_config.shuffle_buffer, seed=train_config.seed, reshuffle_each_iteration=True)
-    ds = ds.padded_batch(train_config.batch_size, padded_shapes=((None, plan.num_features), ()))
+    ds = tf.data.Dataset.from_generator(generator, output_signature=signature)
 
     def to_inputs(v, n):
         zeros = tf.zeros_like(n, dtype=tf.float32)
