@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from common import SHARDS, ecg_rows, median_rate, write_shards
+from common import SHARDS, ecg_rows, interleaved_rates, median_rate, write_shards
 
 # Peak RSS from VmHWM (this process image only): ru_maxrss survives exec on Linux and would report the
 # parent's peak (a benchmark process with TensorFlow loaded) instead.
@@ -93,33 +93,32 @@ def inference_peers(model_dir: Path, data: Path, values: np.ndarray, repeats: in
 
     rows = len(values)
     lengths = np.full(rows, values.shape[1], np.int32)
-    out: dict[str, float] = {}
     run = {"n": 0}
 
     def embed_job():
         run["n"] += 1
         embed(model_dir, str(data), data.parent / f"out-{data.name}-{run['n']}", EmbedConfig(device="cpu"))
 
-    out["seqae embed end to end"] = median_rate(embed_job, rows, repeats)
     session = ScorerSession(model_dir, SessionOptions(device="cpu"), outputs=["embedding", "recon_error"])
 
     def ort_alone(batch=128):
         for s in range(0, rows, batch):
             session.run(values[s:s + batch], lengths[s:s + batch])
 
-    out["onnxruntime run, in memory"] = median_rate(ort_alone, rows, repeats)
     model = load_model(model_dir).model
     inputs = {"values": values, "lengths": lengths}
-    out["Keras predict, in memory"] = median_rate(lambda: model.predict(inputs, batch_size=1024, verbose=0), rows,
-                                                  repeats)
     xla = tf.function(lambda v, n: model({"values": v, "lengths": n}, training=False), jit_compile=True)
 
     def keras_xla(batch=1024):
         for s in range(0, rows, batch):
             xla(values[s:s + batch], lengths[s:s + batch])
 
-    out["Keras XLA-compiled, in memory"] = median_rate(keras_xla, rows, repeats)
-    return out
+    return interleaved_rates({
+        "seqae embed end to end": embed_job,
+        "onnxruntime run, in memory": ort_alone,
+        "Keras predict, in memory": lambda: model.predict(inputs, batch_size=1024, verbose=0),
+        "Keras XLA-compiled, in memory": keras_xla,
+    }, rows, repeats)
 
 
 def pipeline_capacity(model_dir: Path, data: Path, rows: int, repeats: int) -> dict[str, float]:
@@ -147,10 +146,13 @@ def rss_and_time(model_dir: Path, folders: dict[str, Path]) -> dict[str, dict]:
     return out
 
 
-def training(data: Path, epochs: int, batch_size: int = 32) -> dict[str, float]:
+def training(data: Path, epochs: int) -> dict[str, float]:
+    """At the default batch size, the way `seqae train` and `make demo` fit."""
     from train_throughput import measure
 
-    return measure(str(data), batch_size, epochs)
+    from seqae.config import TrainConfig
+
+    return measure(str(data), TrainConfig().batch_size, epochs)
 
 
 def markdown(record: dict) -> str:
@@ -174,7 +176,7 @@ def markdown(record: dict) -> str:
               for k, v in record["memory"].items()]
     r = record["memory_ratio"]
     lines += ["", f"4N/N: peak RSS {r['rss']:.2f}x, wall time {r['time']:.2f}x (linear: 4x).", ""]
-    lines += ["| training (ECG normal beats, batch 32) | rows/s |", "|---|---:|"]
+    lines += [f"| training (ECG normal beats, batch {record.get('training_batch_size', 32)}) | rows/s |", "|---|---:|"]
     lines += [f"| {k} | {v:,.0f} |" for k, v in record["training"].items()]
     return "\n".join(lines) + "\n"
 
@@ -236,6 +238,9 @@ def main() -> None:
         from seqae.datasets import write_dataset
 
         write_dataset("ecg5000", tmp / "train", shards=4)
+        from seqae.config import TrainConfig
+
+        record["training_batch_size"] = TrainConfig().batch_size
         record["training"] = training(tmp / "train", epochs=3)
     record["seconds"] = round(time.time() - started)
     out = Path(args.out)

@@ -23,6 +23,22 @@ def median_rate(fn, rows: int, repeats: int) -> float:
     return rows / statistics.median(times)
 
 
+def interleaved_rates(fns: dict, rows: int, repeats: int) -> dict[str, float]:
+    """Rows per second of each ``fns[name]()``, side by side: one warm-up of each, then ``repeats``
+    rounds that run every one once (the order rotating each round), so that a change of load on a
+    shared machine falls on all of them; the median per name."""
+    for fn in fns.values():
+        fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: rows / statistics.median(t) for name, t in times.items()}
+
+
 def ecg_rows(rows: int) -> pa.Table:
     """The bundled ECG5000 repeated to ``rows`` rows, ids renumbered 0..rows-1."""
     from seqae.datasets import load_dataset

@@ -115,14 +115,18 @@ def main() -> None:
     print(f"models under {work}", flush=True)
     out = Path("bench/results") / f"ecg5000-family-{date.today()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Runs of the same day accumulate (a sweep is often run a configuration at a time); a rerun of a
-    # configuration and seed replaces its earlier entry.
-    kept = {(r["config"], r["seed"]): r for r in (json.loads(out.read_text()) if out.exists() else [])}
+    # Runs of the same day accumulate (a sweep is often run a configuration at a time); a rerun of the
+    # same configuration (model and batch size, so a changed default is a new entry) and seed replaces
+    # its earlier entry.
+    def key(r):
+        return r["config"], r["seed"], json.dumps(r["model"], sort_keys=True), r.get("batch_size", 32)
+
+    kept = {key(r): r for r in (json.loads(out.read_text()) if out.exists() else [])}
     results = []
     for config_name in args.configs.split(","):
         for seed in map(int, args.seeds.split(",")):
             results.append(run(config_name, seed, args.epochs, work, args.set))
-            kept[results[-1]["config"], seed] = results[-1]
+            kept[key(results[-1])] = results[-1]
             out.write_text(json.dumps(list(kept.values()), indent=2))  # after each run: a long sweep keeps what it has
             print(json.dumps(results[-1]), flush=True)
     print("| configuration | seed | epochs | ROC-AUC | PR-AUC | F1 at the unsupervised threshold | probe accuracy "

@@ -2,10 +2,12 @@
 fitted on in-memory arrays, and the LSTM autoencoder of the usual Keras tutorial (100 tanh units,
 RepeatVector decoder, in-memory arrays, batch 64), on the ECG5000 normal beats.
 
-    python benchmarks/train_throughput.py [--batch-sizes 32,128] [--epochs 4] [--jit]
+    python benchmarks/train_throughput.py [--batch-sizes 32,128] [--epochs 4] [--rounds 2] [--jit]
 
 Rows/s is the training rows over the median epoch time of epochs 2.. (the first traces and fills
-caches). Writes bench/results/train-throughput-<date>.json.
+caches) of every round; the runs alternate within a round and the order flips each round, so that
+a change of load on a shared machine falls on all of them. Writes
+bench/results/train-throughput-<date>.json.
 """
 
 import argparse
@@ -37,12 +39,15 @@ class EpochTimer:
         self.times: list[float] = []
         self.callback = Callback()
 
-    def rate(self, rows: int) -> float:
-        return rows / statistics.median(self.times[1:] or self.times)
+    def steady(self) -> list[float]:
+        """Epoch times after the first (which traces the step function)."""
+        return self.times[1:] or self.times
 
 
-def measure(data: str, batch_size: int, epochs: int, jit: bool = False, tutorial: bool = True) -> dict[str, float]:
-    """Rows/s of one epoch (median of epochs 2..) for each way of fitting the ECG normal beats at ``data``."""
+def measure(data: str, batch_size: int, epochs: int, jit: bool = False, tutorial: bool = True,
+            rounds: int = 2) -> dict[str, float]:
+    """Rows/s of one epoch (median of epochs 2.. over ``rounds``) for each way of fitting the ECG normal
+    beats at ``data``."""
     import keras
 
     from seqae import names
@@ -73,21 +78,16 @@ def measure(data: str, batch_size: int, epochs: int, jit: bool = False, tutorial
             model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=True)
         return model
 
-    runs = {}
-    timer = EpochTimer()
-    seqae_model().fit(make_dataset(plan, dc, tc, validation=False, targets=targets), epochs=epochs,
-                      verbose=0, callbacks=[timer.callback], shuffle=False)
-    runs["seqae, from Parquet (tf.data)"] = timer.rate(rows)
-    timer = EpochTimer()
-    seqae_model().fit({names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths}, zeros,
-                      batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[timer.callback])
-    runs["seqae model, in-memory arrays"] = timer.rate(rows)
-    if jit:
-        timer = EpochTimer()
-        seqae_model(jit=True).fit(make_dataset(plan, dc, tc, validation=False, targets=targets),
-                                  epochs=epochs, verbose=0, callbacks=[timer.callback], shuffle=False)
-        runs["seqae, from Parquet, XLA"] = timer.rate(rows)
-    if tutorial:
+    def parquet(jit=False):
+        return lambda callback: seqae_model(jit).fit(
+            make_dataset(plan, dc, tc, validation=False, targets=targets), epochs=epochs, verbose=0,
+            callbacks=[callback], shuffle=False)
+
+    def in_memory(callback):
+        seqae_model().fit({names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths}, zeros,
+                          batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[callback])
+
+    def tutorial_model(callback):
         # The tutorial's model: 100 tanh units, batch 64, in-memory arrays of the 140-step beats.
         keras.utils.set_random_seed(0)
         x = values.astype(np.float32)
@@ -95,9 +95,20 @@ def measure(data: str, batch_size: int, epochs: int, jit: bool = False, tutorial
             keras.Input((x.shape[1], 1)), keras.layers.LSTM(100), keras.layers.RepeatVector(x.shape[1]),
             keras.layers.LSTM(100, return_sequences=True), keras.layers.TimeDistributed(keras.layers.Dense(1))])
         model.compile(optimizer="adam", loss="mse")
-        timer = EpochTimer()
-        model.fit(x, x, batch_size=64, epochs=epochs, verbose=0, callbacks=[timer.callback])
-        runs["Keras tutorial model (100 units, batch 64), in-memory arrays"] = timer.rate(rows)
+        model.fit(x, x, batch_size=64, epochs=epochs, verbose=0, callbacks=[callback])
+
+    fits = {"seqae, from Parquet (tf.data)": parquet(), "seqae model, in-memory arrays": in_memory}
+    if jit:
+        fits["seqae, from Parquet, XLA"] = parquet(jit=True)
+    if tutorial:
+        fits["Keras tutorial model (100 units, batch 64), in-memory arrays"] = tutorial_model
+    times: dict[str, list[float]] = {name: [] for name in fits}
+    for r in range(rounds):
+        for name in (list(fits) if r % 2 == 0 else list(fits)[::-1]):
+            timer = EpochTimer()
+            fits[name](timer.callback)
+            times[name] += timer.steady()
+    runs = {name: rows / statistics.median(t) for name, t in times.items()}
     return runs
 
 
@@ -105,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", default="32,128")
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--jit", action="store_true", help="also the seqae model compiled with XLA (jit_compile)")
     parser.add_argument("--out", default=f"bench/results/train-throughput-{date.today().isoformat()}.json")
     args = parser.parse_args()
@@ -119,13 +131,14 @@ def main() -> None:
         write_dataset("ecg5000", Path(tmp) / "data", shards=4)
         sizes = [int(b) for b in args.batch_sizes.split(",")]
         for i, batch_size in enumerate(sizes):
-            runs = measure(str(Path(tmp) / "data"), batch_size, args.epochs, args.jit, tutorial=i == len(sizes) - 1)
+            runs = measure(str(Path(tmp) / "data"), batch_size, args.epochs, args.jit, tutorial=i == len(sizes) - 1,
+                           rounds=args.rounds)
             for name, value in runs.items():
                 results.append({"batch_size": batch_size, "run": name, "rows_per_second": round(value)})
                 print(f"batch {batch_size:4d}  {name:60s} {value:8.0f} rows/s", flush=True)
     record = {"date": date.today().isoformat(), "machine": {"cores": os.cpu_count(), "cpu": platform.processor(),
                                                             "tensorflow": tf.__version__, "keras": keras.__version__},
-              "epochs": args.epochs, "results": results}
+              "epochs": args.epochs, "rounds": args.rounds, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
 

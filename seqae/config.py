@@ -56,7 +56,7 @@ class ModelConfig(Config):
         dropout: dropout between stacked layers and on the embedding, in training only.
         activation: LSTM activation. ``tanh`` keeps the cuDNN and ONNX CUDA paths; ``relu`` is
             available (as in the Keras tutorial) and then relies on gradient clipping.
-        learning_rate: Adam learning rate.
+        learning_rate: Adam learning rate (3e-3 with the default batch of 64).
         clipnorm: gradient clipping by global norm; ``None`` disables it.
         predict_weight: weight of the prediction loss in composite mode.
     """
@@ -71,7 +71,7 @@ class ModelConfig(Config):
     num_layers: int = 1
     dropout: float = 0.0
     activation: Literal["tanh", "relu"] = "tanh"
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     clipnorm: float | None = 1.0
     predict_weight: float = 1.0
 
@@ -122,11 +122,16 @@ class TrainConfig(Config):
     """How to fit.
 
     Args:
-        batch_size: sequences per gradient step.
+        batch_size: sequences per gradient step. 64: on the CPU a Keras LSTM step costs much less than
+            twice as much at 64 rows as at 32, so an epoch runs more rows per second
+            (``benchmarks/train_throughput.py``); ``ModelConfig.learning_rate`` is set for it. 128 ran
+            faster still but lost ROC-AUC on one of two ECG5000 seeds tried (0.958).
         max_epochs: upper bound; early stopping on the validation loss decides the real number.
         patience: epochs without improvement (by ``min_delta``) before stopping; the best weights are restored.
-        lr_patience: epochs without improvement before the learning rate is halved (down to 1e-5);
-            small batches learn fast and then need a smaller step to settle.
+        lr_patience: epochs without improvement before the learning rate is halved (down to 1e-5).
+            The validation loss falls in steps at each halving; halving soon (2, with ``patience`` 6)
+            ended ECG5000 seed 0 after 55 epochs at ROC-AUC 0.987, against 73 epochs and 0.990 with
+            4 and 10.
         min_delta: smallest validation-loss decrease that counts as improvement.
         validation_fraction: share held out for validation (early stopping, the learning-rate schedule,
             and the threshold and drift reference).
@@ -146,10 +151,10 @@ class TrainConfig(Config):
             streams from the shards every epoch.
     """
 
-    batch_size: int = 32
+    batch_size: int = 64
     max_epochs: int = 300
-    patience: int = 10
-    lr_patience: int = 4
+    patience: int = 6
+    lr_patience: int = 2
     min_delta: float = 1e-3
     validation_fraction: float = 0.1
     validation_split: ValidationSplit = "auto"
