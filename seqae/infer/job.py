@@ -87,9 +87,12 @@ class ScoringThread:
     def _loop(self) -> None:
         while not self.stop.is_set():
             try:
-                read, future = self._queue.get(timeout=0.1)
+                item = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
+            if item is None:  # close(): no wait for the poll to time out
+                return
+            read, future = item
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -99,6 +102,10 @@ class ScoringThread:
 
     def close(self) -> None:
         self.stop.set()
+        try:
+            self._queue.put_nowait(None)  # wakes the loop at once (a full queue: it sees stop within 0.1 s)
+        except queue.Full:
+            pass
         self._thread.join(timeout=30)
 
 
