@@ -241,7 +241,7 @@ def main() -> None:
         from seqae.config import TrainConfig
 
         record["training_batch_size"] = TrainConfig().batch_size
-        record["training"] = training(tmp / "train", epochs=3)
+        record["training"] = training(tmp / "train", epochs=4)
     record["seconds"] = round(time.time() - started)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
