@@ -36,8 +36,10 @@ demo: $(STAMP)
 LONG := --layout long --key-column series --time-column time --feature-columns value --window 64 --stride 1
 demo-long: $(STAMP)
 	$(VENV)/bin/seqae --quiet datasets ucr-anomaly --out $(DEMO)/ucr --overwrite
+	# The earlier training defaults (batch 32, lr 2e-3, patience 10 and 4): with the current ones, tuned on
+	# ECG5000, this series' 1137 windows stopped at epoch 24 and scored ROC-AUC 0.65.
 	$(VENV)/bin/seqae --quiet train --data $(DEMO)/ucr/train --model-dir $(DEMO)/ucr-model $(LONG) --units 32 \
-		> $(DEMO)/ucr-train.json
+		--batch-size 32 --learning-rate 0.002 --patience 10 --lr-patience 4 > $(DEMO)/ucr-train.json
 	$(VENV)/bin/seqae --quiet export $(DEMO)/ucr-model > $(DEMO)/ucr-export.json
 	# 113 held-out windows are too few for a tail fit (pot): the empirical 99th percentile.
 	$(VENV)/bin/seqae --quiet threshold --model $(DEMO)/ucr-model --method percentile > $(DEMO)/ucr-threshold.json

@@ -215,6 +215,7 @@ def train_cmd(
     learning_rate: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate.")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs; early stopping usually ends sooner.")] = None,
     patience: Annotated[Optional[int], typer.Option(min=1, help="Epochs without improvement before stopping.")] = None,
+    lr_patience: Annotated[Optional[int], typer.Option(min=1, help="Epochs without improvement before the learning rate is halved.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per step.")] = None,
     validation_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share held out for validation.")] = None,
     validation_split: Annotated[Optional[SplitName], typer.Option(help="key: whole keys (series) by a seeded hash; time: the end of each series (long layout); auto: time for the long layout with few series, else key.")] = None,
@@ -244,7 +245,8 @@ def train_cmd(
         feature_columns=tuple(c.strip() for c in feature_columns.split(",")) if feature_columns else None,
         window=window, stride=stride, max_length=max_length)}
     train_fields = {**sections.get("train", {}), **_overrides(
-        max_epochs=epochs, patience=patience, batch_size=batch_size, validation_fraction=validation_fraction,
+        max_epochs=epochs, patience=patience, lr_patience=lr_patience, batch_size=batch_size,
+        validation_fraction=validation_fraction,
         validation_split=validation_split, row_filter=filter, seed=seed, cache_mb=cache_mb)}
     # Every option is checked before any data is read, without TensorFlow.
     data_config = DataConfig.from_dict(data_fields, "data options")

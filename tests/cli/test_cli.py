@@ -61,10 +61,13 @@ def test_train_export_embed_through_the_cli(tmp_path, sine_dir):
     config.write_text('[model]\nunits = 3\nmode = "predict"\nhorizon = 2\n[train]\nmax_epochs = 1\nbatch_size = 16\n')
     model = tmp_path / "model"
     result = runner.invoke(app, ["--quiet", "train", "--data", str(sine_dir), "--model-dir", str(model),
-                                 "--config", str(config), "--units", "2", "--filter", "id < 80"])
+                                 "--config", str(config), "--units", "2", "--filter", "id < 80", "--lr-patience", "3",
+                                 "--cache-mb", "0"])
     assert result.exit_code == 0, result.output
     trained = json.loads(result.stdout)
     assert trained["model"]["units"] == 2 and trained["model"]["horizon"] == 2  # option beats file
+    recorded = json.loads((model / "seqae.json").read_text())["training"]["config"]
+    assert recorded["lr_patience"] == 3 and recorded["cache_mb"] == 0 and recorded["batch_size"] == 16
     assert trained["train_rows"] + trained["validation_rows"] == 80
     result = runner.invoke(app, ["--quiet", "export", str(model)])
     assert result.exit_code == 0, result.output
