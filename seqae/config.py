@@ -147,8 +147,9 @@ class TrainConfig(Config):
         shuffle_buffer: rows shuffled together when streaming.
         read_batch_size: rows per Parquet record batch.
         cache_mb: keep the decoded rows of both splits in memory after the first pass when they fit in
-            this many MiB (float32, padded to the longest row); each epoch then reads no Parquet. 0
-            streams from the shards every epoch.
+            this many MiB (float32, padded to the longest row; the end of the first pass briefly holds
+            twice that while it joins the pieces); each epoch then reads no Parquet. 0 streams from the
+            shards every epoch.
     """
 
     batch_size: int = 64
