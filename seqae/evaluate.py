@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from seqae import names
 from seqae.config import EmbedConfig
-from seqae.data import RowFilter, ShardReader, resolve_shards
+from seqae.data import RowFilter, ShardReader, pad_concat, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.commit import committed_outputs
 from seqae.infer.model import InferenceModel
@@ -180,10 +180,7 @@ def raw_values(model_dir: str | os.PathLike, data: str, row_filter: str | None =
     from seqae.anomaly import iter_dataset
 
     model = InferenceModel.open(model_dir, EmbedConfig(device="cpu"))
-    parts = list(iter_dataset(model, data, row_filter))
-    longest = max(v.shape[1] for v, _ in parts)
-    values = np.concatenate([np.pad(v, ((0, 0), (0, longest - v.shape[1]), (0, 0))) for v, _ in parts])
-    return values, np.concatenate([n for _, n in parts])
+    return pad_concat(list(iter_dataset(model, data, row_filter)), model.info.model.num_features)
 
 
 def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path) -> dict[str, str]:

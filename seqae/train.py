@@ -29,7 +29,7 @@ import pyarrow as pa
 from seqae import names
 from seqae._version import __version__
 from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
-from seqae.data import Normalizer, RowFilter, ShardReader, key_runs, resolve_shards
+from seqae.data import Normalizer, RowFilter, ShardReader, key_runs, pad_concat, resolve_shards
 from seqae.errors import ConfigError, ModelDirError, SeqaeError
 from seqae.modeldir import FORMAT, ModelInfo
 from seqae.storage import replace_directory, utc_now, write_json
@@ -184,21 +184,7 @@ class _Cache:
     def result(self) -> dict[int, Cached] | None:
         if self.parts is None:
             return None
-        return {which: Cached(*_pad_concat(parts, self.width)) for which, parts in self.parts.items()}
-
-
-def _pad_concat(parts: list[tuple[np.ndarray, np.ndarray]], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row chunks padded to different lengths -> one ``(rows, longest, width)`` array and its lengths."""
-    rows = sum(len(n) for _, n in parts)
-    longest = max((v.shape[1] for v, _ in parts), default=0)
-    values = np.zeros((rows, longest, width), dtype=np.float32)
-    lengths = np.zeros(rows, dtype=np.int32)
-    at = 0
-    for v, n in parts:
-        values[at:at + len(n), :v.shape[1]] = v
-        lengths[at:at + len(n)] = n
-        at += len(n)
-    return values, lengths
+        return {which: Cached(*pad_concat(parts, self.width)) for which, parts in self.parts.items()}
 
 
 def shuffled_batches(chunks, batch_size: int, *, width: int, buffer: int = 0,
@@ -216,18 +202,17 @@ def shuffled_batches(chunks, batch_size: int, *, width: int, buffer: int = 0,
         nonlocal pending, held
         if not held:
             return
-        values, lengths = pending[0] if len(pending) == 1 else _pad_concat(pending, width)
-        order = rng.permutation(held) if rng is not None else np.arange(held)
+        values, lengths = pending[0] if len(pending) == 1 else pad_concat(pending, width)
+        # Indexing batch by batch: one permuted copy of the block would double the cache's memory.
+        order = rng.permutation(held) if rng is not None else None
         whole = held if final else held // batch_size * batch_size
         for a in range(0, whole, batch_size):
-            index = order[a:a + batch_size]
-            if rng is None:
-                index = slice(a, a + batch_size)
+            index = slice(a, a + batch_size) if order is None else order[a:a + batch_size]
             n = lengths[index]
             yield values[index, :int(n.max())], n
-        rest = order[whole:]
-        pending = [(values[rest], lengths[rest])] if len(rest) else []
-        held = len(rest)
+        rest = slice(whole, None) if order is None else order[whole:]
+        pending = [(values[rest], lengths[rest])] if whole < held else []
+        held -= whole
 
     for values, lengths in chunks:
         if not len(lengths):

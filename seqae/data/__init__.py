@@ -3,7 +3,7 @@
 Reads only (writing is ``seqae.io``); nothing here imports TensorFlow: inference uses this package too.
 """
 
-from seqae.data.batch import SequenceBatch, ShardStats
+from seqae.data.batch import SequenceBatch, ShardStats, pad_concat
 from seqae.data.config import DataConfig
 from seqae.data.filters import RowFilter
 from seqae.data.normalize import Normalizer
@@ -14,5 +14,6 @@ from seqae.data.windows import key_runs
 
 __all__ = [
     "DataConfig", "Normalizer", "REJECT_REASONS", "REJECT_SCHEMA", "RowFilter", "SequenceBatch",
-    "Shard", "ShardReader", "ShardStats", "empty_rejects", "iter_shard", "key_runs", "rejects_table", "resolve_shards",
+    "Shard", "ShardReader", "ShardStats", "empty_rejects", "iter_shard", "key_runs", "pad_concat", "rejects_table",
+    "resolve_shards",
 ]

@@ -73,3 +73,18 @@ class SequenceBatch:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+
+def pad_concat(parts: list[tuple[np.ndarray, np.ndarray]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, lengths)`` chunks, each padded to its own longest row -> one float32
+    ``(rows, longest, width)`` array, zero-padded, and its int32 lengths."""
+    rows = sum(len(n) for _, n in parts)
+    longest = max((v.shape[1] for v, _ in parts), default=0)
+    values = np.zeros((rows, longest, width), dtype=np.float32)
+    lengths = np.zeros(rows, dtype=np.int32)
+    at = 0
+    for v, n in parts:
+        values[at:at + len(n), :v.shape[1]] = v
+        lengths[at:at + len(n)] = n
+        at += len(n)
+    return values, lengths
