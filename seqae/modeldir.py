@@ -53,7 +53,7 @@ class ModelInfo:
     location: Location | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def read(cls, model_dir: str | os.PathLike) -> ModelInfo:
+    def read(cls, model_dir: str | os.PathLike | Location) -> ModelInfo:
         """Read and check ``model_dir/seqae.json``.
 
         Raises:
@@ -61,7 +61,8 @@ class ModelInfo:
         """
         location = Location.of(model_dir)
         # Messages name a local directory as it was given, a remote one by its URI.
-        directory = Path(model_dir) if location.is_local else Path(location.path)
+        given = model_dir.path if isinstance(model_dir, Location) else model_dir
+        directory = Path(given) if location.is_local else Path(location.path)
         shown = str(directory) if location.is_local else location.uri
         path = directory / names.METADATA_FILE if location.is_local else f"{shown}/{names.METADATA_FILE}"
         if not location.join(names.METADATA_FILE).is_file():

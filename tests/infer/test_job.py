@@ -265,3 +265,24 @@ def test_fp16_on_cuda_records_its_parity(tmp_path, sine_dir):
     report = embed(tmp_path / "m", str(sine_dir), tmp_path / "out", EmbedConfig(device="cuda", fp16=True))
     assert report.fp16_parity["measured"] is True
     assert report.fp16_parity["embedding"]["max_abs"] < 1e-2
+
+
+def test_fp16_parity_step_runs_up_to_the_gpu_here(model_dir, mixed_dir, tmp_path):
+    """The fp16 run's parity step, reached only on CUDA, failed there on its first step (it opened the
+    model from a ``Location``, which ``ModelInfo.read`` refused): run it here, where it stops at the
+    missing GPU."""
+    import shutil
+
+    from seqae.data import resolve_shards
+    from seqae.infer.job import _fp16_check
+    from seqae.infer.model import InferenceModel
+
+    data, _ = mixed_dir
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    export(copy, ExportConfig(fp16=True))
+    model = InferenceModel.open(copy, EmbedConfig(device="cpu"))
+    assert model.info.location is not None
+    result = _fp16_check(model, resolve_shards(str(data)))
+    assert result == {"measured": False, "reason": result["reason"]}
+    assert "no usable CUDA provider" in result["reason"]
