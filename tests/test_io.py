@@ -100,6 +100,31 @@ def test_writer_commit_puts_metadata_in_the_footer(tmp_path):
     assert file.read().column("x").to_pylist() == [1.0, 1.0, 1.0, 2.0]
 
 
+def test_writer_encodes_floats_plainly_and_keeps_statistics_for_flat_columns(tmp_path):
+    schema = embedding_schema(KEYS, PASSTHROUGH, 4, predicts=False, step_errors=True, scored=True)
+    n = 2000
+    rng = np.random.default_rng(0)
+    outputs = {"embedding": rng.standard_normal((n, 4)), "recon_error": rng.random(n), "step_error": rng.random((n, 3)),
+               "score": rng.random(n), "is_anomaly": rng.random(n) < 0.1}
+    table = embedding_table(schema, pa.table({"id": np.arange(n, dtype=np.int64)}),
+                            pa.table({"label": ["a", "b"] * (n // 2)}), outputs, np.full(n, 3))
+    with AtomicParquetWriter(tmp_path / "e.parquet", schema) as writer:
+        writer.write(table)
+        writer.commit()
+    group = pq.ParquetFile(tmp_path / "e.parquet").metadata.row_group(0)
+    chunks = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+
+    def dictionary(path):
+        return any("DICTIONARY" in e for e in chunks[path].encodings)
+
+    assert dictionary("label") and dictionary("length") and dictionary("id")
+    assert not dictionary("embedding.list.element") and not dictionary("recon_error") and not dictionary("score")
+    assert not dictionary("step_error.list.element")
+    assert chunks["score"].statistics.has_min_max and chunks["recon_error"].statistics.has_min_max
+    assert chunks["embedding.list.element"].statistics is None
+    assert pq.read_table(tmp_path / "e.parquet").equals(table)
+
+
 def test_read_metadata_of_a_foreign_file_is_empty(tmp_path):
     pq.write_table(small_table(), tmp_path / "plain.parquet")
     assert read_metadata(tmp_path / "plain.parquet") == {}
