@@ -89,13 +89,18 @@ def score(scorer: Scorer, read: ReadBatch, batch_size: int) -> Scores:
     if n == 0:
         return Scores({})
     uniform = bool((lengths == lengths[0]).all())
-    order = np.arange(n) if uniform else np.argsort(lengths, kind="stable")
+    if uniform and n <= batch_size:  # one call, rows in order: its arrays are the results (no copy)
+        return Scores({name: np.asarray(array, dtype=np.float32) for name, array in scorer.run(values, lengths).items()})
+    order = None if uniform else np.argsort(lengths, kind="stable")
     results: dict[str, np.ndarray] = {}
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        lens = lengths[idx]
-        # Equal lengths (the common case for fixed-length data): a contiguous slice, no gather.
-        chunk = values[start:start + batch_size] if uniform else values[idx, : int(lens.max())]
+        if order is None:  # equal lengths (the common case for fixed-length data): slices, no gather
+            idx: slice | np.ndarray = slice(start, start + batch_size)
+            lens, chunk = lengths[idx], values[idx]
+        else:
+            idx = order[start:start + batch_size]
+            lens = lengths[idx]
+            chunk = values[idx, : int(lens.max())]
         for name, array in scorer.run(chunk, lens).items():
             if name not in results:
                 shape = (n, values.shape[1]) if name == names.STEP_ERROR else (n, *array.shape[1:])
