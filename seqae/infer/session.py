@@ -39,19 +39,31 @@ class Scorer(Protocol):
 
 
 class NullScorer:
-    """Zeros of the right shapes, at no cost: measures the pipeline's own capacity (read, validate,
-    decode, assemble, write) without the model, so that it can be set against the scorer's rate."""
+    """Outputs of the right shapes at no cost: measures the pipeline's own capacity (read, validate,
+    decode, assemble, write) without the model, so that it can be set against the scorer's rate.
+
+    The outputs are views of one fixed random block, read-only: zeros would cost less to encode and
+    compress than a model's outputs do, and make the pipeline look faster than it is.
+    """
 
     provider = "null"
 
     def __init__(self, output_names: list[str], embedding_dim: int):
         self.output_names = list(output_names)
         self.embedding_dim = embedding_dim
+        self._noise = np.empty(0, np.float32)
+
+    def _values(self, shape: tuple[int, ...]) -> np.ndarray:
+        size = int(np.prod(shape))
+        if self._noise.size < size:  # grown once to the largest call (one scoring thread calls run)
+            self._noise = np.random.default_rng(0).random(size, dtype=np.float32)
+            self._noise.setflags(write=False)
+        return self._noise[:size].reshape(shape)
 
     def run(self, values: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
         batch, steps = values.shape[0], values.shape[1]
         shapes = {names.EMBEDDING: (batch, self.embedding_dim), names.STEP_ERROR: (batch, steps)}
-        return {name: np.zeros(shapes.get(name, (batch,)), np.float32) for name in self.output_names}
+        return {name: self._values(shapes.get(name, (batch,))) for name in self.output_names}
 
 
 class ScorerSession:

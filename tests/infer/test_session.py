@@ -40,8 +40,18 @@ def test_null_scorer_shapes(output_names):
     assert list(out) == output_names
     shapes = {"embedding": (3, 6), "recon_error": (3,), "pred_error": (3,), "step_error": (3, 7)}
     for name, array in out.items():
-        assert array.shape == shapes[name] and array.dtype == np.float32 and not array.any()
+        assert array.shape == shapes[name] and array.dtype == np.float32
+        assert array.std() > 0 and not array.flags.writeable  # not zeros, which encode for nothing
     assert NullScorer(output_names, 6).provider == "null"
+
+
+def test_null_scorer_grows_to_the_largest_call():
+    scorer = NullScorer(["embedding", "recon_error"], embedding_dim=3)
+    small = scorer.run(np.zeros((2, 4, 1), np.float32), np.full(2, 4, np.int32))
+    big = scorer.run(np.zeros((50, 4, 1), np.float32), np.full(50, 4, np.int32))
+    assert big["embedding"].shape == (50, 3) and big["recon_error"].shape == (50,)
+    assert len(np.unique(big["embedding"])) == 150
+    assert small["embedding"].shape == (2, 3)  # an earlier call's arrays stay valid
 
 
 @pytest.mark.parametrize("kwargs, message", [
