@@ -1,19 +1,34 @@
 """The GPU check for a lent H200 (no TensorFlow there): run it on the device machine.
 
-    python benchmarks/embed_gpu.py MODEL_DIR [--rows 2000000] [--shards 32]
+    python benchmarks/embed_gpu.py MODEL_DIR [MODEL_DIR ...] [--rows 2000000] [--shards 32]
+        [--workers 4,8,16] [--null-workers 1,2,4,8,16] [--repeats 3] [--device cuda]
 
-MODEL_DIR: exported here with `seqae export --fp16` and carried over. Writes ECG-shaped random rows
-as Parquet, then in one run: the scorer alone with IO binding (fp32, fp16), `seqae embed` end to end
-(fp32, fp16) and their ratio (target: at least 0.85), the fp16 parity figure, the CUDA-CPU agreement
-and the node placement check. Prints one JSON line; also writes it to $OUT/gpu.json when OUT is set.
+MODEL_DIR: exported here with `seqae export --fp16` and carried over. ``--rows`` is the row count
+for a 140 x 1 model; other shapes get the same number of values (a 100 x 8 model: 350 k rows).
+For each model, random rows written as Parquet, then in one run:
+
+- the scorer alone with IO binding (fp32, fp16; batches of 16384 and 65536);
+- ``seqae embed`` end to end (fp32, fp16) at each worker count, with the share of the run the scoring
+  thread spent in the scorer (``scorer_busy``), and the end-to-end rate over the scorer's alone;
+- the same at the most workers with read and scorer batches of 65536 rows (the default is 16384);
+- the pipeline's capacity with a null scorer at each ``--null-workers`` count;
+- the fp16 parity (from the fp16 run's report), CUDA against CPU on the same rows, and the scorer
+  alone on the CPU provider (all cores) for scale.
+
+Every figure is the median of ``--repeats`` runs. Writes the JSON to $OUT/gpu.json after every step
+(a timeout still returns what was measured) and prints it at the end. ``--device cpu`` is a dry run
+for this machine: fp32 only, batch 128.
 """
 
 import argparse
 import json
 import os
+import platform
 import statistics
+import subprocess
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -21,69 +36,174 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def write_data(folder: Path, rows: int, shards: int, steps: int, features: int, seed: int = 0):
+    """Random float32 rows of full length as ``list<float32>`` (or ``list<fixed_size_list>``)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    per = rows // shards
+    block = rng.standard_normal((per, steps * features), dtype=np.float32)
+    offsets = pa.array(np.arange(0, per * steps + 1, steps, dtype=np.int32))
+    for i in range(shards):
+        flat = pa.array(block.reshape(-1))
+        inner = pa.FixedSizeListArray.from_arrays(flat, features) if features > 1 else flat
+        pq.write_table(pa.table({"id": np.arange(i * per, (i + 1) * per, dtype=np.int64),
+                                 "values": pa.ListArray.from_arrays(offsets, inner)}), folder / f"part-{i:03d}.parquet")
+    return per * shards, block.reshape(per, steps, features)
+
+
+class BusyScorer:
+    """Wraps ``seqae.infer.job.score`` (called only by the scoring thread) to sum its time."""
+
+    def __init__(self):
+        import seqae.infer.job as job
+
+        self.job, self.inner, self.seconds = job, job.score, 0.0
+
+    def __enter__(self):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return self.inner(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        self.job.score = timed
+        return self
+
+    def __exit__(self, *exc):
+        self.job.score = self.inner
+
+
+def machine() -> dict:
+    import onnxruntime as ort
+
+    from seqae.infer.runtime import physical_cores
+
+    info = {"cpu": platform.processor() or platform.machine(), "cores": physical_cores(),
+            "os_cpus": os.cpu_count(), "onnxruntime": ort.__version__, "python": platform.python_version()}
+    try:
+        info["gpu"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                      "--format=csv,noheader"], capture_output=True, text=True,
+                                     timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        info["gpu"] = f"nvidia-smi: {exc}"
+    return info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dirs", nargs="+")
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--shards", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", default="4,8,16")
+    parser.add_argument("--null-workers", default="1,2,4,8,16")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--precisions", default="fp32,fp16", help="on CUDA; the CPU runs fp32 only")
     args = parser.parse_args()
 
     from seqae.infer import EmbedConfig, ScorerSession, SessionOptions, embed
     from seqae.infer.runtime import preload_cuda
     from seqae.modeldir import ModelInfo
 
-    preload_cuda()
-    info = ModelInfo.read(args.model_dir)
-    meta = info.metadata
-    features = info.model.num_features
-    steps = meta["training"]["longest"]
-    rng = np.random.default_rng(0)
+    cuda = args.device == "cuda"
+    if cuda:
+        preload_cuda()
+    out = Path(os.environ["OUT"]) / "gpu.json" if os.environ.get("OUT") else None
+    result: dict = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "device": args.device,
+                    "repeats": args.repeats, "models": {}}
+
+    def save():
+        if out:
+            out.write_text(json.dumps(result, indent=1))
+
+    def step(record: dict, name: str, fn):
+        """Run one measurement; a failure is recorded and the next one runs."""
+        start = time.perf_counter()
+        try:
+            record[name] = fn()
+        except Exception as exc:  # noqa: BLE001 - the check reports, it does not stop
+            record[name] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+        print(f"{name}: {time.perf_counter() - start:.1f} s  {json.dumps(record[name])[:300]}", flush=True)
+        save()
+
+    precisions = args.precisions.split(",") if cuda else ["fp32"]
+    workers = [int(w) for w in args.workers.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="seqae-gpu-"))
-    data = tmp / "data"
-    data.mkdir()
-    per = args.rows // args.shards
-    block = rng.standard_normal((per, steps * features), dtype=np.float32)
-    offsets = pa.array(np.arange(0, per * steps + 1, steps, dtype=np.int32))
-    for i in range(args.shards):
-        flat = pa.array(block.reshape(-1))
-        inner = pa.FixedSizeListArray.from_arrays(flat, features) if features > 1 else flat
-        pq.write_table(pa.table({"id": np.arange(i * per, (i + 1) * per, dtype=np.int64),
-                                 "values": pa.ListArray.from_arrays(offsets, inner)}), data / f"part-{i:03d}.parquet")
-    rows = per * args.shards
-    values = block.reshape(per, steps, features)
-    lengths = np.full(per, steps, np.int32)
-    result = {"rows": rows, "shape": [steps, features, meta["model"]["units"]]}
-    for precision in ("fp32", "fp16"):
-        fp16 = precision == "fp16"
-        session = ScorerSession(args.model_dir, SessionOptions(device="cuda", fp16=fp16),
-                                outputs=["embedding", "recon_error"])
-        batch = 16384
-        session.run(values[:batch], lengths[:batch])
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            for s in range(0, per, batch):
-                session.run(values[s:s + batch], lengths[s:s + batch])
-            times.append((time.perf_counter() - start) / per)
-        alone = 1 / statistics.median(times)
-        runs = []
-        for r in range(args.repeats):
-            report = embed(args.model_dir, str(data), tmp / f"out-{precision}-{r}", EmbedConfig(device="cuda", fp16=fp16))
-            runs.append(report.seconds)
-        end_to_end = rows / statistics.median(runs)
-        result[precision] = {"scorer_alone_seq_s": round(alone), "embed_seq_s": round(end_to_end),
-                             "embed_over_alone": round(end_to_end / alone, 3)}
-        if fp16:
-            result[precision]["parity"] = report.fp16_parity
-    cpu = ScorerSession(args.model_dir, SessionOptions(device="cpu"), outputs=["embedding", "recon_error"])
-    gpu = ScorerSession(args.model_dir, SessionOptions(device="cuda"), outputs=["embedding", "recon_error"])
-    a, b = cpu.run(values[:512], lengths[:512]), gpu.run(values[:512], lengths[:512])
-    result["cuda_vs_cpu_max_abs"] = {k: float(np.abs(a[k] - b[k]).max()) for k in a}
-    line = json.dumps(result)
-    print(line)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "gpu.json").write_text(line)
+    for index, model_dir in enumerate(args.model_dirs):
+        meta = ModelInfo.read(model_dir).metadata
+        steps, features, units = meta["training"]["longest"], meta["model"]["num_features"], meta["model"]["units"]
+        rows = args.rows * 140 // (steps * features)
+        data = tmp / f"data-{index}"
+        start = time.perf_counter()
+        rows, values = write_data(data, rows, args.shards, steps, features)
+        lengths = np.full(len(values), steps, np.int32)
+        record: dict = {"shape": [steps, features, units], "rows": rows, "shards": args.shards,
+                        "write_seconds": round(time.perf_counter() - start, 1)}
+        result["models"][f"{steps}x{features}x{units}"] = record
+
+        def alone(precision: str, device: str = args.device) -> dict:
+            session = ScorerSession(model_dir, SessionOptions(device=device, fp16=precision == "fp16"),
+                                    outputs=["embedding", "recon_error"])
+            rates = {"provider": session.provider}
+            for batch in ((16384, 65536) if device == "cuda" else (128,)):
+                n = min(len(values), max(batch * 4, 8 * 65536) if device == "cuda" else 20_000)
+                session.run(values[:batch], lengths[:batch])
+                times = []
+                for _ in range(args.repeats):
+                    begin = time.perf_counter()
+                    for s in range(0, n, batch):
+                        session.run(values[s:s + batch], lengths[s:s + batch])
+                    times.append(time.perf_counter() - begin)
+                rates[f"batch_{batch}_seq_s"] = round(n / statistics.median(times))
+            return rates
+
+        def end_to_end(precision: str, workers: int | None, null: bool = False, read_batch: int = 16384) -> dict:
+            runs, busy, parity = [], [], None
+            for r in range(args.repeats):
+                config = EmbedConfig(device=args.device, fp16=precision == "fp16", workers=workers,
+                                     read_batch_size=read_batch, batch_size=read_batch if cuda else None)
+                with BusyScorer() as meter:
+                    report = embed(model_dir, str(data), tmp / f"out-{index}-{precision}-{workers}-{null}-{read_batch}-{r}",
+                                   config, null_scorer=null)
+                assert report.totals["rows_written"] == rows, report.totals
+                runs.append(report.seconds)
+                busy.append(meter.seconds / report.seconds)
+                parity = report.fp16_parity or parity
+            found = {"seq_s": round(rows / statistics.median(runs)), "scorer_busy": round(statistics.median(busy), 3),
+                     "provider": report.provider, "batch_size": report.batch_size}
+            if parity:
+                found["fp16_parity"] = parity
+            return found
+
+        for precision in precisions:
+            step(record, f"alone_{precision}", lambda p=precision: alone(p))
+        step(record, "alone_cpu_provider", lambda: alone("fp32", "cpu"))
+        for precision in precisions:
+            for w in workers:
+                step(record, f"embed_{precision}_workers_{w}", lambda p=precision, w=w: end_to_end(p, w))
+        for precision in precisions:
+            step(record, f"embed_{precision}_workers_{workers[-1]}_batch_65536",
+                 lambda p=precision: end_to_end(p, workers[-1], read_batch=65536))
+        for w in (int(w) for w in args.null_workers.split(",") if w):
+            step(record, f"null_workers_{w}", lambda w=w: end_to_end("fp32", w, null=True))
+
+        def agreement() -> dict:
+            outputs = ["embedding", "recon_error"]
+            a = ScorerSession(model_dir, SessionOptions(device="cpu"), outputs=outputs).run(values[:512], lengths[:512])
+            b = ScorerSession(model_dir, SessionOptions(device=args.device), outputs=outputs).run(values[:512],
+                                                                                                 lengths[:512])
+            return {k: float(np.abs(a[k] - b[k]).max()) for k in outputs}
+
+        step(record, "cuda_vs_cpu_max_abs", agreement)
+        for precision in precisions:
+            embeds = [v["seq_s"] for k, v in record.items() if k.startswith(f"embed_{precision}") and "seq_s" in v]
+            solo = record.get(f"alone_{precision}", {})
+            best_alone = max((v for k, v in solo.items() if k.endswith("seq_s")), default=None)
+            if embeds and best_alone:
+                record[f"best_embed_over_alone_{precision}"] = round(max(embeds) / best_alone, 3)
+        save()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
