@@ -11,6 +11,8 @@ For each model, random rows written as Parquet, then in one run:
 - ``seqae embed`` end to end (fp32, fp16) at each worker count, with the share of the run the scoring
   thread spent in the scorer (``scorer_busy``), and the end-to-end rate over the scorer's alone;
 - the same at the most workers with read and scorer batches of 65536 rows (the default is 16384);
+- fp32 at the most workers with each of ``--variants``: a 0.5 ms GIL switch interval, two threads
+  feeding the one session, and both (probes of why the job keeps only part of the scorer's rate);
 - the pipeline's capacity with a null scorer at each ``--null-workers`` count;
 - the fp16 parity (from the fp16 run's report), CUDA against CPU on the same rows, and the scorer
   alone on the CPU provider (all cores) for scale.
@@ -21,12 +23,15 @@ for this machine: fp32 only, batch 128.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -74,6 +79,57 @@ class BusyScorer:
         self.job.score = self.inner
 
 
+@contextlib.contextmanager
+def switch_interval(seconds: float):
+    """A shorter GIL switch interval (Python's default is 5 ms): the thread feeding the GPU waits for
+    the GIL after each call returns, while 8-16 decoding threads hold it in turn."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+@contextlib.contextmanager
+def feeders(count: int):
+    """``count`` threads take batches from the scoring queue instead of one (one session, run from
+    several threads at once: host copies can overlap another call's kernels)."""
+    import seqae.infer.job as job
+
+    base = job.ScoringThread
+
+    class Several(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._more = [threading.Thread(target=self._loop, daemon=True) for _ in range(count - 1)]
+            for thread in self._more:
+                thread.start()
+
+        def close(self):
+            super().close()  # sets stop: the other loops leave within their 0.1 s poll
+            for thread in self._more:
+                thread.join(timeout=30)
+
+    job.ScoringThread = Several
+    try:
+        yield
+    finally:
+        job.ScoringThread = base
+
+
+def combined(*makers) -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    for make in makers:
+        stack.enter_context(make())
+    return stack
+
+
+VARIANTS = {"switch_interval_0.5ms": lambda: switch_interval(0.0005), "two_feeders": lambda: feeders(2),
+            "two_feeders_switch_interval_0.5ms": lambda: combined(lambda: switch_interval(0.0005),
+                                                                  lambda: feeders(2))}
+
+
 def machine() -> dict:
     import onnxruntime as ort
 
@@ -100,6 +156,7 @@ def main() -> None:
     parser.add_argument("--null-workers", default="1,2,4,8,16")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--precisions", default="fp32,fp16", help="on CUDA; the CPU runs fp32 only")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="fp32 at the most workers; '' for none")
     args = parser.parse_args()
 
     from seqae.infer import EmbedConfig, ScorerSession, SessionOptions, embed
@@ -164,9 +221,9 @@ def main() -> None:
                 config = EmbedConfig(device=args.device, fp16=precision == "fp16", workers=workers,
                                      read_batch_size=read_batch, batch_size=read_batch if cuda else None)
                 with BusyScorer() as meter:
-                    report = embed(model_dir, str(data), tmp / f"out-{index}-{precision}-{workers}-{null}-{read_batch}-{r}",
-                                   config, null_scorer=null)
-                assert report.totals["rows_written"] == rows, report.totals
+                    report = embed(model_dir, str(data), Path(tempfile.mkdtemp(dir=tmp)) / "out", config,
+                                   null_scorer=null)
+                assert report.totals["rows_written"] == rows and not report.totals["shards_skipped"], report.totals
                 runs.append(report.seconds)
                 busy.append(meter.seconds / report.seconds)
                 parity = report.fp16_parity or parity
@@ -176,6 +233,8 @@ def main() -> None:
                 found["fp16_parity"] = parity
             return found
 
+        # one untimed run first: imports, the first session and threshold load fall on no figure
+        embed(model_dir, str(data), Path(tempfile.mkdtemp(dir=tmp)) / "out", EmbedConfig(device=args.device))
         for precision in precisions:
             step(record, f"alone_{precision}", lambda p=precision: alone(p))
         step(record, "alone_cpu_provider", lambda: alone("fp32", "cpu"))
@@ -185,6 +244,12 @@ def main() -> None:
         for precision in precisions:
             step(record, f"embed_{precision}_workers_{workers[-1]}_batch_65536",
                  lambda p=precision: end_to_end(p, workers[-1], read_batch=65536))
+        for variant in (v for v in args.variants.split(",") if v):
+            def run_variant(variant=variant):
+                with VARIANTS[variant]():
+                    return end_to_end("fp32", workers[-1])
+
+            step(record, f"embed_fp32_workers_{workers[-1]}_{variant}", run_variant)
         for w in (int(w) for w in args.null_workers.split(",") if w):
             step(record, f"null_workers_{w}", lambda w=w: end_to_end("fp32", w, null=True))
 
