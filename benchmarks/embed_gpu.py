@@ -1,7 +1,11 @@
 """The GPU check for a lent H200 (no TensorFlow there): run it on the device machine.
 
     python benchmarks/embed_gpu.py MODEL_DIR [MODEL_DIR ...] [--rows 2000000] [--shards 32]
-        [--workers 4,8,16] [--null-workers 1,2,4,8,16] [--repeats 3] [--device cuda]
+        [--workers 4,8,16] [--null-workers 1,2,4,8,16] [--repeats 3] [--precisions fp32,fp16]
+        [--variants ...] [--device cuda]
+
+On the H200 (benchmarks/gpu_run.sh runs it there), the defaults with the demo model and a 100x8x128
+one took under 3 minutes before the variants were added (about 1 more).
 
 MODEL_DIR: exported here with `seqae export --fp16` and carried over. ``--rows`` is the row count
 for a 140 x 1 model; other shapes get the same number of values (a 100 x 8 model: 350 k rows).
@@ -27,6 +31,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -221,8 +226,9 @@ def main() -> None:
                 config = EmbedConfig(device=args.device, fp16=precision == "fp16", workers=workers,
                                      read_batch_size=read_batch, batch_size=read_batch if cuda else None)
                 with BusyScorer() as meter:
-                    report = embed(model_dir, str(data), Path(tempfile.mkdtemp(dir=tmp)) / "out", config,
-                                   null_scorer=null)
+                    where = Path(tempfile.mkdtemp(dir=tmp))
+                    report = embed(model_dir, str(data), where / "out", config, null_scorer=null)
+                shutil.rmtree(where)  # 2 M ECG rows write about 0.5 GB; a full run makes about 50 runs
                 assert report.totals["rows_written"] == rows and not report.totals["shards_skipped"], report.totals
                 runs.append(report.seconds)
                 busy.append(meter.seconds / report.seconds)
@@ -234,7 +240,9 @@ def main() -> None:
             return found
 
         # one untimed run first: imports, the first session and threshold load fall on no figure
-        embed(model_dir, str(data), Path(tempfile.mkdtemp(dir=tmp)) / "out", EmbedConfig(device=args.device))
+        where = Path(tempfile.mkdtemp(dir=tmp))
+        embed(model_dir, str(data), where / "out", EmbedConfig(device=args.device))
+        shutil.rmtree(where)
         for precision in precisions:
             step(record, f"alone_{precision}", lambda p=precision: alone(p))
         step(record, "alone_cpu_provider", lambda: alone("fp32", "cpu"))
