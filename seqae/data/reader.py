@@ -259,6 +259,15 @@ class ShardReader:
                 step, count = found
                 return f"expected {self.num_features} features per step, found {count} at step {step}"
             return f"expected {self.num_features} features per step"
+        if reason == "non_finite" and decoded is not None:
+            steps = decoded.values[row, :length]
+            bad = np.argwhere(~np.isfinite(steps))
+            if len(bad):
+                step, feature = (int(x) for x in bad[0])
+                value = steps[step, feature]
+                found = "NaN" if np.isnan(value) else "infinity" if value > 0 else "-infinity"
+                where = f"step {step}" + (f", feature {feature}" if steps.shape[1] > 1 else "")
+                return f"expected finite numbers, found {found} at {where}"
         if reason == "out_of_range" and decoded is not None:
             steps = decoded.values[row, :length]
             with np.errstate(invalid="ignore"):

@@ -71,7 +71,7 @@ def test_row_level_problems_go_to_rejects_with_reasons(tmp_path):
         "key": [None, "3", "4", "5", "6", "7"],
         "column": ["id", "values", "values", "values", "values", "values"],
         "reason": ["null_key", "null_sequence", "non_finite", "empty", "null_value", "too_long"],
-        "detail": ["the key is null", "the sequence is null", "the sequence holds NaN or infinity",
+        "detail": ["the key is null", "the sequence is null", "expected finite numbers, found NaN at step 0",
                    "the sequence has no steps", "the sequence holds a null value",
                    "expected at most 3 steps, found 4"],
     }
@@ -86,6 +86,19 @@ def test_wrong_inner_feature_count_is_rejected(tmp_path):
     assert batch.keys.column("id").to_pylist() == [1]
     assert rejects.column("reason").to_pylist() == ["feature_count"]
     assert rejects.column("detail").to_pylist() == ["expected 2 features per step, found 3 at step 0"]
+
+
+def test_non_finite_detail_names_the_first_step_feature_and_value(tmp_path):
+    inf, nan = float("inf"), float("nan")
+    path = write(tmp_path / "n.parquet", pa.table({
+        "id": [1, 2, 3],
+        "values": pa.array([[[1.0, 2.0], [3.0, -inf], [nan, 1.0]], [[1.0, 2.0], [inf, 0.0]], [[0.0, 1.0]]],
+                           pa.list_(pa.list_(pa.float32()))),
+    }))
+    _, (batch,), rejects = read_all(path, DataConfig(num_features=2))
+    assert batch.keys.column("id").to_pylist() == [3]
+    assert rejects.column("detail").to_pylist() == ["expected finite numbers, found -infinity at step 1, feature 1",
+                                                    "expected finite numbers, found infinity at step 1, feature 0"]
 
 
 def test_too_short(tmp_path):
