@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import median_rate
 
 
 def write_data(folder: Path, rows: int, shards: int, steps: int, features: int, seed: int = 0):
@@ -64,7 +65,7 @@ def write_data(folder: Path, rows: int, shards: int, steps: int, features: int, 
 
 
 class BusyScorer:
-    """Wraps ``seqae.infer.job.score`` (called only by the scoring thread) to sum its time."""
+    """Wraps ``seqae.infer.job.score`` (called only by the scoring threads) to sum its time."""
 
     def __init__(self):
         import seqae.infer.job as job
@@ -212,14 +213,12 @@ def main() -> None:
             rates = {"provider": session.provider}
             for batch in ((16384, 65536) if device == "cuda" else (128,)):
                 n = min(len(values), max(batch * 4, 8 * 65536) if device == "cuda" else 20_000)
-                session.run(values[:batch], lengths[:batch])
-                times = []
-                for _ in range(args.repeats):
-                    begin = time.perf_counter()
+
+                def run_all(batch=batch, n=n):
                     for s in range(0, n, batch):
                         session.run(values[s:s + batch], lengths[s:s + batch])
-                    times.append(time.perf_counter() - begin)
-                rates[f"batch_{batch}_seq_s"] = round(n / statistics.median(times))
+
+                rates[f"batch_{batch}_seq_s"] = round(median_rate(run_all, n, args.repeats))
             return rates
 
         def end_to_end(precision: str, workers: int | None, null: bool = False, read_batch: int = 16384) -> dict:

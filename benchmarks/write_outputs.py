@@ -4,16 +4,15 @@
 
 Each figure: ``--batches`` tables of ``--rows`` rows written through one ``pq.ParquetWriter`` (zstd,
 to memory) with the output schema of a scored model (key, ``embedding`` of tanh-ranged random floats,
-``recon_error``, ``length``, ``score``, ``is_anomaly``), median of ``--repeats``; rows/s and bytes per row.
+``recon_error``, ``length``, ``score``, ``is_anomaly``), one warm-up then the median of ``--repeats``; rows/s and bytes per row.
 """
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import median_rate
 
 from seqae.io import column_options, embedding_schema, embedding_table
 
@@ -30,17 +29,18 @@ def outputs_table(rows: int, dim: int) -> pa.Table:
 
 
 def rate(table: pa.Table, batches: int, repeats: int, **options) -> tuple[float, float]:
-    times, size = [], 0
-    for _ in range(repeats):
+    """Rows per second (``common.median_rate``) and bytes per row of writing ``batches`` x ``table``."""
+    size = {}
+
+    def write():
         sink = pa.BufferOutputStream()
-        start = time.perf_counter()
         with pq.ParquetWriter(sink, table.schema, compression="zstd", **options) as writer:
             for _ in range(batches):
                 writer.write_table(table, row_group_size=65536)
-        times.append(time.perf_counter() - start)
-        size = sink.getvalue().size
+        size["bytes"] = sink.getvalue().size
+
     rows = batches * table.num_rows
-    return rows / statistics.median(times), size / rows
+    return median_rate(write, rows, repeats), size["bytes"] / rows
 
 
 def main() -> None:

@@ -42,9 +42,10 @@ def column_options(schema: pa.Schema) -> dict[str, list[str]]:
 
     Model outputs are continuous floats: a dictionary never pays for them (pyarrow tries one per
     column chunk, then falls back to plain after filling it) and their min/max per embedding element
-    serves no query. On outputs with 64- and 128-float embeddings this wrote 2.5-2.7x the rows per second
-    with files 8-14% smaller. Keys, passthrough and the scalar outputs keep statistics (``score > 0.99``
-    can skip row groups); nested columns, which pyarrow addresses by leaf path, get neither.
+    serves no query. Writing outputs with 64-float embeddings ran 2.7-3.8x the rows per second, with
+    128-float ones 1.9-2.6x, and files were 8-14% smaller (``benchmarks/write_outputs.py``, 5 runs).
+    Keys, passthrough and the scalar outputs keep statistics (``score > 0.99`` can skip row groups);
+    nested columns, which pyarrow addresses by leaf path, get neither.
     """
     flat = [f for f in schema if not pa.types.is_nested(f.type)]
     return {"use_dictionary": [f.name for f in flat if not pa.types.is_floating(f.type)],
