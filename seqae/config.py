@@ -122,16 +122,14 @@ class TrainConfig(Config):
     """How to fit.
 
     Args:
-        batch_size: sequences per gradient step. 64: on the CPU a Keras LSTM step costs much less than
-            twice as much at 64 rows as at 32, so an epoch runs more rows per second
-            (``benchmarks/train_throughput.py``); ``ModelConfig.learning_rate`` is set for it. 128 ran
-            faster still but lost ROC-AUC on one of two ECG5000 seeds tried (0.958).
+        batch_size: sequences per gradient step. On the CPU a step of 64 rows costs much less than two
+            of 32, so an epoch runs more rows per second; ``ModelConfig.learning_rate`` is set for 64
+            (docs/benchmarks.md has the measurements).
         max_epochs: upper bound; early stopping on the validation loss decides the real number.
         patience: epochs without improvement (by ``min_delta``) before stopping; the best weights are restored.
         lr_patience: epochs without improvement before the learning rate is halved (down to 1e-5).
-            The validation loss falls in steps at each halving; halving soon (2, with ``patience`` 6)
-            ended ECG5000 seed 0 after 55 epochs at ROC-AUC 0.987, against 73 epochs and 0.990 with
-            4 and 10.
+            The validation loss falls in steps at each halving, so halving soon ends training in fewer
+            epochs (docs/benchmarks.md).
         min_delta: smallest validation-loss decrease that counts as improvement.
         validation_fraction: share held out for validation (early stopping, the learning-rate schedule,
             and the threshold and drift reference).
