@@ -77,14 +77,27 @@ def _segment_any(step_flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return counts[bounds[1:]] > counts[bounds[:-1]]
 
 
+def over_limit(values: np.ndarray, limit: float) -> np.ndarray:
+    """Where a finite float's magnitude exceeds ``limit`` (NaN and infinity are not: they are
+    ``non_finite``); same shape as ``values``.
+
+    numpy casts a Python float to the array's type before comparing: a limit beyond that type's range
+    (the default 1e30 against float16, 1e300 against float32) would overflow, with a warning. No
+    finite value of that type can exceed such a limit, so none is flagged.
+    """
+    if limit >= float(np.finfo(values.dtype).max):
+        return np.zeros(values.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return (np.abs(values) > limit) & np.isfinite(values)
+
+
 def _leaf_numpy(leaf: pa.Array, limit: float | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The leaf values as float32, and where their magnitude exceeds ``limit`` (checked before the
     cast, so a float64 1e300 is "out of range", not an overflow to infinity); None when none does."""
     values = leaf.to_numpy(zero_copy_only=False) if len(leaf) else np.zeros(0, dtype=np.float32)
     big = None
     if limit is not None and len(values) and values.dtype.kind == "f":
-        with np.errstate(invalid="ignore"):
-            over = (np.abs(values) > limit) & np.isfinite(values)  # NaN and infinity are non_finite
+        over = over_limit(values, limit)
         big = over if over.any() else None
     if values.dtype != np.float32:
         with np.errstate(over="ignore"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -16,29 +17,53 @@ from seqae.data.filters import RowFilter
 from seqae.data.rejects import REJECT_REASONS, empty_rejects, rejects_table
 from seqae.data.source import Shard
 from seqae.data.windows import iter_windows
-from seqae.errors import ContractError, SeqaeError
+from seqae.errors import ContractError, CorruptFileError, SeqaeError, is_transient, one_line
 
 DEFAULT_READ_BATCH = 4096
 
 
-#: I/O errors that say the file itself is unusable (not that the network or disk had a moment).
+#: I/O errors that say the file itself cannot be opened (not that the network or disk had a moment).
 UNREADABLE = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
-def unreadable(shard: Shard, exc: BaseException) -> BaseException:
-    """What a failed read becomes: a ``ContractError`` for a file that is broken or cannot be opened
-    (quarantined, never retried); any other ``OSError`` (a connection reset, a timeout) stays itself,
-    so that an orchestrator retries it."""
-    if isinstance(exc, SeqaeError) or (isinstance(exc, OSError) and not isinstance(exc, UNREADABLE)):
+def unreadable(shard: Shard, exc: BaseException, where: str = "opening the footer") -> BaseException:
+    """What a failed read becomes. A connection error or a timeout (``errors.is_transient``) stays
+    itself, so that an orchestrator retries it; a file that cannot be opened is a ``ContractError``;
+    any other error of the Parquet decoder means the bytes are bad (``ArrowInvalid``, an ``OSError``
+    such as ``Corrupt snappy compressed data``): a ``CorruptFileError`` naming the file, ``where``
+    and what pyarrow said. Both are quarantined, never retried.
+
+    Args:
+        shard: the file being read.
+        exc: what pyarrow (or the filesystem) raised.
+        where: the read that failed, for the message: ``"opening the footer"``, ``"reading rows from row 96"``.
+    """
+    if isinstance(exc, SeqaeError) or is_transient(exc):
         return exc
-    return ContractError(shard.uri, "cannot be read as Parquet", found=f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, UNREADABLE):
+        return ContractError(shard.uri, "cannot be opened", found=f"{type(exc).__name__}: {one_line(exc)}")
+    return CorruptFileError(shard.uri, exc, where=where)
+
+
+def _raise_unreadable(shard: Shard, exc: Exception, where: str) -> NoReturn:
+    raised = unreadable(shard, exc, where)
+    if raised is exc:
+        raise exc
+    raise raised from exc
 
 
 def _open(shard: Shard) -> pq.ParquetFile:
+    handle = None
     try:
-        return pq.ParquetFile(shard.open())
+        handle = shard.open()
+        # Pages written with a CRC are checked: a flipped bit in an uncompressed page is refused, not read.
+        return pq.ParquetFile(handle, page_checksum_verification=True)
+    except MemoryError:
+        raise  # the worker is short of memory: not the file's fault
     except Exception as exc:  # pyarrow raises several types for unreadable files
-        raise unreadable(shard, exc) from exc
+        if handle is not None:
+            handle.close()
+        _raise_unreadable(shard, exc, "opening the footer")
 
 
 def _type_name(t: pa.DataType) -> str:
@@ -54,7 +79,9 @@ class ShardReader:
     """Reads one shard in record batches: validates, decodes, pads, filters and rejects.
 
     Iterating yields ``(SequenceBatch, rejects)`` pairs; ``stats`` is complete once iteration ends.
-    File-level problems raise ``ContractError`` on construction (schema) or while reading (content).
+    File-level problems raise ``ContractError`` on construction (schema) or while reading (content);
+    bytes that do not decode raise its subclass ``CorruptFileError`` wherever they are met (the footer,
+    a page mid-file). A connection error or a timeout is raised as itself, to be retried.
     """
 
     def __init__(self, shard: Shard, config: DataConfig, *, batch_size: int = DEFAULT_READ_BATCH,
@@ -65,7 +92,12 @@ class ShardReader:
         self.row_filter = row_filter
         self.stats = ShardStats(shard.uri)
         self._file = _open(shard)
-        self.schema = self._file.schema_arrow
+        try:
+            self.schema = self._file.schema_arrow
+        except (MemoryError, SeqaeError):
+            raise
+        except Exception as exc:
+            _raise_unreadable(shard, exc, "reading the schema")
         self.num_features = num_features or config.num_features
         if config.layout == "long":
             self._check_long_schema()
@@ -122,7 +154,14 @@ class ShardReader:
         self._depth = depth
 
     def _sniff_feature_count(self) -> int:
-        col = self._file.read_row_group(0, columns=[self.config.values_column]).column(0) if self._file.num_row_groups else None
+        col = None
+        if self._file.num_row_groups:
+            try:
+                col = self._file.read_row_group(0, columns=[self.config.values_column]).column(0)
+            except MemoryError:
+                raise
+            except Exception as exc:
+                _raise_unreadable(self.shard, exc, "reading row group 0")
         if col is not None:
             for chunk in col.chunks:
                 inner = pc.list_value_length(pc.list_flatten(chunk)).drop_null()
@@ -164,13 +203,26 @@ class ShardReader:
         self.stats.check(self.config.layout)
 
     def record_batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """The shard's rows in record batches of ``batch_size``; a decoding failure mid-file becomes
+        ``unreadable``'s error, naming the first row that could not be read."""
+        delivered = 0
         try:
-            yield from self._file.iter_batches(batch_size=self.batch_size, columns=columns)
+            batches = self._file.iter_batches(batch_size=self.batch_size, columns=columns)
+        except MemoryError:
+            raise
         except Exception as exc:
-            raised = unreadable(self.shard, exc)
-            if raised is exc:
+            _raise_unreadable(self.shard, exc, "reading rows from row 0")
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except MemoryError:
                 raise
-            raise raised from exc
+            except Exception as exc:
+                _raise_unreadable(self.shard, exc, f"reading rows from row {delivered}")
+            delivered += batch.num_rows
+            yield batch
 
     def _iter_sequences(self) -> Iterator[tuple[SequenceBatch, pa.Table]]:
         cfg = self.config

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -135,13 +137,6 @@ def test_wrong_fixed_feature_count_is_a_file_error(tmp_path):
         read_all(path, DataConfig(num_features=2))
 
 
-def test_unreadable_file(tmp_path):
-    path = tmp_path / "broken.parquet"
-    path.write_bytes(b"not parquet at all")
-    with pytest.raises(ContractError, match=rf"^{path}: cannot be read as Parquet, found ArrowInvalid"):
-        read_all(path)
-
-
 def test_integer_values_are_accepted_and_cast(tmp_path):
     path = write(tmp_path / "i.parquet", pa.table({"id": [1], "values": pa.array([[1, 2]], pa.list_(pa.int16()))}))
     _, (batch,), _ = read_all(path)
@@ -237,3 +232,21 @@ def test_a_passing_io_error_is_not_a_contract_breach(tmp_path, monkeypatch):
     monkeypatch.setattr(pq_module.ParquetFile, "iter_batches", reset)
     with pytest.raises(ConnectionResetError):
         list(ShardReader(shard, DataConfig()))
+
+
+@pytest.mark.parametrize("value_type, max_abs_value", [(pa.float16(), 1e30), (pa.float16(), None), (pa.float16(), 100.0),
+                                                       (pa.float32(), 1e300), (pa.float64(), 1e300)])
+def test_narrow_floats_and_wide_limits_decode_without_a_numpy_warning(tmp_path, value_type, max_abs_value):
+    values = [[1.5, -2.0], [1000.0], [float("inf")], [3.0, float("nan")]]
+    path = write(tmp_path / "h.parquet", pa.table({"id": [1, 2, 3, 4], "values": pa.array(values, pa.list_(value_type))}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, (batch,), rejects = read_all(path, DataConfig(max_abs_value=max_abs_value))
+    small = max_abs_value == 100.0
+    assert batch.keys.column("id").to_pylist() == ([1] if small else [1, 2])
+    np.testing.assert_array_equal(batch.values[0, :2, 0], [1.5, -2.0])
+    if not small:
+        assert batch.values[1, 0, 0] == 1000.0
+    assert rejects.column("reason").to_pylist() == (["out_of_range"] if small else []) + ["non_finite", "non_finite"]
+    if small:
+        assert rejects.column("detail")[0].as_py() == "expected |value| <= 100, found 1000"
