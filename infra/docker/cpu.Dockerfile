@@ -1,9 +1,16 @@
 # syntax=docker/dockerfile:1
-# seqae CPU worker: training (TensorFlow), ONNX export, CPU inference, the Prefect worker and a Ray
-# worker or head. Build from the repository root (the context must hold pyproject.toml):
-#   docker build -f infra/docker/cpu.Dockerfile -t seqae-cpu:0.1.0 .
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-FROM ${PYTHON_IMAGE}
+# seqae CPU image: training (TensorFlow), ONNX export, CPU inference, the Prefect server and the CPU
+# pool's worker (every deployment, retrains included), the Ray head. Build from the repository root
+# (the context must hold pyproject.toml), with the base image digest (infra/README.md, "Pinning"):
+#   docker build -f infra/docker/cpu.Dockerfile --build-arg PYTHON_DIGEST=sha256:... -t seqae-cpu:0.1.0 .
+
+# One CPython for every image of the cluster: Ray refuses a node whose Python differs from the head's,
+# so cuda.Dockerfile copies its interpreter from this same image (same version, same digest;
+# tests/infra keeps the two Dockerfiles in step). PYTHON_DIGEST has no default on purpose: without it
+# the reference ends in "@" and the build stops with "invalid reference format".
+ARG PYTHON_VERSION=3.11.14
+ARG PYTHON_DIGEST
+FROM python:${PYTHON_VERSION}-slim-bookworm@${PYTHON_DIGEST}
 
 # The extras this image installs; tests/infra checks that this set resolves with constraints.txt.
 ARG SEQAE_EXTRAS=train,flows,ray
@@ -25,5 +32,6 @@ COPY prefect.yaml ./
 
 USER seqae
 VOLUME ["/data"]
-# A process worker by default; compose and Kubernetes override the command (server, ray start, ...).
-CMD ["prefect", "worker", "start", "--pool", "seqae-process", "--type", "process"]
+# The CPU pool's worker (prefect.yaml deploys there), with its health endpoint on :8080/health;
+# compose and Kubernetes override the command (server, ray start, ...).
+CMD ["prefect", "worker", "start", "--pool", "seqae-process", "--type", "process", "--with-healthcheck"]
