@@ -1,0 +1,664 @@
+"""`make quality`: how good the library's defaults are, on every data set we hold, in one resumable run.
+
+    python benchmarks/quality.py [--quick] [--out bench/results] [--cases PATTERN,...] [--date YYYY-MM-DD]
+        [--data-root ../shared/data] [--threads 2]
+
+Every case trains with the library's defaults (``ModelConfig()``, ``TrainConfig()``: no setting tuned
+per set; only what a data set needs to be read at all, the long layout's window and stride, is given).
+
+- **Linear probe** (``probe/<set>/seed<n>``): the five-set UCR suite (``ucr-suite/``: GunPoint,
+  ArrowHead, ItalyPowerDemand, OSULeaf, ACSF1), JapaneseVowels (``uea/``) and ECG5000's own split
+  (``ucr/``, read from the archive's TSV files). The autoencoder is trained without labels on TRAIN,
+  TRAIN and TEST are embedded, and ``seqae.evaluate.probe`` fits a logistic regression on the TRAIN
+  embeddings and scores TEST, beside the same probe and 1-NN Euclidean on the raw padded values. The
+  suite's 1-NN figure is checked against its README table.
+- **ECG5000 anomaly** (``ecg-anomaly/seed<n>``): the README's protocol, ``ecg5000_family.run``
+  (normal beats of ids < 3000, POT threshold at 1% on the held-out normal beats, metrics on the beats
+  never trained on).
+- **UCR anomaly series 135** (``ucr-135/seed<n>``): ``make demo-long``'s long layout (window 64,
+  stride 1) with the default training settings: step ROC-AUC and the archive's hit.
+- **Long ECG** (``long-ecg/seed<n>``): three long series built from real ECG5000 beats, normal beats
+  end to end, with abnormal beats inserted in the test part (window 140, stride 10): step metrics,
+  event metrics and the per-step false-alarm rate on normal steps at the fitted threshold, beside the
+  nearest-training-window peer (each test window's distance to its nearest training window, the matrix
+  profile's idea, spread to steps as seqae spreads step errors).
+
+Thresholds are the library's default (POT at 1% false alarms on the held-out reference); where the
+held-out windows are too few for a tail fit (series 135), the empirical percentile, as ``make
+demo-long`` does; the method used is recorded.
+
+Resumable: each finished case is written to ``<out>/quality-<date>.json`` as it completes (atomically)
+and a rerun with the same ``--date`` skips it (a case finished under other defaults is rerun); a failed
+case is recorded with its error and retried next time. ``<out>/quality-<date>.md`` holds the tables,
+rewritten after every case. ``--quick`` (``quality-<date>-quick.*``): two small sets, one seed, few
+epochs and smaller long series, to exercise every path in a few minutes.
+"""
+
+import os
+
+# Before TensorFlow loads: quiet C++ logs; one thread setting (also applied below) for reproducibility.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import fnmatch  # noqa: E402
+import gc  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import date, datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEST_IDS = 100_000  # the suite's and JapaneseVowels' TEST ids start here; ECG5000's split is written so too
+#: 1-NN Euclidean accuracy on TEST as the READMEs state it: the suite's table (the archive's published
+#: baseline), the archive's 0.925 for ECG5000, and JapaneseVowels' figure in the README's probe section.
+README_ONE_NN = {"ItalyPowerDemand": 0.955, "GunPoint": 0.913, "ArrowHead": 0.800, "OSULeaf": 0.521, "ACSF1": 0.540,
+                 "ECG5000": 0.925, "JapaneseVowels": 0.916}
+#: The order the probe sets run in: small first.
+PROBE_SETS = ["ItalyPowerDemand", "GunPoint", "ArrowHead", "JapaneseVowels", "ECG5000", "OSULeaf", "ACSF1"]
+UCR_WINDOW = 64
+LONG_WINDOW, LONG_STRIDE = 140, 10
+
+
+@dataclass(frozen=True)
+class LongEcgShape:
+    """The long ECG set: ``series`` series of ``train_beats`` normal beats, then ``test_beats`` beats
+    of which ``anomalies`` abnormal ones at spread positions."""
+
+    series: int = 3
+    train_beats: int = 60
+    test_beats: int = 100
+    anomalies: int = 8
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run covers: the sets, the seeds per kind of case, the epoch cap (None: the default)."""
+
+    probe_sets: list
+    probe_seeds: list
+    ecg_seeds: list
+    ucr_seeds: list
+    long_seeds: list
+    max_epochs: int | None = None
+    long_shape: LongEcgShape = field(default_factory=LongEcgShape)
+
+
+FULL = Plan(PROBE_SETS, [0, 1], [0, 1, 2], [0], [0])
+QUICK = Plan(["ItalyPowerDemand", "GunPoint"], [0], [0], [0], [0], max_epochs=3,
+             long_shape=LongEcgShape(series=2, train_beats=20, test_beats=30, anomalies=3))
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # the key in the results file
+    run: Callable[[], dict]
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+def probe_folder(set_name: str, root: Path, work: Path) -> Path:
+    """A folder holding the set's TRAIN (ids < TEST_IDS) and TEST files, as seqae reads them."""
+    folder = work / "sets" / set_name
+    if folder.exists():
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if set_name == "ECG5000":
+        for part, offset in (("TRAIN", 0), ("TEST", TEST_IDS)):
+            pq.write_table(ecg5000_part(root / "ucr" / f"ECG5000_{part}.tsv.gz", offset), tmp / f"{part.lower()}.parquet")
+    else:
+        where = root / ("uea" if set_name == "JapaneseVowels" else "ucr-suite")
+        for part in ("TRAIN", "TEST"):
+            shutil.copy(where / f"{set_name}_{part}.parquet", tmp / f"{part.lower()}.parquet")
+    tmp.rename(folder)
+    return folder
+
+
+def ecg5000_part(path: Path, first_id: int) -> pa.Table:
+    """One of the archive's ECG5000 TSV files (label, then 140 values per line) in the sequence layout."""
+    with gzip.open(path, "rt") as handle:
+        rows = np.loadtxt(handle, delimiter="\t", dtype=np.float64)
+    values = rows[:, 1:].astype(np.float32)
+    return pa.table({"id": pa.array(np.arange(first_id, first_id + len(rows)), pa.int64()),
+                     "label": pa.array(rows[:, 0].astype(np.int32)),
+                     "values": pa.ListArray.from_arrays(pa.array(np.arange(0, values.size + 1, values.shape[1],
+                                                                           dtype=np.int32)),
+                                                        pa.array(values.reshape(-1)))})
+
+
+def long_ecg_set(folder: Path, shape: LongEcgShape, seed: int = 0) -> dict:
+    """Write the long ECG set (``train/`` and ``test/``, columns series, time, value, is_anomaly) from
+    the bundled ECG5000 beats; each beat is used once. Returns what was built."""
+    from seqae.datasets import load_dataset
+
+    table = load_dataset("ecg5000")
+    labels = table.column("label").to_numpy()
+    beats = np.stack(table.column("values").to_numpy(zero_copy_only=False)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    normal = rng.permutation(np.flatnonzero(labels == 1))
+    abnormal = rng.permutation(np.flatnonzero(labels != 1))
+    need = shape.series * (shape.train_beats + shape.test_beats - shape.anomalies)
+    if need > len(normal) or shape.series * shape.anomalies > len(abnormal):
+        raise SystemExit(f"long ECG set: {need} normal beats needed, {len(normal)} held")
+    parts: dict[str, list] = {"train": [], "test": []}
+    inserted = []
+    block = shape.test_beats / shape.anomalies
+    for s in range(shape.series):
+        take = normal[: shape.train_beats + shape.test_beats - shape.anomalies]
+        normal = normal[len(take):]
+        order = list(take)
+        # One abnormal beat inside each of ``anomalies`` equal blocks, away from the block edges, so
+        # that two never touch and none sits at a series' end.
+        slots = [int(i * block + rng.integers(1, max(int(block) - 1, 2))) for i in range(shape.anomalies)]
+        test = order[shape.train_beats:]
+        for slot in slots:
+            beat = int(abnormal[len(inserted)])
+            test.insert(slot, beat)
+            inserted.append((s, slot, beat, int(labels[beat])))
+        for part, ids, t0 in (("train", order[: shape.train_beats], 0),
+                              ("test", test, shape.train_beats * beats.shape[1])):
+            values = beats[ids].reshape(-1)
+            flags = np.repeat((labels[ids] != 1).astype(np.int8), beats.shape[1])
+            parts[part].append(pa.table({"series": pa.array(np.full(len(values), s, np.int64)),
+                                         "time": pa.array(np.arange(t0, t0 + len(values), dtype=np.int64)),
+                                         "value": pa.array(values), "is_anomaly": pa.array(flags)}))
+    for part, pieces in parts.items():
+        (folder / part).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables(pieces), folder / part / "part-00000.parquet")
+    classes = [c for *_, c in inserted]
+    return {"source": "ECG5000 beats (bundled), label 1 normal, 2-5 abnormal; data seed 0",
+            "series": shape.series, "train_beats_per_series": shape.train_beats,
+            "test_beats_per_series": shape.test_beats, "abnormal_beats_per_series": shape.anomalies,
+            "abnormal_classes": {str(c): classes.count(c) for c in sorted(set(classes))},
+            "window": LONG_WINDOW, "stride": LONG_STRIDE}
+
+
+# --- the nearest-training-window peer --------------------------------------------------------------
+
+def window_starts(n: int, window: int, stride: int) -> np.ndarray:
+    """Full windows every ``stride`` steps, plus one ending at the last step when the stride misses it
+    (seqae keeps a shorter trailing window there; a full one keeps the distance comparable)."""
+    starts = np.arange(0, n - window + 1, stride)
+    return starts if starts[-1] == n - window else np.r_[starts, n - window]
+
+
+def nearest_window_peer(train: list[np.ndarray], test: list[np.ndarray], window: int, stride: int,
+                        chunk: int = 256) -> list[dict[str, np.ndarray]]:
+    """Per test series, step scores from each test window's nearest training window (Euclidean, over
+    every training window at stride 1: the matrix profile's join, in numpy, chunked).
+
+    Returns, per test series, ``step``: the squared difference to the nearest window per step, the
+    mean over the windows covering the step (what ``step_error_mean`` is for seqae), and ``window``:
+    the window's mean squared distance, the mean over the windows covering the step.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    bank = np.concatenate([sliding_window_view(x.astype(np.float64), window) for x in train])
+    bank_sq = (bank ** 2).sum(axis=1)
+    out = []
+    for x in test:
+        x = x.astype(np.float64)
+        starts = window_starts(len(x), window, stride)
+        windows = sliding_window_view(x, window)[starts]
+        per_step = np.empty_like(windows)
+        for a in range(0, len(windows), chunk):
+            w = windows[a:a + chunk]
+            d = bank_sq[None, :] - 2.0 * w @ bank.T  # + |w|^2, the same for every candidate
+            per_step[a:a + chunk] = (w - bank[np.argmin(d, axis=1)]) ** 2
+        total, covered, spread = np.zeros(len(x)), np.zeros(len(x)), np.zeros(len(x))
+        for i, s in enumerate(starts):
+            total[s:s + window] += per_step[i]
+            spread[s:s + window] += per_step[i].mean()
+            covered[s:s + window] += 1
+        out.append({"step": total / covered, "window": spread / covered})
+    return out
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+
+def event_metrics(flagged: np.ndarray, anomalous: np.ndarray, keys: np.ndarray, tolerance: int) -> dict:
+    """Labelled segments caught (any step flagged), and flagged runs that are false events (none of
+    their steps within ``tolerance`` steps of a labelled segment; a window reaching into an anomaly
+    raises the score of every step it covers, hence the tolerance of one window)."""
+    from seqae.data.windows import key_runs
+    from seqae.points import segments
+
+    bounds = key_runs(keys)
+    labelled = segments(anomalous, bounds)
+    runs = segments(flagged, bounds)
+    near = np.zeros(len(anomalous), bool)
+    for a, b in labelled:
+        near[max(a - tolerance, 0):b + tolerance] = True  # never across series: runs are cut per series
+    false_events = sum(not near[a:b].any() for a, b in runs)
+    caught = sum(bool(flagged[a:b].any()) for a, b in labelled)
+    return {"events": len(labelled), "events_caught": caught, "flagged_runs": len(runs),
+            "false_events": false_events, "tolerance_steps": tolerance}
+
+
+def step_scores_metrics(scores: np.ndarray, anomalous: np.ndarray, keys: np.ndarray) -> dict:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from seqae.data.windows import key_runs
+    from seqae.points import ucr_hits
+
+    hits = ucr_hits(scores, anomalous, key_runs(keys))
+    return {"roc_auc": round(float(roc_auc_score(anomalous, scores)), 4),
+            "pr_auc": round(float(average_precision_score(anomalous, scores)), 4),
+            "hit_rate": round(sum(h["hit"] for h in hits) / len(hits), 4) if hits else None}
+
+
+# --- cases ------------------------------------------------------------------------------------------
+
+def configs(seed: int, plan: Plan, **train):
+    from seqae.config import ModelConfig, TrainConfig
+
+    capped = {"max_epochs": plan.max_epochs} if plan.max_epochs else {}
+    return ModelConfig(), TrainConfig(seed=seed, **capped, **train)
+
+
+def training_summary(trained) -> dict:
+    t = trained.metadata["training"]
+    return {"epochs": t["epochs"], "best_epoch": t["best_epoch"], "train_rows": t["train_rows"],
+            "validation_rows": t["validation_rows"], "validation": t["validation"]["method"],
+            "train_seconds": t["seconds"]}
+
+
+def probe_case(set_name: str, seed: int, plan: Plan, root: Path, work: Path) -> dict:
+    from seqae.evaluate import probe, raw_values, score_labelled
+    from seqae.export import export
+    from seqae.train import train
+
+    folder = probe_folder(set_name, root, work)
+    model_dir = work / "models" / f"probe-{set_name}-{seed}"
+    model_config, train_config = configs(seed, plan, row_filter=f"id < {TEST_IDS}")
+    trained = train(str(folder), model_dir, model_config=model_config, train_config=train_config)
+    export(model_dir)
+    scored = score_labelled(model_dir, str(folder), "label", device="cpu")
+    values, lengths = raw_values(model_dir, str(folder))
+    result = {"set": set_name, "seed": seed, **training_summary(trained),
+              "length": [int(lengths.min()), int(lengths.max())], "features": int(values.shape[-1]),
+              "classes": int(len(np.unique(scored.labels))),
+              "probe": probe(scored, scored.keys < TEST_IDS, (values, lengths))}
+    if set_name in README_ONE_NN:
+        ours = result["probe"]["one_nn_euclidean_on_raw_values"]
+        result["one_nn_readme"] = README_ONE_NN[set_name]
+        result["one_nn_equals_readme"] = round(ours, 3) == README_ONE_NN[set_name]
+    return result
+
+
+def ecg_anomaly_case(seed: int, plan: Plan, work: Path) -> dict:
+    from ecg5000_family import run
+
+    from seqae.config import TrainConfig
+    from seqae.datasets import write_dataset
+
+    folder = work / "ecg-anomaly"
+    if not (folder / "data").exists():
+        write_dataset("ecg5000", folder / "data.tmp", shards=4, overwrite=True)
+        (folder / "data.tmp").rename(folder / "data")
+    return run("default", seed, plan.max_epochs or TrainConfig().max_epochs, folder)
+
+
+def fit_long_threshold(model_dir: Path) -> tuple[Any, str]:
+    """The default threshold (POT, 1%) on the held-out windows; the empirical percentile where they
+    are too few for a tail fit, as ``make demo-long`` does."""
+    from seqae.anomaly import fit_threshold
+    from seqae.errors import SeqaeError
+    from seqae.thresholds import ThresholdConfig
+
+    try:
+        return fit_threshold(model_dir), "pot (the default)"
+    except SeqaeError as exc:
+        why = str(exc).split(";")[0]
+        return fit_threshold(model_dir, ThresholdConfig(method="percentile")), f"percentile ({why})"
+
+
+def long_model(name: str, data: Path, seed: int, plan: Plan, window: int, stride: int, work: Path):
+    from seqae.config import DataConfig
+    from seqae.export import export
+    from seqae.train import train
+
+    model_dir = work / "models" / name
+    data_config = DataConfig(layout="long", key_column="series", time_column="time", feature_columns=("value",),
+                             window=window, stride=stride)
+    model_config, train_config = configs(seed, plan)
+    trained = train(str(data / "train"), model_dir, model_config=model_config, data_config=data_config,
+                    train_config=train_config)
+    export(model_dir)
+    threshold, method = fit_long_threshold(model_dir)
+    return model_dir, trained, threshold, method
+
+
+def ucr_case(seed: int, plan: Plan, work: Path) -> dict:
+    from seqae import points
+    from seqae.datasets import write_long_dataset
+
+    folder = work / "ucr-135"
+    write_long_dataset("ucr-anomaly", folder, overwrite=True)
+    model_dir, trained, threshold, method = long_model(f"ucr-135-{seed}", folder, seed, plan, UCR_WINDOW, 1, work)
+    scored = points.score_steps(model_dir, str(folder / "test"), "is_anomaly", 0, device="cpu")
+    m = points.point_metrics(scored, threshold.threshold_)
+    hit = m["ucr"]["per_series"][0]
+    return {"seed": seed, **training_summary(trained), "window": UCR_WINDOW, "stride": 1,
+            "threshold_method": method, "steps": m["steps"], "anomalous_steps": m["anomalous_steps"],
+            "roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"], "roc_auc_of_max": m["roc_auc_of_max"],
+            "hit": hit["hit"], "top_time": hit["top_time"], "anomaly_times": hit["anomaly_times"],
+            "f1_at_threshold": m["at_threshold"]["f1"], "f1_point_adjusted": m["point_adjusted"]["f1"]}
+
+
+def long_ecg_case(seed: int, plan: Plan, work: Path) -> dict:
+    from seqae import points
+
+    folder = work / "long-ecg"
+    if not (folder / "built.json").exists():
+        built = long_ecg_set(folder, plan.long_shape)
+        (folder / "built.json").write_text(json.dumps(built))
+    built = json.loads((folder / "built.json").read_text())
+    model_dir, trained, threshold, method = long_model(f"long-ecg-{seed}", folder, seed, plan, LONG_WINDOW,
+                                                       LONG_STRIDE, work)
+    scored = points.score_steps(model_dir, str(folder / "test"), "is_anomaly", 0, device="cpu")
+    m = points.point_metrics(scored, threshold.threshold_)
+    y, flagged = scored.anomalous, scored.mean > threshold.threshold_
+    started = time.perf_counter()
+    peer = peer_scores(folder, scored)
+    peer_seconds = round(time.perf_counter() - started, 1)
+    return {"seed": seed, **training_summary(trained), "data": built, "threshold_method": method,
+            "threshold": threshold.threshold_, "steps": m["steps"], "anomalous_steps": m["anomalous_steps"],
+            "seqae": {"roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"], "roc_auc_of_max": m["roc_auc_of_max"],
+                      "hit_rate": m["ucr"]["hit_rate"], "at_threshold": m["at_threshold"],
+                      "point_adjusted": m["point_adjusted"],
+                      "false_alarm_rate_normal_steps": round(float(flagged[~y].mean()), 5),
+                      **event_metrics(flagged, y, scored.keys, LONG_WINDOW)},
+            "peer": {"what": "each test window's mean squared Euclidean distance to its nearest training window "
+                             "(every training window, stride 1), the mean over the windows covering a step",
+                     **step_scores_metrics(peer["window"], y, scored.keys),
+                     "per_step_difference": step_scores_metrics(peer["step"], y, scored.keys),
+                     "seconds": peer_seconds}}
+
+
+def peer_scores(folder: Path, scored) -> dict[str, np.ndarray]:
+    """The peer's step scores, aligned with seqae's scored steps (series, time)."""
+    train = pq.read_table(folder / "train").sort_by([("series", "ascending"), ("time", "ascending")])
+    test = pq.read_table(folder / "test").sort_by([("series", "ascending"), ("time", "ascending")])
+    keys = np.unique(test.column("series").to_numpy())
+    by_key = {}
+    train_series = [train.filter(pc.equal(train.column("series"), k)).column("value").to_numpy() for k in keys]
+    test_tables = [test.filter(pc.equal(test.column("series"), k)) for k in keys]
+    peers = nearest_window_peer(train_series, [t.column("value").to_numpy() for t in test_tables],
+                                LONG_WINDOW, LONG_STRIDE)
+    for k, t, p in zip(keys, test_tables, peers):
+        by_key[k] = (int(t.column("time")[0].as_py()), p)
+    out = {}
+    for what in ("step", "window"):
+        out[what] = np.array([by_key[k][1][what][int(t) - by_key[k][0]] for k, t in zip(scored.keys, scored.times)])
+    return out
+
+
+def build_cases(plan: Plan, root: Path, work: Path) -> list[Case]:
+    """Every case in run order: seed 0 of everything first, then the further seeds, so that a run cut
+    short by its budget has the most to show."""
+    cases = [Case(f"probe/{s}/seed{plan.probe_seeds[0]}",
+                  lambda s=s: probe_case(s, plan.probe_seeds[0], plan, root, work)) for s in plan.probe_sets]
+    cases += [Case(f"ecg-anomaly/seed{plan.ecg_seeds[0]}", lambda: ecg_anomaly_case(plan.ecg_seeds[0], plan, work))]
+    cases += [Case(f"ucr-135/seed{n}", lambda n=n: ucr_case(n, plan, work)) for n in plan.ucr_seeds]
+    cases += [Case(f"long-ecg/seed{n}", lambda n=n: long_ecg_case(n, plan, work)) for n in plan.long_seeds]
+    cases += [Case(f"ecg-anomaly/seed{n}", lambda n=n: ecg_anomaly_case(n, plan, work)) for n in plan.ecg_seeds[1:]]
+    cases += [Case(f"probe/{s}/seed{n}", lambda s=s, n=n: probe_case(s, n, plan, root, work))
+              for n in plan.probe_seeds[1:] for s in plan.probe_sets]
+    return cases
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+def defaults() -> dict:
+    from seqae.config import ModelConfig, TrainConfig
+    from seqae.thresholds import ThresholdConfig
+
+    return {"model": ModelConfig().to_dict(), "train": TrainConfig().to_dict(), "threshold": ThresholdConfig().to_dict()}
+
+
+def machine(threads: int) -> dict:
+    import keras
+    import onnxruntime
+    import sklearn
+    import tensorflow as tf
+
+    from seqae import __version__
+    from seqae.infer.runtime import physical_cores
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": physical_cores(), "threads": threads,
+            "python": platform.python_version(), "seqae": __version__, "tensorflow": tf.__version__,
+            "keras": keras.__version__, "onnxruntime": onnxruntime.__version__, "scikit-learn": sklearn.__version__}
+
+
+def load_record(path: Path, quick: bool, current: dict) -> dict:
+    """The results so far; cases finished under other defaults are dropped (they will be rerun)."""
+    from seqae.storage import read_json
+
+    record = read_json(path) if path.exists() else {}
+    record.setdefault("cases", {})
+    record.setdefault("failed", {})
+    stale = [k for k, v in record["cases"].items() if v.get("defaults") != current]
+    for k in stale:
+        print(f"{k}: finished under other defaults, rerun", flush=True)
+        del record["cases"][k]
+    record.update({"quick": quick, "defaults": current})
+    return record
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_case(case: Case, current: dict) -> dict:
+    import keras
+
+    started, cpu = time.perf_counter(), cpu_seconds()
+    result = case.run()
+    result.update({"seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(cpu_seconds() - cpu, 1),
+                   "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "defaults": current})
+    keras.backend.clear_session()
+    gc.collect()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="two small sets, one seed, 3 epochs, short long series")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--date", default=date.today().isoformat(), help="names the results files (resume a run)")
+    parser.add_argument("--cases", default="*", help="comma-separated patterns of case names, e.g. 'probe/*,ucr-135/*'")
+    parser.add_argument("--data-root", default=str(DATA_ROOT), help="holds ucr-suite/, uea/ and ucr/")
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (inter-op: 1)")
+    args = parser.parse_args()
+    root = Path(args.data_root)
+    missing = [p for p in ("ucr-suite", "uea", "ucr") if not (root / p).is_dir()]
+    if missing:
+        raise SystemExit(f"--data-root {root}: expected folders ucr-suite, uea and ucr, missing {', '.join(missing)}")
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # ecg5000_family, from any working directory
+
+    from seqae.storage import write_json
+
+    plan = QUICK if args.quick else FULL
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"quality-{args.date}{'-quick' if args.quick else ''}"
+    current = defaults()
+    record = load_record(stem.with_suffix(".json"), args.quick, current)
+    record["machine"] = machine(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="seqae-quality-"))
+    patterns = args.cases.split(",")
+    cases = [c for c in build_cases(plan, root, work) if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
+    todo = [c for c in cases if c.name not in record["cases"]]
+    print(f"{len(cases)} cases, {len(cases) - len(todo)} already done; work in {work}", flush=True)
+    for i, case in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {case.name} ...", flush=True)
+        try:
+            record["cases"][case.name] = run_case(case, current)
+            record["failed"].pop(case.name, None)
+            print(f"    done in {record['cases'][case.name]['seconds']} s: {headline(case.name, record['cases'][case.name])}",
+                  flush=True)
+        except Exception as exc:  # recorded and retried on the next run; the other cases go on
+            record["failed"][case.name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                                           "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            print(f"    FAILED: {type(exc).__name__}: {exc}", flush=True)
+        write_json(stem.with_suffix(".json"), record)
+        stem.with_suffix(".md").write_text(markdown(record))
+    write_json(stem.with_suffix(".json"), record)
+    stem.with_suffix(".md").write_text(markdown(record))
+    shutil.rmtree(work, ignore_errors=True)
+    total = sum(v["seconds"] for v in record["cases"].values())
+    print(f"wrote {stem}.json and .md: {len(record['cases'])} cases finished ({total / 60:.1f} min of case time), "
+          f"{len(record['failed'])} failed", flush=True)
+    if record["failed"]:
+        raise SystemExit(1)
+
+
+def headline(name: str, r: dict) -> str:
+    if name.startswith("probe/"):
+        p = r["probe"]
+        return (f"{r['epochs']} epochs, probe {p['logistic_regression_on_embeddings']} / raw logistic "
+                f"{p['logistic_regression_on_raw_values']} / 1-NN {p['one_nn_euclidean_on_raw_values']}")
+    if name.startswith("ecg-anomaly/"):
+        return f"{r['epochs']} epochs, ROC-AUC {r['roc_auc']}, PR-AUC {r['pr_auc']}, F1 {r['f1_at_unsupervised_threshold']}"
+    if name.startswith("ucr-135/"):
+        return f"{r['epochs']} epochs, step ROC-AUC {r['roc_auc']}, hit {r['hit']}"
+    return (f"{r['epochs']} epochs, step ROC-AUC {r['seqae']['roc_auc']} (peer {r['peer']['roc_auc']}), "
+            f"events {r['seqae']['events_caught']}/{r['seqae']['events']}")
+
+
+# --- the Markdown tables ----------------------------------------------------------------------------
+
+def _median(values: list) -> str:
+    values = [v for v in values if v is not None]
+    return f"{np.median(values):.4g}" if values else "-"
+
+
+def _by(record: dict, prefix: str) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for name, r in record["cases"].items():
+        if name.startswith(prefix):
+            groups.setdefault(name.rsplit("/", 1)[0], []).append(r)
+    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
+
+
+def probe_lines(record: dict) -> list[str]:
+    groups = _by(record, "probe/")
+    if not groups:
+        return []
+    lines = ["## Linear probe: accuracy on TEST, trained without labels on TRAIN", "",
+             "| set | seed | epochs | embeddings (logistic) | raw values (logistic) | raw 1-NN Euclidean | "
+             "1-NN in the READMEs | minutes |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    order = {f"probe/{s}": i for i, s in enumerate(PROBE_SETS)}
+    for group in sorted(groups, key=lambda g: order.get(g, 99)):
+        rows = groups[group]
+        for r in rows:
+            p = r["probe"]
+            readme = r.get("one_nn_readme")
+            check = "" if readme is None else f"{readme} ({'equal' if r['one_nn_equals_readme'] else 'DIFFERS'})"
+            lines.append(f"| {r['set']} | {r['seed']} | {r['epochs']} | {p['logistic_regression_on_embeddings']} | "
+                         f"{p['logistic_regression_on_raw_values']} | {p['one_nn_euclidean_on_raw_values']} | "
+                         f"{check} | {r['seconds'] / 60:.1f} |")
+        if len(rows) > 1:
+            med = {k: _median([r["probe"][k] for r in rows]) for k in rows[0]["probe"] if k.endswith("values")
+                   or k.endswith("embeddings")}
+            lines.append(f"| {rows[0]['set']} | median of {len(rows)} | | **{med['logistic_regression_on_embeddings']}** | "
+                         f"{med['logistic_regression_on_raw_values']} | {med['one_nn_euclidean_on_raw_values']} | | |")
+    return lines + [""]
+
+
+def ecg_lines(record: dict) -> list[str]:
+    rows = _by(record, "ecg-anomaly/").get("ecg-anomaly", [])
+    if not rows:
+        return []
+    lines = ["## ECG5000 anomaly detection (the README's protocol, default configuration)", "",
+             "| seed | epochs | ROC-AUC | PR-AUC | F1 at the unsupervised threshold | false alarms on unseen normal "
+             "beats | minutes |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['epochs']} | {r['roc_auc']} | {r['pr_auc']} | "
+                     f"{r['f1_at_unsupervised_threshold']} | {r['false_alarm_rate_on_unseen_normal']:.2%} | "
+                     f"{r['seconds'] / 60:.1f} |")
+    if len(rows) > 1:
+        lines.append(f"| median of {len(rows)} | | **{_median([r['roc_auc'] for r in rows])}** | "
+                     f"{_median([r['pr_auc'] for r in rows])} | "
+                     f"{_median([r['f1_at_unsupervised_threshold'] for r in rows])} | | |")
+    return lines + [""]
+
+
+def ucr_lines(record: dict) -> list[str]:
+    rows = _by(record, "ucr-135/").get("ucr-135", [])
+    if not rows:
+        return []
+    lines = ["## UCR anomaly series 135, long layout (window 64, stride 1), default training", "",
+             "| seed | epochs | step ROC-AUC | PR-AUC | ROC-AUC of step max | hit (top-scored time; labelled) | "
+             "threshold | F1 at it (point-adjusted) | minutes |", "|---:|---:|---:|---:|---:|---|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['epochs']} | {r['roc_auc']} | {r['pr_auc']} | {r['roc_auc_of_max']} | "
+                     f"{'yes' if r['hit'] else 'no'} ({r['top_time']}; {r['anomaly_times'][0]}-{r['anomaly_times'][1]}) | "
+                     f"{r['threshold_method'].split(' ')[0]} | {r['f1_at_threshold']} ({r['f1_point_adjusted']}) | "
+                     f"{r['seconds'] / 60:.1f} |")
+    return lines + [""]
+
+
+def long_lines(record: dict) -> list[str]:
+    rows = _by(record, "long-ecg/").get("long-ecg", [])
+    if not rows:
+        return []
+    d = rows[0]["data"]
+    lines = [f"## Long ECG: {d['series']} series of real beats, {d['abnormal_beats_per_series']} abnormal beats in each "
+             f"test part (window {d['window']}, stride {d['stride']})", "",
+             f"{d['train_beats_per_series']} normal beats per series to train on, {d['test_beats_per_series']} beats per "
+             f"series to score; abnormal classes {d['abnormal_classes']}. Events: labelled beats with a flagged step; "
+             f"false events: flagged runs farther than one window from every labelled beat.", "",
+             "| seed | epochs | step ROC-AUC | PR-AUC | hit rate | threshold | F1 (point-adjusted) | events caught | "
+             "false events | false alarms per normal step | peer step ROC-AUC | peer PR-AUC | peer hit rate | minutes |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        s, p = r["seqae"], r["peer"]
+        lines.append(f"| {r['seed']} | {r['epochs']} | {s['roc_auc']} | {s['pr_auc']} | {s['hit_rate']} | "
+                     f"{r['threshold_method'].split(' ')[0]} | {s['at_threshold']['f1']} ({s['point_adjusted']['f1']}) | "
+                     f"{s['events_caught']}/{s['events']} | {s['false_events']} | "
+                     f"{s['false_alarm_rate_normal_steps']:.2%} | {p['roc_auc']} | {p['pr_auc']} | {p['hit_rate']} | "
+                     f"{r['seconds'] / 60:.1f} |")
+    return lines + [""]
+
+
+def markdown(record: dict) -> str:
+    m = record.get("machine", {})
+    total = sum(v["seconds"] for v in record["cases"].values())
+    lines = [f"# seqae quality{' (--quick)' if record['quick'] else ''}: the library's defaults on every data set", "",
+             f"{len(record['cases'])} cases finished, {len(record['failed'])} failed; {total / 60:.1f} minutes of case "
+             f"time on {m.get('cores')} cores ({m.get('threads')} TensorFlow threads); seqae {m.get('seqae')}, "
+             f"TensorFlow {m.get('tensorflow')}, onnxruntime {m.get('onnxruntime')}. Defaults: units "
+             f"{record['defaults']['model']['units']}, batch {record['defaults']['train']['batch_size']}, learning rate "
+             f"{record['defaults']['model']['learning_rate']}, patience {record['defaults']['train']['patience']}.", ""]
+    lines += probe_lines(record) + ecg_lines(record) + ucr_lines(record) + long_lines(record)
+    if record["failed"]:
+        lines += ["## Failed (retried on the next run)", ""]
+        lines += [f"- `{k}`: {v['error']}" for k, v in record["failed"].items()] + [""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
