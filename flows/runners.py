@@ -23,6 +23,8 @@ from typing import Any
 from prefect.settings import get_current_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from seqae._optional import import_optional
+
 #: The default Ray address when the flow is given none ("local" starts a Ray runtime here).
 RAY_ADDRESS_ENV = "SEQAE_RAY_ADDRESS"
 #: CPUs of a local Ray runtime (default: Ray's own count of this machine's cores).
@@ -107,11 +109,7 @@ def shard_task_runner(address: str | None) -> tuple[TaskRunner, int]:
     """
     if address is None:
         return ThreadPoolTaskRunner(max_workers=MAX_THREAD_CONCURRENCY), MAX_THREAD_CONCURRENCY
-    try:
-        from prefect_ray import RayTaskRunner
-    except ImportError as exc:
-        raise RuntimeError(f"ray_address={address!r}: Ray needs the ray extra: "
-                           "pip install -c constraints.txt -e '.[flows,ray]'") from exc
+    RayTaskRunner = import_optional("prefect_ray", "ray", needed_for=f"ray_address={address!r}").RayTaskRunner
     init_kwargs: dict[str, Any] = {"runtime_env": runtime_env(local=address in LOCAL_ADDRESSES)}
     if address in LOCAL_ADDRESSES:
         init_kwargs["include_dashboard"] = False

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from seqae import names
+from seqae._optional import import_optional
 from seqae._version import __version__
 from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
 from seqae.data import Normalizer, RowFilter, ShardReader, key_runs, pad_concat, resolve_shards
@@ -416,6 +417,8 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
     Returns:
         The model directory and its metadata (as written to ``seqae.json``).
     """
+    for module in ("tensorflow", "keras", "matplotlib"):  # before any work: the plot comes after training
+        import_optional(module, "train", needed_for="seqae.train")
     import keras
 
     from seqae.model import build_autoencoder, compile_autoencoder, training_loss

@@ -124,8 +124,7 @@ TRAIN_EXTRA = "install the 'train' extra: pip install 'seqae[train]'"
 
 @pytest.mark.parametrize("call, needed_for", [
     ("seqae.load_model('model')", "seqae.load_model"),
-    pytest.param("seqae.train('data', 'model')", "seqae.train", marks=pytest.mark.xfail(
-        strict=True, reason="until seqae/train.py imports keras and tensorflow through import_optional")),
+    ("seqae.train('data', 'model')", "seqae.train"),
     pytest.param("seqae.export('model')", "seqae.export", marks=pytest.mark.xfail(
         strict=True, reason="until seqae/export.py imports keras, tensorflow and tf2onnx through import_optional")),
 ], ids=["load_model", "train", "export"])
