@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Optional
 
 import typer
+
+from seqae.errors import SeqaeError
+from seqae.storage import redact_text, refuse_credentials, require_local
 
 DataOpt = Annotated[str, typer.Option(help="Parquet shards (path or URI).")]
 ModelsOpt = Annotated[str, typer.Option(help="Models root (the registry of promoted models).")]
@@ -28,6 +32,7 @@ def pipeline_cmd(
     normal_value: Annotated[int, typer.Option(help="The label of normal rows.")] = 1,
 ) -> None:
     """Train -> export -> promote -> embed -> evaluate, in this process (no server needed)."""
+    _check_locations(data=data, out=out, models=models)
     from flows.definitions import pipeline
     from seqae.config import TrainConfig
 
@@ -47,6 +52,7 @@ def serve_cmd(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs of the retrain deployments.")] = None,
 ) -> None:
     """Serve every deployment in this process (needs a Prefect server: PREFECT_API_URL)."""
+    _check_locations(data=data, out=out, models=models)
     from flows.serve import serve_all
     from seqae.config import TrainConfig
 
@@ -61,18 +67,67 @@ def promote_cmd(
     name: NameOpt = "default",
 ) -> None:
     """Promote a model by hand and emit seqae.model.promoted (embed-on-promotion re-embeds)."""
+    _check_locations(models=models, model_dir=model_dir)
     from flows.tasks import promote_model
 
     typer.echo(json.dumps(promote_model.fn(models, name, model_dir), indent=2))
 
 
 @app.command("emit-shard-landed")
-def emit_shard_landed_cmd(path: Annotated[str, typer.Argument(help="The Parquet file that arrived.")]) -> None:
+def emit_shard_landed_cmd(
+    path: Annotated[str, typer.Argument(help="The Parquet file that arrived.")],
+    data: Annotated[str, typer.Option(envvar="SEQAE_DATA", help="The data root the deployments embed "
+                                      "(default: $SEQAE_DATA); PATH must be a Parquet file inside it.")],
+) -> None:
     """Emit seqae.shard.landed for one shard (what an upload hook runs)."""
+    check_landed_shard(path, data)
     from flows.events import emit_shard_landed
 
     typer.echo(json.dumps(emit_shard_landed(path)))
 
 
+def check_landed_shard(path: str, data: str) -> None:
+    """Refuse, before any event is emitted, a path that is not a Parquet data file inside ``data``:
+    checked on the text first (``seqae.storage.within``), then its name (``.parquet``, ``.parq``,
+    ``.pq``; no ``_`` or ``.`` names, which the embed flow skips), then its Parquet magic bytes."""
+    from seqae.data.source import PARQUET_SUFFIXES
+    from seqae.storage import has_magic, redact_uri, within
+
+    shard = within(path, data)
+    shown = redact_uri(path)
+    if not shard.name.lower().endswith(PARQUET_SUFFIXES) or shard.name.startswith(("_", ".")):
+        raise SeqaeError(f"{shown}: expected a Parquet data file ({', '.join(PARQUET_SUFFIXES)}, a name not starting "
+                         f"with _ or .), found the name {shard.name!r}")
+    if not shard.is_file():
+        raise SeqaeError(f"{shown}: expected a Parquet file, found no file there")
+    if not has_magic(shard, b"PAR1"):
+        raise SeqaeError(f"{shown}: expected a Parquet file, found no Parquet magic bytes (PAR1) at its start and end")
+
+
+def _check_locations(**locations: str) -> None:
+    """Refuse credentials in any location, and a URI where the registry (local only) is meant, before
+    a flow run (and its parameters) is created."""
+    for option, value in locations.items():
+        refuse_credentials(value)
+        if option in ("models", "model_dir"):
+            require_local(value, f"--{option.replace('_', '-')} (the model registry)" if option == "models"
+                          else "MODEL_DIR")
+
+
+def main() -> None:
+    """Run the app; a seqae error or a refused value ends it with one line on stderr and exit code 2
+    (an operating-system error: one line and exit code 1), never a traceback."""
+    try:
+        app()
+    except (SeqaeError, ValueError) as exc:
+        # seqae's own messages are masked where they are made; anything else may quote a URI whole
+        line = " ".join(str(exc).split()) if isinstance(exc, SeqaeError) else redact_text(str(exc))
+        typer.echo(f"error: {line}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a read-only or full disk, an unreachable store: the system's own words
+        typer.echo(f"error: {redact_text(str(exc))}", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

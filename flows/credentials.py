@@ -15,6 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from seqae.storage import CREDENTIALS_PATTERN
 
 SECRET_BLOCK_ENV = "SEQAE_STORAGE_SECRET_BLOCK"
 #: Only these may be set from the block: it must not reach PATH, PREFECT_API_URL and the like.
@@ -50,3 +55,22 @@ def apply_storage_credentials() -> list[str]:
         _loaded.add(name)
         log.info("object-store credentials from block %r: %s", name, ", ".join(sorted(value)))
         return sorted(value)
+
+
+#: The flow parameters that name a path or URI. A Prefect API that enforces parameter schemas (the
+#: default for deployments) refuses a run whose value carries credentials *before* the run and its
+#: parameters are stored; see ``forbid_credentials``.
+LOCATION_PARAMETERS = ("data", "out", "models_root", "model_dir", "only")
+#: What a location parameter's JSON Schema refuses (``seqae.storage.CREDENTIALS_PATTERN``).
+NO_CREDENTIALS: dict[str, Any] = {"not": {"type": "string", "pattern": CREDENTIALS_PATTERN}}
+#: A path or URI parameter in a flow's signature: the schema constraint only, no pydantic validator
+#: (a validator's error would quote the value, secret included, in the run's state message).
+LocationParameter = Annotated[str, Field(json_schema_extra=NO_CREDENTIALS)]
+
+
+def forbid_credentials(properties: dict[str, dict[str, Any]]) -> None:
+    """Put ``NO_CREDENTIALS`` on each location parameter among a parameter schema's ``properties``
+    (changed in place), for flows whose signature does not say ``LocationParameter`` yet."""
+    for name in LOCATION_PARAMETERS:
+        if name in properties:
+            properties[name].update(NO_CREDENTIALS)

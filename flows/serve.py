@@ -15,9 +15,11 @@ from __future__ import annotations
 from prefect import serve
 from prefect.events import DeploymentEventTrigger
 
+from flows.credentials import forbid_credentials
 from flows.definitions import embed, retrain
 from flows.tasks import DRIFT_EVENT, PROMOTED_EVENT, SHARD_LANDED_EVENT
 from seqae.config import TrainConfig
+from seqae.storage import refuse_credentials, require_local
 
 EMBED_CRON = "*/15 * * * *"
 RETRAIN_CRON = "0 3 * * 1"
@@ -26,11 +28,23 @@ RETRAIN_CRON = "0 3 * * 1"
 def deployments(data: str, models: str, out: str, name: str = "default", drift_alpha: float | None = 0.01,
                 train: TrainConfig | None = None) -> list:
     """The five deployments; ``train`` is what the retrain deployments train with (e.g. a row filter
-    that keeps the normal rows: retraining on drift must learn normal data, not the drift)."""
+    that keeps the normal rows: retraining on drift must learn normal data, not the drift).
+
+    Each deployment's parameter schema refuses credentials in its path parameters, and the API
+    enforces it: a run whose ``only`` (an event's path) or any other location carries a secret is
+    refused before it is created, so the secret is never stored as a run parameter. ``data``, ``out``
+    and ``models`` themselves are checked here (``models`` is the registry: local paths only).
+
+    Raises:
+        SeqaeError: a location carries credentials, or ``models`` is a URI.
+    """
+    for location in (data, out, models):
+        refuse_credentials(location)
+    require_local(models, "models (the model registry)")
     common = {"data": data, "out": out, "models_root": models, "model_name": name, "drift_alpha": drift_alpha}
     retrain_parameters = {"data": data, "models_root": models, "model_name": name,
                           **({"train": train.to_dict()} if train is not None else {})}
-    return [
+    served = [
         embed.to_deployment(name="embed-new-shards", cron=EMBED_CRON, parameters=common,
                             description="Embeds shards that arrived since the last run."),
         retrain.to_deployment(name="retrain", cron=RETRAIN_CRON, concurrency_limit=1, parameters=retrain_parameters,
@@ -47,6 +61,10 @@ def deployments(data: str, models: str, out: str, name: str = "default", drift_a
                                                                match={"prefect.resource.id": f"seqae.model.{name}"})],
                               description="Retrains when newly embedded data drifted from the reference."),
     ]
+    for deployment in served:
+        deployment.enforce_parameter_schema = True
+        forbid_credentials(deployment._parameter_openapi_schema.properties)  # the schema the API enforces
+    return served
 
 
 def serve_all(data: str, models: str, out: str, name: str = "default", drift_alpha: float | None = 0.01,

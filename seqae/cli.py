@@ -59,6 +59,15 @@ def _print_json(data) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
+def _local_path(value: str | None, what: str) -> Path | None:
+    """``value`` as a local ``Path``; a URI is refused with one line (its credentials masked) where the
+    command reads or writes local folders only, before any work: Typer's own ``Path`` would have
+    made ``s3://KEY:SECRET@bucket/m`` the local folder ``s3:/KEY:SECRET@bucket/m``."""
+    from seqae.storage import require_local
+
+    return None if value is None else Path(require_local(value, what))
+
+
 @app.callback()
 def main_options(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")] = False,
@@ -77,11 +86,12 @@ def main_options(
 
 @datasets_app.command("ucr-anomaly")
 def datasets_ucr_anomaly(
-    out: Annotated[Path, typer.Option(help="Directory to write train/ and test/ into.")],
+    out: Annotated[str, typer.Option(help="Directory to write train/ and test/ into.")],
     overwrite: Annotated[bool, typer.Option(help="Replace Parquet files already there.")] = False,
 ) -> None:
     """UCR anomaly archive series 135 (InternalBleeding16), long layout: columns series, time, value,
     is_anomaly (1 on the labelled anomaly); train/ is steps 0..1199 (no anomaly), test/ the rest."""
+    out = _local_path(out, "--out of seqae datasets")
     from seqae.datasets import write_long_dataset
 
     paths = write_long_dataset("ucr-anomaly", out, overwrite=overwrite)
@@ -94,11 +104,12 @@ class DatasetName(str, Enum):
 
 @datasets_app.command("ecg5000")
 def datasets_ecg5000(
-    out: Annotated[Path, typer.Option(help="Directory to write part-NNNNN.parquet files into.")],
+    out: Annotated[str, typer.Option(help="Directory to write part-NNNNN.parquet files into.")],
     shards: Annotated[int, typer.Option(min=1, help="Number of shards.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace Parquet files already in OUT.")] = False,
 ) -> None:
     """ECG5000 (UCR archive): 5000 heartbeats x 140 steps; columns id, label (1 = normal), values."""
+    out = _local_path(out, "--out of seqae datasets")
     from seqae.datasets import write_dataset
 
     paths = write_dataset("ecg5000", out, shards=shards, overwrite=overwrite)
@@ -142,7 +153,7 @@ MaxLenOpt = Annotated[Optional[int], typer.Option(min=1, help="Reject sequences 
 @app.command("validate")
 def validate_cmd(
     data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
-    rejects_dir: Annotated[Optional[Path], typer.Option(help="Write rejected rows to REJECTS_DIR/_rejects/.")] = None,
+    rejects_dir: Annotated[Optional[str], typer.Option(help="Write rejected rows to REJECTS_DIR/_rejects/.")] = None,
     filter: Annotated[Optional[str], typer.Option("--filter", help="Row filter, e.g. \"label == 1\".")] = None,
     layout: LayoutOpt = LayoutName.sequence,
     key_column: KeyOpt = "id",
@@ -158,6 +169,7 @@ def validate_cmd(
     """Check input shards against the data contract; print per-shard and total counts as JSON.
 
     Every file is checked; files that break the contract as a whole are listed (exit code 1)."""
+    rejects_dir = _local_path(rejects_dir, "--rejects-dir of seqae validate")
     from seqae.scan import scan
 
     config = data_config_from_options(layout, key_column, values_column, time_column, feature_columns,
@@ -201,8 +213,8 @@ def _overrides(**options) -> dict:
 @app.command("train")
 def train_cmd(
     data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
-    model_dir: Annotated[Path, typer.Option(help="Model directory to write (replaced atomically).")],
-    config: Annotated[Optional[Path], typer.Option(help="JSON or TOML file with sections model, data, train.")] = None,
+    model_dir: Annotated[str, typer.Option(help="Model directory to write (replaced atomically).")],
+    config: Annotated[Optional[str], typer.Option(help="JSON or TOML file with sections model, data, train.")] = None,
     mode: Annotated[Optional[ModeName], typer.Option(help="What the decoders learn.")] = None,
     horizon: Annotated[Optional[int], typer.Option(min=1, help="Steps to predict (predict, composite).")] = None,
     decoder: Annotated[Optional[DecoderName], typer.Option(help="Decoder kind.")] = None,
@@ -232,6 +244,8 @@ def train_cmd(
     max_length: MaxLenOpt = None,
 ) -> None:
     """Train an LSTM autoencoder on Parquet shards; print the effective config and the result as JSON."""
+    model_dir = _local_path(model_dir, "--model-dir of seqae train")
+    config = _local_path(config, "--config of seqae train")
     from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
 
     sections = load_config_file(config) if config else {}
@@ -269,7 +283,7 @@ def train_cmd(
 
 @app.command("export")
 def export_cmd(
-    model_dir: Annotated[Path, typer.Argument(help="Model directory written by `seqae train`.")],
+    model_dir: Annotated[str, typer.Argument(help="Model directory written by `seqae train`.")],
     data: Annotated[Optional[str], typer.Option(help="Rows for the parity gate (default: the training data).")] = None,
     opset: Annotated[int, typer.Option(min=13, max=18, help="ONNX opset.")] = 17,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write scorer.fp16.onnx for GPU serving.")] = False,
@@ -278,6 +292,7 @@ def export_cmd(
     error_rtol: Annotated[float, typer.Option(min=0.0, help="Parity: relative tolerance on errors.")] = 1e-4,
 ) -> None:
     """Write encoder.onnx and scorer.onnx next to the Keras model and check them against it."""
+    model_dir = _local_path(model_dir, "MODEL_DIR of seqae export")
     from seqae.config import ExportConfig
 
     if not (model_dir / names.METADATA_FILE).is_file():
@@ -383,7 +398,7 @@ class MethodName(str, Enum):
 
 @app.command("threshold")
 def threshold_cmd(
-    model: Annotated[Path, typer.Option(help="Exported model directory.")],
+    model: Annotated[str, typer.Option(help="Exported model directory.")],
     data: Annotated[Optional[str], typer.Option(help="Rows to fit on (default: the model's held-out reference).")] = None,
     filter: Annotated[Optional[str], typer.Option("--filter", help="The normal rows of --data, e.g. \"label == 1\".")] = None,
     method: Annotated[MethodName, typer.Option(help="pot: generalized Pareto tail; percentile: empirical.")] = MethodName.pot,
@@ -392,6 +407,7 @@ def threshold_cmd(
     device: Annotated[DeviceName, typer.Option(help="Where to score --data.")] = DeviceName.auto,
 ) -> None:
     """Fit the anomaly threshold and store it with the model; embed then writes score and is_anomaly."""
+    model = _local_path(model, "--model of seqae threshold")
     from seqae.thresholds import ThresholdConfig
 
     config = ThresholdConfig(method=method.value, false_alarm_rate=false_alarm_rate, contamination=contamination)
@@ -405,9 +421,9 @@ def threshold_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model: Annotated[Path, typer.Option(help="Exported model directory.")],
+    model: Annotated[str, typer.Option(help="Exported model directory.")],
     data: Annotated[str, typer.Option(help="Labelled Parquet shards.")],
-    out: Annotated[Path, typer.Option(help="Folder for report.json, report.md and the plots.")] = Path("evaluation"),
+    out: Annotated[str, typer.Option(help="Folder for report.json, report.md and the plots.")] = "evaluation",
     label_column: Annotated[str, typer.Option(help="The label column (passed through by the contract).")] = "label",
     normal_value: Annotated[str, typer.Option(help="The label of normal rows (numbers are read as numbers).")] = "1",
     filter: Annotated[Optional[str], typer.Option("--filter", help="Evaluate matching rows only.")] = None,
@@ -415,6 +431,8 @@ def evaluate_cmd(
     device: Annotated[DeviceName, typer.Option(help="Where to score.")] = DeviceName.auto,
 ) -> None:
     """ROC-AUC, PR-AUC, F1 at the stored threshold, plots and (with --probe) a linear probe."""
+    model = _local_path(model, "--model of seqae evaluate")
+    out = _local_path(out, "--out of seqae evaluate")
     from seqae.evaluate import evaluate
 
     report = evaluate(model, data, out, label_column=label_column, normal_value=_literal(normal_value),
@@ -424,13 +442,14 @@ def evaluate_cmd(
 
 @app.command("drift")
 def drift_cmd(
-    model: Annotated[Path, typer.Option(help="Exported model directory.")],
+    model: Annotated[str, typer.Option(help="Exported model directory.")],
     data: Annotated[str, typer.Option(help="New Parquet shards to compare with the model's reference.")],
     filter: Annotated[Optional[str], typer.Option("--filter", help="Compare matching rows only.")] = None,
     alpha: Annotated[float, typer.Option(min=1e-9, max=0.5, help="Significance level of the tests.")] = 0.01,
     device: Annotated[DeviceName, typer.Option(help="Where to score.")] = DeviceName.auto,
 ) -> None:
     """Compare errors and embeddings of new data with the held-out reference (KS tests); exit 3 on drift."""
+    model = _local_path(model, "--model of seqae drift")
     from seqae.anomaly import drift
 
     report = drift(model, data, row_filter=filter, alpha=alpha, device=device.value)

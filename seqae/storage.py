@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from seqae import names
-from seqae.errors import SeqaeError
+from seqae.errors import ConfigError, SeqaeError
 
 #: Filesystems whose rename replaces a file atomically (POSIX rename(2)).
 ATOMIC_RENAME = frozenset({"local"})
@@ -57,31 +57,84 @@ def has_uri_scheme(text: str) -> bool:
     return bool(sep) and head.isalnum()
 
 
-#: Query keys of a URI whose values are secrets (pyarrow's S3, GCS and HDFS options, signed URLs).
+#: Query and fragment keys whose values are secrets: pyarrow's S3, GCS, Azure and HDFS options and
+#: signed URLs, matched whole (after percent-decoding, any case) ...
 SECRET_QUERY_KEYS = frozenset({"access_key", "secret_key", "session_token", "token", "password", "passwd",
-                               "credential", "credentials", "signature", "sig", "x-amz-signature",
-                               "x-amz-credential", "x-amz-security-token", "kerb_ticket"})
-#: ``scheme://user:secret@``; a bare ``user@`` (an HDFS user name) is no secret.
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*:[^/@?#]*)@")
+                               "credential", "credentials", "signature", "sig", "key", "x-amz-signature",
+                               "x-amz-credential", "x-amz-security-token", "kerb_ticket", "account_key",
+                               "sas_token", "client_secret"})
+#: ... or holding one of these words (``aws_secret_access_key``, ``x-goog-signature``, ``access_token``).
+SECRET_KEY_WORDS = ("secret", "token", "password", "passwd", "signature", "credential", "access_key",
+                    "account_key", "api_key", "apikey", "private_key")
+#: ``scheme://user:secret@``. The secret may hold any character (AWS secret keys hold ``/`` and ``+``,
+#: a careless one ``@``, ``?`` or ``#``), so everything up to the *last* ``@`` is taken for user info:
+#: over-masking a path that holds ``@`` is the price of never showing part of a secret. A bare
+#: ``user@`` (an HDFS user name, an Azure container) is no secret and stays.
+_USERINFO = re.compile(r"(://)[^/@?#:]*:.*@", re.DOTALL)
+#: One ``key=`` of a query or fragment, and where a secret value ends: at the next ``&name=``.
+_PARAMETER = re.compile(r"[?&#]([^=&?#]*)=")
+_VALUE_END = re.compile(r"&(?=[^&=]*=)")
+
+
+def _ignoring_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+#: The same rule as a regular expression that JSON Schema validators (Python's ``re``, ECMA 262)
+#: understand, for ``{"not": {"pattern": CREDENTIALS_PATTERN}}`` on a flow parameter: user info, a
+#: secret key, or a percent-encoded key (which only the Python check can decode). Slightly broader
+#: than ``refuse_credentials`` (a ``&token=`` in a path matches too), never narrower.
+CREDENTIALS_PATTERN = "|".join(
+    [r"://[^/@?#:]*:[\s\S]*@", r"[?&#][^=&?#]*%[^=&?#]*="]
+    + [rf"[?&#]{_ignoring_case(key)}=" for key in sorted(SECRET_QUERY_KEYS)
+       if not any(word in key for word in SECRET_KEY_WORDS)]
+    + [rf"[?&#][^=&?#]*{_ignoring_case(word)}[^=&?#]*=" for word in SECRET_KEY_WORDS])
+
+
+def _is_secret_key(key: str) -> bool:
+    key = urllib.parse.unquote_plus(key).strip().lower()
+    return key in SECRET_QUERY_KEYS or any(word in key for word in SECRET_KEY_WORDS)
+
+
+def _secret_parameters(text: str) -> Iterator[tuple[re.Match, int]]:
+    """Each secret ``key=`` in the query or fragment of ``text`` (user info already masked), with
+    where its value ends."""
+    tail = min((i for i in (text.find("?"), text.find("#")) if i >= 0), default=-1)
+    if tail < 0:
+        return
+    pos = tail
+    while match := _PARAMETER.search(text, pos):
+        pos = match.end()
+        if _is_secret_key(match.group(1)):
+            end = _VALUE_END.search(text, pos)
+            pos = end.start() if end else len(text)  # the value may hold '?', '#' or '@': skip it whole
+            yield match, pos
 
 
 def redact_uri(text: str) -> str:
-    """``text`` with the secrets a URI can carry masked: the user-info part (``s3://KEY:SECRET@bucket``)
-    and the values of secret query keys (``?secret_key=...``). For messages and logs."""
+    """``text`` with the secrets a URI can carry masked, whatever characters they hold: the user-info
+    part (``s3://KEY:SECRET@bucket`` -> ``s3://***@bucket``) and the values of secret keys in the
+    query or fragment (``?secret_key=...``, ``#token=...``). For messages and logs."""
     text = _USERINFO.sub(r"\1***@", str(text))
-    head, sep, query = text.partition("?")
-    if not sep:
-        return text
-    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    masked = [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
-    return f"{head}?{urllib.parse.urlencode(masked, safe='*:/')}"
+    for match, end in reversed(list(_secret_parameters(text))):
+        text = f"{text[:match.end()]}***{text[end:]}"
+    return text
+
+
+def redact_text(text: str) -> str:
+    """A message with every URI in it masked (``redact_uri`` per word that holds ``://``), the rest
+    left as it is; on one line."""
+    return " ".join(redact_uri(word) if "://" in word else word for word in str(text).split())
 
 
 def _credentials_in(uri: str) -> list[str]:
-    """What of a credential ``uri`` carries (user info, secret query keys), by name, never the value."""
-    found = ["user info (KEY:SECRET@)"] if _USERINFO.match(uri) else []
-    query = uri.partition("?")[2]
-    found += [f"query key {k!r}" for k, _ in urllib.parse.parse_qsl(query) if k.lower() in SECRET_QUERY_KEYS]
+    """What of a credential ``uri`` carries (user info, secret keys), by name, never the value."""
+    found = ["user info (KEY:SECRET@)"] if _USERINFO.search(uri) else []
+    masked = _USERINFO.sub(r"\1***@", uri)
+    fragment = masked.find("#")
+    for match, _ in _secret_parameters(masked):
+        part = "fragment" if 0 <= fragment <= match.start() else "query"
+        found.append(f"{part} key {urllib.parse.unquote_plus(match.group(1)).strip()!r}")
     return found
 
 
@@ -104,13 +157,101 @@ def filesystem_of(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def refuse_credentials(uri: str) -> None:
-    """Raise ``SeqaeError`` (the secret masked) when ``uri`` carries credentials; see ``filesystem_of``."""
-    carried = _credentials_in(uri)
+    """Raise ``SeqaeError`` (the secret masked) when ``uri`` carries credentials (user info, whatever
+    characters the secret holds; a secret key in the query or the fragment); see ``filesystem_of``.
+    Text without ``://`` is a local path, where ``?``, ``#`` and ``@`` are plain characters."""
+    carried = _credentials_in(str(uri)) if "://" in str(uri) else []
     if carried:
         raise SeqaeError(f"{redact_uri(uri)}: credentials in a URI are refused ({', '.join(carried)}); they would "
                          "be written to logs, run parameters and manifests. Set them in the environment "
                          "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or the store's own "
                          "configuration")
+
+
+def require_local(text: str | os.PathLike, what: str) -> str:
+    """``text`` when it is a local path. Where seqae reads and writes local folders only (training,
+    export, thresholds, evaluation, drift, the registry), a URI is refused with one line, its
+    credentials masked, before anything runs: never a local folder named ``s3:/KEY:SECRET@bucket``.
+
+    Args:
+        what: the option or argument, as the message names it (``"--model-dir of seqae train"``).
+
+    Raises:
+        ConfigError: ``text`` is a URI.
+    """
+    text = os.fspath(text)
+    if has_uri_scheme(text) or "://" in text:
+        raise ConfigError(f"{redact_uri(text)}: {what} takes a local path; expected a local path, found a URI "
+                          "(object stores are not supported there yet)")
+    return text
+
+
+#: Characters that make a path a glob (as ``seqae.data.resolve_shards`` reads it).
+GLOB_CHARS = "*?["
+
+
+def _lexical_place(text: str) -> tuple[str, str]:
+    """``(filesystem kind, path)`` of a local path or URI without touching any filesystem: ``local``
+    for plain paths and ``file://`` URIs (absolute), else the scheme; query and fragment dropped."""
+    if not has_uri_scheme(text):
+        return "local", os.path.abspath(os.path.expanduser(text))
+    scheme, rest = text.split("://", 1)
+    rest = urllib.parse.unquote(re.split(r"[?#]", rest, maxsplit=1)[0])  # pyarrow decodes %2e%2e too
+    if scheme.lower() == "file":
+        return "local", rest or "/"
+    return scheme.lower(), "/" + rest.lstrip("/")
+
+
+def within(where: str | os.PathLike, root: str | os.PathLike) -> Location:
+    """``where`` as a ``Location``, when it lies inside ``root`` (a folder, a file or a glob, as the
+    embed flow's ``data``). Decided on the text first, before anything is opened, so that a path
+    from outside (an event) cannot probe what the worker's credentials can reach: no ``..``, no
+    wildcard, the same filesystem, under the fixed part of ``root``. A local path must also stay
+    inside after its symbolic links are resolved (``realpath``, which opens no file).
+
+    Raises:
+        SeqaeError: credentials in either, or ``where`` is not inside ``root``; one line, masked.
+    """
+    where, root = os.fspath(where), os.fspath(root)
+    refuse_credentials(where)
+    refuse_credentials(root)
+    shown, shown_root = redact_uri(where), redact_uri(root)
+    kind, path = _lexical_place(where)
+    if ".." in re.split(r"[/\\]", where) or ".." in path.split("/"):
+        raise SeqaeError(f"{shown}: '..' is refused in a path that must lie inside the data root {shown_root}; "
+                         "expected a path under it, found one that climbs out")
+    if any(c in where for c in GLOB_CHARS):
+        raise SeqaeError(f"{shown}: expected one file inside the data root {shown_root}, found a wildcard")
+    root_kind, root_path = _lexical_place(root)
+    fixed = []
+    for part in posixpath.normpath(root_path).split("/"):
+        if any(c in part for c in GLOB_CHARS):
+            break
+        fixed.append(part)
+    base = "/".join(fixed).rstrip("/") or "/"
+    path = posixpath.normpath(path)
+
+    def inside(child: str, parent: str) -> bool:
+        return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+    if kind != root_kind or not inside(path, base):
+        raise SeqaeError(f"{shown}: not inside the data root {shown_root}; expected a path under {redact_uri(base)}")
+    location = Location.of(where)
+    if location.is_local and not inside(os.path.realpath(location.path), os.path.realpath(base)):
+        raise SeqaeError(f"{shown}: leads out of the data root {shown_root} through a symbolic link; expected "
+                         "a file inside it")
+    return location
+
+
+def has_magic(location: Location, magic: bytes) -> bool:
+    """Whether the file begins and ends with ``magic`` (Parquet: ``b"PAR1"`` at both ends)."""
+    with location.filesystem.open_input_file(location.path) as file:
+        size = file.size()
+        if size < 2 * len(magic):
+            return False
+        head = file.read(len(magic))
+        file.seek(size - len(magic))
+        return head == magic and file.read(len(magic)) == magic
 
 
 @dataclass(frozen=True)
@@ -133,6 +274,7 @@ class Location:
         if isinstance(where, Location):
             return where
         text = os.fspath(where)
+        refuse_credentials(text)  # also what has_uri_scheme does not take for a URI (" s3://K:S@b")
         if has_uri_scheme(text):
             scheme = text.split("://", 1)[0]
             filesystem, path = filesystem_of(text)
@@ -201,9 +343,13 @@ class Location:
         return self.uri
 
 
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(names.TMP_SUFFIX) + "$", re.DOTALL)
+
+
 def is_temporary(name: str) -> bool:
-    """A name ``Location.temporary`` makes: left behind only by a writer that was killed."""
-    return name.startswith(".") and name.endswith(names.TMP_SUFFIX)
+    """A name ``Location.temporary`` makes (``.<name>.<8 hex>.tmp``): left behind only by a writer that
+    was killed. Other hidden files (a user's ``.notes.tmp``) are not ours and stay."""
+    return _TEMPORARY.match(name) is not None
 
 
 class AtomicFile:
@@ -239,10 +385,23 @@ def atomic_write(target: str | os.PathLike | Location) -> Iterator[Any]:
     try:
         with file.location.filesystem.open_output_stream(file.location.path) as stream:
             yield stream
+        file.commit()
+    except OSError as exc:  # a full disk, a lost connection: name the file the user asked for
+        file.abort()
+        raise write_error(file.target, exc) from exc
     except BaseException:
         file.abort()
         raise
-    file.commit()
+
+
+def write_error(target: Location, exc: OSError) -> OSError:
+    """``exc`` as one line naming ``target`` and the system's words (``[Errno 28] No space left on
+    device``), still an ``OSError`` with its ``errno`` (a retry may help a network store; the
+    temporary file's name would not help anyone)."""
+    reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno and exc.strerror else " ".join(str(exc).split())
+    error = OSError(f"{target}: cannot write this file: {reason}")
+    error.errno = exc.errno
+    return error
 
 
 @contextlib.contextmanager
@@ -250,27 +409,64 @@ def replace_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Fill a local folder under a temporary name beside ``target``, then swap it into place.
 
     A crash leaves the old folder or the new one, never a half-written one; the temporary folder
-    is removed when the block fails.
+    is removed when the block fails. Each writer holds an exclusive lock on ``.<name>.<id>.lock``
+    (opened with ``O_NOFOLLOW``) while its temporaries ``.<name>.<id>.tmp`` (the new folder) and
+    ``.<name>.<id>.old.tmp`` (the folder it replaces) exist; a temporary is removed only when its lock
+    can be taken, that is when the writer that made it is gone (the kernel drops a dead process's
+    locks), never while another writer is filling it. The previous folder left aside by a writer
+    killed between the two renames is kept while ``target`` is missing (it is then the only copy).
+    Temporaries without a lock file (written before seqae locked them) are left alone.
     """
+    import fcntl
+
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.*{names.TMP_SUFFIX}"):
-        if is_temporary(stale.name):  # left by a run that was killed while writing this folder
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(Location.of(target).temporary().path)
-    tmp.mkdir()
+    flags = os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    prefix = f".{target.name}."
+    for lock_path in target.parent.glob(f"{glob.escape(prefix)}*.lock"):
+        try:
+            fd = os.open(lock_path, flags)
+        except OSError:  # gone meanwhile, or not a plain file (a symlink is never followed)
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive
+            stem = lock_path.name[: -len(".lock")]
+            old, new = target.parent / f"{stem}.old{names.TMP_SUFFIX}", target.parent / f"{stem}{names.TMP_SUFFIX}"
+            if old.is_dir() and not os.path.lexists(target):
+                continue  # killed between the two renames: the previous folder is the only copy, keep it
+            for stale in (old, new):
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path)
+        finally:
+            os.close(fd)
+    stem = f"{prefix}{uuid.uuid4().hex[:8]}"
+    lock_path = target.parent / f"{stem}.lock"
+    fd = os.open(lock_path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+    tmp, old = target.parent / f"{stem}{names.TMP_SUFFIX}", target.parent / f"{stem}.old{names.TMP_SUFFIX}"
     try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = Path(Location.of(target).temporary().path)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp.mkdir()
+        try:
+            yield tmp
+            moved = False
+            if target.exists():
+                os.replace(target, old)
+                moved = True
+            os.replace(tmp, target)
+            if moved:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
 
 
 def write_bytes(target: str | os.PathLike | Location, data: bytes) -> Location:

@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import io
 import json
@@ -238,3 +239,55 @@ def test_an_hdfs_user_name_is_no_secret_and_stays():
     from seqae.storage import redact_uri
 
     assert redact_uri("hdfs://etl@namenode:8020/data") == "hdfs://etl@namenode:8020/data"
+
+
+class FullDisk:
+    """A local-like filesystem whose output streams fail as a full disk does, on write or on close."""
+
+    type_name = "local"
+
+    def __init__(self, inner, on="write"):
+        self.inner, self.on, self.deleted = inner, on, []
+
+    def create_dir(self, path, recursive=True):
+        self.inner.create_dir(path, recursive=recursive)
+
+    def open_output_stream(self, path):
+        disk = self
+
+        class Stream:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                if disk.on == "close":
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+            def write(self, data):
+                if disk.on == "write":
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        return Stream()
+
+    def delete_file(self, path):
+        self.deleted.append(path)
+
+    def move(self, source, target):
+        self.inner.move(source, target)
+
+
+@pytest.mark.parametrize("on", ["write", "close"])
+def test_a_full_disk_is_one_line_naming_the_target(tmp_path, on):
+    disk = FullDisk(pafs.LocalFileSystem(), on)
+    target = Location(disk, f"{tmp_path}/out/a.bin", f"{tmp_path}/out/a.bin")
+    with pytest.raises(OSError) as caught:
+        write_bytes(target, b"abc")
+    assert str(caught.value) == f"{tmp_path}/out/a.bin: cannot write this file: [Errno 28] No space left on device"
+    assert caught.value.errno == errno.ENOSPC
+    assert len(disk.deleted) == 1 and is_temporary(os.path.basename(disk.deleted[0]))  # the temporary file went
+
+
+def test_an_error_that_is_no_os_error_passes_unchanged(tmp_path):
+    with pytest.raises(KeyError, match="x"):
+        with atomic_write(tmp_path / "a.bin"):
+            raise KeyError("x")

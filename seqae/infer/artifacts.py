@@ -13,6 +13,16 @@ from seqae.modeldir import ModelInfo
 from seqae.storage import Location
 
 
+def check_sha256(file: Location | str, actual: str, recorded: str, where: str) -> None:
+    """Raise ``ChecksumError`` naming ``file`` when ``actual`` (the sha256 of the bytes read) is not
+    the one ``seqae.json`` records; ``where`` is the model directory as ``seqae export`` takes it."""
+    if actual != recorded:
+        raise ChecksumError(
+            f"{file}: sha256 {actual[:16]}... does not match {recorded[:16]}... recorded in "
+            f"{names.METADATA_FILE}; the file changed after export. Re-run `seqae export {where}`"
+        )
+
+
 def sha256_of(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes (hex)."""
     return Location.of(path).sha256()
@@ -26,8 +36,13 @@ class ModelArtifacts:
     files: tuple[str, ...]
 
     @classmethod
-    def open(cls, model_dir: str | os.PathLike, files: tuple[str, ...] = (names.SCORER_ONNX,)) -> ModelArtifacts:
+    def open(cls, model_dir: str | os.PathLike, files: tuple[str, ...] = (names.SCORER_ONNX,), *,
+             checksums: bool = True) -> ModelArtifacts:
         """Open ``model_dir`` and verify ``files`` against ``seqae.json``.
+
+        Args:
+            checksums: hash each file here; ``False`` when the caller hashes the very bytes it uses
+                (``ScorerSession``: a file swapped between a check here and a later read would be used).
 
         Raises:
             ModelDirError: the directory was never exported or a file is missing.
@@ -41,12 +56,8 @@ class ModelArtifacts:
             recorded = info.files.get(name)
             if recorded is None or not file.is_file():
                 raise ModelDirError(f"{file}: missing; expected it from `seqae export` (re-run it)")
-            actual = file.sha256()
-            if actual != recorded.sha256:
-                raise ChecksumError(
-                    f"{file}: sha256 {actual[:16]}... does not match {recorded.sha256[:16]}... recorded in "
-                    f"{names.METADATA_FILE}; the file changed after export. Re-run `seqae export {info.where}`"
-                )
+            if checksums:
+                check_sha256(file, file.sha256(), recorded.sha256, info.where)
         return cls(info, tuple(files))
 
     @property

@@ -82,7 +82,8 @@ class InferenceModel:
         """
         onnx_file = config.session_options.scorer_file
         try:
-            artifacts = ModelArtifacts.open(model_dir, (onnx_file,))
+            # The session hashes the bytes it is built from (one read); the null scorer reads nothing else.
+            artifacts = ModelArtifacts.open(model_dir, (onnx_file,), checksums=null_scorer)
         except ModelDirError as exc:
             if (config.fp16 or config.int8) and "missing" in str(exc):
                 flag = "--fp16" if config.fp16 else "--int8"
@@ -103,7 +104,8 @@ class InferenceModel:
         if null_scorer:
             scorer: Scorer = NullScorer(outputs, info.model.embedding_dim)
         else:
-            scorer = ScorerSession(info.location, config.session_options, outputs=outputs)
+            scorer = ScorerSession(info.location, config.session_options, outputs=outputs,
+                                   sha256={name: record.sha256 for name, record in info.files.items()})
             if isinstance(scorer.num_features, int) and scorer.num_features != info.model.num_features:
                 raise ModelDirError(f"{info.file(onnx_file)}: input values has {scorer.num_features} feature(s) but "
                                     f"{names.METADATA_FILE} says {info.model.num_features}; the two are from different "

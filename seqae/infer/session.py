@@ -6,9 +6,11 @@ No TensorFlow, no Prefect: this runs on inference images and on the GPU machine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -71,18 +73,30 @@ class ScorerSession:
 
     ``run(values, lengths)`` returns the scorer's outputs as numpy arrays. On CUDA, inputs are copied
     once through IO binding and outputs stay on the device until fetched.
+
+    The ONNX file is read once into memory, hashed, and the session is built from those bytes: a
+    file swapped after the check is never the one that runs. The bytes are dropped once the session
+    exists; while it is built the process holds them beside onnxruntime's own copy (about twice the
+    file: a few MiB for seqae's LSTMs; a graph past protobuf's 2 GiB limit could not be exported).
     """
 
     def __init__(self, model_dir: str | os.PathLike, options: SessionOptions = SessionOptions(),
-                 outputs: list[str] | None = None):
+                 outputs: list[str] | None = None, *, sha256: Mapping[str, str] | None = None):
+        """Args:
+            sha256: the sha256 each ONNX file must have, by name (``seqae.json``'s ``files``); a file
+                whose bytes differ raises ``ChecksumError``. ``None``: no check.
+        """
         import onnxruntime as ort
 
         self._ort = ort
         self.options = options
         directory = Location.of(model_dir)
+        self.path = directory.join(options.scorer_file)
+        fp32: bytes | None = None  # the probe's graph; the session's too when it is the fp32 scorer
         use_cuda = options.device == "cuda"
         if options.device in ("auto", "cuda") and not options.int8:
-            usable = cuda_usable(model_source(directory.join(names.SCORER_ONNX)))
+            fp32 = self._read(directory, names.SCORER_ONNX, sha256)
+            usable = cuda_usable(fp32)
             if options.device == "cuda" and not usable:
                 raise DeviceError(
                     "--device cuda: onnxruntime's CUDA provider is not usable here "
@@ -94,10 +108,8 @@ class ScorerSession:
                 log.warning("no usable CUDA provider: running on the CPU (%d threads)", options.threads or physical_cores())
         if options.fp16 and not use_cuda:
             raise DeviceError("--fp16: needs the CUDA provider, which is not usable here; drop --fp16")
-        self.path = directory.join(options.scorer_file)
-        # A local file by its path; a file on an object store is read once and the session is built
-        # from its bytes (onnxruntime takes either), so nothing is written to a local disk.
-        self._source = model_source(self.path)
+        self._source: bytes | None = fp32 if fp32 is not None and options.scorer_file == names.SCORER_ONNX \
+            else self._read(directory, options.scorer_file, sha256)
         self.provider = CUDA if use_cuda else CPU
         self.session = self._create(profile=False)
         self.output_names = outputs or [o.name for o in self.session.get_outputs()]
@@ -112,6 +124,20 @@ class ScorerSession:
         if use_cuda:
             self._check_placement()
             log.info("CUDA provider with IO binding%s", " (fp16)" if options.fp16 else "")
+        self._source = None  # the session holds the graph now
+
+    @staticmethod
+    def _read(directory: Location, name: str, sha256: Mapping[str, str] | None) -> bytes:
+        """The bytes of ``directory/name``, read once (any ``pyarrow.fs`` filesystem), checked against
+        ``sha256[name]`` when given."""
+        file = directory.join(name)
+        data = file.read_bytes()
+        if sha256 is not None and name in sha256:
+            from seqae.infer.artifacts import check_sha256
+
+            where = str(Path(directory.path)) if directory.is_local else directory.uri
+            check_sha256(file, hashlib.sha256(data).hexdigest(), sha256[name], where)
+        return data
 
     def _create(self, profile: bool):
         ort = self._ort

@@ -158,3 +158,27 @@ def test_export_on_a_truncated_seqae_json_is_one_line(tmp_path):
     result = seqae("export", str(tmp_path / "m"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}/m/seqae.json: not a valid seqae.json")
+
+
+URI = "s3://AKIA:Zq9s3cr3t/def+ghi@bucket/m"
+
+
+@pytest.mark.parametrize("args, what", [
+    (["train", "--data", "x", "--model-dir", URI], "--model-dir of seqae train"),
+    (["train", "--data", "x", "--model-dir", "m", "--config", URI], "--config of seqae train"),
+    (["export", URI], "MODEL_DIR of seqae export"),
+    (["threshold", "--model", URI], "--model of seqae threshold"),
+    (["evaluate", "--model", URI, "--data", "x"], "--model of seqae evaluate"),
+    (["evaluate", "--model", "m", "--data", "x", "--out", URI], "--out of seqae evaluate"),
+    (["drift", "--model", URI, "--data", "x"], "--model of seqae drift"),
+    (["validate", "--data", "x", "--rejects-dir", URI], "--rejects-dir of seqae validate"),
+    (["datasets", "ecg5000", "--out", URI], "--out of seqae datasets"),
+])
+def test_commands_on_local_folders_refuse_a_uri_in_one_line(tmp_path, args, what):
+    result = subprocess.run([sys.executable, "-m", "seqae.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: s3://***@bucket/m: {what} takes a local path; expected a local path, found a URI (object stores are "
+        "not supported there yet)"]
+    assert "Zq9s3cr3t" not in result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []  # never a local folder s3:/AKIA:...

@@ -142,3 +142,77 @@ def test_scorer_session_refuses_cuda_without_a_gpu(scorer_dir):
         ScorerSession(scorer_dir, SessionOptions(device="auto", fp16=True))
     assert str(err.value) == "--fp16: needs the CUDA provider, which is not usable here; drop --fp16"
     assert ScorerSession(scorer_dir, SessionOptions(device="auto")).provider == CPU
+
+
+def tampered(path):
+    """The same graph with another doc string: a valid scorer whose bytes differ."""
+    import onnx
+
+    model = onnx.load(str(path))
+    model.doc_string = "swapped in after the check"
+    path.write_bytes(model.SerializeToString())
+
+
+@pytest.fixture()
+def own_scorer_dir(scorer_dir, tmp_path):
+    import shutil
+
+    return shutil.copytree(scorer_dir, tmp_path / "model")
+
+
+@pytest.mark.slow
+def test_the_session_is_built_from_the_bytes_that_were_hashed(own_scorer_dir, monkeypatch):
+    """A file swapped between the hash and the session build is never the one that runs."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    from seqae.config import EmbedConfig
+    from seqae.infer import InferenceModel
+
+    scorer = own_scorer_dir / "scorer.onnx"
+    original = hashlib.sha256(scorer.read_bytes()).hexdigest()
+    built_from = []
+    real = ort.InferenceSession
+
+    def swap_then_build(source, *args, **kwargs):
+        tampered(scorer)  # after every check, just before onnxruntime reads the graph
+        built_from.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", swap_then_build)
+    model = InferenceModel.open(own_scorer_dir, EmbedConfig(device="cpu"))
+    assert built_from and all(isinstance(s, bytes) and hashlib.sha256(s).hexdigest() == original for s in built_from)
+    assert model.identity.onnx_sha256 == original != hashlib.sha256(scorer.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_a_file_swapped_after_the_artifacts_check_is_refused(own_scorer_dir, monkeypatch):
+    from seqae.config import EmbedConfig
+    from seqae.errors import ChecksumError
+    from seqae.infer import InferenceModel, model
+    from seqae.infer.artifacts import ModelArtifacts
+
+    real = ModelArtifacts.open.__func__
+
+    def open_then_swap(cls, *args, **kwargs):
+        artifacts = real(cls, *args, **kwargs)
+        tampered(own_scorer_dir / "scorer.onnx")
+        return artifacts
+
+    monkeypatch.setattr(model.ModelArtifacts, "open", classmethod(open_then_swap))
+    with pytest.raises(ChecksumError, match=rf"^{own_scorer_dir}/scorer.onnx: sha256 [0-9a-f]{{16}}\.\.\. does not match "
+                                            r"[0-9a-f]{16}\.\.\. recorded in seqae.json; the file changed after export"):
+        InferenceModel.open(own_scorer_dir, EmbedConfig(device="cpu"))
+
+
+@pytest.mark.slow
+def test_a_session_checks_the_sha256_it_is_given(own_scorer_dir):
+    import hashlib
+
+    from seqae.errors import ChecksumError
+
+    right = hashlib.sha256((own_scorer_dir / "scorer.onnx").read_bytes()).hexdigest()
+    assert ScorerSession(own_scorer_dir, SessionOptions(device="cpu"), sha256={"scorer.onnx": right}).provider == CPU
+    with pytest.raises(ChecksumError, match=r"/scorer.onnx: sha256 [0-9a-f]{16}\.\.\. does not match 0000000000000000"):
+        ScorerSession(own_scorer_dir, SessionOptions(device="cpu"), sha256={"scorer.onnx": "0" * 64})
