@@ -1,6 +1,6 @@
 """Emit the events the deployments are triggered by, from a shell, an upload hook or a test.
 
-    python -m flows emit-shard-landed data/part-00007.parquet
+    python -m flows emit-shard-landed data/part-00007.parquet --data data   # or SEQAE_DATA=data
 """
 
 from __future__ import annotations

@@ -111,8 +111,9 @@ def test_embed_names_every_quarantined_file_and_exits_1(model_dir, mixed_dir, tm
                    "--device", "cpu")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: {data}/d.parquet: cannot be read as Parquet, found ArrowInvalid: Parquet magic bytes not found in "
-        "footer. Either the file is corrupted or this is not a parquet file.",
+        f"error: {data}/d.parquet: cannot be read as Parquet (opening the footer); expected a valid Parquet file, "
+        "found ArrowInvalid: Parquet magic bytes not found in footer. Either the file is corrupted or this is not a "
+        "parquet file. The file is damaged, truncated or not Parquet: write or copy it again from its source",
         f"error: 1 input file(s) quarantined (recorded in {tmp_path}/o/_rejects/_files/); the other 3 shard(s) are "
         "committed"]
     assert json.loads(result.stdout)["totals"]["rows_written"] == 87

@@ -119,7 +119,8 @@ def start_server_and_serve(tmp_path, processes, data, models, out, *serve_args, 
 
 
 def emit_shard_landed(path: Path, env: dict) -> None:
-    emitted = subprocess.run([sys.executable, "-m", "flows", "emit-shard-landed", str(path)], cwd=ROOT,
+    emitted = subprocess.run([sys.executable, "-m", "flows", "emit-shard-landed", str(path), "--data",
+                              str(path.parent)], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=60)
     assert emitted.returncode == 0, emitted.stderr
 
