@@ -28,7 +28,7 @@ from seqae.infer import (
     OutputFolder,
     ShardResult,
     embed_shard,
-    plan_outputs,
+    prepare_embed,
     reuse_key,
     write_summary,
 )
@@ -159,14 +159,10 @@ def current_model(models_root: str, name: str) -> str:
 
 @task(name="plan-shards", **IO_RETRIES)
 def plan_shards(data: str, out: str, only: str | None = None) -> list[tuple[str, str]]:
-    """``(shard URI, output name)`` for every input shard, or just ``only`` (named against ``data``)."""
-    planned = [(shard.uri, name) for shard, name in plan_outputs(data, out)]
-    if only is not None:
-        wanted = resolve_shards(only)[0].uri
-        planned = [p for p in planned if p[0] == wanted]
-        if not planned:
-            raise ValueError(f"{only}: not a shard of {data}")
-    return planned
+    """``(shard URI, output name)`` for every input shard, or just ``only`` (one file under ``data``),
+    after withdrawing outputs of renamed or deleted sources: ``seqae.infer.prepare_embed``, the
+    planner ``embed`` uses."""
+    return [(p.shard.uri, p.output) for p in prepare_embed(data, out, only).selected]
 
 
 @task(name="tidy-output", **IO_RETRIES)

@@ -106,8 +106,10 @@ def output_names_for(shards: list[Shard], root: str | None = None) -> dict[str, 
     ``seqae.data.source.data_root``; default: the shards' common folder) with ``/`` -> ``__`` and the
     suffix replaced by ``.parquet`` (``d=1/part-0.parquet`` -> ``d=1__part-0.parquet``).
 
-    Names never collide: where two shards would get one name (``x.parquet`` beside ``x.pq``,
-    ``a/b.parquet`` beside ``a__b.parquet``), each of them gets a short hash of its path.
+    Names never collide, after every transformation: where two shards would get one name
+    (``x.parquet`` beside ``x.pq``, ``a/b.parquet`` beside ``a__b.parquet``), each of them gets a short
+    hash of its path, lengthened while the hashed name is any other shard's name (a real file may be
+    called ``x-<hash>.parquet``). The result depends on the set of shards only, never on their order.
     """
     if root is not None:
         rels = {s.uri: posixpath.relpath(s.path, root) for s in shards}
@@ -116,12 +118,24 @@ def output_names_for(shards: list[Shard], root: str | None = None) -> dict[str, 
     else:
         base = posixpath.commonpath([posixpath.dirname(s.path) for s in shards])
         rels = {s.uri: posixpath.relpath(s.path, base) for s in shards}
-    out = {uri: rel.rsplit(".", 1)[0].replace("/", "__") + names.OUTPUT_SUFFIX for uri, rel in rels.items()}
-    counts = Counter(out.values())
-    for uri, name in out.items():
-        if counts[name] > 1:
-            out[uri] = f"{name[: -len(names.OUTPUT_SUFFIX)]}-{sha256_text(rels[uri])[:8]}{names.OUTPUT_SUFFIX}"
+    plain = {uri: rel.rsplit(".", 1)[0].replace("/", "__") + names.OUTPUT_SUFFIX for uri, rel in rels.items()}
+    counts = Counter(plain.values())
+    out = {uri: name for uri, name in plain.items() if counts[name] == 1}
+    taken = set(plain.values())  # every name before hashing: a hashed name must be none of them
+    for uri in sorted((u for u in plain if counts[plain[u]] > 1), key=lambda u: rels[u]):
+        out[uri] = _hashed_name(plain[uri], rels[uri], taken)
+        taken.add(out[uri])
     return out
+
+
+def _hashed_name(name: str, rel: str, taken: set[str]) -> str:
+    """``<stem>-<hash of rel>.parquet`` with the shortest hash (8 hex or more) that is not ``taken``."""
+    stem, digest = name[: -len(names.OUTPUT_SUFFIX)], sha256_text(rel)
+    for width in range(8, len(digest) + 1, 4):
+        candidate = f"{stem}-{digest[:width]}{names.OUTPUT_SUFFIX}"
+        if candidate not in taken:
+            return candidate
+    return f"{stem}-{digest}-{len(taken)}{names.OUTPUT_SUFFIX}"  # unreachable short of a sha256 collision
 
 
 def rejects_path(out_dir: str | os.PathLike | Location, shard_name: str) -> Location:
@@ -151,13 +165,14 @@ def embedding_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int
                      step_errors: bool, scored: bool = False) -> pa.Schema:
     """The output schema of ``seqae embed``, the same for every shard of a run.
 
-    Key columns and passthrough columns keep their input types; then ``embedding``
+    Key columns and passthrough columns keep their input types (``output_field``: nullable, without
+    metadata, plain strings), so it depends on the contract, never on what wrote a file; then ``embedding``
     (``fixed_size_list<float32>[embedding_dim]``), ``recon_error`` float32, ``pred_error`` float32
     (predicting models only), ``length`` int32, with a fitted threshold ``score`` float32 (calibrated,
     in [0, 1]) and ``is_anomaly`` bool, and, when asked, ``step_error`` ``list<float32>`` (one error
     per valid step).
     """
-    fields = list(keys) + list(passthrough) + [
+    fields = [output_field(f) for f in (*keys, *passthrough)] + [
         pa.field(names.EMBEDDING, pa.list_(pa.float32(), embedding_dim), nullable=False),
         pa.field(names.RECON_ERROR, pa.float32(), nullable=False),
     ]
@@ -172,6 +187,22 @@ def embedding_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int
     return pa.schema(fields)
 
 
+#: Input types written in their plain form, so that a file from Polars (large strings) and one from
+#: pyarrow (strings) give outputs of one schema.
+_PLAIN_TYPES = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
+if hasattr(pa, "string_view"):
+    _PLAIN_TYPES |= {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+
+
+def output_field(field: pa.Field) -> pa.Field:
+    """A key or passthrough column as outputs carry it, whatever wrote the input: nullable, no field
+    metadata (pandas, Polars and pyarrow differ in both), plain string and binary types."""
+    typ = _PLAIN_TYPES.get(field.type, field.type)
+    if pa.types.is_large_list(typ):
+        typ = pa.list_(typ.value_field)
+    return pa.field(field.name, typ, nullable=True)
+
+
 def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, outputs: dict,
                     lengths) -> pa.Table:
     """Assemble one output batch; ``outputs`` holds numpy arrays in row order (no Python per row)."""
@@ -179,6 +210,7 @@ def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, ou
     embedding = np.ascontiguousarray(outputs[names.EMBEDDING], dtype=np.float32)
     columns = [keys.column(i) for i in range(keys.num_columns)]
     columns += [passthrough.column(i) for i in range(passthrough.num_columns)]
+    columns = [c if c.type == schema.field(i).type else c.cast(schema.field(i).type) for i, c in enumerate(columns)]
     columns.append(pa.FixedSizeListArray.from_arrays(pa.array(embedding.reshape(-1)), embedding.shape[1]))
     columns.append(pa.array(outputs[names.RECON_ERROR].astype(np.float32, copy=False)))
     if names.PRED_ERROR in schema.names:

@@ -33,6 +33,8 @@ SUMMARY_FILE = "_manifest.json"
 OUTPUT_SUFFIX = ".parquet"
 TMP_SUFFIX = ".tmp"
 LOCK_FILE = ".seqae.lock"
+LEASE_FILE = ".seqae.lease"  # the lock of object stores (seqae.lease)
+LOCK_SUFFIX = ".lock"  # _manifest/.<output>.lock: one writer per output at a time
 
 # Key of seqae's JSON in Parquet footers and the output columns the job adds.
 PARQUET_METADATA_KEY = "seqae"

@@ -208,3 +208,39 @@ def test_row_group_rows_bounds():
     assert row_group_rows(schema, target_bytes=1) == 8192
     assert row_group_rows(schema, target_bytes=8 * 10_000) == 10_000
     assert row_group_rows(pa.schema([])) == 1 << 20
+
+
+def _shards(tmp_path, rels):
+    from seqae.data import resolve_shards
+
+    for rel in rels:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": [1]}), tmp_path / rel)
+    return resolve_shards(str(tmp_path))
+
+
+def test_a_hashed_output_name_never_equals_another_shards_name(tmp_path):
+    """``x.parquet`` and ``x.pq`` both hash; a real file already called what the first hash gives
+    keeps its name, and the hashed one gets a longer hash."""
+    from seqae.io import output_names_for
+    from seqae.storage import sha256_text
+
+    clash = f"x-{sha256_text('x.parquet')[:8]}.parquet"
+    shards = _shards(tmp_path, ["x.parquet", "x.pq", clash])
+    out = output_names_for(shards, str(tmp_path))
+    assert len(set(out.values())) == 3
+    assert out[str(tmp_path / clash)] == clash
+    assert out[str(tmp_path / "x.parquet")] == f"x-{sha256_text('x.parquet')[:12]}.parquet"
+    assert out[str(tmp_path / "x.pq")] == f"x-{sha256_text('x.pq')[:8]}.parquet"
+    assert output_names_for(list(reversed(shards)), str(tmp_path)) == out  # independent of listing order
+
+
+def test_output_schema_is_the_same_whatever_wrote_the_input():
+    """pandas metadata, non-nullable fields (pyarrow), large strings (Polars): one output schema."""
+    from seqae.io import output_field
+
+    written = [pa.field("k", pa.string(), nullable=False, metadata={b"pandas": b"{}"}), pa.field("k", pa.large_string()),
+               pa.field("k", pa.string())]
+    assert {output_field(f) for f in written} == {pa.field("k", pa.string())}
+    schemas = {embedding_schema(pa.schema([f]), pa.schema([]), 2, predicts=False, step_errors=False) for f in written}
+    assert len(schemas) == 1 and not next(iter(schemas)).field("k").metadata

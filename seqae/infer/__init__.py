@@ -6,13 +6,25 @@ same stages over many shards with parallel readers and writers around one scorer
 
 from seqae.config import EmbedConfig, SessionOptions
 from seqae.infer.artifacts import ModelArtifacts
-from seqae.infer.commit import EmbedReport, OutputFolder, RunIdentity, ShardResult, committed_outputs, reuse_key
-from seqae.infer.job import Progress, embed, embed_shard, plan_outputs, write_summary
+from seqae.infer.commit import (
+    EmbedReport,
+    OutputFolder,
+    OutputPlan,
+    PlannedShard,
+    RunIdentity,
+    ShardResult,
+    committed_outputs,
+    plan_embed,
+    reuse_key,
+)
+from seqae.infer.job import Progress, embed, embed_shard, plan_outputs, prepare_embed, write_summary
 from seqae.infer.model import InferenceModel
 from seqae.infer.session import NullScorer, ScorerSession
+from seqae.lease import CommitConflictError, FolderBusyError
 
 __all__ = [
-    "EmbedConfig", "EmbedReport", "InferenceModel", "ModelArtifacts", "NullScorer", "OutputFolder", "Progress",
-    "RunIdentity", "ScorerSession", "SessionOptions", "ShardResult", "committed_outputs", "embed", "embed_shard",
-    "plan_outputs", "reuse_key", "write_summary",
+    "CommitConflictError", "EmbedConfig", "EmbedReport", "FolderBusyError", "InferenceModel", "ModelArtifacts",
+    "NullScorer", "OutputFolder", "OutputPlan", "PlannedShard", "Progress", "RunIdentity", "ScorerSession",
+    "SessionOptions", "ShardResult", "committed_outputs", "embed", "embed_shard", "plan_embed", "plan_outputs",
+    "prepare_embed", "reuse_key", "write_summary",
 ]

@@ -1,9 +1,14 @@
 """The embed job's output folder and its commit protocol: one owner for naming, skipping, committing
 and cleaning up.
 
-Per shard, in this order: the rejects file, the data file, then the manifest entry
-``_manifest/<output>.json``. The manifest entry is the commit: a shard counts as done only when its
-entry exists, names the same model, ONNX file and input fingerprint, and its data file is there.
+Per shard, in this order: any earlier commit of the output is withdrawn (entry first, then its
+files), then the rejects file, the data file, and last the manifest entry ``_manifest/<output>.json``.
+The manifest entry is the commit: a shard counts as done only when its entry exists, names the same
+model, ONNX file and input fingerprint, and its data file is there. One writer per output at a time
+(``OutputFolder.shard_lock``); an entry or data file of another writer found at commit time is a
+``CommitConflictError``, never merged. Every path (``embed``, ``embed_shard`` callers, the flows)
+plans through ``plan_embed`` and withdraws outputs of renamed or deleted sources through
+``OutputFolder.withdraw_stale``.
 Where rename is atomic (local disks) no partial file is ever visible either; on object stores a
 data file without an entry may exist after a kill, and ``committed_outputs`` (and any reader that
 follows the manifest) ignores it; the rerun overwrites it.
@@ -21,10 +26,12 @@ from typing import Any
 
 from seqae import names
 from seqae._version import __version__
-from seqae.data import Shard
-from seqae.errors import SeqaeError
-from seqae.io import rejects_path
-from seqae.storage import Location, is_temporary, read_json, sha256_text, utc_now, write_json
+from seqae.data import Shard, resolve_shards
+from seqae.data.source import data_root
+from seqae.errors import ConfigError, SeqaeError
+from seqae.io import output_names_for, read_metadata, rejects_path
+from seqae.lease import CommitConflictError, FolderBusyError, Lease, busy, live_holder, put_if_absent
+from seqae.storage import Location, is_temporary, read_json, sha256_text, utc_now, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +120,65 @@ class EmbedReport:
                 "shards": [s.to_dict() for s in self.shards]}
 
 
-class FolderBusyError(SeqaeError):
-    """Another run holds the output folder's lock."""
+@dataclass(frozen=True)
+class PlannedShard:
+    """An input shard and the name of its output in the folder."""
+
+    shard: Shard
+    output: str
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """What a run at ``data`` writes: every shard found there with its output name (``shards``) and
+    the ones this run embeds (``selected``: all of them, or the one named by ``only``). Outputs of
+    sources that are now written under another name, or that were deleted, are withdrawn from it
+    (``OutputFolder.withdraw_stale``)."""
+
+    data: str
+    root: str
+    shards: tuple[PlannedShard, ...]
+    selected: tuple[PlannedShard, ...]
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """Shard URI -> output name, over every shard at ``data``."""
+        return {p.shard.uri: p.output for p in self.shards}
+
+
+def plan_embed(data: str, out: str | os.PathLike | Location, only: str | None = None) -> OutputPlan:
+    """The one planner of ``embed``, ``embed_shard`` callers and the flows: the shards at ``data``
+    with their output names in ``out``. Files inside ``out`` (our own outputs, when ``out`` lies
+    below ``data``: by path, ``file://`` URI or symbolic link) are never read back as input.
+
+    Raises:
+        ConfigError: ``only`` does not name exactly one Parquet file of ``data`` (a folder or a glob
+            would otherwise embed just one of the files it names).
+    """
+    folder = OutputFolder(out)
+    found = resolve_shards(data)
+    inside = [s for s in found if folder.contains(s)]
+    shards = [s for s in found if s not in inside]
+    if inside:
+        log.warning("skipping %d file(s) under the output folder %s", len(inside), folder)
+        if not shards:
+            raise SeqaeError(f"{data}: every Parquet file found is under the output folder {folder}")
+    root = data_root(data, shards)
+    by_uri = output_names_for(shards, root)
+    planned = tuple(PlannedShard(s, by_uri[s.uri]) for s in shards)
+    selected = planned if only is None else (_only(only, data, planned),)
+    return OutputPlan(str(data), root, planned, selected)
+
+
+def _only(only: str, data: str, planned: tuple[PlannedShard, ...]) -> PlannedShard:
+    named = resolve_shards(only)
+    is_file = len(named) == 1 and not any(c in str(only) for c in "*?[") and not Location.of(only).is_dir()
+    if not is_file:
+        raise ConfigError(f"only: expected one Parquet file of {data}, got {only} ({len(named)} file(s))")
+    for p in planned:
+        if p.shard.uri == named[0].uri:
+            return p
+    raise ConfigError(f"only: {only} is not a shard of {data}; expected a Parquet file under it")
 
 
 class OutputFolder:
@@ -127,6 +191,7 @@ class OutputFolder:
 
     def __init__(self, out: str | os.PathLike | Location):
         self.location = Location.of(out)
+        self._lease: Lease | None = None
 
     def __str__(self) -> str:
         return self.location.uri
@@ -147,28 +212,51 @@ class OutputFolder:
 
     @contextlib.contextmanager
     def lock(self, exclusive: bool):
-        """Hold the folder's lock (``.seqae.lock``, local filesystems only) for a block.
+        """Hold the folder's lock for a block.
 
         ``embed`` takes it exclusively and refuses at once when anything else holds it (it removes
         temporary files of killed runs, which would be another run's files in progress);
         ``embed_shard`` takes it shared, so shard tasks run side by side and wait for an ``embed`` run.
-        Object stores have no such lock: one ``embed`` run per output folder there.
+        Local folders: ``.seqae.lock`` with ``flock`` (never followed when it is a symbolic link).
+        Object stores: ``embed`` holds a lease (``seqae.lease``: conditional writes on S3, renewed
+        while held, expiring when its holder dies); ``embed_shard`` refuses while a live one is held.
         """
-        if not self.location.is_local:
+        if self.location.is_local:
+            with self._flock(exclusive):
+                yield
+            return
+        if not exclusive:
+            holder = live_holder(self.location)
+            if holder is not None:
+                raise busy(self.location, holder)
             yield
             return
+        with Lease(self.location) as lease:
+            self._lease = lease
+            try:
+                yield
+            finally:
+                self._lease = None
+
+    @contextlib.contextmanager
+    def _flock(self, exclusive: bool):
         import fcntl
 
-        path = Path(self.location.path) / names.LOCK_FILE
-        with open(path, "a+") as handle:
+        path = os.path.join(self.location.path, names.LOCK_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError:
+            if os.path.islink(path):
+                raise SeqaeError(f"{path}: the lock file is a symbolic link; expected a regular file "
+                                 "(a lock is never followed), remove the link") from None
+            raise
+        with os.fdopen(fd, "r+") as handle:
             if exclusive:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     handle.seek(0)
-                    holder = handle.read().strip() or "embed_shard tasks"
-                    raise FolderBusyError(f"{self.location}: another seqae run is writing to this folder ({holder}); "
-                                     "wait for it to finish or give another --out") from None
+                    raise busy(self.location, handle.read().strip() or "embed_shard tasks") from None
                 handle.seek(0)
                 handle.truncate()
                 handle.write(f"seqae embed, pid {os.getpid()}, since {utc_now()}")
@@ -182,6 +270,35 @@ class OutputFolder:
                     handle.seek(0)
                     handle.truncate()
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def shard_lock(self, name: str):
+        """Hold output ``name`` alone for a block, waiting for another writer of it: concurrent
+        ``embed_shard`` calls for one shard run one after the other, the second sees the first's
+        commit. Local: ``flock`` on ``_manifest/.<name>.lock``; object stores: a lease object there."""
+        folder = self.location.join(names.MANIFEST_DIR)
+        folder.mkdir()
+        lock_name = f".{name}{names.LOCK_SUFFIX}"
+        if not self.location.is_local:
+            lease = Lease(folder, name=lock_name, holder=f"a writer of {name}").wait()
+            try:
+                yield
+            finally:
+                lease.release()
+            return
+        path = os.path.join(folder.path, lock_name)
+        fd = _locked_file(path)
+        try:
+            yield
+        finally:  # removed while held (no lock file stays behind); a waiter on it then retries
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
+
+    def check_writer(self) -> None:
+        """Raise ``FolderBusyError`` when this run's lease on an object store was lost."""
+        if self._lease is not None:
+            self._lease.check()
 
     def entry_names(self) -> list[str]:
         """The output names that have a manifest entry (committed), sorted."""
@@ -216,26 +333,75 @@ class OutputFolder:
 
     def commit(self, name: str, record: dict[str, Any]) -> None:
         """Write the manifest entry: from now on the shard's output counts (and it is no longer a
-        quarantined file)."""
-        write_json(self.entry_file(name), {**record, "output": name, "committed_at": utc_now()})
+        quarantined file).
+
+        The entry was withdrawn before the shard's files were written, so one found here was written
+        by another writer in the meantime: that is a conflict, raised, never merged (S3: the entry is
+        created with ``If-None-Match``; elsewhere it is checked first). So is a data file whose
+        footer names another attempt, and, on object stores, a lost lease.
+
+        Raises:
+            CommitConflictError: another writer committed this output, or replaced its data file.
+            FolderBusyError: this run's lease on the object store was lost.
+        """
+        self.check_writer()
+        attempt = record.get("attempt")
+        if attempt is not None and read_metadata(self.data_file(name)).get("attempt") != attempt:
+            raise self._conflict(name, "its data file was replaced by another writer")
+        body = json.dumps({**record, "output": name, "committed_at": utc_now()}, indent=2, default=str).encode()
+        location = self.entry_file(name)
+        if not self.location.atomic_rename:
+            if not put_if_absent(location, body):
+                raise self._conflict(name, "another writer committed it first")
+        elif location.is_file():
+            raise self._conflict(name, "another writer committed it first")
+        else:
+            write_bytes(location, body)
         self.quarantine_file(name).delete()
 
+    def _conflict(self, name: str, what: str) -> CommitConflictError:
+        return CommitConflictError(f"{self.entry_file(name)}: {what} while this run wrote it; expected no other "
+                                   "writer of this shard; nothing of this attempt is committed, rerun to check it")
+
     def withdraw(self, name: str) -> None:
-        """Remove an output: its entry first (from then on it does not count), then its files."""
+        """Remove an output: its entry first (from then on it does not count), then its files and
+        any quarantine record under its name."""
         self.entry_file(name).delete()
         self.data_file(name).delete()
         self.steps_file(name).delete()
         rejects_path(self.location, name).delete()
+        self.quarantine_file(name).delete()
 
-    def withdraw_renamed(self, planned: dict[str, str]) -> list[str]:
-        """Withdraw outputs whose source shard is now written under another name (``planned``: shard
-        URI -> output name), e.g. when a new file's name collides with it; else both would be read."""
-        withdrawn = []
+    def sources(self) -> dict[str, str]:
+        """Output name -> source shard URI, of every committed entry and quarantine record."""
+        found = {}
+        folder = self.location.join(names.REJECTS_DIR, names.QUARANTINE_DIR)
+        for info in folder.children():
+            if info.base_name.endswith(names.MANIFEST_SUFFIX) and not is_temporary(info.base_name):
+                record = read_json(Location(folder.filesystem, info.path, info.path), "quarantine record")
+                if isinstance(record, dict) and "shard" in record:
+                    found[info.base_name[: -len(names.MANIFEST_SUFFIX)]] = record["shard"]
         for name in self.entry_names():
             entry = self.read_entry(name) or {}
-            source = entry.get("source")
-            if source in planned and planned[source] != name:
-                log.warning("withdrawing %s: its source %s is now written to %s", name, source, planned[source])
+            if "source" in entry:
+                found[name] = entry["source"]
+        return found
+
+    def withdraw_stale(self, plan: OutputPlan) -> list[str]:
+        """Withdraw outputs (and quarantine records) whose source shard is now written under another
+        name (a new file's name collided with it), or was deleted from below ``plan.root``; else
+        they would be read, or counted, twice or for nothing. Sources elsewhere (another data
+        folder written to the same output) are left alone."""
+        planned, withdrawn = plan.outputs, []
+        filesystem = plan.shards[0].shard.filesystem if plan.shards else None
+        for name, source in sorted(self.sources().items()):
+            if source in planned:
+                stale = planned[source] != name
+            else:
+                stale = filesystem is not None and _deleted_below(filesystem, source, plan.root)
+            if stale:
+                log.warning("withdrawing %s: its source %s is %s", name, source,
+                            f"now written to {planned[source]}" if source in planned else "gone")
                 self.withdraw(name)
                 withdrawn.append(name)
         return withdrawn
@@ -264,8 +430,7 @@ class OutputFolder:
     def remove_leftovers(self) -> None:
         """Temporary files of a run that was killed. Only ``embed()`` calls this (one run per output
         folder at a time); ``embed_shard`` never does, so concurrent shard tasks are safe."""
-        for folder in (self.location, self.location.join(names.MANIFEST_DIR), self.location.join(names.REJECTS_DIR),
-                       self.location.join(names.STEPS_DIR)):
+        for folder in self._folders():
             for info in folder.children():
                 if info.type.name == "File" and is_temporary(info.base_name):
                     log.info("removing %s, left by an interrupted run", info.path)
@@ -290,9 +455,12 @@ class OutputFolder:
         return before
 
     def _leftovers(self) -> list[str]:
-        return [info.path for folder in (self.location, self.location.join(names.MANIFEST_DIR),
-                                         self.location.join(names.REJECTS_DIR))
+        return [info.path for folder in self._folders()
                 for info in folder.children() if info.type.name == "File" and is_temporary(info.base_name)]
+
+    def _folders(self) -> list[Location]:
+        return [self.location, self.location.join(names.MANIFEST_DIR), self.location.join(names.REJECTS_DIR),
+                self.location.join(names.REJECTS_DIR, names.QUARANTINE_DIR), self.location.join(names.STEPS_DIR)]
 
     def contains(self, shard: Shard) -> bool:
         """Whether ``shard`` lies inside this folder (our own outputs must never be read back as input)."""
@@ -301,6 +469,30 @@ class OutputFolder:
         if self.location.is_local:
             return Path(shard.path).resolve().is_relative_to(Path(self.location.path).resolve())
         return shard.path.startswith(self.location.path.rstrip("/") + "/")
+
+
+def _locked_file(path: str) -> int:
+    """An exclusive ``flock`` on ``path`` (created, never followed when a link), retried until the
+    file locked is still the one at ``path`` (its holder removes it on release)."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _deleted_below(filesystem, source: str, root: str) -> bool:
+    """Whether ``source`` (a shard URI) lay below ``root`` on ``filesystem`` and is gone now."""
+    path = source.split("://", 1)[1] if "://" in source else source
+    if not path.startswith(root.rstrip("/") + "/"):
+        return False
+    return filesystem.get_file_info(path).type.name == "NotFound"
 
 
 def footer_rows(shard: Shard) -> int | None:

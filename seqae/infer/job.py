@@ -29,9 +29,8 @@ from typing import Any
 from seqae import names
 from seqae.config import DataConfig, EmbedConfig
 from seqae.data import Shard, ShardReader, resolve_shards
-from seqae.data.source import data_root
 from seqae.errors import ContractError, SeqaeError
-from seqae.infer.commit import EmbedReport, OutputFolder, ShardResult
+from seqae.infer.commit import EmbedReport, OutputFolder, OutputPlan, ShardResult, plan_embed
 from seqae.infer.model import InferenceModel
 from seqae.infer.runtime import physical_cores
 from seqae.infer.stages import ReadBatch, Scores, ShardInput, ShardOutput, score
@@ -129,12 +128,13 @@ def _wait(future: Future[Scores], stop: threading.Event | None) -> Scores:
 
 
 def run_shard(model: InferenceModel, shard: Shard, folder: OutputFolder, name: str, config: EmbedConfig,
-              submit: Submit, *, expected_schema=None, stop: threading.Event | None = None,
+              submit: Submit, *, stop: threading.Event | None = None,
               on_progress: ProgressCallback | None = None) -> ShardResult:
-    """Read, score, write and commit one shard; on any failure nothing of it is committed."""
+    """Read, score, write and commit one shard; on any failure nothing of it is committed.
+
+    The shard is checked against the model's contract only (``ShardInput``), never against other
+    shards: its output schema comes from the contract (``seqae.io.output_field``)."""
     source = ShardInput(shard, model, config.read_batch_size)
-    if expected_schema is not None and source.output_schema != expected_schema:
-        raise schema_drift(shard.uri, expected_schema, source.output_schema)
     sink = ShardOutput(folder, name, shard, source.output_schema, model, source.steps_schema)
     pending: deque[tuple[ReadBatch, Future[Scores]]] = deque()
 
@@ -164,17 +164,16 @@ def run_shard(model: InferenceModel, shard: Shard, folder: OutputFolder, name: s
     return result
 
 
-def schema_drift(uri: str, expected, found) -> ContractError:
-    """A shard whose output columns would differ from the run's: name the first column that does."""
-    for column in dict.fromkeys([*expected.names, *found.names]):
-        want = expected.field(column).type if column in expected.names else None
-        got = found.field(column).type if column in found.names else None
-        if want != got:
-            return ContractError(uri, "its columns differ from the first shard's, so its output would have "
-                                 "another schema", column=column,
-                                 expected=str(want) if want is not None else "no such column",
-                                 found=str(got) if got is not None else "the column missing")
-    return ContractError(uri, "its output schema differs from the first shard's (field order or metadata)")
+def run_or_quarantine(model: InferenceModel, shard: Shard, folder: OutputFolder, name: str, config: EmbedConfig,
+                      submit: Submit, **options) -> ShardResult:
+    """``run_shard``, and a file that breaks the contract as a whole quarantined (``fail_fast``:
+    raised): what ``embed`` workers and ``embed_shard`` both do with a shard."""
+    try:
+        return run_shard(model, shard, folder, name, config, submit, **options)
+    except ContractError as exc:
+        if config.fail_fast:
+            raise
+        return folder.quarantine(shard, name, exc)
 
 
 def _as_shard(shard: Shard | str | os.PathLike) -> Shard:
@@ -212,27 +211,28 @@ def embed_shard(model: InferenceModel | str | os.PathLike, shard: Shard | str | 
     folder = OutputFolder(out)
     folder.create()
     name = output_name or output_names_for([shard])[shard.uri]
-    with folder.lock(exclusive=False):
+    with folder.lock(exclusive=False), folder.shard_lock(name):
         if not config.overwrite:
             done = folder.done(shard, name, model.identity)
             if done is not None:
                 return done
-        return run_shard(model, shard, folder, name, config, _score_inline(model))
+        return run_or_quarantine(model, shard, folder, name, config, _score_inline(model))
 
 
 def plan_outputs(data: str, out: str | os.PathLike | Location) -> list[tuple[Shard, str]]:
-    """The shards at ``data`` with their output names in ``out``; files inside ``out`` (our own
-    outputs, when ``out`` lies below ``data``) are never read back as input."""
+    """The shards at ``data`` with their output names in ``out`` (``plan_embed``, as pairs)."""
+    return [(p.shard, p.output) for p in plan_embed(data, out).shards]
+
+
+def prepare_embed(data: str, out: str | os.PathLike | Location, only: str | None = None) -> OutputPlan:
+    """Plan a run and withdraw what the plan makes stale (renamed or deleted sources), for callers
+    that then run ``embed_shard`` per planned shard (the flows, Ray): ``embed`` does the same."""
+    plan = plan_embed(data, out, only)
     folder = OutputFolder(out)
-    shards = resolve_shards(data)
-    inside = [s for s in shards if folder.contains(s)]
-    if inside:
-        log.warning("skipping %d file(s) under the output folder %s", len(inside), folder)
-        shards = [s for s in shards if s not in inside]
-        if not shards:
-            raise SeqaeError(f"{data}: every Parquet file found is under the output folder {folder}")
-    names_by_uri = output_names_for(shards, data_root(data, shards))
-    return [(s, names_by_uri[s.uri]) for s in shards]
+    folder.create()
+    with folder.lock(exclusive=False):
+        folder.withdraw_stale(plan)
+    return plan
 
 
 def _fp16_check(model: InferenceModel, shards: list[Shard], rows: int = 1024) -> dict[str, Any]:
@@ -284,18 +284,19 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Loca
     started = time.perf_counter()
     model = InferenceModel.open(model_dir, config, data_config=data_config, null_scorer=null_scorer)
     folder = OutputFolder(out)
-    planned = plan_outputs(data, folder.location)
+    plan = plan_embed(data, folder.location)
     folder.create()
     with folder.lock(exclusive=True):
-        report = _embed_planned(model, planned, folder, config, on_progress)
+        report = _embed_planned(model, plan, folder, config, on_progress)
     report.seconds = time.perf_counter() - started
     return write_summary(report, folder, model.identity, data)
 
 
-def _embed_planned(model: InferenceModel, planned: list[tuple[Shard, str]], folder: OutputFolder,
+def _embed_planned(model: InferenceModel, plan: OutputPlan, folder: OutputFolder,
                    config: EmbedConfig, on_progress: ProgressCallback | None) -> EmbedReport:
     folder.remove_leftovers()
-    folder.withdraw_renamed({shard.uri: name for shard, name in planned})
+    folder.withdraw_stale(plan)
+    planned = [(p.shard, p.output) for p in plan.selected]
     report = EmbedReport(str(folder), model.scorer.provider, model.batch_size)
     todo = []
     for shard, name in planned:
@@ -310,11 +311,10 @@ def _embed_planned(model: InferenceModel, planned: list[tuple[Shard, str]], fold
         report.fp16_parity = _fp16_check(model, [shard for shard, _ in todo])
         log.info("fp16 against fp32 on CUDA: %s", report.fp16_parity)
     if todo:
-        expected = _reference_schema(planned, model, config)
         workers = min(config.workers or min(physical_cores(), MAX_DEFAULT_WORKERS), len(todo))
         log.info("%d shard(s) to embed, %d already done; %s, batch %d, %d worker(s)", len(todo),
                  len(planned) - len(todo), model.scorer.provider, model.batch_size, workers)
-        report.shards.extend(_run_workers(model, todo, folder, config, workers, expected, on_progress))
+        report.shards.extend(_run_workers(model, todo, folder, config, workers, on_progress))
     return report
 
 
@@ -334,20 +334,8 @@ def write_summary(report: EmbedReport, out: OutputFolder | str | os.PathLike | L
     return report
 
 
-def _reference_schema(planned: list[tuple[Shard, str]], model: InferenceModel, config: EmbedConfig):
-    """Every output of a run shares one schema: the first usable shard's (read from its footer only).
-    Shards that cannot be opened are skipped here; their own worker quarantines them (or fails)."""
-    for shard, _ in planned:
-        try:
-            return ShardInput(shard, model, config.read_batch_size).output_schema
-        except ContractError:
-            if config.fail_fast:
-                raise
-    return None
-
-
 def _run_workers(model: InferenceModel, todo: list[tuple[Shard, str]], folder: OutputFolder, config: EmbedConfig,
-                 workers: int, expected, on_progress: ProgressCallback | None) -> list[ShardResult]:
+                 workers: int, on_progress: ProgressCallback | None) -> list[ShardResult]:
     """Shards in input order over ``workers`` threads and one scoring thread. The first failure
     stops the others (their current shard is not committed) and is raised; shards committed before
     it stay committed."""
@@ -358,19 +346,10 @@ def _run_workers(model: InferenceModel, todo: list[tuple[Shard, str]], folder: O
         if stop.is_set():
             return None
         try:
-            return run_shard(model, shard, folder, name, config, scoring.submit, expected_schema=expected,
-                             stop=stop, on_progress=on_progress)
+            return run_or_quarantine(model, shard, folder, name, config, scoring.submit, stop=stop,
+                                     on_progress=on_progress)
         except Cancelled:
             return None
-        except ContractError as exc:
-            if config.fail_fast:
-                stop.set()
-                raise
-            try:
-                return folder.quarantine(shard, name, exc)
-            except BaseException:
-                stop.set()
-                raise
         except BaseException:
             stop.set()
             raise

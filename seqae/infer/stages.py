@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -132,13 +133,17 @@ class ShardOutput:
         self._steps = StepScores(steps_schema.field(0).type) if steps_schema is not None else None
         self._steps_writer: AtomicParquetWriter | None = None
         self.steps_written = 0
+        # Names this attempt in the data file's footer and in its entry: a commit checks that the
+        # file in place is its own (another writer of the same shard is a conflict, not a merge).
+        self.attempt = uuid.uuid4().hex
+        # A recompute (another model, threshold or max_length; --overwrite) first withdraws the
+        # shard's earlier commit, entry first, then its files: after a kill no file of an older
+        # attempt (a stale rejects file) is ever counted under a newer entry, nor a newer file
+        # under an older entry.
+        folder.withdraw(name)
 
     def _writer_for(self, location, schema: pa.Schema) -> AtomicParquetWriter:
-        if not self.folder.location.atomic_rename:
-            # Object stores: files are written under their final names, so an earlier commit of this
-            # shard must stop counting before they are overwritten (a crash then leaves uncommitted
-            # files, never an old entry over new or partial data).
-            self.folder.entry_file(self.name).delete()
+        self.folder.check_writer()
         return AtomicParquetWriter(location, schema, row_group_size=row_group_rows(schema))
 
     def _open(self) -> AtomicParquetWriter:
@@ -188,7 +193,8 @@ class ShardOutput:
         record = {**self.model.identity.to_dict(), "seqae_version": __version__,
                   "provider": self.model.scorer.provider, "source": self.shard.uri,
                   "fingerprint": self.shard.fingerprint, "rows_in": rows_in, "rows_written": self.rows_written,
-                  "rows_rejected": rejected, "stats": stats.to_dict(), "created_at": utc_now()}
+                  "rows_rejected": rejected, "stats": stats.to_dict(), "attempt": self.attempt,
+                  "created_at": utc_now()}
         if self._steps is not None:
             self._write_steps(self._steps.finish())
             record["steps_written"] = self.steps_written

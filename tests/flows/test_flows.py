@@ -1,6 +1,7 @@
 """Whole flows under prefect_test_harness, on tiny models."""
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,7 +36,7 @@ def test_pipeline_trains_promotes_embeds_and_evaluates(prefect_harness, make_sin
     assert summary["model_id"] == current.model_id and summary["totals"]["rows_in"] == 120
 
 
-def test_embed_flow_skips_done_shards_and_fails_only_the_bad_one(prefect_harness, model_dir, mixed_dir, tmp_path):
+def test_embed_flow_skips_done_shards_and_quarantines_the_bad_one(prefect_harness, model_dir, mixed_dir, tmp_path):
     from flows.definitions import embed
 
     data, _ = mixed_dir
@@ -43,11 +44,70 @@ def test_embed_flow_skips_done_shards_and_fails_only_the_bad_one(prefect_harness
     first = embed(str(data), str(out), model_dir=str(model_dir), config=EmbedConfig(device="cpu"))
     assert first["totals"]["shards_done"] == 3
     pq.write_table(pa.table({"id": [1], "values": [["x"]]}), data / "d.parquet")  # off contract
-    with pytest.raises(RuntimeError, match=r"1 of 4 shard\(s\) failed .*d.parquet: ContractError"):
-        embed(str(data), str(out), model_dir=str(model_dir), config=EmbedConfig(device="cpu"))
+    second = embed(str(data), str(out), model_dir=str(model_dir), config=EmbedConfig(device="cpu"))
     assert [loc.name for loc in committed_outputs(out)] == ["a.parquet", "b.parquet", "c.parquet"]
+    assert (out / "_rejects" / "_files" / "d.parquet.json").is_file()
     summary = json.loads((out / "_manifest.json").read_text())
-    assert summary["totals"]["shards_skipped"] == 3 and summary["totals"]["rows_in"] == 90
+    assert summary["totals"] == second["totals"] == {
+        "shards": 4, "shards_done": 0, "shards_skipped": 3, "rows_in": 91, "rows_written": 87, "rows_rejected": 3,
+        "shards_quarantined": 1, "rows_quarantined": 1}
+    with pytest.raises(RuntimeError, match=r"1 of 4 shard\(s\) failed .*d.parquet: ContractError"):
+        embed(str(data), str(out), model_dir=str(model_dir), config=EmbedConfig(device="cpu", fail_fast=True))
+
+
+def folder_state(out):
+    """What a reader sees in an output folder: committed outputs with their rows, rejects, quarantine
+    records (no timestamps)."""
+    out = Path(out)
+    state = {loc.name: pq.read_table(loc.path).to_pylist() for loc in committed_outputs(out)}
+    for path in sorted((out / "_rejects").rglob("*")) if (out / "_rejects").exists() else []:
+        if path.suffix == ".parquet":
+            state[f"rejects/{path.name}"] = pq.read_table(path).to_pylist()
+        elif path.suffix == ".json":
+            record = json.loads(path.read_text())
+            state[f"quarantined/{path.name}"] = (record["shard"], record["rows"])
+    state["listing"] = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                              if p.is_file() and p.name not in ("_manifest.json", ".seqae.lock"))
+    return state
+
+
+def rows(totals):
+    return {k: v for k, v in totals.items() if k.startswith(("rows", "shards_quarantined")) or k == "shards"}
+
+
+def test_the_flow_and_embed_leave_identical_folders(prefect_harness, model_dir, make_sine_table, tmp_path):
+    """Arrivals, a name collision that renames an output, an `only` run, a deletion: embed() and the
+    flow plan, withdraw and commit through the same library code."""
+    from flows.definitions import embed as embed_flow
+    from seqae.infer import embed as embed_library
+
+    table = make_sine_table(n=60, length=12, seed=4)
+    data = tmp_path / "data"
+    data.mkdir()
+    cpu = EmbedConfig(device="cpu")
+
+    def both(only=None):
+        flow = embed_flow(str(data), str(tmp_path / "flow"), model_dir=str(model_dir), config=cpu, only=only,
+                          drift_alpha=None)
+        library = embed_library(model_dir, str(data), tmp_path / "lib", cpu)
+        return flow, library
+
+    pq.write_table(table.slice(0, 20), data / "x.parquet")
+    both()
+    pq.write_table(table.slice(20, 20), data / "x.pq")  # collides with x.parquet: both get hashed names
+    both(only=str(data / "x.pq"))
+    flow, library = both()
+    assert rows(flow["totals"]) == rows(library.totals) and flow["totals"]["rows_in"] == 40
+    assert folder_state(tmp_path / "flow") == folder_state(tmp_path / "lib")
+    assert len(committed_outputs(tmp_path / "flow")) == 2
+    (data / "x.parquet").unlink()
+    pq.write_table(pa.table({"id": [1], "values": [["x"]]}), data / "y.parquet")  # quarantined on both paths
+    flow, library = both()
+    assert rows(flow["totals"]) == rows(library.totals) and flow["totals"]["rows_quarantined"] == 1
+    assert folder_state(tmp_path / "flow") == folder_state(tmp_path / "lib")
+    assert [loc.name for loc in committed_outputs(tmp_path / "flow")] == ["x.parquet"]
+    with pytest.raises(ValueError, match=r"^only: expected one Parquet file of"):
+        embed_flow(str(data), str(tmp_path / "flow"), model_dir=str(model_dir), config=cpu, only=str(data))
 
 
 def test_embed_flow_without_a_model_says_what_to_give(prefect_harness, mixed_dir, tmp_path):

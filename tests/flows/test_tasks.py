@@ -30,6 +30,9 @@ def test_plan_shards_names_outputs_like_embed_and_picks_one(mixed_dir, tmp_path)
     assert plan_shards.fn(str(data), str(tmp_path / "out"), only=str(data / "b.parquet")) == [planned[1]]
     with pytest.raises(ValueError, match="not a shard of"):
         plan_shards.fn(str(data / "a.parquet"), str(tmp_path / "out"), only=str(data / "b.parquet"))
+    for only in (str(data), str(data / "*.parquet")):  # never just the first of many
+        with pytest.raises(ValueError, match=rf"^only: expected one Parquet file of {data}, got .* \(3 file\(s\)\)$"):
+            plan_shards.fn(str(data), str(tmp_path / "out"), only=only)
 
 
 @pytest.mark.slow

@@ -122,3 +122,89 @@ def test_tidy_removes_what_killed_writers_left_only_when_no_run_holds_the_folder
     assert sorted(folder.tidy()) == sorted(str(p) for p in left)
     assert not any(path.exists() for path in left) and (tmp_path / "out" / "a.parquet").exists()
     assert OutputFolder(tmp_path / "never-made").tidy() == []
+
+
+def test_only_names_made_by_location_temporary_are_leftovers(tmp_path):
+    folder = OutputFolder(tmp_path / "out")
+    folder.create()
+    notes, leftover = tmp_path / "out" / ".my-notes.tmp", tmp_path / "out" / ".a.parquet.0123abcd.tmp"
+    notes.write_text("mine")
+    leftover.write_bytes(b"partial")
+    folder.remove_leftovers()
+    assert notes.read_text() == "mine" and not leftover.exists()
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_never_followed(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    folder = OutputFolder(tmp_path / "out")
+    folder.create()
+    (tmp_path / "out" / ".seqae.lock").symlink_to(victim)
+    for exclusive in (True, False):
+        with pytest.raises(SeqaeError, match=r"^.*out/\.seqae\.lock: the lock file is a symbolic link; expected a "
+                                             r"regular file \(a lock is never followed\), remove the link$"):
+            with folder.lock(exclusive=exclusive):
+                pass
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("how", ["relative", "file-uri", "symlink"])
+def test_an_output_folder_inside_the_data_is_never_read_as_input(tmp_path, monkeypatch, how):
+    from seqae.infer import plan_embed
+
+    data = tmp_path / "data"
+    (data / "out").mkdir(parents=True)
+    pq.write_table(pa.table({"id": [1]}), data / "a.parquet")
+    pq.write_table(pa.table({"id": [2]}), data / "out" / "a.parquet")  # an output of an earlier run
+    monkeypatch.chdir(tmp_path)
+    out = {"relative": "data/out", "file-uri": f"file://{data}/out", "symlink": str(tmp_path / "link")}[how]
+    if how == "symlink":
+        (tmp_path / "link").symlink_to(data / "out")
+    plan = plan_embed("data" if how == "relative" else str(data), out)
+    assert [p.shard.path for p in plan.shards] == [str(data / "a.parquet")]
+
+
+def test_only_must_name_exactly_one_shard_of_the_data(tmp_path):
+    from seqae.errors import ConfigError
+    from seqae.infer import plan_embed
+
+    for name in ("a", "b"):
+        pq.write_table(pa.table({"id": [1]}), tmp_path / f"{name}.parquet")
+    out = tmp_path / "out"
+    assert [p.output for p in plan_embed(str(tmp_path), out, only=str(tmp_path / "b.parquet")).selected] == ["b.parquet"]
+    for only in (str(tmp_path), str(tmp_path / "*.parquet")):
+        with pytest.raises(ConfigError, match=rf"^only: expected one Parquet file of {tmp_path}, got .* \(2 file\(s\)\)$"):
+            plan_embed(str(tmp_path), out, only=only)
+
+
+def _commit(folder, shard, name):
+    pq.write_table(pa.table({"id": [1, 2]}), folder.data_file(name).path)
+    folder.commit(name, {**IDENTITY.to_dict(), "source": shard.uri, "fingerprint": shard.fingerprint, "rows_in": 2,
+                         "rows_written": 2, "rows_rejected": 0})
+
+
+def test_outputs_of_renamed_or_deleted_sources_are_withdrawn(tmp_path):
+    from seqae.infer import plan_embed
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("x", "y"):
+        pq.write_table(pa.table({"id": [1, 2]}), data / f"{name}.parquet")
+    folder = OutputFolder(tmp_path / "out")
+    folder.create()
+    for p in plan_embed(str(data), folder.location).shards:
+        _commit(folder, p.shard, p.output)
+    (data / "y.parquet").unlink()  # deleted
+    pq.write_table(pa.table({"id": [3]}), data / "x.pq")  # x.parquet is now written as x-<hash>.parquet
+    plan = plan_embed(str(data), folder.location)
+    assert folder.withdraw_stale(plan) == ["x.parquet", "y.parquet"]
+    assert folder.entry_names() == [] and not folder.data_file("x.parquet").is_file()
+
+
+def test_a_commit_over_another_writers_entry_is_a_conflict(committed):
+    from seqae.infer import CommitConflictError
+
+    shard, folder = committed
+    with pytest.raises(CommitConflictError, match=r"_manifest/a.parquet.json: another writer committed it first "
+                                                  r"while this run wrote it; expected no other writer"):
+        folder.commit("a.parquet", {"rows_in": 1})

@@ -143,3 +143,27 @@ def test_null_scorer_measures_the_pipeline_with_the_real_schema(model_dir, mixed
     out = tables(tmp_path / "out")["a.parquet"]
     assert out.schema.names == ["id", "label", "embedding", "recon_error", "pred_error", "length"]
     assert np.stack(out.column("embedding").to_numpy(zero_copy_only=False)).shape == (out.num_rows, 4)
+
+
+def test_embed_shard_quarantines_a_file_that_breaks_the_contract_like_embed(model_dir, mixed_dir, tmp_path):
+    data, _ = mixed_dir
+    pq.write_table(pa.table({"id": [1, 2], "values": [["x"], ["y"]]}), data / "d.parquet")
+    result = embed_shard(model_dir, data / "d.parquet", tmp_path / "out", CPU)
+    assert (result.status, result.rows_in, result.rows_quarantined) == ("quarantined", 2, 2)
+    assert result.error.startswith(f"{data / 'd.parquet'}: column 'values': wrong type")
+    assert (tmp_path / "out" / "_rejects" / "_files" / "d.parquet.json").is_file()
+    with pytest.raises(ContractError, match="column 'values': wrong type"):
+        embed_shard(model_dir, data / "d.parquet", tmp_path / "out", EmbedConfig(device="cpu", fail_fast=True))
+    report = embed(model_dir, str(data), tmp_path / "job", CPU)
+    assert [s.to_dict() | {"seconds": 0} for s in report.quarantined] == [result.to_dict() | {"seconds": 0}]
+
+
+def test_concurrent_embed_shard_calls_for_one_shard_run_one_after_the_other(model_dir, mixed_dir, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data, _ = mixed_dir
+    model = InferenceModel.open(model_dir, CPU)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: embed_shard(model, data / "c.parquet", tmp_path / "out", CPU), range(4)))
+    assert sorted(r.status for r in results) == ["done", "skipped", "skipped", "skipped"]
+    assert [loc.name for loc in committed_outputs(tmp_path / "out")] == ["c.parquet"]

@@ -286,3 +286,72 @@ def test_fp16_parity_step_runs_up_to_the_gpu_here(model_dir, mixed_dir, tmp_path
     result = _fp16_check(model, resolve_shards(str(data)))
     assert result == {"measured": False, "reason": result["reason"]}
     assert "no usable CUDA provider" in result["reason"]
+
+
+def committed_accounts(out):
+    """Every committed entry against its files: data rows == rows_written, rejects rows == rows_rejected
+    (no rejects file when none); returns {source: rows_in}."""
+    from seqae.infer import OutputFolder
+    from seqae.io import rejects_path
+
+    folder, found = OutputFolder(out), {}
+    for name in folder.entry_names():
+        entry = folder.read_entry(name)
+        data = folder.data_file(name)
+        assert pq.read_metadata(data.path).num_rows == entry["rows_written"], name
+        rejects = rejects_path(folder.location, name)
+        rejected = pq.read_metadata(rejects.path).num_rows if rejects.is_file() else 0
+        assert rejected == entry["rows_rejected"], name
+        assert entry["rows_in"] == entry["rows_written"] + entry["rows_rejected"]
+        found[entry["source"]] = entry["rows_in"]
+    return found
+
+
+def test_a_kill_during_a_recompute_leaves_no_stale_file_under_the_older_entry(model_dir, mixed_dir, tmp_path,
+                                                                              monkeypatch):
+    import dataclasses
+
+    from seqae.infer import InferenceModel, OutputFolder
+
+    data, _ = mixed_dir
+    out = tmp_path / "out"
+    cpu = EmbedConfig(device="cpu", workers=1)
+    embed(model_dir, str(data), out, cpu)
+    stricter = dataclasses.replace(InferenceModel.open(model_dir, cpu).data, max_length=8)
+    real = OutputFolder.commit
+
+    def killed(self, name, record):
+        if name == "c.parquet":
+            raise KeyboardInterrupt  # the recompute of c dies after its files, before its entry
+        real(self, name, record)
+
+    monkeypatch.setattr(OutputFolder, "commit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        embed(model_dir, str(data), out, cpu, data_config=stricter)
+    monkeypatch.setattr(OutputFolder, "commit", real)
+    assert "c.parquet" not in OutputFolder(out).entry_names()  # withdrawn before anything was written
+    committed_accounts(out)
+    rerun = embed(model_dir, str(data), out, cpu)  # the older config: c is redone, not skipped over a stale file
+    assert committed_accounts(out) == {str(data / n): 30 for n in ("a.parquet", "b.parquet", "c.parquet")}
+    assert rerun.totals["rows_in"] == 90 and rerun.totals["rows_rejected"] == 3
+
+
+def test_shards_are_checked_against_the_contract_never_against_each_other(model_dir, mixed_dir, tmp_path):
+    """A stray file that sorts first (an extra column) quarantines nothing; shards written by pandas
+    and Polars beside pyarrow ones share the output schema."""
+    import polars as pl
+
+    data, table = mixed_dir
+    pq.write_table(table.slice(0, 5).append_column("note", pa.array(["x"] * 5)), data / "0-stray.parquet")
+    # what pandas writes (pandas is not installed here): its metadata and its own field flags
+    pandas_like = table.slice(0, 10)
+    pandas_like = pandas_like.cast(pa.schema([pa.field(f.name, f.type, nullable=f.name != "id") for f in table.schema],
+                                             metadata={b"pandas": b'{"index_columns": []}'}))
+    pq.write_table(pandas_like, data / "p-pandas.parquet")
+    pl.from_arrow(table.slice(10, 10)).write_parquet(data / "p-polars.parquet")
+    report = embed(model_dir, str(data), tmp_path / "out", EmbedConfig(device="cpu"))
+    assert report.quarantined == [] and report.totals["shards_done"] == 6
+    schemas = {p.name: pq.read_schema(p) for p in iter_outputs(tmp_path / "out")}
+    clean = {n: s.remove_metadata() for n, s in schemas.items() if n != "0-stray.parquet"}
+    assert len({str(s) for s in clean.values()}) == 1, clean
+    assert b"pandas" not in (schemas["p-pandas.parquet"].metadata or {})

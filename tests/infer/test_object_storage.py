@@ -15,7 +15,7 @@ from seqae.config import EmbedConfig
 from seqae.infer import InferenceModel, OutputFolder, committed_outputs, embed
 from seqae.storage import Location
 
-pytestmark = pytest.mark.slow  # trains the tiny model (tests/conftest.py)
+slow = pytest.mark.slow  # trains the tiny model (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +38,7 @@ def tables(out) -> dict[str, object]:
     return {loc.name: pq.read_table(loc.path, filesystem=loc.filesystem) for loc in committed_outputs(out)}
 
 
+@slow
 def test_embed_s3_to_s3_equals_the_local_run_and_a_rerun_skips(s3, model_dir, mixed_dir, tmp_path):
     data, _ = mixed_dir
     config = EmbedConfig(device="cpu", read_batch_size=11)
@@ -65,8 +66,10 @@ def test_embed_s3_to_s3_equals_the_local_run_and_a_rerun_skips(s3, model_dir, mi
 KILLER = """
 import os, signal, sys
 from seqae.config import EmbedConfig
+import seqae.lease
 from seqae.infer import OutputFolder, embed
 
+seqae.lease.LEASE_SECONDS = 3.0  # the dead run's lease runs out soon
 commit = OutputFolder.commit
 
 def commit_or_die(self, name, record):
@@ -79,6 +82,7 @@ embed(sys.argv[1], sys.argv[2], sys.argv[3], EmbedConfig(device="cpu", workers=1
 """
 
 
+@slow
 def test_a_killed_run_on_s3_leaves_no_committed_partial_output(s3, model_dir, mixed_dir, tmp_path):
     data, _ = mixed_dir
     config = EmbedConfig(device="cpu", read_batch_size=11)
@@ -97,6 +101,13 @@ def test_a_killed_run_on_s3_leaves_no_committed_partial_output(s3, model_dir, mi
     assert [loc.name for loc in committed_outputs(out_uri)] == ["a.parquet"]
     assert OutputFolder(out_uri).entry_names() == ["a.parquet"]
 
+    from seqae.lease import FolderBusyError
+
+    with pytest.raises(FolderBusyError, match="another seqae run is writing to this folder"):
+        embed(model_uri, data_uri, out_uri, config)  # the dead run's lease is still live
+    import time
+
+    time.sleep(3.5)  # then it runs out, and the rerun takes it over
     rerun = embed(model_uri, data_uri, out_uri, config)
     assert {s.output: s.status for s in rerun.shards} == {"a.parquet": "skipped", "b.parquet": "done",
                                                           "c.parquet": "done"}
@@ -108,6 +119,7 @@ def test_a_killed_run_on_s3_leaves_no_committed_partial_output(s3, model_dir, mi
     assert s3.secret not in killed.stdout + killed.stderr
 
 
+@slow
 def test_cli_errors_and_logs_never_print_the_secret(s3, model_dir, tmp_path):
     def seqae(*args):
         return subprocess.run([sys.executable, "-m", "seqae.cli", "embed", *args, "--device", "cpu"], cwd=ROOT,
@@ -133,3 +145,59 @@ def test_cli_errors_and_logs_never_print_the_secret(s3, model_dir, tmp_path):
     assert results[1].stderr.startswith(f"error: s3://***@{s3.bucket}/models/m: credentials in a URI are refused "
                                          "(user info (KEY:SECRET@))"), results[1].stderr
     assert f"s3://{s3.bucket}/models/none holds no seqae.json" in results[2].stderr, results[2].stderr
+
+
+def test_a_second_writer_on_s3_is_refused_until_the_lease_runs_out(s3):
+    """The lease: a conditional create; a live one refuses the next run (FolderBusyError), a dead
+    holder's (expired) is taken over by a conditional replace, and the old holder finds it lost."""
+    import time
+
+    from seqae.lease import FolderBusyError, Lease
+
+    out = Location.of(f"s3://{s3.bucket}/out")
+    first = Lease(out, ttl_s=1.5, holder="run one").acquire()
+    with pytest.raises(FolderBusyError, match=rf"^s3://{s3.bucket}/out: another seqae run is writing to this folder "
+                                              r"\(run one\); wait for it to finish or give another --out$"):
+        Lease(out, holder="run two").acquire()
+    with pytest.raises(FolderBusyError, match="another seqae run is writing to this folder"):
+        with OutputFolder(out).lock(exclusive=False):  # an embed_shard call refuses too
+            pass
+    time.sleep(2.0)  # renewed meanwhile: still held
+    with pytest.raises(FolderBusyError, match=r"\(run one\)"):
+        Lease(out, holder="run two").acquire()
+    first._stop.set()  # the holder dies: no more renewals
+    first._thread.join()
+    time.sleep(1.7)
+    second = Lease(out, ttl_s=30, holder="run two").acquire()
+    assert first.renew() is False
+    with pytest.raises(FolderBusyError, match=r"this run's lease on the folder was lost \(it was taken over"):
+        first.check()
+    first.release()  # a lost lease is not deleted: it is another run's now
+    with pytest.raises(FolderBusyError, match=r"\(run two\)"):
+        Lease(out).acquire()
+    second.release()
+    with OutputFolder(out).lock(exclusive=True):  # free again
+        pass
+
+
+def test_an_s3_entry_is_created_only_if_absent(s3):
+    from seqae.infer import CommitConflictError
+
+    folder = OutputFolder(f"s3://{s3.bucket}/out")
+    folder.commit("a.parquet", {"rows_in": 1})
+    with pytest.raises(CommitConflictError, match="another writer committed it first"):
+        folder.commit("a.parquet", {"rows_in": 2})
+    assert folder.read_entry("a.parquet")["rows_in"] == 1
+
+
+@slow
+def test_a_second_embed_into_one_s3_folder_refuses(s3, model_dir, mixed_dir):
+    from seqae.lease import FolderBusyError
+
+    data, _ = mixed_dir
+    out = f"s3://{s3.bucket}/out"
+    with OutputFolder(out).lock(exclusive=True):  # the first run, holding its lease
+        with pytest.raises(FolderBusyError, match=rf"^s3://{s3.bucket}/out: another seqae run is writing"):
+            embed(model_dir, str(data), out, EmbedConfig(device="cpu"))
+    assert committed_outputs(out) == []
+    assert embed(model_dir, str(data), out, EmbedConfig(device="cpu")).totals["rows_in"] == 90
