@@ -31,7 +31,7 @@ from seqae.data.source import data_root
 from seqae.errors import ConfigError, SeqaeError
 from seqae.io import output_names_for, read_metadata, rejects_path
 from seqae.lease import CommitConflictError, FolderBusyError, Lease, busy, live_holder, put_if_absent
-from seqae.storage import Location, is_temporary, read_json, sha256_text, utc_now, write_bytes, write_json
+from seqae.storage import Location, is_temporary, read_json, sha256_text, utc_now, within, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,11 @@ def plan_embed(data: str, out: str | os.PathLike | Location, only: str | None = 
 
 
 def _only(only: str, data: str, planned: tuple[PlannedShard, ...]) -> PlannedShard:
+    # On the text first: a path from an event must not probe what this worker's credentials can reach.
+    try:
+        within(only, data)
+    except SeqaeError as exc:
+        raise ConfigError(f"only: {exc}") from None
     named = resolve_shards(only)
     is_file = len(named) == 1 and not any(c in str(only) for c in "*?[") and not Location.of(only).is_dir()
     if not is_file:

@@ -172,9 +172,25 @@ def test_only_must_name_exactly_one_shard_of_the_data(tmp_path):
         pq.write_table(pa.table({"id": [1]}), tmp_path / f"{name}.parquet")
     out = tmp_path / "out"
     assert [p.output for p in plan_embed(str(tmp_path), out, only=str(tmp_path / "b.parquet")).selected] == ["b.parquet"]
-    for only in (str(tmp_path), str(tmp_path / "*.parquet")):
-        with pytest.raises(ConfigError, match=rf"^only: expected one Parquet file of {tmp_path}, got .* \(2 file\(s\)\)$"):
-            plan_embed(str(tmp_path), out, only=only)
+    with pytest.raises(ConfigError, match=rf"^only: expected one Parquet file of {tmp_path}, got .* \(2 file\(s\)\)$"):
+        plan_embed(str(tmp_path), out, only=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^only: .*: expected one file inside the data root .*, found a wildcard$"):
+        plan_embed(str(tmp_path), out, only=str(tmp_path / "*.parquet"))
+
+
+def test_only_outside_the_data_is_refused_before_it_is_opened(tmp_path, monkeypatch):
+    from seqae.errors import ConfigError
+    from seqae.infer import commit, plan_embed
+
+    pq.write_table(pa.table({"id": [1]}), tmp_path / "a.parquet")
+    opened = []
+    real = commit.resolve_shards
+    monkeypatch.setattr(commit, "resolve_shards", lambda where: opened.append(where) or real(where))
+    for outside in ("/etc/passwd", str(tmp_path / ".." / "x.parquet")):
+        opened.clear()
+        with pytest.raises(ConfigError, match=r"^only: "):
+            plan_embed(str(tmp_path), tmp_path / "out", only=outside)
+        assert outside not in opened
 
 
 def _commit(folder, shard, name):
