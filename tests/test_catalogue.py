@@ -79,11 +79,24 @@ FILE_CASES = {
     "fixed_size_feature_count": (lambda p, g: pq.write_table(rows([[[1.0, 2.0]] * 4],
                                                                   typ=pa.list_(pa.list_(pa.float32(), 2))), p),
                                  "wrong feature count"),
-    "passthrough_of_another_type": (lambda p, g: pq.write_table(rows(GOOD).set_column(
-        1, "label", pa.array(["x"] * 3)), p), "column 'label': its columns differ from the first shard's"),
-    "extra_passthrough_column": (lambda p, g: pq.write_table(rows(GOOD).append_column("extra", pa.array([1, 2, 3])), p),
-                                 "column 'extra': its columns differ from the first shard's"),
 }
+
+# Shards are checked against the model's contract, never against each other: a file whose
+# pass-through columns differ from its neighbours' is embedded with its own columns.
+CONTRACT_ALLOWS = {
+    "passthrough_of_another_type": lambda p: pq.write_table(rows(GOOD).set_column(1, "label", pa.array(["x"] * 3)), p),
+    "extra_passthrough_column": lambda p: pq.write_table(rows(GOOD).append_column("extra", pa.array([1, 2, 3])), p),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTRACT_ALLOWS))
+@pytest.mark.parametrize("sorts", ["first", "last"])
+def test_a_shard_unlike_its_neighbours_but_within_the_contract_is_embedded(case, sorts, model_dir, two_good,
+                                                                          tmp_path):
+    CONTRACT_ALLOWS[case](two_good / ("0.parquet" if sorts == "first" else "c.parquet"))
+    report = embed(model_dir, str(two_good), tmp_path / "out", CPU)
+    reconciles(report)
+    assert not report.quarantined and report.totals["shards_done"] == 3
 
 
 @pytest.fixture()
