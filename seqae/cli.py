@@ -2,34 +2,192 @@
 
 Options are checked before any work starts; a ``SeqaeError`` ends the command with one line on
 stderr and exit code 1 (2 for usage errors, as Typer does).
+
+Options that set a config field are bound from that field (``config_options``): its default, its
+help, its choices and its type are written once, in ``seqae.config``. Their defaults equal the
+configs' defaults, so a command builds each config from the options given on the command line
+only (``seqae train`` merges those over its ``--config`` file).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Iterator
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
+import typer.core
+from rich.console import Console, Group
+from rich.padding import Padding
+from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
 
 from seqae import names
 from seqae._version import __version__
+from seqae.config import (
+    DataConfig,
+    EmbedConfig,
+    ExportConfig,
+    ModelConfig,
+    SessionOptions,
+    ThresholdConfig,
+    TrainConfig,
+)
+from seqae.configbase import choices_of
 from seqae.errors import SeqaeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="seqae: LSTM sequence autoencoders on Parquet, exported to ONNX, run as batch jobs.")
-datasets_app = typer.Typer(no_args_is_help=True, help="Write a bundled dataset as Parquet shards.")
-app.add_typer(datasets_app, name="datasets")
-
 console = Console(stderr=True)
-_state = {"quiet": False}
+_state = {"quiet": False, "verbose": False}
+
+
+# -- help that reads at 80 columns -----------------------------------------------------------------
+def _paragraphs(text: str) -> str:
+    """A docstring's paragraphs, each on one line (rich wraps them to the terminal)."""
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(text).split("\n\n"))
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` wrapped at ``width`` without splitting a trailing ``[default: ...; x>=1]``."""
+    import textwrap
+
+    text = " ".join(text.split())
+    head, bracket, extras = text.rpartition(" [")
+    if bracket and extras.endswith("]"):  # textwrap breaks at ASCII whitespace only: not at U+00A0
+        text = f"{head} [{extras.replace(' ', chr(0xA0))}"
+    return textwrap.fill(text, max(width, 20), break_on_hyphens=False, break_long_words=False).replace(chr(0xA0), " ")
+
+
+def _options_panels(command, ctx, width: int) -> list[Panel]:
+    """One panel per ``rich_help_panel``, each option on its own line (names, type or choices) with its
+    help, default and range indented below: Typer's table puts names, type and help side by side, which
+    at 80 columns cuts long option names and splits choices mid-word."""
+    panels: dict[str, list] = {}
+    for param in command.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is None:
+            continue
+        names_and_type, help_text = record
+        head = Text(("* " if param.required else "  ") + names_and_type.replace(" / ", "/"), style="bold cyan")
+        rows = panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", [])
+        rows.append(head)
+        if help_text:
+            rows.append(Padding(Text(_wrap(help_text, width - 10)), (0, 0, 0, 6)))  # border, padding, indent
+    return [Panel(Group(*rows), title=title, title_align="left", border_style="dim") for title, rows in panels.items()]
+
+
+def _commands_panel(group, ctx) -> Panel | None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    for name in group.list_commands(ctx):
+        sub = group.get_command(ctx, name)
+        if sub is not None and not sub.hidden:
+            table.add_row(name, _paragraphs(sub.help or "").split("\n\n")[0])
+    return Panel(table, title="Commands", title_align="left", border_style="dim") if table.row_count else None
+
+
+def _print_help(command, ctx) -> None:
+    out = Console(highlight=False)
+    out.print(Padding(Text(command.get_usage(ctx), style="bold"), (1, 1, 1, 1)))
+    if command.help:
+        out.print(Padding(Text(_paragraphs(command.help)), (0, 1, 1, 1)))
+    for panel in _options_panels(command, ctx, out.width):
+        out.print(panel)
+    if isinstance(command, typer.core.TyperGroup) and (panel := _commands_panel(command, ctx)) is not None:
+        out.print(panel)
+
+
+class HelpCommand(typer.core.TyperCommand):
+    def format_help(self, ctx, formatter) -> None:
+        _print_help(self, ctx)
+
+
+class HelpGroup(typer.core.TyperGroup):
+    def format_help(self, ctx, formatter) -> None:
+        _print_help(self, ctx)
+
+
+app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="seqae: LSTM sequence autoencoders on Parquet, exported to ONNX, run as batch jobs.")
+datasets_app = typer.Typer(cls=HelpGroup, no_args_is_help=True, help="Write a bundled dataset as Parquet shards.")
+app.add_typer(datasets_app, name="datasets")
+command = functools.partial(app.command, cls=HelpCommand)
+
+
+# -- options bound from config fields ------------------------------------------------------------
+@functools.cache
+def _choices(literal) -> type[Enum]:
+    """The command line's choices of a ``Literal`` of ``seqae.config``."""
+    return Enum("Choice", [(v, v) for v in choices_of(literal)], type=str)
+
+
+def _bind(cls: type, name: str, panel: str | None) -> tuple[str, inspect.Parameter, Callable[[Any], Any]]:
+    """The option of one config field: (parameter name, parameter, value -> field value)."""
+    field = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+    if field is None or "help" not in field.metadata:
+        raise TypeError(f"{cls.__name__}.{name} is not a field made with configbase.option()")
+    kind = typing.get_type_hints(cls)[name]
+    args = typing.get_args(kind)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else kind
+    default, parse = field.default, (lambda value: value)
+    if typing.get_origin(base) is typing.Literal:
+        base = _choices(base)
+        default, parse = base(default), (lambda value: value.value)
+    elif typing.get_origin(base) is tuple:  # tuple[str, ...]: comma-separated on the command line
+        base, parse = str, (lambda value: tuple(c.strip() for c in value.split(",")))
+    meta = field.metadata
+    info = typer.Option(help=meta["help"], show_default=True, min=meta.get("min"), max=meta.get("max"),
+                        rich_help_panel=panel)
+    annotation = Annotated[Optional[base] if optional else base, info]
+    param = meta.get("flag", name)
+    return param, inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default), parse
+
+
+def config_options(**groups: tuple[type, Sequence[str], str | None]):
+    """Add to the decorated command one option per named config field, bound from the field: its
+    default, help and choices (``configbase.option``), its type. ``train_fields=(TrainConfig,
+    ["batch_size"], "Training")`` adds ``--batch-size`` in the help panel "Training"; the command
+    receives ``train_fields``: a dict of the fields whose option was given on the command line (the
+    defaults are the configs' own, so ``TrainConfig(**train_fields)`` is what the user asked for)."""
+    def decorate(function):
+        signature = inspect.signature(function, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.name not in groups]
+        bound: dict[str, tuple[str, str, Callable]] = {}
+        for group, (cls, fields, panel) in groups.items():
+            for name in fields:
+                param, parameter, parse = _bind(cls, name, panel)
+                params.append(parameter)
+                bound[param] = (group, name, parse)
+        params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+
+        @functools.wraps(function)
+        def run(ctx: typer.Context, **values):
+            given: dict[str, dict] = {group: {} for group in groups}
+            for param, (group, name, parse) in bound.items():
+                value = values.pop(param)
+                source = ctx.get_parameter_source(param)
+                if source is not None and source.name != "DEFAULT":
+                    given[group][name] = None if value is None else parse(value)
+            return function(**values, **given)
+
+        run.__signature__ = signature.replace(parameters=params)
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        run.bound = {param: (groups[group][0], name) for param, (group, name, _) in bound.items()}
+        return run
+    return decorate
 
 
 @contextmanager
@@ -68,23 +226,62 @@ def _local_path(value: str | None, what: str) -> Path | None:
     return None if value is None else Path(require_local(value, what))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, the effective config, and "
+                                          "TensorFlow's own log.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
 ) -> None:
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit(0)
-    _state["quiet"] = quiet
+    _state["quiet"], _state["verbose"] = quiet, verbose
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
-    for noisy in ("tensorflow", "absl", "tf2onnx", "h5py", "matplotlib", "PIL"):
+    for noisy in ("tf2onnx", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    for noisy in ("tensorflow", "absl"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.INFO)
+    if not verbose:  # read by TensorFlow's C++ logging when it loads: errors such as cuInit's too
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-@datasets_app.command("ucr-anomaly")
+def _load_tensorflow(required: bool = True) -> None:
+    """Import TensorFlow, quietly unless ``--verbose``: its native libraries write to the process's
+    stderr while they load (``cudart_stub``, "All log messages before absl::InitializeLog()"), before
+    any log level applies, so file descriptor 2 points at /dev/null for the import only. Raises
+    ``ModuleNotFoundError`` without the training extra, unless not ``required`` (then: nothing)."""
+    if not required:
+        from importlib.util import find_spec
+
+        if find_spec("tensorflow") is None:
+            return
+    if _state["verbose"] or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+        return
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@datasets_app.command("ucr-anomaly", cls=HelpCommand)
 def datasets_ucr_anomaly(
     out: Annotated[str, typer.Option(help="Directory to write train/ and test/ into.")],
     overwrite: Annotated[bool, typer.Option(help="Replace Parquet files already there.")] = False,
@@ -98,11 +295,7 @@ def datasets_ucr_anomaly(
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
-class DatasetName(str, Enum):
-    ecg5000 = "ecg5000"
-
-
-@datasets_app.command("ecg5000")
+@datasets_app.command("ecg5000", cls=HelpCommand)
 def datasets_ecg5000(
     out: Annotated[str, typer.Option(help="Directory to write part-NNNNN.parquet files into.")],
     shards: Annotated[int, typer.Option(min=1, help="Number of shards.")] = 1,
@@ -116,55 +309,19 @@ def datasets_ecg5000(
     typer.echo(f"wrote {len(paths)} shard(s) of ECG5000 to {out}")
 
 
-class SplitName(str, Enum):
-    auto = "auto"
-    key = "key"
-    time = "time"
+#: The data contract's options, the same for validate and train.
+DATA_OPTIONS = (DataConfig, ["layout", "key_column", "values_column", "time_column", "feature_columns", "window",
+                             "stride", "min_length", "max_length"], "Data contract")
 
 
-class LayoutName(str, Enum):
-    sequence = "sequence"
-    long = "long"
-
-
-def data_config_from_options(layout: LayoutName, key_column: str, values_column: str, time_column: str,
-                             feature_columns: Optional[str], window: Optional[int], stride: Optional[int],
-                             min_length: int, max_length: Optional[int]):
-    from seqae.data import DataConfig
-
-    return DataConfig(
-        layout=layout.value, key_column=key_column, values_column=values_column, time_column=time_column,
-        feature_columns=tuple(c.strip() for c in feature_columns.split(",")) if feature_columns else None,
-        window=window, stride=stride, min_length=min_length, max_length=max_length,
-    )
-
-
-LayoutOpt = Annotated[LayoutName, typer.Option(help="sequence: one row per sequence; long: one row per step.")]
-KeyOpt = Annotated[str, typer.Option(help="Key column (series key in the long layout).")]
-ValuesOpt = Annotated[str, typer.Option(help="List column holding the sequence (sequence layout).")]
-TimeOpt = Annotated[str, typer.Option(help="Time column (long layout).")]
-FeaturesOpt = Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (long layout).")]
-WindowOpt = Annotated[Optional[int], typer.Option(min=1, help="Steps per window (long layout).")]
-StrideOpt = Annotated[Optional[int], typer.Option(min=1, help="Steps between windows (long layout; default: window).")]
-MinLenOpt = Annotated[int, typer.Option(min=1, help="Reject sequences shorter than this.")]
-MaxLenOpt = Annotated[Optional[int], typer.Option(min=1, help="Reject sequences longer than this.")]
-
-
-@app.command("validate")
+@command("validate")
+@config_options(data_fields=DATA_OPTIONS)
 def validate_cmd(
     data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
     rejects_dir: Annotated[Optional[str], typer.Option(help="Write rejected rows to REJECTS_DIR/_rejects/.")] = None,
     filter: Annotated[Optional[str], typer.Option("--filter", help="Row filter, e.g. \"label == 1\".")] = None,
-    layout: LayoutOpt = LayoutName.sequence,
-    key_column: KeyOpt = "id",
-    values_column: ValuesOpt = "values",
-    time_column: TimeOpt = "time",
-    feature_columns: FeaturesOpt = None,
-    window: WindowOpt = None,
-    stride: StrideOpt = None,
-    min_length: MinLenOpt = 1,
-    max_length: MaxLenOpt = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that breaks the contract.")] = False,
+    *, data_fields: dict,
 ) -> None:
     """Check input shards against the data contract; print per-shard and total counts as JSON.
 
@@ -172,8 +329,7 @@ def validate_cmd(
     rejects_dir = _local_path(rejects_dir, "--rejects-dir of seqae validate")
     from seqae.scan import scan
 
-    config = data_config_from_options(layout, key_column, values_column, time_column, feature_columns,
-                                      window, stride, min_length, max_length)
+    config = DataConfig.from_dict(data_fields, "data options")
     with progress_bar("validate", None) as advance:
         report = scan(data, config, row_filter=filter, rejects_dir=rejects_dir, on_rows=advance, fail_fast=fail_fast)
     _print_json({"shards": [s.to_dict() for s in report.shards], "totals": report.totals,
@@ -188,86 +344,52 @@ def validate_cmd(
         raise typer.Exit(1)
 
 
-class ModeName(str, Enum):
-    reconstruct = "reconstruct"
-    predict = "predict"
-    composite = "composite"
+def _check_first_shard(data: str, data_config, train_config) -> None:
+    """The first shard's schema against the data options and the row filter, from its footer only
+    (well under a second), so that a wrong column name fails before TensorFlow loads (seconds)."""
+    from importlib.util import find_spec
+
+    from seqae.data import RowFilter, ShardReader, resolve_shards
+
+    if find_spec("tensorflow") is None:  # the inference install: say so before looking at the data
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+    row_filter = RowFilter.parse(train_config.row_filter) if train_config.row_filter else None
+    ShardReader(resolve_shards(data)[0], data_config, row_filter=row_filter)
 
 
-class DecoderName(str, Enum):
-    unconditioned = "unconditioned"
-    state = "state"
-    conditioned = "conditioned"
-
-
-class ActivationName(str, Enum):
-    tanh = "tanh"
-    relu = "relu"
-
-
-def _overrides(**options) -> dict:
-    """The options the user actually gave (None means 'not given': the config file or default stands)."""
-    return {k: (v.value if isinstance(v, Enum) else v) for k, v in options.items() if v is not None}
-
-
-@app.command("train")
+@command("train")
+@config_options(model_fields=(ModelConfig, ["mode", "horizon", "decoder", "reverse_target", "units", "latent_dim",
+                                            "num_layers", "dropout", "activation", "learning_rate"], "Model"),
+                train_fields=(TrainConfig, ["max_epochs", "patience", "lr_patience", "batch_size",
+                                            "validation_fraction", "validation_split", "row_filter", "seed",
+                                            "cache_mb"], "Training"),
+                data_fields=DATA_OPTIONS)
 def train_cmd(
     data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
     model_dir: Annotated[str, typer.Option(help="Model directory to write (replaced atomically).")],
-    config: Annotated[Optional[str], typer.Option(help="JSON or TOML file with sections model, data, train.")] = None,
-    mode: Annotated[Optional[ModeName], typer.Option(help="What the decoders learn.")] = None,
-    horizon: Annotated[Optional[int], typer.Option(min=1, help="Steps to predict (predict, composite).")] = None,
-    decoder: Annotated[Optional[DecoderName], typer.Option(help="Decoder kind.")] = None,
-    reverse: Annotated[Optional[bool], typer.Option("--reverse/--no-reverse", help="Reconstruct in reverse order.")] = None,
-    units: Annotated[Optional[int], typer.Option(min=1, help="LSTM units per layer.")] = None,
-    latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding size (bottleneck).")] = None,
-    layers: Annotated[Optional[int], typer.Option(min=1, help="Stacked LSTM layers.")] = None,
-    dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Dropout between layers.")] = None,
-    activation: Annotated[Optional[ActivationName], typer.Option(help="LSTM activation (tanh keeps the GPU paths).")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs; early stopping usually ends sooner.")] = None,
-    patience: Annotated[Optional[int], typer.Option(min=1, help="Epochs without improvement before stopping.")] = None,
-    lr_patience: Annotated[Optional[int], typer.Option(min=1, help="Epochs without improvement before the learning rate is halved.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per step.")] = None,
-    validation_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share held out for validation.")] = None,
-    validation_split: Annotated[Optional[SplitName], typer.Option(help="key: whole keys (series) by a seeded hash; time: the end of each series (long layout); auto: time for the long layout with few series, else key.")] = None,
-    filter: Annotated[Optional[str], typer.Option("--filter", help="Train on matching rows, e.g. \"label == 1\".")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for split, shuffling and initialisation.")] = None,
-    cache_mb: Annotated[Optional[int], typer.Option(min=0, help="Keep the decoded rows in memory when they fit this many MiB (0: read the shards every epoch).")] = None,
-    layout: Annotated[Optional[LayoutName], typer.Option(help="sequence or long.")] = None,
-    key_column: Annotated[Optional[str], typer.Option(help="Key column (series key in the long layout).")] = None,
-    values_column: Annotated[Optional[str], typer.Option(help="List column (sequence layout).")] = None,
-    time_column: Annotated[Optional[str], typer.Option(help="Time column (long layout).")] = None,
-    feature_columns: FeaturesOpt = None,
-    window: WindowOpt = None,
-    stride: StrideOpt = None,
-    max_length: MaxLenOpt = None,
+    config: Annotated[Optional[str], typer.Option(help="JSON or TOML file with sections model, data, train; "
+                                                  "options given here override it.")] = None,
+    *, model_fields: dict, train_fields: dict, data_fields: dict,
 ) -> None:
-    """Train an LSTM autoencoder on Parquet shards; print the effective config and the result as JSON."""
+    """Train an LSTM autoencoder on Parquet shards; print the result as JSON (with --verbose, the
+    effective config on stderr first)."""
     model_dir = _local_path(model_dir, "--model-dir of seqae train")
     config = _local_path(config, "--config of seqae train")
-    from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
+    from seqae.config import load_config_file
 
     sections = load_config_file(config) if config else {}
-    model_fields = {**sections.get("model", {}), **_overrides(
-        mode=mode, horizon=horizon, decoder=decoder, reverse_target=reverse, units=units, latent_dim=latent_dim,
-        num_layers=layers, dropout=dropout, activation=activation, learning_rate=learning_rate)}
-    if model_fields.get("mode", "reconstruct") != "reconstruct" and "horizon" not in model_fields:
+    model_fields = {**sections.get("model", {}), **model_fields}
+    if model_fields.get("mode", ModelConfig.mode) != "reconstruct" and "horizon" not in model_fields:
         raise typer.BadParameter("the predict and composite modes need --horizon", param_hint="--horizon")
-    data_fields = {**sections.get("data", {}), **_overrides(
-        layout=layout, key_column=key_column, values_column=values_column, time_column=time_column,
-        feature_columns=tuple(c.strip() for c in feature_columns.split(",")) if feature_columns else None,
-        window=window, stride=stride, max_length=max_length)}
-    train_fields = {**sections.get("train", {}), **_overrides(
-        max_epochs=epochs, patience=patience, lr_patience=lr_patience, batch_size=batch_size,
-        validation_fraction=validation_fraction,
-        validation_split=validation_split, row_filter=filter, seed=seed, cache_mb=cache_mb)}
     # Every option is checked before any data is read, without TensorFlow.
-    data_config = DataConfig.from_dict(data_fields, "data options")
-    train_config = TrainConfig.from_dict(train_fields, "train options")
+    data_config = DataConfig.from_dict({**sections.get("data", {}), **data_fields}, "data options")
+    train_config = TrainConfig.from_dict({**sections.get("train", {}), **train_fields}, "train options")
     model_config = ModelConfig.from_dict(model_fields, "model options")
-    effective = {"model": model_config.to_dict(), "data": data_config.to_dict(), "train": train_config.to_dict()}
-    console.print_json(json.dumps(effective)) if not _state["quiet"] else None
+    if _state["verbose"]:
+        effective = {"model": model_config.to_dict(), "data": data_config.to_dict(), "train": train_config.to_dict()}
+        console.print_json(json.dumps(effective))
+    _check_first_shard(data, data_config, train_config)
+    _load_tensorflow()
     from seqae.train import train
 
     with progress_bar("train", train_config.max_epochs, unit="epochs") as advance:
@@ -281,56 +403,38 @@ def train_cmd(
                  "validation": t["validation"], "warnings": t["warnings"], "seconds": t["seconds"]})
 
 
-@app.command("export")
+@command("export")
+@config_options(export_fields=(ExportConfig, ["opset", "fp16", "int8", "embedding_atol", "error_rtol"], None))
 def export_cmd(
     model_dir: Annotated[str, typer.Argument(help="Model directory written by `seqae train`.")],
     data: Annotated[Optional[str], typer.Option(help="Rows for the parity gate (default: the training data).")] = None,
-    opset: Annotated[int, typer.Option(min=13, max=18, help="ONNX opset.")] = 17,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Also write scorer.fp16.onnx for GPU serving.")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="Also write scorer.int8.onnx (dynamic int8 weights, CPU), kept if it passes its parity.")] = False,
-    embedding_atol: Annotated[float, typer.Option(min=0.0, help="Parity: absolute tolerance on embeddings.")] = 1e-4,
-    error_rtol: Annotated[float, typer.Option(min=0.0, help="Parity: relative tolerance on errors.")] = 1e-4,
+    *, export_fields: dict,
 ) -> None:
     """Write encoder.onnx and scorer.onnx next to the Keras model and check them against it."""
     model_dir = _local_path(model_dir, "MODEL_DIR of seqae export")
-    from seqae.config import ExportConfig
-
     if not (model_dir / names.METADATA_FILE).is_file():
         raise typer.BadParameter(f"{model_dir} holds no {names.METADATA_FILE}", param_hint="MODEL_DIR")
-    config = ExportConfig(opset=opset, fp16=fp16, int8=int8, embedding_atol=embedding_atol, error_rtol=error_rtol)
+    config = ExportConfig(**export_fields)
+    _load_tensorflow()
     from seqae.export import export
 
     result = export(model_dir, config, data=data)
     _print_json({"model_dir": str(model_dir), "files": result["files"], "parity": {
         k: v for k, v in result["parity"].items() if k in ("passed", "rows", "worst", "checks")},
-        **({"fp16_parity": result["fp16_parity"]} if fp16 else {}),
-        **({"int8_parity": result["int8_parity"]} if int8 else {})})
+        **({"fp16_parity": result["fp16_parity"]} if config.fp16 else {}),
+        **({"int8_parity": result["int8_parity"]} if config.int8 else {})})
 
 
-class DeviceName(str, Enum):
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
-
-
-@app.command("embed")
+@command("embed")
+@config_options(embed_fields=(EmbedConfig, ["device", "fp16", "int8", "batch_size", "read_batch_size", "workers",
+                                            "threads", "step_errors", "step_scores", "overwrite", "allow_cpu_nodes",
+                                            "fail_fast"], None))
 def embed_cmd(
     model: Annotated[str, typer.Option(help="Exported model directory (a local path or a URI such as s3://bucket/model).")],
     data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
     out: Annotated[str, typer.Option(help="Output folder or URI (one Parquet file per input shard).")],
-    device: Annotated[DeviceName, typer.Option(help="cuda fails without a usable GPU; auto falls back to the CPU.")] = DeviceName.auto,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Use scorer.fp16.onnx (CUDA only).")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="Use scorer.int8.onnx (CPU; seqae export --int8).")] = False,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per inference call (default per device).")] = None,
-    read_batch_size: Annotated[int, typer.Option(min=1, help="Rows per Parquet record batch.")] = 16384,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Shards read and written at once (default: cores, at most 8).")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
-    step_errors: Annotated[bool, typer.Option("--step-errors", help="Also write step_error per valid step.")] = False,
-    step_scores: Annotated[bool, typer.Option("--step-scores", help="Long layout: also write one row per series and time step (mean and max step error over the windows covering it) to OUT/_steps/.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute shards already done.")] = False,
-    allow_cpu_nodes: Annotated[bool, typer.Option("--allow-cpu-nodes", help="Warn, not fail, when heavy nodes leave the GPU.")] = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first unusable input file instead of quarantining it.")] = False,
     max_length: Annotated[Optional[int], typer.Option(min=1, help="Reject longer sequences (default: the limit recorded at training).")] = None,
+    *, embed_fields: dict,
 ) -> None:
     """Write embeddings and reconstruction errors for every input shard; resumable and idempotent.
 
@@ -338,7 +442,6 @@ def embed_cmd(
     under OUT/_rejects/_files/ with its reason while the other shards are processed; the command then
     exits 1 naming every such file.
     """
-    from seqae.config import EmbedConfig
     from seqae.infer import embed
     from seqae.storage import Location
 
@@ -348,13 +451,9 @@ def embed_cmd(
         raise typer.BadParameter(f"{shown} does not exist or is not a folder", param_hint="--model")
     if not where.join(names.METADATA_FILE).is_file():
         raise typer.BadParameter(f"{shown} holds no {names.METADATA_FILE}", param_hint="--model")
-    config = EmbedConfig(device=device.value, fp16=fp16, int8=int8, batch_size=batch_size, read_batch_size=read_batch_size,
-                         workers=workers, threads=threads, step_errors=step_errors, step_scores=step_scores,
-                         overwrite=overwrite, allow_cpu_nodes=allow_cpu_nodes, fail_fast=fail_fast)
+    config = EmbedConfig(**embed_fields)
     data_config = None
     if max_length is not None:
-        import dataclasses
-
         from seqae.modeldir import ModelInfo
 
         data_config = dataclasses.replace(ModelInfo.read(model).data, max_length=max_length)
@@ -391,35 +490,33 @@ def _end_with_problems(report) -> None:
         raise typer.Exit(1)
 
 
-class MethodName(str, Enum):
-    pot = "pot"
-    percentile = "percentile"
+#: ``--device`` of the commands that score with the exported model (one onnxruntime session).
+DEVICE_OPTION = (SessionOptions, ["device"], None)
 
 
-@app.command("threshold")
+@command("threshold")
+@config_options(threshold_fields=(ThresholdConfig, ["method", "false_alarm_rate", "contamination", "tail_start"],
+                                  None), session=DEVICE_OPTION)
 def threshold_cmd(
     model: Annotated[str, typer.Option(help="Exported model directory.")],
     data: Annotated[Optional[str], typer.Option(help="Rows to fit on (default: the model's held-out reference).")] = None,
     filter: Annotated[Optional[str], typer.Option("--filter", help="The normal rows of --data, e.g. \"label == 1\".")] = None,
-    method: Annotated[MethodName, typer.Option(help="pot: generalized Pareto tail; percentile: empirical.")] = MethodName.pot,
-    false_alarm_rate: Annotated[float, typer.Option(help="Share of normal rows that may be flagged.")] = 0.01,
-    contamination: Annotated[float, typer.Option(help="Expected share of anomalies in the fitting rows.")] = 0.0,
-    device: Annotated[DeviceName, typer.Option(help="Where to score --data.")] = DeviceName.auto,
+    *, threshold_fields: dict, session: dict,
 ) -> None:
     """Fit the anomaly threshold and store it with the model; embed then writes score and is_anomaly."""
     model = _local_path(model, "--model of seqae threshold")
-    from seqae.thresholds import ThresholdConfig
-
-    config = ThresholdConfig(method=method.value, false_alarm_rate=false_alarm_rate, contamination=contamination)
+    config = ThresholdConfig(**threshold_fields)
+    device = SessionOptions(**session).device
     from seqae.anomaly import fit_threshold
 
-    fitted = fit_threshold(model, config, data=data, row_filter=filter, device=device.value)
-    _print_json({"model": str(model), "threshold": fitted.threshold_, "method": method.value,
-                 "false_alarm_rate": false_alarm_rate, "fitted_on": fitted.n_samples_, "tail": fitted.tail_,
+    fitted = fit_threshold(model, config, data=data, row_filter=filter, device=device)
+    _print_json({"model": str(model), "threshold": fitted.threshold_, "method": config.method,
+                 "false_alarm_rate": config.false_alarm_rate, "fitted_on": fitted.n_samples_, "tail": fitted.tail_,
                  "data": data or "the held-out reference"})
 
 
-@app.command("evaluate")
+@command("evaluate")
+@config_options(session=DEVICE_OPTION)
 def evaluate_cmd(
     model: Annotated[str, typer.Option(help="Exported model directory.")],
     data: Annotated[str, typer.Option(help="Labelled Parquet shards.")],
@@ -428,31 +525,35 @@ def evaluate_cmd(
     normal_value: Annotated[str, typer.Option(help="The label of normal rows (numbers are read as numbers).")] = "1",
     filter: Annotated[Optional[str], typer.Option("--filter", help="Evaluate matching rows only.")] = None,
     probe: Annotated[Optional[str], typer.Option(help="Linear probe: its training rows, e.g. \"id < 500\".")] = None,
-    device: Annotated[DeviceName, typer.Option(help="Where to score.")] = DeviceName.auto,
+    *, session: dict,
 ) -> None:
     """ROC-AUC, PR-AUC, F1 at the stored threshold, plots and (with --probe) a linear probe."""
     model = _local_path(model, "--model of seqae evaluate")
     out = _local_path(out, "--out of seqae evaluate")
+    device = SessionOptions(**session).device
+    _load_tensorflow(required=False)  # where installed, the report draws reconstructions with the Keras model
     from seqae.evaluate import evaluate
 
     report = evaluate(model, data, out, label_column=label_column, normal_value=_literal(normal_value),
-                      row_filter=filter, probe_train=probe, device=device.value)
+                      row_filter=filter, probe_train=probe, device=device)
     _print_json({k: v for k, v in report.items() if k != "plots"} | {"report": str(out / "report.md")})
 
 
-@app.command("drift")
+@command("drift")
+@config_options(session=DEVICE_OPTION)
 def drift_cmd(
     model: Annotated[str, typer.Option(help="Exported model directory.")],
     data: Annotated[str, typer.Option(help="New Parquet shards to compare with the model's reference.")],
     filter: Annotated[Optional[str], typer.Option("--filter", help="Compare matching rows only.")] = None,
     alpha: Annotated[float, typer.Option(min=1e-9, max=0.5, help="Significance level of the tests.")] = 0.01,
-    device: Annotated[DeviceName, typer.Option(help="Where to score.")] = DeviceName.auto,
+    *, session: dict,
 ) -> None:
     """Compare errors and embeddings of new data with the held-out reference (KS tests); exit 3 on drift."""
     model = _local_path(model, "--model of seqae drift")
+    device = SessionOptions(**session).device
     from seqae.anomaly import drift
 
-    report = drift(model, data, row_filter=filter, alpha=alpha, device=device.value)
+    report = drift(model, data, row_filter=filter, alpha=alpha, device=device)
     _print_json(report)
     if report["drifted"]:
         raise typer.Exit(3)

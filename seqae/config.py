@@ -3,13 +3,17 @@
 keys. The inference image reads a model directory into these, never into raw dicts.
 
 ``DataConfig`` (the input contract) lives in ``seqae.data.config`` and is re-exported here.
+
+This module is the one place of every choice (a ``Literal``: the check and the command line's
+choices read it), default and command-line help (``configbase.option``): ``seqae.cli`` binds its
+options from these fields and writes none of them again.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +24,7 @@ from seqae.configbase import (
     check_positive,
     check_positive_number,
     check_range,
+    option,
 )
 from seqae.data.config import DataConfig
 from seqae.data.filters import RowFilter
@@ -29,9 +34,11 @@ Mode = Literal["reconstruct", "predict", "composite"]
 DecoderKind = Literal["unconditioned", "state", "conditioned"]
 Device = Literal["auto", "cuda", "cpu"]
 ValidationSplit = Literal["auto", "key", "time"]
+Activation = Literal["tanh", "relu"]
+ThresholdMethod = Literal["percentile", "pot"]
 
-__all__ = ["DataConfig", "EmbedConfig", "ExportConfig", "ModelConfig", "SessionOptions", "TrainConfig",
-           "load_config_file"]
+__all__ = ["DataConfig", "EmbedConfig", "ExportConfig", "ModelConfig", "SessionOptions", "ThresholdConfig",
+           "TrainConfig", "load_config_file"]
 
 
 @dataclass(frozen=True)
@@ -62,16 +69,16 @@ class ModelConfig(Config):
     """
 
     num_features: int | None = None
-    mode: Mode = "reconstruct"
-    horizon: int = 0
-    reverse_target: bool = True
-    decoder: DecoderKind = "unconditioned"
-    units: int = 64
-    latent_dim: int | None = None
-    num_layers: int = 1
-    dropout: float = 0.0
-    activation: Literal["tanh", "relu"] = "tanh"
-    learning_rate: float = 3e-3
+    mode: Mode = option("reconstruct", "What the decoders learn.")
+    horizon: int = option(0, "Steps to predict (predict, composite).")
+    reverse_target: bool = option(True, "Reconstruct in reverse order.", flag="reverse")
+    decoder: DecoderKind = option("unconditioned", "Decoder kind.")
+    units: int = option(64, "LSTM units per layer.", min=1)
+    latent_dim: int | None = option(None, "Embedding size (bottleneck).", min=1)
+    num_layers: int = option(1, "Stacked LSTM layers.", flag="layers", min=1)
+    dropout: float = option(0.0, "Dropout between layers.", min=0.0, max=0.99)
+    activation: Activation = option("tanh", "LSTM activation (tanh keeps the GPU paths).")
+    learning_rate: float = option(3e-3, "Adam learning rate.", min=0.0)
     clipnorm: float | None = 1.0
     predict_weight: float = 1.0
 
@@ -79,9 +86,9 @@ class ModelConfig(Config):
         check_positive("num_features", self.num_features, allow_none=True)
         for name in ("units", "num_layers"):
             check_positive(name, getattr(self, name))
-        check_choice("mode", self.mode, ("reconstruct", "predict", "composite"))
-        check_choice("decoder", self.decoder, ("unconditioned", "state", "conditioned"))
-        check_choice("activation", self.activation, ("tanh", "relu"))
+        check_choice("mode", self.mode, Mode)
+        check_choice("decoder", self.decoder, DecoderKind)
+        check_choice("activation", self.activation, Activation)
         if self.mode == "reconstruct":
             if self.horizon != 0:
                 raise ConfigError(f"horizon: the reconstruct mode predicts nothing; expected 0, got {self.horizon}")
@@ -150,19 +157,22 @@ class TrainConfig(Config):
             shards every epoch.
     """
 
-    batch_size: int = 64
-    max_epochs: int = 300
-    patience: int = 6
-    lr_patience: int = 2
+    batch_size: int = option(64, "Sequences per step.", min=1)
+    max_epochs: int = option(300, "Most epochs; early stopping usually ends sooner.", flag="epochs", min=1)
+    patience: int = option(6, "Epochs without improvement before stopping.", min=1)
+    lr_patience: int = option(2, "Epochs without improvement before the learning rate is halved.", min=1)
     min_delta: float = 1e-3
-    validation_fraction: float = 0.1
-    validation_split: ValidationSplit = "auto"
-    row_filter: str | None = None
-    seed: int = 0
+    validation_fraction: float = option(0.1, "Share held out for validation.", min=0.0, max=0.99)
+    validation_split: ValidationSplit = option(
+        "auto", "key: whole keys (series) by a seeded hash; time: the end of each series (long layout); auto: time "
+        "for the long layout with few series, else key.")
+    row_filter: str | None = option(None, 'Train on matching rows, e.g. "label == 1".', flag="filter")
+    seed: int = option(0, "Seed for split, shuffling and initialisation.")
     shuffle: bool = True
     shuffle_buffer: int = 10_000
     read_batch_size: int = 4096
-    cache_mb: int = 1024
+    cache_mb: int = option(1024, "Keep the decoded rows in memory when they fit this many MiB (0: read the shards "
+                                 "every epoch).", min=0)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_epochs", "patience", "lr_patience", "shuffle_buffer", "read_batch_size"):
@@ -170,7 +180,7 @@ class TrainConfig(Config):
         if not isinstance(self.cache_mb, int) or self.cache_mb < 0:
             raise ConfigError(f"cache_mb: expected an integer >= 0, got {self.cache_mb!r}")
         check_range("validation_fraction", self.validation_fraction, 0.0, 1.0)
-        check_choice("validation_split", self.validation_split, ("auto", "key", "time"))
+        check_choice("validation_split", self.validation_split, ValidationSplit)
         if not isinstance(self.min_delta, (int, float)) or self.min_delta < 0:
             raise ConfigError(f"min_delta: expected a number >= 0, got {self.min_delta!r}")
         if self.row_filter is not None:
@@ -199,12 +209,13 @@ class ExportConfig(Config):
         int8_error_rtol_p99: the same, the 99th percentile.
     """
 
-    opset: int = 17
-    fp16: bool = False
-    int8: bool = False
+    opset: int = option(17, "ONNX opset.", min=13, max=18)
+    fp16: bool = option(False, "Also write scorer.fp16.onnx for GPU serving.")
+    int8: bool = option(False, "Also write scorer.int8.onnx (dynamic int8 weights, CPU), kept if it passes its "
+                               "parity.")
     parity_rows: int = 256
-    embedding_atol: float = 1e-4
-    error_rtol: float = 1e-4
+    embedding_atol: float = option(1e-4, "Parity: absolute tolerance on embeddings.", min=0.0)
+    error_rtol: float = option(1e-4, "Parity: relative tolerance on errors.", min=0.0)
     step_error_rtol: float = 1e-3
     error_atol_floor: float = 1e-6
     int8_embedding_atol: float = 2e-2
@@ -236,14 +247,14 @@ class SessionOptions(Config):
             means the CPU).
     """
 
-    device: Device = "auto"
-    fp16: bool = False
-    threads: int | None = None
-    allow_cpu_nodes: bool = False
-    int8: bool = False
+    device: Device = option("auto", "cuda fails without a usable GPU; auto falls back to the CPU.")
+    fp16: bool = option(False, "Use scorer.fp16.onnx (CUDA only).")
+    threads: int | None = option(None, "CPU threads for onnxruntime.", min=1)
+    allow_cpu_nodes: bool = option(False, "Warn, not fail, when heavy nodes leave the GPU.")
+    int8: bool = option(False, "Use scorer.int8.onnx (CPU; seqae export --int8).")
 
     def __post_init__(self) -> None:
-        check_choice("device", self.device, ("auto", "cuda", "cpu"))
+        check_choice("device", self.device, Device)
         if self.fp16 and self.device == "cpu":
             raise ConfigError("fp16: the fp16 scorer runs on CUDA only (an fp16 LSTM crashed onnxruntime's "
                               "CPU provider); drop --fp16 or use --device cuda")
@@ -255,6 +266,14 @@ class SessionOptions(Config):
     def scorer_file(self) -> str:
         """The scorer these options run: fp32, fp16 (CUDA) or int8 (CPU)."""
         return names.SCORER_FP16_ONNX if self.fp16 else names.SCORER_INT8_ONNX if self.int8 else names.SCORER_ONNX
+
+
+def _session_field(name: str) -> Any:
+    """An ``EmbedConfig`` field that is a ``SessionOptions`` field: the same default and help, kept there.
+    (``EmbedConfig`` stays flat, not holding a ``SessionOptions``: callers, saved run identities and
+    Prefect parameters spell its fields flat.)"""
+    source = next(f for f in fields(SessionOptions) if f.name == name)
+    return field(default=source.default, metadata=source.metadata)
 
 
 @dataclass(frozen=True)
@@ -284,19 +303,20 @@ class EmbedConfig(Config):
             file is quarantined (recorded with its reason) and the other shards are processed.
     """
 
-    device: Device = "auto"
-    fp16: bool = False
-    int8: bool = False
-    batch_size: int | None = None
-    read_batch_size: int = 16384
+    device: Device = _session_field("device")
+    fp16: bool = _session_field("fp16")
+    int8: bool = _session_field("int8")
+    batch_size: int | None = option(None, "Sequences per inference call (default per device).", min=1)
+    read_batch_size: int = option(16384, "Rows per Parquet record batch.", min=1)
     queue_size: int = 4
-    workers: int | None = None
-    threads: int | None = None
-    step_errors: bool = False
-    step_scores: bool = False
-    overwrite: bool = False
-    allow_cpu_nodes: bool = False
-    fail_fast: bool = False
+    workers: int | None = option(None, "Shards read and written at once (default: cores, at most 8).", min=1)
+    threads: int | None = _session_field("threads")
+    step_errors: bool = option(False, "Also write step_error per valid step.")
+    step_scores: bool = option(False, "Long layout: also write one row per series and time step (mean and max step "
+                                      "error over the windows covering it) to OUT/_steps/.")
+    overwrite: bool = option(False, "Recompute shards already done.")
+    allow_cpu_nodes: bool = _session_field("allow_cpu_nodes")
+    fail_fast: bool = option(False, "Stop at the first unusable input file instead of quarantining it.")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "workers"):
@@ -307,7 +327,32 @@ class EmbedConfig(Config):
 
     @property
     def session_options(self) -> SessionOptions:
-        return SessionOptions(self.device, self.fp16, self.threads, self.allow_cpu_nodes, self.int8)
+        return SessionOptions(**{f.name: getattr(self, f.name) for f in fields(SessionOptions)})
+
+
+@dataclass(frozen=True)
+class ThresholdConfig(Config):
+    """How to fit an anomaly threshold (``seqae.thresholds.Threshold``).
+
+    Args:
+        method: ``percentile`` or ``pot``.
+        false_alarm_rate: the share of normal sequences that may be flagged (0 < rate < 1).
+        contamination: expected share of anomalies in the fitting data (0: the data is normal).
+        tail_start: pot only: the quantile above which the tail is modelled (typically 0.9 to 0.98).
+    """
+
+    method: ThresholdMethod = option("pot", "pot: generalized Pareto tail; percentile: empirical.")
+    false_alarm_rate: float = option(0.01, "Share of normal rows that may be flagged.")
+    contamination: float = option(0.0, "Expected share of anomalies in the fitting rows.")
+    tail_start: float = option(0.95, "pot: the quantile above which the tail is modelled.")
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, ThresholdMethod)
+        check_range("false_alarm_rate", self.false_alarm_rate, 0.0, 0.5)
+        if self.false_alarm_rate <= 0:
+            raise ConfigError(f"false_alarm_rate: expected a value in (0, 0.5), got {self.false_alarm_rate!r}")
+        check_range("contamination", self.contamination, 0.0, 0.5)
+        check_range("tail_start", self.tail_start, 0.5, 1.0)
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

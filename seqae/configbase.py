@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from typing import Any, TypeVar
 
 from seqae.errors import ConfigError
@@ -20,7 +21,22 @@ def check_positive(name: str, value: int | None, *, allow_none: bool = False) ->
         raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
 
 
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A config field that the command line offers: its default and its one-line ``help``, written
+    here once; ``seqae.cli`` binds the option from them (and from the field's type: a ``Literal``
+    gives the choices). ``cli`` holds what only the command line needs: ``flag="layers"`` (the option
+    is ``--layers``, not ``--num-layers``), ``min=1`` / ``max=0.99`` (a range checked while parsing)."""
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
+
+
+def choices_of(literal: Any) -> tuple[str, ...]:
+    """The values of a ``Literal`` type, in order: ``choices_of(Mode) == ("reconstruct", ...)``."""
+    return typing.get_args(literal)
+
+
+def check_choice(name: str, value: Any, choices: Any) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices`` (a ``Literal`` type or a tuple)."""
+    choices = choices_of(choices) or tuple(choices)
     if value not in choices:
         expected = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
         raise ConfigError(f"{name}: expected {expected}, got {value!r}")

@@ -1,6 +1,8 @@
 import dataclasses
 import json
 import re
+import typing
+from typing import Literal
 
 import pytest
 
@@ -10,6 +12,7 @@ from seqae.config import (
     ExportConfig,
     ModelConfig,
     SessionOptions,
+    ThresholdConfig,
     TrainConfig,
     load_config_file,
 )
@@ -220,3 +223,34 @@ def test_model_info_binary_metadata(tmp_path):
     (directory / "seqae.json").write_bytes(b"\x80\x81 binary")
     with pytest.raises(ModelDirError, match=rf"^{re.escape(str(directory / 'seqae.json'))}: "):
         ModelInfo.read(directory)
+
+
+# --- choices, defaults and help: written once ---------------------------------------------------
+
+LITERAL_FIELDS = [(cls, f.name) for cls in (ModelConfig, TrainConfig, DataConfig, SessionOptions, EmbedConfig,
+                                            ThresholdConfig)
+                  for f in dataclasses.fields(cls) if typing.get_origin(typing.get_type_hints(cls)[f.name]) is Literal]
+
+
+def test_every_choice_set_is_a_literal():
+    assert {(cls.__name__, name) for cls, name in LITERAL_FIELDS} >= {
+        ("ModelConfig", "mode"), ("ModelConfig", "decoder"), ("ModelConfig", "activation"),
+        ("TrainConfig", "validation_split"), ("DataConfig", "layout"), ("DataConfig", "partial_windows"),
+        ("SessionOptions", "device"), ("EmbedConfig", "device"), ("ThresholdConfig", "method")}
+
+
+@pytest.mark.parametrize("cls, name", LITERAL_FIELDS, ids=[f"{c.__name__}.{n}" for c, n in LITERAL_FIELDS])
+def test_a_literal_field_refuses_other_values_naming_its_choices(cls, name):
+    choices = typing.get_args(typing.get_type_hints(cls)[name])
+    assert getattr(cls(), name) in choices
+    expected = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+    with pytest.raises(ConfigError) as err:
+        cls(**{name: "nope"})
+    assert str(err.value) == f"{name}: expected {expected}, got 'nope'"
+
+
+def test_option_fields_carry_one_line_help():
+    for cls in (ModelConfig, TrainConfig, DataConfig, ExportConfig, SessionOptions, EmbedConfig, ThresholdConfig):
+        for f in dataclasses.fields(cls):
+            if "help" in f.metadata:
+                assert f.metadata["help"].strip() and "\n" not in f.metadata["help"], f"{cls.__name__}.{f.name}"

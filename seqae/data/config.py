@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from seqae import names
-from seqae.configbase import Config, check_choice, check_positive, check_positive_number
+from seqae.configbase import Config, check_choice, check_positive, check_positive_number, option
 from seqae.errors import ConfigError
 
 Layout = Literal["sequence", "long"]
@@ -45,23 +45,23 @@ class DataConfig(Config):
             (values beyond float32 are then ``non_finite``).
     """
 
-    layout: Layout = "sequence"
-    key_column: str = "id"
-    values_column: str = "values"
-    time_column: str = "time"
-    feature_columns: tuple[str, ...] | None = None
+    layout: Layout = option("sequence", "sequence: one row per sequence; long: one row per step.")
+    key_column: str = option("id", "Key column (series key in the long layout).")
+    values_column: str = option("values", "List column holding the sequence (sequence layout).")
+    time_column: str = option("time", "Time column (long layout).")
+    feature_columns: tuple[str, ...] | None = option(None, "Comma-separated feature columns (long layout).")
     num_features: int | None = None
-    min_length: int = 1
-    max_length: int | None = None
-    window: int | None = None
-    stride: int | None = None
+    min_length: int = option(1, "Reject sequences shorter than this.", min=1)
+    max_length: int | None = option(None, "Reject sequences longer than this.", min=1)
+    window: int | None = option(None, "Steps per window (long layout).", min=1)
+    stride: int | None = option(None, "Steps between windows (long layout; default: window).", min=1)
     partial_windows: PartialWindows = "keep"
     passthrough: tuple[str, ...] | None = field(default=None)
     max_abs_value: float | None = 1e30
 
     def __post_init__(self) -> None:
-        check_choice("layout", self.layout, ("sequence", "long"))
-        check_choice("partial_windows", self.partial_windows, ("keep", "drop"))
+        check_choice("layout", self.layout, Layout)
+        check_choice("partial_windows", self.partial_windows, PartialWindows)
         check_positive("min_length", self.min_length)
         check_positive("max_length", self.max_length, allow_none=True)
         check_positive("num_features", self.num_features, allow_none=True)
