@@ -49,6 +49,24 @@ class Scored:
     key_column: str
     reconstructions: list[np.ndarray] | None = None  # of the worst rows, raw units (None: not available)
     reconstruction_note: str = ""
+    unlabelled: int = 0  # scored rows whose label is null or NaN: left out of every metric
+    labelled: np.ndarray | None = None  # over every scored row, in reading order: which are kept above
+
+
+def check_scalar_labels(label_type: pa.DataType, label_column: str, where: str) -> None:
+    """Refuse a label column of lists, structs or maps in one line (a label is one value per row)."""
+    inner = label_type.value_type if pa.types.is_dictionary(label_type) else label_type
+    if pa.types.is_nested(inner):
+        raise SeqaeError(f"{where}: column '{label_column}': expected one scalar label per row (a number, string or "
+                         f"boolean), found {label_type}; pass the column of labels with --label-column")
+
+
+def labelled_rows(labels: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``(n,)`` bool: the rows whose label is neither null nor NaN."""
+    valid = pc.is_valid(labels)
+    if pa.types.is_floating(labels.type):
+        valid = pc.and_(valid, pc.fill_null(pc.invert(pc.is_nan(labels)), False))
+    return np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def score_labelled(model_dir: str | os.PathLike, data: str, label_column: str, *, row_filter: str | None = None,
@@ -67,13 +85,15 @@ def score_labelled(model_dir: str | os.PathLike, data: str, label_column: str, *
         if label_column not in reader.passthrough_columns:
             raise SeqaeError(f"{shard.uri}: column '{label_column}' is missing; expected the labels, found "
                              f"{', '.join(reader.schema.names)}")
+        check_scalar_labels(reader.schema.field(label_column).type, label_column, shard.uri)
         for batch, _ in reader:
             if not len(batch):
                 continue
             out = score_rows(model, iter([(batch.values, batch.lengths)]))
-            batch_labels = batch.passthrough.column(label_column).to_numpy(zero_copy_only=False)
+            label_array = batch.passthrough.column(label_column)
+            batch_labels = label_array.to_numpy(zero_copy_only=False)
             batch_keys = batch.keys.column(0).to_numpy(zero_copy_only=False)
-            labels.append(batch_labels)
+            labels.extend(label_array.chunks)
             keys.append(batch_keys)
             errors.append(out[names.RECON_ERROR])
             embeddings.append(out[names.EMBEDDING])
@@ -84,11 +104,16 @@ def score_labelled(model_dir: str | os.PathLike, data: str, label_column: str, *
             worst = sorted(worst, key=lambda w: -w[0])[:WORST]
     if not errors:
         raise SeqaeError(f"{data}: no accepted row to evaluate")
+    all_labels = pa.chunked_array(labels)
+    keep = labelled_rows(all_labels)
+    if not keep.any():
+        raise SeqaeError(f"{data}: column '{label_column}': expected labels, found {len(keep)} scored rows whose "
+                         "labels are all null or NaN")
     recons, note = worst_reconstructions(model_dir, [w[3] for w in worst])
-    return Scored(np.concatenate(labels), np.concatenate(errors), np.concatenate(embeddings),
-                  [w[3] for w in worst], [w[4] for w in worst], [w[0] for w in worst], [w[1] for w in worst],
-                  [w[2] for w in worst],
-                  np.concatenate(keys), model.data.key_column, recons, note)
+    return Scored(all_labels.filter(pa.array(keep)).to_numpy(zero_copy_only=False), np.concatenate(errors)[keep],
+                  np.concatenate(embeddings)[keep], [w[3] for w in worst], [w[4] for w in worst],
+                  [w[0] for w in worst], [w[1] for w in worst], [json_value(w[2]) for w in worst],
+                  np.concatenate(keys)[keep], model.data.key_column, recons, note, int((~keep).sum()), keep)
 
 
 def worst_reconstructions(model_dir, rows: list[np.ndarray]) -> tuple[list[np.ndarray] | None, str]:
@@ -112,7 +137,18 @@ def worst_reconstructions(model_dir, rows: list[np.ndarray]) -> tuple[list[np.nd
     return [out[i, : n] for i, n in enumerate(lengths)], ""
 
 
+def one_class(anomalous: int, rows: int, normal_value: Any) -> str | None:
+    """Why ROC-AUC and PR-AUC are undefined for these counts, or None when both classes are present."""
+    if 0 < anomalous < rows:
+        return None
+    return (f"ROC-AUC and PR-AUC are undefined: the labels hold one class only ({anomalous} of {rows} labelled rows "
+            f"differ from the normal value {normal_value!r}); evaluate on rows of both classes, or check "
+            "--normal-value")
+
+
 def metrics(scored: Scored, normal_value: Any, threshold: float | None) -> dict[str, Any]:
+    """ROC-AUC, PR-AUC, per-class errors and, with a threshold, precision, recall, F1 and the confusion
+    table; with one class only, ROC-AUC and PR-AUC are None and ``undefined`` says why."""
     from sklearn.metrics import (
         average_precision_score,
         confusion_matrix,
@@ -121,12 +157,14 @@ def metrics(scored: Scored, normal_value: Any, threshold: float | None) -> dict[
     )
 
     anomalous = scored.labels != normal_value
-    if anomalous.all() or not anomalous.any():
-        raise SeqaeError(f"the labels have one class only ({int(anomalous.sum())} of {len(anomalous)} rows differ "
-                         f"from the normal value {normal_value!r}); ROC-AUC needs both")
     result: dict[str, Any] = {"rows": int(len(anomalous)), "anomalous": int(anomalous.sum()),
-                              "roc_auc": round(float(roc_auc_score(anomalous, scored.errors)), 4),
-                              "pr_auc": round(float(average_precision_score(anomalous, scored.errors)), 4)}
+                              "unlabelled": scored.unlabelled}
+    undefined = one_class(int(anomalous.sum()), len(anomalous), normal_value)
+    if undefined:
+        result.update(roc_auc=None, pr_auc=None, undefined=undefined)
+    else:
+        result.update(roc_auc=round(float(roc_auc_score(anomalous, scored.errors)), 4),
+                      pr_auc=round(float(average_precision_score(anomalous, scored.errors)), 4))
     per_class = {}
     for label in np.unique(scored.labels):
         e = scored.errors[scored.labels == label]
@@ -195,12 +233,13 @@ def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path)
 
     files = {}
     anomalous = scored.labels != normal_value
-    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=100)
-    fpr, tpr, _ = roc_curve(anomalous, scored.errors)
-    ax.plot(fpr, tpr)
-    ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC: recon_error as the score")
-    files["roc"] = _save(fig, out / "roc.png")
+    if 0 < anomalous.sum() < len(anomalous):  # no ROC curve of one class
+        fig, ax = plt.subplots(figsize=(4.5, 4), dpi=100)
+        fpr, tpr, _ = roc_curve(anomalous, scored.errors)
+        ax.plot(fpr, tpr)
+        ax.plot([0, 1], [0, 1], ls=":", c="grey")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC: recon_error as the score")
+        files["roc"] = _save(fig, out / "roc.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=100)
     low = max(float(scored.errors.min()), 1e-9)
@@ -283,7 +322,9 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
             raise SeqaeError(f"probe: the split filter {probe_train!r} may use the key column "
                              f"'{scored.key_column}' only, e.g. \"{scored.key_column} < 500\"")
         train_mask = flt.mask(pa.table({scored.key_column: scored.keys}))
-        report["probe"] = probe(scored, train_mask, raw_values(model_dir, data, row_filter))
+        values, lengths = raw_values(model_dir, data, row_filter)
+        keep = scored.labelled if scored.labelled is not None else slice(None)
+        report["probe"] = probe(scored, train_mask, (values[keep], lengths[keep]))
     report["worst"] = [{"key": json_value(k), "label": json_value(lab), "recon_error": round(e, 6)}
                        for k, lab, e in zip(scored.worst_keys, scored.worst_labels, scored.worst_errors)]
     report["reconstructions"] = "drawn" if scored.reconstructions else scored.reconstruction_note
@@ -310,12 +351,19 @@ def _evaluate_points(report: dict[str, Any], model_dir, data: str, out: Path, th
     return report
 
 
+def _shown(value: Any) -> str:
+    return "undefined (one class)" if value is None else str(value)
+
+
 def markdown(report: dict[str, Any]) -> str:
     a = report["anomaly"]
     lines = [f"# seqae evaluation: {report['data']}", "",
              f"Model `{report['model']}`, labels in `{report['label_column']}` (normal: {report['normal_value']!r}), "
-             f"{a['rows']} rows of which {a['anomalous']} anomalous; {report['created_at']}.", "",
-             "| metric | value |", "|---|---:|", f"| ROC-AUC | {a['roc_auc']} |", f"| PR-AUC | {a['pr_auc']} |"]
+             f"{a['rows']} rows of which {a['anomalous']} anomalous"
+             f"{f' ({u} rows without a label left out)' if (u := a.get('unlabelled')) else ''}; "
+             f"{report['created_at']}.", "",
+             "| metric | value |", "|---|---:|", f"| ROC-AUC | {_shown(a['roc_auc'])} |",
+             f"| PR-AUC | {_shown(a['pr_auc'])} |"]
     if "at_threshold" in a:
         t = a["at_threshold"]
         lines += [f"| threshold ({report['threshold']['method']}) | {t['threshold']:.4g} |",
@@ -326,6 +374,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"| anomalous | {t['confusion']['missed']} | {t['confusion']['caught']} |"]
     else:
         lines += ["", "No threshold stored with the model (`seqae threshold`): no F1."]
+    if a.get("undefined"):
+        lines += ["", a["undefined"]]
     lines += ["", "| class | rows | mean error | median error |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {v['rows']} | {v['mean_error']} | {v['median_error']} |" for k, v in a["per_class"].items()]
     if "probe" in report:
@@ -352,7 +402,15 @@ def has_column(out: str | os.PathLike | Location, column: str) -> bool:
 def score_labels(out: str | os.PathLike | Location, label_column: str, normal_value: Any,
                  score_column: str = names.RECON_ERROR) -> dict[str, Any]:
     """ROC-AUC and PR-AUC of ``score_column`` over an embed run's committed outputs, against
-    ``label_column != normal_value`` (and F1 where the outputs carry ``is_anomaly``)."""
+    ``label_column != normal_value`` (and F1 where the outputs carry ``is_anomaly``).
+
+    Rows whose label is null or NaN are left out and counted (``unlabelled``). With one class only the
+    metrics are undefined: ``roc_auc`` and ``pr_auc`` are None and ``undefined`` says why, with the
+    counts (a pipeline that committed its outputs does not fail here).
+
+    Raises:
+        SeqaeError: no committed output, a column missing, or labels that are not scalars.
+    """
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
     outputs = committed_outputs(out)
@@ -366,22 +424,24 @@ def score_labels(out: str | os.PathLike | Location, label_column: str, normal_va
             if missing:
                 raise SeqaeError(f"{location}: column(s) {', '.join(missing)} missing; expected the label passed "
                                  f"through from the input, found {', '.join(schema.names)}")
+            check_scalar_labels(schema.field(label_column).type, label_column, str(location))
             columns = [label_column, score_column] + ([names.IS_ANOMALY] if names.IS_ANOMALY in schema.names else [])
             tables.append(pq.read_table(handle, columns=columns))
     table = pa.concat_tables(tables)
+    keep = labelled_rows(table.column(label_column))
+    table = table.filter(pa.array(keep))
     labels = table.column(label_column)
     normal = normal_scalar(normal_value, labels.type, label_column, Location.of(out).uri, labels)
-    anomalous = pc.fill_null(pc.not_equal(labels, normal), True).to_numpy(
-        zero_copy_only=False).astype(bool)
+    anomalous = np.asarray(pc.not_equal(labels, normal).to_numpy(zero_copy_only=False), dtype=bool)
     scores = table.column(score_column).to_numpy().astype(np.float64)
-    if anomalous.all() or not anomalous.any():
-        raise SeqaeError(f"{Location.of(out)}: {label_column} has one class only ({int(anomalous.sum())} of "
-                         f"{len(anomalous)} rows differ from {normal_value!r}); ROC-AUC needs both")
-    result = {"rows": len(scores), "anomalous": int(anomalous.sum()), "score": score_column,
-              "label_column": label_column, "normal_value": normal_value,
-              "roc_auc": round(float(roc_auc_score(anomalous, scores)), 4),
-              "pr_auc": round(float(average_precision_score(anomalous, scores)), 4)}
+    result = {"rows": len(scores), "anomalous": int(anomalous.sum()), "unlabelled": int((~keep).sum()),
+              "score": score_column, "label_column": label_column, "normal_value": normal_value}
+    undefined = one_class(int(anomalous.sum()), len(anomalous), normal_value)
+    if undefined:
+        return {**result, "roc_auc": None, "pr_auc": None, "undefined": undefined}
+    result.update(roc_auc=round(float(roc_auc_score(anomalous, scores)), 4),
+                  pr_auc=round(float(average_precision_score(anomalous, scores)), 4))
     if names.IS_ANOMALY in table.column_names:
         result["f1_at_threshold"] = round(float(f1_score(anomalous, table.column(names.IS_ANOMALY).to_numpy(
-            zero_copy_only=False))), 4)
+            zero_copy_only=False), zero_division=0.0)), 4)
     return result

@@ -13,10 +13,14 @@ pay for a second graph per model; the embed job trims each batch to its longest 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,10 @@ from seqae import names
 from seqae._version import __version__
 from seqae.config import DataConfig, ExportConfig, ModelConfig
 from seqae.data import ShardReader, resolve_shards
-from seqae.errors import ParityError, SeqaeError
+from seqae.errors import ModelDirError, ParityError, SeqaeError
 from seqae.infer.artifacts import sha256_of
 from seqae.infer.runtime import fp16_parity
-from seqae.modeldir import write_metadata
+from seqae.modeldir import ModelInfo, contract_sha256, write_metadata
 from seqae.storage import write_bytes
 
 log = logging.getLogger(__name__)
@@ -408,6 +412,92 @@ def _reference(directory: Path, info, data: str) -> dict[str, Any]:
 
 # --- the command ------------------------------------------------------------------------------
 
+def check_model_matches(model, cfg: ModelConfig, where) -> None:
+    """Refuse a ``seqae.json`` whose model section does not describe ``model.keras`` (edited by hand):
+    the graphs would be exported, and served, under the wrong outputs and sizes."""
+    length = cfg.min_length + 1
+    out = model({names.INPUT_VALUES: np.zeros((1, length, cfg.num_features), np.float32),
+                 names.INPUT_LENGTHS: np.array([length], np.int32)}, training=False)
+    found = sorted(out) if isinstance(out, dict) else []
+    if found != sorted(cfg.output_names):
+        raise ModelDirError(f"{where}: model.mode: expected a mode whose outputs are those of {names.MODEL_FILE} "
+                            f"({', '.join(found)}), found {cfg.mode!r} ({', '.join(cfg.output_names)})")
+    width = int(out[names.EMBEDDING].shape[-1])
+    if width != cfg.embedding_dim:
+        field_name = "model.latent_dim" if cfg.latent_dim is not None else "model.units"
+        raise ModelDirError(f"{where}: {field_name}: expected {width} (the embedding width of {names.MODEL_FILE}), "
+                            f"found {cfg.latent_dim if cfg.latent_dim is not None else cfg.units}")
+
+
+def _load(model_dir: str | os.PathLike):
+    """``seqae.model.load_model``, except that the sections recorded at a previous export may have been
+    edited (a new ``data.max_length``, say): this export records them anew."""
+    import keras
+
+    from seqae.model import TrainedModel, compile_autoencoder
+
+    info = ModelInfo.read(model_dir, verify_contract=False)
+    model_path = info.path(names.MODEL_FILE)
+    if not model_path.is_file():
+        raise ModelDirError(f"{info.directory}: {model_path.name} is missing; expected a model directory written by "
+                            "seqae train")
+    model = keras.models.load_model(model_path, safe_mode=True)
+    compile_autoencoder(model, info.model)
+    return TrainedModel(info.directory, model, info)
+
+
+@contextlib.contextmanager
+def staging_folder(directory: Path) -> Iterator[Path]:
+    """A hidden folder inside ``directory`` (same filesystem: its files are renamed into place),
+    removed when the block ends, whatever happens."""
+    staging = Path(tempfile.mkdtemp(prefix=".export-", suffix=names.TMP_SUFFIX, dir=directory))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _commit(staging: Path, directory: Path, files: dict[str, Any]) -> None:
+    """Move the staged files into ``directory``: the ONNX files and the reference first, ``seqae.json``
+    (their checksums) last. A reader between the two sees new files with old checksums and refuses
+    them (ChecksumError), never a silent mix. Variants the new export did not write are removed last."""
+    for name in [*files, names.REFERENCE_FILE]:
+        if (staging / name).is_file():
+            os.replace(staging / name, directory / name)
+    os.replace(staging / names.METADATA_FILE, directory / names.METADATA_FILE)
+    for variant in (names.SCORER_FP16_ONNX, names.SCORER_INT8_ONNX):
+        if variant not in files:
+            (directory / variant).unlink(missing_ok=True)  # never leave a stale variant behind
+
+
+def _variants(config: ExportConfig, protos, props, staging: Path, paths, values, lengths, cfg,
+              files: dict[str, Any], export_meta: dict[str, Any]) -> None:
+    """The fp16 scorer (``config.fp16``) and the int8 one (``config.int8``, kept if its own parity passes)."""
+    if config.fp16:
+        half = to_fp16(protos["scorer"])
+        _set_metadata(half, {**props, "seqae.graph": "scorer", "seqae.precision": "fp16"})
+        fp16_path = staging / names.SCORER_FP16_ONNX
+        _save(half, fp16_path)
+        files[fp16_path.name] = {"sha256": sha256_of(fp16_path), "precision": "fp16", "graph": "scorer"}
+        export_meta["fp16_parity"] = fp16_parity(fp16_path, paths["scorer"], values, lengths, cfg.output_names)
+    if not config.int8:
+        return
+    int8_path = staging / names.SCORER_INT8_ONNX
+    for what, nodes in int8_candidates(protos["scorer"], cfg):
+        to_int8(paths["scorer"], int8_path, nodes)
+        export_meta["int8_parity"] = {"quantized": what, **int8_parity(
+            int8_path, paths["scorer"], values, lengths, cfg.output_names, config)}
+        if export_meta["int8_parity"]["passed"]:
+            break
+        log.info("int8 with %s: beyond tolerance (%s)", what, export_meta["int8_parity"])
+    if export_meta["int8_parity"]["passed"]:
+        files[int8_path.name] = {"sha256": sha256_of(int8_path), "precision": "int8", "graph": "scorer"}
+    else:
+        int8_path.unlink()
+        log.warning("%s: the int8 scorer is not kept, its parity with fp32 is beyond tolerance: %s",
+                    staging.parent, export_meta["int8_parity"])
+
+
 def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), *,
            data: str | None = None) -> dict[str, Any]:
     """Write ``encoder.onnx`` and ``scorer.onnx`` (and ``scorer.fp16.onnx``) into ``model_dir``.
@@ -416,24 +506,30 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
     is inside the graph) and ``lengths`` int32 ``(batch,)``. Outputs: ``embedding`` (encoder);
     ``embedding``, ``recon_error``, ``step_error`` and, for predicting modes, ``pred_error`` (scorer).
 
-    After writing, the parity gate compares both files with Keras on real rows of ``data`` (default:
-    the training data recorded in ``seqae.json``). Its report goes into ``seqae.json``, with each
-    file's sha256. The fp16 file's parity can only be measured on the CUDA provider (an fp16 LSTM
-    crashed the CPU provider in a trial); without one it is recorded as not measured.
+    Everything is written into a hidden staging folder first. The parity gate compares both files
+    with Keras on real rows of ``data`` (default: the training data recorded in ``seqae.json``); only
+    when it passes (and the held-out reference is scored) do the files replace the served ones, with
+    ``seqae.json`` (each file's sha256, the parity report, ``contract_sha256``) last. A failed export
+    leaves ``model_dir`` as it was, byte for byte. The fp16 file's parity can only be measured on the
+    CUDA provider (an fp16 LSTM crashed the CPU provider in a trial); without one it is recorded as
+    not measured.
 
     Raises:
-        ParityError: any output differs beyond the tolerance; the message lists every failure.
+        ParityError: any output differs beyond the tolerance; the message lists every failure and
+            ``.report`` holds the parity summary.
+        ModelDirError: ``seqae.json`` does not describe ``model.keras`` (outputs, embedding width).
         SeqaeError: the graph does not have the expected shape (fused LSTM ops only).
     """
-    from seqae.model import encoder_of, load_model
+    from seqae.model import encoder_of
 
-    trained = load_model(model_dir)
+    trained = _load(model_dir)
     info, cfg, opset = trained.info, trained.config, config.opset
     directory = info.directory
     data = data or info.metadata.get("training", {}).get("data")
     if not data:
         raise SeqaeError(f"{directory}: seqae.json records no training data; pass the rows for the parity gate "
                          "(--data)")
+    check_model_matches(trained.model, cfg, directory / names.METADATA_FILE)
     data_config = info.data
     props = {
         "seqae.model_id": info.model_id, "seqae.model_version": str(info.model_version),
@@ -450,56 +546,33 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
     problems = [p for kind, proto in protos.items() for p in check_graph(proto, cfg, kind)]
     if problems:
         raise SeqaeError("exported graph has an unexpected shape: " + "; ".join(problems))
-    paths = {"encoder": directory / names.ENCODER_ONNX, "scorer": directory / names.SCORER_ONNX}
-    for kind, proto in protos.items():
-        _set_metadata(proto, {**props, "seqae.graph": kind, "seqae.precision": "fp32"})
-        _save(proto, paths[kind])
-    files = {p.name: {"sha256": sha256_of(p), "precision": "fp32", "graph": kind} for kind, p in paths.items()}
-
     values, lengths = sample_rows(data, data_config, cfg.num_features, config.parity_rows)
-    report = validate_parity(trained.model, cfg, paths, values, lengths, tolerance=Tolerance.of(config))
-    export_meta: dict[str, Any] = {
-        "opset": opset, "config": config.to_dict(), "files": files, "parity": report.summary(), "graph": {
-            kind: dict(collections.Counter(n.op_type for n in proto.graph.node).most_common())
-            for kind, proto in protos.items()},
-        "inputs": {names.INPUT_VALUES: ["batch", "time", cfg.num_features], names.INPUT_LENGTHS: ["batch"]},
-        "outputs": {"encoder": [names.EMBEDDING], "scorer": cfg.output_names},
-        "activation": cfg.activation,
-    }
-    if config.fp16:
-        half = to_fp16(protos["scorer"])
-        _set_metadata(half, {**props, "seqae.graph": "scorer", "seqae.precision": "fp16"})
-        fp16_path = directory / names.SCORER_FP16_ONNX
-        _save(half, fp16_path)
-        files[fp16_path.name] = {"sha256": sha256_of(fp16_path), "precision": "fp16", "graph": "scorer"}
-        export_meta["fp16_parity"] = fp16_parity(fp16_path, paths["scorer"], values, lengths, cfg.output_names)
-    else:
-        (directory / names.SCORER_FP16_ONNX).unlink(missing_ok=True)  # never leave a stale variant behind
-    int8_path = directory / names.SCORER_INT8_ONNX
-    int8_path.unlink(missing_ok=True)
-    if config.int8 and not report.failures:
-        for what, nodes in int8_candidates(protos["scorer"], cfg):
-            to_int8(paths["scorer"], int8_path, nodes)
-            export_meta["int8_parity"] = {"quantized": what, **int8_parity(
-                int8_path, paths["scorer"], values, lengths, cfg.output_names, config)}
-            if export_meta["int8_parity"]["passed"]:
-                break
-            log.info("int8 with %s: beyond tolerance (%s)", what, export_meta["int8_parity"])
-        if export_meta["int8_parity"]["passed"]:
-            files[int8_path.name] = {"sha256": sha256_of(int8_path), "precision": "int8", "graph": "scorer"}
-        else:
-            int8_path.unlink()
-            log.warning("%s: the int8 scorer is not kept, its parity with fp32 is beyond tolerance: %s",
-                        directory, export_meta["int8_parity"])
-    metadata = dict(info.metadata)
-    metadata["export"] = export_meta
-    write_metadata(directory, metadata)
-    if not report.failures:
-        export_meta["reference"] = _reference(directory, info, data)
-        metadata["export"] = export_meta
-        write_metadata(directory, metadata)
-    if report.failures:
-        lines = "\n".join(c.line() for c in report.failures)
-        raise ParityError(f"{directory}: ONNX outputs differ from Keras beyond tolerance "
-                          f"({len(report.failures)} of {len(report.checks)} checks):\n{lines}")
+    with staging_folder(directory) as staging:
+        paths = {"encoder": staging / names.ENCODER_ONNX, "scorer": staging / names.SCORER_ONNX}
+        for kind, proto in protos.items():
+            _set_metadata(proto, {**props, "seqae.graph": kind, "seqae.precision": "fp32"})
+            _save(proto, paths[kind])
+        files = {p.name: {"sha256": sha256_of(p), "precision": "fp32", "graph": kind} for kind, p in paths.items()}
+        report = validate_parity(trained.model, cfg, paths, values, lengths, tolerance=Tolerance.of(config))
+        if report.failures:
+            lines = "\n".join(c.line() for c in report.failures)
+            error = ParityError(f"{directory}: ONNX outputs differ from Keras beyond tolerance "
+                                f"({len(report.failures)} of {len(report.checks)} checks); the served files are "
+                                f"left as they were:\n{lines}")
+            error.report = report.summary()  # type: ignore[attr-defined]
+            raise error
+        export_meta: dict[str, Any] = {
+            "opset": opset, "config": config.to_dict(), "files": files, "parity": report.summary(), "graph": {
+                kind: dict(collections.Counter(n.op_type for n in proto.graph.node).most_common())
+                for kind, proto in protos.items()},
+            "inputs": {names.INPUT_VALUES: ["batch", "time", cfg.num_features], names.INPUT_LENGTHS: ["batch"]},
+            "outputs": {"encoder": [names.EMBEDDING], "scorer": cfg.output_names},
+            "activation": cfg.activation, "contract_sha256": contract_sha256(info.metadata),
+        }
+        _variants(config, protos, props, staging, paths, values, lengths, cfg, files, export_meta)
+        metadata = {**info.metadata, "export": export_meta}
+        write_metadata(staging, metadata)  # the staged folder is a model directory: score the reference with it
+        export_meta["reference"] = _reference(staging, info, data)
+        write_metadata(staging, {**info.metadata, "export": export_meta})
+        _commit(staging, directory, files)
     return export_meta

@@ -167,13 +167,11 @@ def ucr_hits(scores: np.ndarray, anomalous: np.ndarray, bounds: list[tuple[int, 
 
 
 def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UCR_MARGIN) -> dict[str, Any]:
+    """ROC-AUC, PR-AUC, F1 (plain and point-adjusted) at the threshold and the UCR hit rate over the
+    scored steps; with one class only, the AUCs are None and ``undefined`` says why, with the counts."""
     from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
     y, s = scored.anomalous, scored.mean.astype(np.float64)
-    if y.all() or not y.any():
-        raise SeqaeError(f"the labels have one class only ({int(y.sum())} of {len(y)} scored steps are anomalous; "
-                         f"labels found: {', '.join(repr(v) for v in scored.label_values)}); ROC-AUC needs both: "
-                         "is --normal-value the label of normal steps?")
     bounds = key_runs(scored.keys)
     warnings = []
     if y.mean() > 0.5:
@@ -189,9 +187,15 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
         "steps_unlabelled": scored.unlabelled, "anomalous_steps": int(y.sum()),
         "anomalous_steps_unscored": scored.anomalous_unscored,
         "series": len(bounds), "segments": len(segments(y, bounds)), "score": names.STEP_ERROR_MEAN,
-        "roc_auc": round(float(roc_auc_score(y, s)), 4), "pr_auc": round(float(average_precision_score(y, s)), 4),
-        "roc_auc_of_max": round(float(roc_auc_score(y, scored.max)), 4),
     }
+    if y.all() or not y.any():
+        result.update(roc_auc=None, pr_auc=None, roc_auc_of_max=None, undefined=(
+            f"ROC-AUC and PR-AUC are undefined: the labels have one class only ({int(y.sum())} of {len(y)} scored "
+            f"steps are anomalous; labels found: {', '.join(repr(v) for v in scored.label_values)}): is "
+            "--normal-value the label of normal steps?"))
+    else:
+        result.update(roc_auc=round(float(roc_auc_score(y, s)), 4), pr_auc=round(float(average_precision_score(y, s)), 4),
+                      roc_auc_of_max=round(float(roc_auc_score(y, scored.max.astype(np.float64))), 4))
     if threshold is not None:
         flagged = s > threshold
         for name, pred in (("at_threshold", flagged), ("point_adjusted", point_adjust(flagged, y, bounds))):
@@ -258,6 +262,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['normal_value']!r}); {m['steps']} scored steps ({m['steps_unscored']} with no score: no "
              f"accepted window covers them) in {m['series']} series, {m['anomalous_steps']} anomalous steps in {m['segments']} "
              f"segment(s); score `{m['score']}`; {report['created_at']}.", "",
+             *([m["undefined"], ""] if m.get("undefined") else []),
              "| metric | value |", "|---|---:|", f"| ROC-AUC (steps) | {m['roc_auc']} |",
              f"| PR-AUC (steps) | {m['pr_auc']} |", f"| ROC-AUC of `step_error_max` | {m['roc_auc_of_max']} |",
              f"| UCR hit rate (top score within {m['ucr']['margin']} steps) | {m['ucr']['hit_rate']} "

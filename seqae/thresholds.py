@@ -21,45 +21,36 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from seqae import names
-from seqae.configbase import Config, check_choice, check_range
-from seqae.errors import ConfigError, SeqaeError
+from seqae.config import ThresholdConfig  # defined with the other configs; imported from here too
+from seqae.errors import ConfigError, ModelDirError, SeqaeError
 from seqae.storage import Location, read_json, sha256_text, utc_now, write_json
 
 THRESHOLD_FILE = names.THRESHOLD_FILE
+FORMAT = "seqae.threshold/1"
+#: The keys of threshold.json; ``sha256`` is that of the canonical JSON of all the others.
+KEYS = ("format", "model_id", "config", "threshold", "n_samples", "tail", "reference", "fitted_at", "sha256")
+TAIL_KEYS = ("start", "shape", "scale", "share")
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ThresholdConfig(Config):
-    """How to fit.
+class ThresholdFileError(ModelDirError):
+    """``threshold.json`` is not what ``seqae threshold`` wrote (edited, truncated, or another model's)."""
 
-    Args:
-        method: ``percentile`` or ``pot``.
-        false_alarm_rate: the share of normal sequences that may be flagged (0 < rate < 1).
-        contamination: expected share of anomalies in the fitting data (0: the data is normal).
-        tail_start: pot only: the quantile above which the tail is modelled (typically 0.9 to 0.98).
-    """
 
-    method: str = "pot"
-    false_alarm_rate: float = 0.01
-    contamination: float = 0.0
-    tail_start: float = 0.95
+def canonical_sha256(body: dict[str, Any]) -> str:
+    """sha256 of ``body`` as canonical JSON (sorted keys, no spaces, no NaN): what threshold.json records."""
+    return sha256_text(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False))
 
-    def __post_init__(self) -> None:
-        check_choice("method", self.method, ("percentile", "pot"))
-        check_range("false_alarm_rate", self.false_alarm_rate, 0.0, 0.5)
-        if self.false_alarm_rate <= 0:
-            raise ConfigError(f"false_alarm_rate: expected a value in (0, 0.5), got {self.false_alarm_rate!r}")
-        check_range("contamination", self.contamination, 0.0, 0.5)
-        check_range("tail_start", self.tail_start, 0.5, 1.0)
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 class Threshold:
@@ -88,6 +79,10 @@ class Threshold:
         if cfg.contamination:
             errors = errors[: max(int(round(len(errors) * (1 - cfg.contamination))), 20)]
         self.reference_, self.n_samples_ = errors, len(errors)
+        if errors[0] == errors[-1]:
+            raise SeqaeError(f"threshold: all {len(errors)} errors equal {errors[0]:.6g}; expected errors that vary "
+                             "(a threshold separates the larger ones): check that the rows differ (constant or "
+                             "all-padding rows?) and that the model is the one trained on them")
         if cfg.method == "percentile":
             self.threshold_ = float(np.quantile(errors, 1 - cfg.false_alarm_rate))
             if len(errors) * cfg.false_alarm_rate < 5:
@@ -100,10 +95,16 @@ class Threshold:
         start = float(np.quantile(errors, cfg.tail_start))
         excess = errors[errors > start] - start
         if len(excess) < 10:
+            ties = int(np.count_nonzero(errors == start))
+            found = (f"{len(excess)} of {len(errors)} errors are above it ({start:.6g}; {ties} errors equal it)"
+                     if ties > 1 else f"{len(excess)} of {len(errors)} errors are above it ({start:.6g})")
             raise SeqaeError(f"threshold: pot needs at least 10 errors above the tail start (quantile "
-                             f"{cfg.tail_start}) of {len(errors)}, got {len(excess)}; fit on more rows, or use the "
-                             f"empirical percentile (--method percentile) on so few")
+                             f"{cfg.tail_start}); {found}. Fit on more rows, lower --tail-start, or use the "
+                             "empirical percentile (--method percentile)")
         shape, _, scale = genpareto.fit(excess, floc=0.0)
+        if not (np.isfinite(shape) and np.isfinite(scale) and scale > 0):
+            raise SeqaeError(f"threshold: the generalized Pareto fit on the {len(excess)} errors above the tail start "
+                             f"failed (shape {shape}, scale {scale}); use --method percentile")
         share = len(excess) / len(errors)  # P(error > start)
         self.tail_ = {"start": start, "shape": float(shape), "scale": float(scale), "share": share}
         if cfg.false_alarm_rate >= share:  # the threshold lies below the modelled tail: empirical
@@ -140,34 +141,133 @@ class Threshold:
         self._check_fitted()
         return np.asarray(errors, dtype=np.float64) > self.threshold_
 
-    def to_dict(self) -> dict[str, Any]:
+    def _body(self, model_id: str | None = None) -> dict[str, Any]:
         self._check_fitted()
-        return {"config": self.config.to_dict(), "threshold": self.threshold_, "n_samples": self.n_samples_,
-                "tail": self.tail_, "reference": self.reference_.tolist(), "fitted_at": utc_now()}
+        return {"format": FORMAT, "model_id": model_id, "config": self.config.to_dict(), "threshold": self.threshold_,
+                "n_samples": self.n_samples_, "tail": self.tail_, "reference": self.reference_.tolist(),
+                "fitted_at": utc_now()}
+
+    def to_dict(self, model_id: str | None = None) -> dict[str, Any]:
+        """What ``threshold.json`` holds, ``sha256`` (of the canonical JSON of the rest) included."""
+        body = self._body(model_id)
+        return {**body, "sha256": canonical_sha256(body)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Threshold:
-        unknown = set(data) - {"config", "threshold", "n_samples", "tail", "reference", "fitted_at"}
-        if unknown:
-            raise ConfigError(f"threshold: unknown key(s) {', '.join(sorted(unknown))}")
-        threshold = cls(ThresholdConfig.from_dict(data["config"], "threshold config"))
+    def from_dict(cls, data: Any, source: str = THRESHOLD_FILE, model_id: str | None = None) -> Threshold:
+        """Rebuild from ``to_dict()`` output, checking every field and the checksum.
+
+        Args:
+            source: how messages name the file.
+            model_id: the model the threshold must belong to (None: not checked).
+
+        Raises:
+            ThresholdFileError: one line naming the file, the field, what was expected and what was found.
+        """
+
+        def bad(field_name: str, expected: str, found: Any) -> ThresholdFileError:
+            shown = repr(found)
+            return ThresholdFileError(f"{source}: {field_name}: expected {expected}, found "
+                                      f"{shown if len(shown) <= 60 else shown[:57] + '...'}; re-run seqae threshold")
+
+        if not isinstance(data, dict):
+            raise ThresholdFileError(f"{source}: expected a JSON object written by seqae threshold, found "
+                                     f"{type(data).__name__}; re-run seqae threshold")
+        unknown, missing = sorted(set(data) - set(KEYS)), [k for k in KEYS if k not in data]
+        if unknown or missing:
+            what = f"unknown key(s) {', '.join(unknown)}" if unknown else f"missing key(s) {', '.join(missing)}"
+            raise ThresholdFileError(f"{source}: {what}; expected the keys {', '.join(KEYS)} (as seqae threshold "
+                                     "writes them); re-run seqae threshold")
+        if data["format"] != FORMAT:
+            raise bad("format", repr(FORMAT), data["format"])
+        body = {k: v for k, v in data.items() if k != "sha256"}
+        try:
+            actual = canonical_sha256(body)
+        except ValueError:  # NaN or infinity: named below
+            actual = None
+        threshold = cls._checked_fields(data, source, bad)
+        if data["sha256"] != actual:
+            raise ThresholdFileError(f"{source}: sha256: expected {str(actual)[:16]}... (the checksum of the content), "
+                                     f"found {str(data['sha256'])[:16]}...: the file was edited after seqae threshold "
+                                     "wrote it; re-run seqae threshold")
+        if model_id is not None and data["model_id"] is not None and data["model_id"] != model_id:
+            raise bad("model_id", f"{model_id!r} (the model of this directory: a threshold fits one model's errors)",
+                      data["model_id"])
+        return threshold
+
+    @classmethod
+    def _checked_fields(cls, data: dict[str, Any], source: str, bad) -> Threshold:
+        try:
+            config = ThresholdConfig.from_dict(data["config"], "config")
+        except ConfigError as exc:
+            raise ThresholdFileError(f"{source}: {exc}; re-run seqae threshold") from exc
+        if not _finite(data["threshold"]):
+            raise bad("threshold", "a finite number", data["threshold"])
+        reference = data["reference"]
+        if not isinstance(reference, list) or not reference:
+            raise bad("reference", "a non-empty list of the errors fitted on", reference)
+        bad_values = [v for v in reference if not _finite(v)]
+        if bad_values:
+            raise bad("reference", "finite numbers only", bad_values[0])
+        reference = np.asarray(reference, dtype=np.float64)
+        if (np.diff(reference) < 0).any():
+            raise bad("reference", "the errors in ascending order", "a list out of order")
+        n_samples = data["n_samples"]
+        if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples != len(reference):
+            raise bad("n_samples", f"the length of reference ({len(reference)})", n_samples)
+        tail = data["tail"]
+        if (tail is not None) != (config.method == "pot"):
+            raise bad("tail", "the fitted tail (start, shape, scale, share)" if config.method == "pot" else
+                      "null (a percentile threshold has no fitted tail)", tail)
+        if tail is not None:
+            if not isinstance(tail, dict) or sorted(tail) != sorted(TAIL_KEYS):
+                raise bad("tail", "an object with start, shape, scale and share", tail)
+            for key in TAIL_KEYS:
+                if not _finite(tail[key]):
+                    raise bad(f"tail.{key}", "a finite number", tail[key])
+            if not tail["scale"] > 0 or not 0 < tail["share"] <= 1:
+                raise bad("tail.scale" if not tail["scale"] > 0 else "tail.share",
+                          "a positive number" if not tail["scale"] > 0 else "a share in (0, 1]",
+                          tail["scale"] if not tail["scale"] > 0 else tail["share"])
+        if not isinstance(data["fitted_at"], str):
+            raise bad("fitted_at", "a time such as 2026-11-29T15:04:05Z", data["fitted_at"])
+        threshold = cls(config)
         threshold.threshold_ = float(data["threshold"])
-        threshold.n_samples_ = int(data["n_samples"])
-        threshold.tail_ = data.get("tail")
-        threshold.reference_ = np.asarray(data["reference"], dtype=np.float64)
+        threshold.n_samples_ = n_samples
+        threshold.tail_ = None if tail is None else {k: float(tail[k]) for k in TAIL_KEYS}
+        threshold.reference_ = reference
         return threshold
 
     def save(self, model_dir: str | os.PathLike) -> Path:
+        """Write ``threshold.json`` into ``model_dir``, bound to the model there (its ``model_id``)."""
+        from seqae.modeldir import ModelInfo
+
+        has_model = (Path(model_dir) / names.METADATA_FILE).is_file()
         path = Path(model_dir) / THRESHOLD_FILE
-        write_json(path, self.to_dict())
+        write_json(path, self.to_dict(ModelInfo.read(model_dir).model_id if has_model else None))
         return path
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike | Location) -> Threshold | None:
-        """The threshold stored in a model directory (local or on an object store), or None."""
-        file = Location.of(model_dir).join(THRESHOLD_FILE)
-        return cls.from_dict(read_json(file, "threshold file")) if file.is_file() else None
+        """The threshold stored in a model directory (local or on an object store), or None.
+
+        Raises:
+            ThresholdFileError: the file is not what ``seqae threshold`` wrote for this model.
+        """
+        from seqae.modeldir import ModelInfo
+
+        location = Location.of(model_dir)
+        file = location.join(THRESHOLD_FILE)
+        if not file.is_file():
+            return None
+        try:
+            data = read_json(file, "threshold file")
+        except SeqaeError as exc:
+            raise ThresholdFileError(str(exc)) from exc
+        model_id = ModelInfo.read(location).model_id if location.join(names.METADATA_FILE).is_file() else None
+        return cls.from_dict(data, str(file), model_id)
 
     def fingerprint(self) -> str:
-        return sha256_text(json.dumps({k: v for k, v in self.to_dict().items() if k != "fitted_at"},
+        """What the fitted state is (the embed outputs' identity): the fit's content, not when or for what."""
+        body = self._body()
+        return sha256_text(json.dumps({k: body[k] for k in ("config", "threshold", "n_samples", "tail", "reference")},
                                       sort_keys=True))[:16]

@@ -1,6 +1,8 @@
-"""The evaluation report, the linear probe, drift, and thresholds reaching the embed outputs."""
+"""The evaluation report, the linear probe, drift, and thresholds reaching the embed outputs; labels that
+are not scalars, null or NaN, or of one class only."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -10,11 +12,12 @@ import pytest
 
 from seqae.anomaly import drift, fit_threshold, read_reference
 from seqae.config import EmbedConfig
-from seqae.evaluate import evaluate
+from seqae.errors import SeqaeError
+from seqae.evaluate import Scored, check_scalar_labels, evaluate, labelled_rows, markdown, metrics, score_labels
 from seqae.infer import embed
 from seqae.thresholds import ThresholdConfig
 
-pytestmark = pytest.mark.slow  # uses the trained model of tests/conftest.py
+slow = pytest.mark.slow  # uses the trained model of tests/conftest.py
 
 
 @pytest.fixture()
@@ -41,6 +44,7 @@ def model(model_dir, tmp_path):
     return copy
 
 
+@slow
 def test_export_wrote_the_held_out_reference(model):
     meta = json.loads((model / "seqae.json").read_text())
     reference = read_reference(model)
@@ -49,6 +53,7 @@ def test_export_wrote_the_held_out_reference(model):
     assert reference.schema.names == ["recon_error", "embedding", "pred_error"]
 
 
+@slow
 def test_a_fitted_threshold_adds_score_and_is_anomaly_to_the_outputs(model, labelled, tmp_path):
     before = embed(model, str(labelled), tmp_path / "out", EmbedConfig(device="cpu"))
     fitted = fit_threshold(model, ThresholdConfig(method="percentile", false_alarm_rate=0.05),
@@ -63,6 +68,7 @@ def test_a_fitted_threshold_adds_score_and_is_anomaly_to_the_outputs(model, labe
     assert ((0 <= scores) & (scores <= 1)).all() and np.all(np.diff(scores[np.argsort(errors)]) >= -1e-6)
 
 
+@slow
 def test_the_report_holds_metrics_plots_and_the_probe(model, labelled, tmp_path):
     fit_threshold(model, ThresholdConfig(method="percentile", false_alarm_rate=0.05), data=str(labelled),
                   row_filter="label == 1", device="cpu")
@@ -86,6 +92,7 @@ def test_the_report_holds_metrics_plots_and_the_probe(model, labelled, tmp_path)
     assert json.loads((tmp_path / "report" / "report.json").read_text())["anomaly"] == a
 
 
+@slow
 def test_drift_on_shifted_and_unshifted_data(model, same_and_shifted, tmp_path):
     same_and_shifted(n=200, seed=12, scale=2, offset=1.5)
     same = drift(model, str(tmp_path / "same"), device="cpu")
@@ -93,3 +100,96 @@ def test_drift_on_shifted_and_unshifted_data(model, same_and_shifted, tmp_path):
     assert same["verdict"] == "no drift" and same["recon_error"]["p_value"] > 0.01
     assert moved["verdict"] == "drifted" and moved["recon_error"]["p_value"] < 1e-6
     assert moved["recon_error"]["median"] > 2 * moved["recon_error"]["reference_median"]
+
+
+def scored_rows(labels, errors):
+    n = len(labels)
+    return Scored(np.asarray(labels), np.asarray(errors, dtype=np.float64), np.zeros((n, 2)), [], [], [], [], [],
+                  np.arange(n), "id")
+
+
+@pytest.mark.parametrize("label_type", [pa.list_(pa.int32()), pa.struct([("a", pa.int32())]),
+                                        pa.map_(pa.string(), pa.int32()), pa.dictionary(pa.int8(), pa.list_(pa.int8()))])
+def test_non_scalar_labels_are_refused_in_one_line(label_type):
+    with pytest.raises(SeqaeError, match=rf"^f\.parquet: column 'label': expected one scalar label per row \(a number, "
+                                         rf"string or boolean\), found {re.escape(str(label_type))}; pass the column of "
+                                         r"labels with --label-column$"):
+        check_scalar_labels(label_type, "label", "f.parquet")
+    for scalar in (pa.int8(), pa.string(), pa.bool_(), pa.float32(), pa.dictionary(pa.int8(), pa.string())):
+        check_scalar_labels(scalar, "label", "f.parquet")
+
+
+def test_null_and_nan_labels_are_not_labels():
+    assert labelled_rows(pa.array([1.0, None, float("nan"), 2.0])).tolist() == [True, False, False, True]
+    assert labelled_rows(pa.chunked_array([["a", None], ["b"]])).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("labels, anomalous", [([1] * 30, 0), ([2] * 30, 30)])
+def test_one_class_gives_undefined_metrics_with_counts(labels, anomalous, tmp_path):
+    scored = scored_rows(labels, np.linspace(0.1, 3, 30))
+    result = metrics(scored, 1, threshold=2.0)
+    assert result["roc_auc"] is None and result["pr_auc"] is None
+    assert result["rows"] == 30 and result["anomalous"] == anomalous
+    assert result["undefined"] == (f"ROC-AUC and PR-AUC are undefined: the labels hold one class only ({anomalous} of "
+                                   "30 labelled rows differ from the normal value 1); evaluate on rows of both "
+                                   "classes, or check --normal-value")
+    assert result["at_threshold"]["confusion"]["false_alarm"] + result["at_threshold"]["confusion"]["caught"] == 10
+    report = {"data": "d", "model": "m", "label_column": "label", "normal_value": 1, "created_at": "now",
+              "threshold": {"method": "pot"}, "anomaly": result, "plots": {}}
+    assert "| ROC-AUC | undefined (one class) |" in markdown(report) and result["undefined"] in markdown(report)
+
+
+@pytest.fixture()
+def messy_labels(tmp_path, make_sine_table):
+    """Sine rows labelled 1 (normal) and 2 (noise), some labels null or NaN (float labels)."""
+    table = make_sine_table(n=60, length=12, seed=3)
+    rng = np.random.default_rng(1)
+    labels = [2.0 if i % 3 == 0 else 1.0 for i in range(60)]
+    values = [list(rng.normal(0, 2, size=len(v))) if lab == 2 else v
+              for v, lab in zip(table.column("values").to_pylist(), labels)]
+    labels[1], labels[2], labels[3] = None, float("nan"), None
+    data = tmp_path / "messy"
+    data.mkdir()
+    pq.write_table(pa.table({"id": table.column("id"), "label": pa.array(labels, pa.float64()),
+                             "values": pa.array(values, pa.list_(pa.float32()))}), data / "p.parquet")
+    return data
+
+
+@slow
+def test_null_and_nan_labels_are_left_out_and_counted(model, messy_labels, tmp_path):
+    report = evaluate(model, str(messy_labels), tmp_path / "report", device="cpu", probe_train="id < 30")
+    a = report["anomaly"]
+    assert a["unlabelled"] == 3 and a["rows"] == 57 and a["anomalous"] == 19  # rows 3 (null) is not an anomaly
+    assert a["roc_auc"] is not None and set(a["per_class"]) == {"1.0", "2.0"}
+    assert report["probe"]["train_rows"] + report["probe"]["test_rows"] == 57
+    assert "(3 rows without a label left out)" in (tmp_path / "report" / "report.md").read_text()
+    embed(model, str(messy_labels), tmp_path / "out", EmbedConfig(device="cpu"))
+    result = score_labels(tmp_path / "out", "label", 1)
+    assert result["unlabelled"] == 3 and result["rows"] == 57 and result["anomalous"] == 19
+
+
+@slow
+def test_a_list_label_column_is_refused_in_one_line(model, tmp_path, make_sine_table):
+    table = make_sine_table(n=30, length=12, seed=4)
+    table = table.set_column(1, "label", pa.array([[1]] * 30, pa.list_(pa.int32())))
+    (tmp_path / "lists").mkdir()
+    pq.write_table(table, tmp_path / "lists" / "p.parquet")
+    with pytest.raises(SeqaeError, match=r"p\.parquet: column 'label': expected one scalar label per row \(a number, "
+                                         r"string or boolean\), found list<\w+: int32>; pass the column"):
+        evaluate(model, str(tmp_path / "lists"), tmp_path / "report", device="cpu")
+    embed(model, str(tmp_path / "lists"), tmp_path / "out", EmbedConfig(device="cpu"))
+    with pytest.raises(SeqaeError, match=r"p\.parquet: column 'label': expected one scalar label per row"):
+        score_labels(tmp_path / "out", "label", 1)
+
+
+@slow
+def test_one_class_data_evaluates_to_undefined_metrics_instead_of_failing(model, tmp_path, make_sine_table):
+    """What `python -m flows pipeline` runs on its committed outputs: one class must not fail it."""
+    (tmp_path / "normal").mkdir()
+    pq.write_table(make_sine_table(n=40, length=12, seed=6), tmp_path / "normal" / "p.parquet")
+    embed(model, str(tmp_path / "normal"), tmp_path / "out", EmbedConfig(device="cpu"))
+    result = score_labels(tmp_path / "out", "label", 1)
+    assert result["roc_auc"] is None and result["rows"] == 40 and result["anomalous"] == 0
+    assert result["undefined"].startswith("ROC-AUC and PR-AUC are undefined: the labels hold one class only (0 of 40")
+    report = evaluate(model, str(tmp_path / "normal"), tmp_path / "report", device="cpu")
+    assert report["anomaly"]["roc_auc"] is None and "roc" not in report["plots"]

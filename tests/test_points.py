@@ -54,11 +54,15 @@ def test_point_metrics_on_a_known_case():
     assert m["ucr"]["per_series"][0]["series"] == "a"
 
 
-def test_one_class_is_refused_naming_the_labels():
+def test_one_class_gives_undefined_metrics_with_counts_naming_the_labels():
     steps = scored(["a"] * 3, [0.1, 0.2, 0.3], [0, 0, 0])
     steps.label_values = (0, 1)
-    with pytest.raises(SeqaeError, match=r"one class only .* labels found: 0, 1\); .* --normal-value"):
-        point_metrics(steps, threshold=None)
+    m = point_metrics(steps, threshold=0.25)
+    assert m["roc_auc"] is None and m["pr_auc"] is None and m["roc_auc_of_max"] is None
+    assert m["undefined"] == ("ROC-AUC and PR-AUC are undefined: the labels have one class only (0 of 3 scored steps "
+                              "are anomalous; labels found: 0, 1): is --normal-value the label of normal steps?")
+    assert m["steps"] == 3 and m["anomalous_steps"] == 0 and m["at_threshold"]["flagged_steps"] == 1
+    assert m["ucr"]["hit_rate"] is None
 
 
 def test_mostly_anomalous_labels_warn_of_an_inverted_normal_value():

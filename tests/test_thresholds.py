@@ -1,11 +1,15 @@
-"""Thresholds on synthetic errors with known tails: the false-alarm rate lands where asked."""
+"""Thresholds on synthetic errors with known tails: the false-alarm rate lands where asked; threshold.json
+read back is checked field by field and against its checksum."""
+
+import hashlib
+import json
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from seqae.errors import ConfigError, SeqaeError
-from seqae.thresholds import Threshold, ThresholdConfig
+from seqae.thresholds import Threshold, ThresholdConfig, ThresholdFileError, canonical_sha256
 
 TAILS = {
     "exponential": stats.expon(),
@@ -72,3 +76,113 @@ def test_round_trip_and_errors(tmp_path):
         ThresholdConfig(method="iqr")
     with pytest.raises(ConfigError, match=r"^false_alarm_rate: expected a value in \(0, 0.5\), got 0$"):
         ThresholdConfig(false_alarm_rate=0)
+
+
+def test_identical_errors_say_what_was_found_and_what_to_do():
+    for method in ("pot", "percentile"):
+        with pytest.raises(SeqaeError, match=r"^threshold: all 100 errors equal 0\.5; expected errors that vary \(a "
+                                             r"threshold separates the larger ones\): check that the rows differ"):
+            Threshold(ThresholdConfig(method=method)).fit(np.full(100, 0.5))
+    # Ties at the tail start: how many errors are above it, and how many equal it.
+    with pytest.raises(SeqaeError, match=r"pot needs at least 10 errors above the tail start \(quantile 0\.95\); 2 "
+                                         r"of 100 errors are above it \(0\.5; 98 errors equal it\)\. Fit on more rows, "
+                                         r"lower --tail-start, or use the empirical percentile"):
+        Threshold(ThresholdConfig(method="pot")).fit(np.r_[np.full(98, 0.5), 1.0, 2.0])
+
+
+def test_float16_errors_fit_and_score_without_a_numpy_warning(recwarn):
+    errors = np.random.default_rng(7).exponential(size=2000).astype(np.float16)
+    for method in ("pot", "percentile"):
+        fitted = Threshold(ThresholdConfig(method=method)).fit(errors)
+        fitted.score(errors), fitted.predict(errors), fitted.fingerprint()
+        assert np.isfinite(fitted.threshold_)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    """A fitted pot threshold saved in ``tmp_path``; returns (folder, its threshold.json as a dict)."""
+    Threshold(ThresholdConfig(method="pot")).fit(np.random.default_rng(6).exponential(size=200)).save(tmp_path)
+    return tmp_path, json.loads((tmp_path / "threshold.json").read_text())
+
+
+def resign(data):
+    """``data`` with its checksum recomputed (where JSON can hold its values): the fields are still checked."""
+    try:
+        data["sha256"] = canonical_sha256({k: v for k, v in data.items() if k != "sha256"})
+    except ValueError:  # NaN or infinity
+        pass
+    return data
+
+
+# name -> (edit of the saved dict, the message after "<path>: ")
+FILE_CASES = {
+    "empty_object": (lambda d: {}, "missing key(s) format, model_id, config, threshold, n_samples, tail, reference, "
+                                   "fitted_at, sha256; expected the keys"),
+    "a_string": (lambda d: "high", "expected a JSON object written by seqae threshold, found str; re-run seqae "
+                                   "threshold"),
+    "written_before_checksums": (lambda d: {k: d[k] for k in ("config", "threshold", "n_samples", "tail", "reference",
+                                                              "fitted_at")},
+                                 "missing key(s) format, model_id, sha256; expected the keys"),
+    "unknown_key": (lambda d: {**d, "note": 1}, "unknown key(s) note; expected the keys"),
+    "threshold_nan": (lambda d: {**d, "threshold": float("nan")}, "threshold: expected a finite number, found nan; "
+                                                                  "re-run seqae threshold"),
+    "threshold_text": (lambda d: {**d, "threshold": "high"}, "threshold: expected a finite number, found 'high'"),
+    "threshold_infinite": (lambda d: {**d, "threshold": float("inf")}, "threshold: expected a finite number, found inf"),
+    "reference_empty": (lambda d: {**d, "reference": []}, "reference: expected a non-empty list of the errors fitted "
+                                                          "on, found []"),
+    "reference_nan": (lambda d: {**d, "reference": [0.1, float("nan")]}, "reference: expected finite numbers only, "
+                                                                         "found nan"),
+    "reference_unsorted": (lambda d: {**d, "reference": [2.0, 1.0], "n_samples": 2},
+                           "reference: expected the errors in ascending order, found 'a list out of order'"),
+    "n_samples": (lambda d: {**d, "n_samples": 5}, "n_samples: expected the length of reference (200), found 5"),
+    "tail_missing_scale": (lambda d: {**d, "tail": {"start": 1.0, "shape": 0.1, "share": 0.05}},
+                           "tail: expected an object with start, shape, scale and share, found"),
+    "tail_scale_zero": (lambda d: {**d, "tail": {**d["tail"], "scale": 0.0}},
+                        "tail.scale: expected a positive number, found 0.0"),
+    "config_method": (lambda d: {**d, "config": {**d["config"], "method": "iqr"}},
+                      "config: method: expected 'percentile' or 'pot', got 'iqr'; re-run seqae threshold"),
+    "config_not_an_object": (lambda d: {**d, "config": []}, "config: expected a mapping of option names to values, "
+                                                            "got list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+@pytest.mark.parametrize("signed", [False, True], ids=["as-edited", "checksum-recomputed"])
+def test_a_hand_edited_threshold_file_is_one_line_naming_the_field(saved, case, signed):
+    folder, data = saved
+    edited, message = FILE_CASES[case]
+    edited = edited(data)
+    if signed and isinstance(edited, dict) and "sha256" in edited:
+        edited = resign(edited)
+    (folder / "threshold.json").write_text(json.dumps(edited))
+    with pytest.raises(ThresholdFileError) as caught:
+        Threshold.load(folder)
+    assert str(caught.value).startswith(f"{folder / 'threshold.json'}: {message}"), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_valid_edit_is_caught_by_the_checksum(saved):
+    folder, data = saved
+    (folder / "threshold.json").write_text(json.dumps({**data, "threshold": data["threshold"] * 10}))
+    with pytest.raises(ThresholdFileError, match=r"threshold\.json: sha256: expected [0-9a-f]{16}\.\.\. \(the checksum "
+                                                 r"of the content\), found [0-9a-f]{16}\.\.\.: the file was edited "
+                                                 r"after seqae threshold wrote it; re-run seqae threshold$"):
+        Threshold.load(folder)
+
+
+def test_a_threshold_of_another_model_is_refused(saved):
+    _, data = saved
+    data = resign({**data, "model_id": "abc"})
+    assert Threshold.from_dict(data, "t.json", model_id="abc").threshold_ == data["threshold"]
+    with pytest.raises(ThresholdFileError, match=r"^t\.json: model_id: expected 'def' \(the model of this directory: "
+                                                 r"a threshold fits one model's errors\), found 'abc'"):
+        Threshold.from_dict(data, "t.json", model_id="def")
+
+
+def test_the_checksum_is_of_the_canonical_content_stored_in_the_file(saved):
+    folder, data = saved
+    assert data["format"] == "seqae.threshold/1" and data["model_id"] is None  # no seqae.json in this folder
+    body = {k: v for k, v in data.items() if k != "sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    assert data["sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
