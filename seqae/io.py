@@ -9,6 +9,7 @@ import json
 import os
 import posixpath
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,14 @@ import pyarrow.parquet as pq
 from seqae import names
 from seqae.data import Shard
 from seqae.data.rejects import REJECT_SCHEMA
+from seqae.errors import ConfigError
 from seqae.storage import AtomicFile, Location, sha256_text
 
 METADATA_KEY = names.PARQUET_METADATA_KEY.encode()
+#: The embed output's layout and row format, in every manifest entry and data file footer: 2 since
+#: the data lies under ``embeddings/`` with the lineage columns (1: the earlier layout,
+#: ``seqae.infer.migrate``).
+OUTPUT_FORMAT = 2
 
 
 def with_metadata(schema: pa.Schema, metadata: dict[str, Any]) -> pa.Schema:
@@ -52,18 +58,31 @@ def column_options(schema: pa.Schema) -> dict[str, list[str]]:
             "write_statistics": [f.name for f in flat]}
 
 
+class StagedFile(AtomicFile):
+    """An ``AtomicFile`` whose temporary name lies in ``staging`` rather than beside the target, so
+    that a folder of data files never holds anything else, not even while a file is written or after
+    a writer was killed (Polars refuses a folder holding ``.x.parquet.1a2b3c4d.tmp``). ``staging``
+    must be on the target's filesystem (one rename moves the file into place)."""
+
+    def __init__(self, target: str | os.PathLike | Location, staging: Location | None = None):
+        super().__init__(target)
+        if staging is not None and self.location != self.target:
+            staging.mkdir()
+            self.location = staging.join(self.target.temporary().name)
+
+
 class AtomicParquetWriter:
     """One ``pq.ParquetWriter`` with an explicit schema, on any ``pyarrow.fs`` filesystem, whose file
     appears whole or not at all (``seqae.storage.AtomicFile``: a temporary name and a rename where
     rename is atomic; elsewhere the manifest written after ``commit()`` is what makes it count).
 
     ``commit()`` closes the file and moves it into place; ``abort()`` (or leaving the ``with`` block
-    on an exception) removes it.
+    on an exception) removes it. With ``staging``, the temporary file is written there (``StagedFile``).
     """
 
     def __init__(self, path: str | os.PathLike | Location, schema: pa.Schema, *, row_group_size: int = 65536,
-                 compression: str = "zstd"):
-        self.file = AtomicFile(path)
+                 compression: str = "zstd", staging: Location | None = None):
+        self.file = StagedFile(path, staging)
         self.path = self.file.target
         self.schema = schema
         self.row_group_size = row_group_size
@@ -138,22 +157,25 @@ def _hashed_name(name: str, rel: str, taken: set[str]) -> str:
     return f"{stem}-{digest}-{len(taken)}{names.OUTPUT_SUFFIX}"  # unreachable short of a sha256 collision
 
 
-def rejects_path(out_dir: str | os.PathLike | Location, shard_name: str) -> Location:
-    """``out_dir/_rejects/<stem>.rejects.parquet`` for a shard or output file named ``shard_name``."""
+def rejects_path(out_dir: str | os.PathLike | Location, shard_name: str, *,
+                 under: str = names.VALIDATE_REJECTS_DIR) -> Location:
+    """``out_dir/<under>/<stem>.rejects.parquet`` for a shard or output file named ``shard_name``
+    (``under``: ``_rejects`` for ``seqae validate --rejects-dir``, ``rejects`` in an embed output folder)."""
     stem = os.path.basename(shard_name).rsplit(".", 1)[0]
-    return Location.of(out_dir).join(names.REJECTS_DIR, f"{stem}{names.REJECTS_SUFFIX}")
+    return Location.of(out_dir).join(under, f"{stem}{names.REJECTS_SUFFIX}")
 
 
 def write_rejects(out_dir: str | os.PathLike | Location, shard_name: str, rejects: list[pa.Table],
-                  metadata: dict[str, Any] | None = None) -> Location | None:
-    """Write a shard's rejected rows to ``out_dir/_rejects/<shard>.rejects.parquet`` (none: no file,
+                  metadata: dict[str, Any] | None = None, *, under: str = names.VALIDATE_REJECTS_DIR,
+                  staging: Location | None = None) -> Location | None:
+    """Write a shard's rejected rows to ``out_dir/<under>/<shard>.rejects.parquet`` (none: no file,
     and a stale one from an earlier run is removed)."""
     tables = [t for t in rejects if t.num_rows]
-    path = rejects_path(out_dir, shard_name)
+    path = rejects_path(out_dir, shard_name, under=under)
     if not tables:
         path.delete()
         return None
-    with AtomicParquetWriter(path, REJECT_SCHEMA) as writer:
+    with AtomicParquetWriter(path, REJECT_SCHEMA, staging=staging) as writer:
         for table in tables:
             writer.write(table)
         return writer.commit(metadata or {})
@@ -161,16 +183,57 @@ def write_rejects(out_dir: str | os.PathLike | Location, shard_name: str, reject
 
 # --- embeddings -------------------------------------------------------------------------------
 
+#: The lineage columns, last in every row of ``seqae embed``: which model wrote it. Plain ``string``
+#: and ``int32`` in the schema (one type in every engine: no categorical to unify across files);
+#: Parquet stores them dictionary-encoded, one value per column chunk, so they cost next to nothing.
+LINEAGE_FIELDS = (pa.field(names.MODEL_ID, pa.string(), nullable=False),
+                  pa.field(names.MODEL_VERSION, pa.int32(), nullable=False))
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The model behind a row: ``model_id`` and ``model_version`` as its ``seqae.json`` says."""
+
+    model_id: str
+    model_version: int
+
+    def columns(self, num_rows: int) -> list[pa.Array]:
+        """The two lineage columns for ``num_rows`` rows (a repeated scalar: no Python per row)."""
+        return [pa.repeat(pa.scalar(str(self.model_id), pa.string()), num_rows),
+                pa.repeat(pa.scalar(int(self.model_version), pa.int32()), num_rows)]
+
+
+def with_lineage(table: pa.Table, lineage: Lineage) -> pa.Table:
+    """``table`` with the lineage columns appended (a data file of the earlier layout, migrated)."""
+    for field, column in zip(LINEAGE_FIELDS, lineage.columns(table.num_rows)):
+        table = table.append_column(field, column)
+    return table
+
+
+def _lineage_fields(columns: list[pa.Field], lineage: bool) -> list[pa.Field]:
+    if not lineage:
+        return []
+    taken = [f.name for f in columns if f.name in (names.MODEL_ID, names.MODEL_VERSION)]
+    if taken:
+        raise ConfigError(f"key or passthrough column {taken[0]!r}: the outputs carry their own {taken[0]} "
+                          f"(the model that wrote each row); expected no input column of that name, rename it")
+    return list(LINEAGE_FIELDS)
+
+
 def embedding_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int, *, predicts: bool,
-                     step_errors: bool, scored: bool = False) -> pa.Schema:
+                     step_errors: bool, scored: bool = False, lineage: bool = False) -> pa.Schema:
     """The output schema of ``seqae embed``, the same for every shard of a run.
 
     Key columns and passthrough columns keep their input types (``output_field``: nullable, without
     metadata, plain strings), so it depends on the contract, never on what wrote a file; then ``embedding``
     (``fixed_size_list<float32>[embedding_dim]``), ``recon_error`` float32, ``pred_error`` float32
     (predicting models only), ``length`` int32, with a fitted threshold ``score`` float32 (calibrated,
-    in [0, 1]) and ``is_anomaly`` bool, and, when asked, ``step_error`` ``list<float32>`` (one error
-    per valid step).
+    in [0, 1]) and ``is_anomaly`` bool, when asked ``step_error`` ``list<float32>`` (one error
+    per valid step), and with ``lineage`` (what ``seqae embed`` writes) ``model_id`` string and
+    ``model_version`` int32 (``LINEAGE_FIELDS``).
+
+    Raises:
+        ConfigError: with ``lineage``, a key or passthrough column is called ``model_id`` or ``model_version``.
     """
     fields = [output_field(f) for f in (*keys, *passthrough)] + [
         pa.field(names.EMBEDDING, pa.list_(pa.float32(), embedding_dim), nullable=False),
@@ -184,7 +247,7 @@ def embedding_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int
         fields.append(pa.field(names.IS_ANOMALY, pa.bool_(), nullable=False))
     if step_errors:
         fields.append(pa.field(names.STEP_ERROR, pa.list_(pa.float32()), nullable=False))
-    return pa.schema(fields)
+    return pa.schema(fields + _lineage_fields([*keys, *passthrough], lineage))
 
 
 #: Input types written in their plain form, so that a file from Polars (large strings) and one from
@@ -204,8 +267,9 @@ def output_field(field: pa.Field) -> pa.Field:
 
 
 def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, outputs: dict,
-                    lengths) -> pa.Table:
-    """Assemble one output batch; ``outputs`` holds numpy arrays in row order (no Python per row)."""
+                    lengths, lineage: Lineage | None = None) -> pa.Table:
+    """Assemble one output batch; ``outputs`` holds numpy arrays in row order (no Python per row);
+    ``lineage`` fills the lineage columns where ``schema`` has them."""
     n = len(lengths)
     embedding = np.ascontiguousarray(outputs[names.EMBEDDING], dtype=np.float32)
     columns = [keys.column(i) for i in range(keys.num_columns)]
@@ -225,15 +289,24 @@ def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, ou
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
         columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(step[valid].astype(np.float32))))
-    return pa.Table.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns + _lineage_columns(schema, lineage, n), schema=schema)
 
 
-def step_scores_schema(key: pa.Field, time: pa.Field, scored: bool = False) -> pa.Schema:
+def _lineage_columns(schema: pa.Schema, lineage: Lineage | None, num_rows: int) -> list[pa.Array]:
+    if names.MODEL_ID not in schema.names:
+        return []
+    if lineage is None:
+        raise ValueError("lineage: the schema has the lineage columns; expected a Lineage, got None")
+    return lineage.columns(num_rows)
+
+
+def step_scores_schema(key: pa.Field, time: pa.Field, scored: bool = False, *, lineage: bool = False) -> pa.Schema:
     """The per-timestamp output of ``seqae embed --step-scores`` (long layout): the series key and time
     in their input types, ``step_error_mean`` and ``step_error_max`` float32 over the windows covering
     the step, ``windows`` int32 (how many), and with a fitted threshold ``score`` float32 and
     ``is_anomaly`` bool of the mean (the threshold is in the same units: a window's ``recon_error`` is
-    the mean of its step errors)."""
+    the mean of its step errors), and with ``lineage`` (what ``seqae embed`` writes) ``model_id`` and
+    ``model_version`` (``LINEAGE_FIELDS``)."""
     fields = [pa.field(key.name, key.type, nullable=False), pa.field(time.name, time.type, nullable=False),
               pa.field(names.STEP_ERROR_MEAN, pa.float32(), nullable=False),
               pa.field(names.STEP_ERROR_MAX, pa.float32(), nullable=False),
@@ -241,17 +314,17 @@ def step_scores_schema(key: pa.Field, time: pa.Field, scored: bool = False) -> p
     if scored:
         fields += [pa.field(names.SCORE, pa.float32(), nullable=False),
                    pa.field(names.IS_ANOMALY, pa.bool_(), nullable=False)]
-    return pa.schema(fields)
+    return pa.schema(fields + _lineage_fields([key, time], lineage))
 
 
 def step_scores_table(schema: pa.Schema, keys: pa.Array, times, mean, maximum, windows,
-                      score=None, is_anomaly=None) -> pa.Table:
+                      score=None, is_anomaly=None, lineage: Lineage | None = None) -> pa.Table:
     """One batch of per-timestamp rows (numpy arrays in row order) in ``schema``."""
     columns = [keys.cast(schema.field(0).type), pa.array(times).cast(schema.field(1).type),
                pa.array(mean, pa.float32()), pa.array(maximum, pa.float32()), pa.array(windows, pa.int32())]
     if names.SCORE in schema.names:
         columns += [pa.array(score, pa.float32()), pa.array(is_anomaly, pa.bool_())]
-    return pa.Table.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns + _lineage_columns(schema, lineage, len(columns[0])), schema=schema)
 
 
 def row_group_rows(schema: pa.Schema, target_bytes: int = 64 << 20) -> int:

@@ -2,7 +2,7 @@
 
 One ``seqae embed`` run at a time writes an output folder. Locally the folder's lock file does that
 (``seqae.infer.commit.OutputFolder.lock``); object stores have no lock, so the run holds a *lease*:
-an object ``<out>/.seqae.lease`` holding its owner and an expiry time.
+an object ``<out>/_seqae/lease`` holding its owner and an expiry time.
 
 On S3 (``s3://``) the lease is taken by a conditional create (``put_object(IfNoneMatch="*")``) and
 renewed by compare-and-swap (``put_object(IfMatch=<etag>)``) from a background thread while it is
@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import socket
 import threading
 import time
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a lease lives without renewal; renewed every third of it.
 LEASE_SECONDS = 60.0
+#: Where a folder's lease lies, below the folder.
+LEASE_PATH = posixpath.join(names.CONTROL_DIR, names.LEASE_FILE)
 
 
 class FolderBusyError(SeqaeError):
@@ -147,14 +150,15 @@ def put_if_absent(location: Location, data: bytes) -> bool:
 
 
 class Lease:
-    """The lease on ``folder`` (see the module docstring). Use as a context manager, or ``acquire`` /
-    ``release``; ``check()`` raises ``FolderBusyError`` once it is lost."""
+    """The lease on ``folder`` (see the module docstring), the object ``folder/<name>``. Use as a
+    context manager, or ``acquire`` / ``release``; ``check()`` raises ``FolderBusyError`` once it is lost."""
 
     def __init__(self, folder: Location, *, ttl_s: float | None = None, holder: str | None = None,
-                 name: str = names.LEASE_FILE):
+                 name: str = LEASE_PATH):
         ttl_s = LEASE_SECONDS if ttl_s is None else ttl_s
         if ttl_s <= 0:
             raise SeqaeError(f"ttl_s: expected a positive number of seconds, got {ttl_s}")
+        self.folder = folder
         self.location = folder.join(name)
         self.ttl_s = ttl_s
         self.owner = uuid.uuid4().hex
@@ -186,15 +190,15 @@ class Lease:
         current = self.store.get(self.location)
         held = LeaseRecord.from_bytes(current.data) if current is not None else None
         if held is not None and held.expires_at > time.time():
-            raise busy(self.location.parent, held.holder)
+            raise busy(self.folder, held.holder)
         if current is None:  # released between the two calls
             etag = self.store.put(self.location, record.to_bytes(), if_absent=True)
         else:
             etag = self.store.put(self.location, record.to_bytes(), if_etag=current.etag)
         if etag is None:
-            raise busy(self.location.parent, "another run that took the expired lease first")
+            raise busy(self.folder, "another run that took the expired lease first")
         if held is not None:
-            log.warning("%s: took over the expired lease of %s", self.location.parent, held.holder)
+            log.warning("%s: took over the expired lease of %s", self.folder, held.holder)
         if not self.store.conditional:
             self._confirm()
         return etag
@@ -204,7 +208,7 @@ class Lease:
         current = self.store.get(self.location)
         held = LeaseRecord.from_bytes(current.data) if current is not None else None
         if held is None or held.owner != self.owner:
-            raise busy(self.location.parent, held.holder if held else "another run")
+            raise busy(self.folder, held.holder if held else "another run")
 
     def renew(self) -> bool:
         """Extend the lease by ``ttl_s``; ``False`` (and the lease lost) when it is no longer ours."""
@@ -219,7 +223,7 @@ class Lease:
             etag = self.store.put(self.location, record.to_bytes()) if held and held.owner == self.owner else None
         if etag is None:
             self._lost = "it was taken over by another run"
-            log.error("%s: lease lost: %s", self.location.parent, self._lost)
+            log.error("%s: lease lost: %s", self.folder, self._lost)
             return False
         self._etag, self._expires_at = etag, record.expires_at
         return True
@@ -230,7 +234,7 @@ class Lease:
                 if not self.renew():
                     return
             except Exception as exc:  # a store that does not answer: retried until the lease runs out
-                log.warning("%s: lease renewal failed (%s: %s)", self.location.parent, type(exc).__name__, exc)
+                log.warning("%s: lease renewal failed (%s: %s)", self.folder, type(exc).__name__, exc)
 
     def check(self) -> None:
         """Raise ``FolderBusyError`` if this run no longer holds the lease (taken over, or expired
@@ -238,7 +242,7 @@ class Lease:
         if self._lost is None and time.time() >= self._expires_at:
             self._lost = "it expired without renewal"
         if self._lost is not None:
-            raise FolderBusyError(f"{self.location.parent}: this run's lease on the folder was lost ({self._lost}); "
+            raise FolderBusyError(f"{self.folder}: this run's lease on the folder was lost ({self._lost}); "
                                   "expected to hold it until the run ends; nothing more is committed, rerun")
 
     def release(self) -> None:
@@ -273,9 +277,9 @@ def busy(folder: Location, holder: str) -> FolderBusyError:
                            "wait for it to finish or give another --out")
 
 
-def live_holder(folder: Location) -> str | None:
-    """Who holds a live lease on ``folder``, or ``None``."""
-    location = folder.join(names.LEASE_FILE)
+def live_holder(folder: Location, name: str = LEASE_PATH) -> str | None:
+    """Who holds a live lease on ``folder`` (the object ``folder/<name>``), or ``None``."""
+    location = folder.join(name)
     current = ObjectStore(location).get(location)
     held = LeaseRecord.from_bytes(current.data) if current is not None else None
     return held.holder if held is not None and held.expires_at > time.time() else None

@@ -21,26 +21,46 @@ SCORER_INT8_ONNX = "scorer.int8.onnx"
 THRESHOLD_FILE = "threshold.json"
 REFERENCE_FILE = "reference.parquet"  # errors and embeddings of held-out rows: the drift reference
 
-# An output folder of `seqae embed` (and `seqae validate --rejects-dir`). Names starting with "_" or
-# "." are never read back as input data (Hive/Spark convention).
-REJECTS_DIR = "_rejects"
-REJECTS_SUFFIX = ".rejects.parquet"
-STEPS_DIR = "_steps"  # per-timestamp scores of the long layout (`seqae embed --step-scores`)
-QUARANTINE_DIR = "_files"  # under REJECTS_DIR: one JSON record per input file that could not be used
-MANIFEST_DIR = "_manifest"
+# An output folder of `seqae embed` (seqae.infer.OutputFolder is the one owner of this layout). Each
+# folder below OUT holds Parquet files of one schema and nothing else, so that every engine reads it
+# as a folder; seqae's own records sit beside them, under CONTROL_DIR, never inside.
+EMBEDDINGS_DIR = "embeddings"  # OUT/embeddings/<output>.parquet: the data (one file per input shard)
+STEPS_DIR = "steps"  # OUT/steps/<output>.parquet: per-timestamp scores (`seqae embed --step-scores`)
+REJECTS_DIR = "rejects"  # OUT/rejects/<stem>.rejects.parquet: rejected rows with their reasons
+CONTROL_DIR = "_seqae"  # OUT/_seqae/: commit records, quarantine, runs, folder state, lock, lease
+ENTRIES_DIR = "manifest"  # _seqae/manifest/<output>.json: one commit record per shard
+QUARANTINE_DIR = "quarantine"  # _seqae/quarantine/<output>.json: input files that could not be used
+RUNS_DIR = "runs"  # _seqae/runs/<time>.json: one report per run
+STAGING_DIR = "staging"  # _seqae/staging/: files being written, renamed into place when whole
+STATE_FILE = "state.json"  # _seqae/state.json: the folder's state (every committed shard, totals)
+LOCK_FILE = "lock"  # _seqae/lock: the folder's flock (local filesystems)
+LEASE_FILE = "lease"  # _seqae/lease: the lock of object stores (seqae.lease)
 MANIFEST_SUFFIX = ".json"
-SUMMARY_FILE = "_manifest.json"
 OUTPUT_SUFFIX = ".parquet"
+REJECTS_SUFFIX = ".rejects.parquet"
 TMP_SUFFIX = ".tmp"
-LOCK_FILE = ".seqae.lock"
-LEASE_FILE = ".seqae.lease"  # the lock of object stores (seqae.lease)
-LOCK_SUFFIX = ".lock"  # _manifest/.<output>.lock: one writer per output at a time
+LOCK_SUFFIX = ".lock"  # _seqae/manifest/.<output>.lock: one writer per output at a time
+
+# `seqae validate --rejects-dir D`: D/_rejects/<stem>.rejects.parquet (names starting with "_" or "."
+# are never read back as input data: Hive/Spark convention).
+VALIDATE_REJECTS_DIR = "_rejects"
+
+# The layout before 2026-12 (seqae.infer.migrate moves it): data files at OUT/*.parquet beside these.
+LEGACY_MANIFEST_DIR = "_manifest"
+LEGACY_REJECTS_DIR = "_rejects"
+LEGACY_QUARANTINE_DIR = "_files"  # under LEGACY_REJECTS_DIR
+LEGACY_STEPS_DIR = "_steps"
+LEGACY_SUMMARY_FILE = "_manifest.json"
+LEGACY_LOCK_FILE = ".seqae.lock"
+LEGACY_LEASE_FILE = ".seqae.lease"
 
 # Key of seqae's JSON in Parquet footers and the output columns the job adds.
 PARQUET_METADATA_KEY = "seqae"
 LENGTH = "length"
 SCORE = "score"
 IS_ANOMALY = "is_anomaly"
+MODEL_ID = "model_id"  # lineage: which model wrote the row (string, dictionary-encoded in Parquet)
+MODEL_VERSION = "model_version"  # lineage: its version (int32)
 WINDOW_START = "window_start"
 WINDOW_END = "window_end"
 

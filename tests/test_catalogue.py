@@ -112,7 +112,12 @@ def two_good(tmp_path, make_sine_table):
 def reconciles(report) -> None:
     t = report.totals
     assert t["rows_in"] == t["rows_written"] + t["rows_rejected"] + t.get("rows_quarantined", 0)
-    assert {"a.parquet", "b.parquet"} <= {loc.name for loc in committed_outputs(report.out)}
+    outputs = committed_outputs(report.out)
+    assert {"a.parquet", "b.parquet"} <= {loc.name for loc in outputs}
+    # over the folder too: its state counts every committed row, and the data files hold exactly those
+    state = json.loads((Path(report.out) / "_seqae" / "state.json").read_text())["totals"]
+    assert state["rows_in"] == state["rows_written"] + state["rows_rejected"] + state["rows_quarantined"]
+    assert state["rows_written"] == sum(pq.read_metadata(loc.path).num_rows for loc in outputs)
 
 
 @pytest.mark.parametrize("case", sorted(ROW_CASES))
@@ -123,7 +128,7 @@ def test_bad_rows_are_rejected_with_their_reason(case, model_dir, two_good, tmp_
     reconciles(report)
     c = next(s for s in report.shards if s.shard.endswith("c.parquet"))
     assert (c.status, c.rows_in, c.rows_rejected) == ("done", table.num_rows, sum(reasons.values()))
-    rejects_file = tmp_path / "out" / "_rejects" / "c.rejects.parquet"
+    rejects_file = tmp_path / "out" / "rejects" / "c.rejects.parquet"
     found = pq.read_table(rejects_file).column("reason").to_pylist() if rejects_file.exists() else []
     assert {r: found.count(r) for r in set(found)} == reasons
     if reasons:
@@ -140,7 +145,7 @@ def test_keys_of_any_type_reach_the_rejects_as_text(keys, key_type, written, mod
     pq.write_table(rows([*GOOD[:2], None], keys=keys, key_type=key_type), tmp_path / "data" / "k.parquet")
     report = embed(model_dir, str(tmp_path / "data"), tmp_path / "out", CPU)
     assert report.totals["rows_written"] == 2 and report.totals["rows_rejected"] == 1
-    assert pq.read_table(tmp_path / "out" / "_rejects" / "k.rejects.parquet").column("key").to_pylist() == [written]
+    assert pq.read_table(tmp_path / "out" / "rejects" / "k.rejects.parquet").column("key").to_pylist() == [written]
 
 
 def test_a_long_outlier_does_not_pad_its_batch(tmp_path):
@@ -160,7 +165,7 @@ def test_bad_files_are_quarantined_and_the_rest_committed(case, model_dir, two_g
     reconciles(report)
     (bad,) = report.quarantined
     assert bad.shard.endswith("c.parquet") and reason in bad.error and "\n" not in bad.error
-    record = json.loads((tmp_path / "out" / "_rejects" / "_files" / "c.parquet.json").read_text())
+    record = json.loads((tmp_path / "out" / "_seqae" / "quarantine" / "c.parquet.json").read_text())
     assert record["reason"] == bad.error
     assert "c.parquet" not in {loc.name for loc in committed_outputs(tmp_path / "out")}
     with pytest.raises(SeqaeError, match=reason.split(":")[0].replace("'", ".")):
@@ -173,14 +178,14 @@ def test_a_fixed_file_leaves_quarantine_on_the_rerun(model_dir, two_good, tmp_pa
     pq.write_table(rows(GOOD), two_good / "c.parquet")
     report = embed(model_dir, str(two_good), tmp_path / "out", CPU)
     assert not report.quarantined and report.totals["shards_done"] == 1 and report.totals["shards_skipped"] == 2
-    assert not (tmp_path / "out" / "_rejects" / "_files" / "c.parquet.json").exists()
+    assert not (tmp_path / "out" / "_seqae" / "quarantine" / "c.parquet.json").exists()
 
 
 def test_an_empty_shard_is_committed_with_zero_rows(model_dir, two_good, tmp_path):
     pq.write_table(rows(GOOD).slice(0, 0), two_good / "c.parquet")
     report = embed(model_dir, str(two_good), tmp_path / "out", CPU)
     reconciles(report)
-    assert pq.read_metadata(tmp_path / "out" / "c.parquet").num_rows == 0
+    assert pq.read_metadata(tmp_path / "out" / "embeddings" / "c.parquet").num_rows == 0
 
 
 def test_colliding_names_keep_every_row(model_dir, tmp_path, make_sine_table):

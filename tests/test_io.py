@@ -244,3 +244,59 @@ def test_output_schema_is_the_same_whatever_wrote_the_input():
     assert {output_field(f) for f in written} == {pa.field("k", pa.string())}
     schemas = {embedding_schema(pa.schema([f]), pa.schema([]), 2, predicts=False, step_errors=False) for f in written}
     assert len(schemas) == 1 and not next(iter(schemas)).field("k").metadata
+
+
+def test_lineage_columns_come_last_and_cost_next_to_nothing(tmp_path):
+    from seqae.io import Lineage
+
+    schema = embedding_schema(KEYS, PASSTHROUGH, 4, predicts=False, step_errors=False, lineage=True)
+    assert schema.names[-2:] == ["model_id", "model_version"]
+    assert schema.field("model_id").type == pa.string() and schema.field("model_version").type == pa.int32()
+    n = 10_000
+    outputs = {"embedding": np.zeros((n, 4)), "recon_error": np.zeros(n)}
+    keys, passthrough = pa.table({"id": np.arange(n, dtype=np.int64)}), pa.table({"label": ["a"] * n})
+    table = embedding_table(schema, keys, passthrough, outputs, np.full(n, 3), Lineage("m-1a2b", 7))
+    assert set(table.column("model_id").to_pylist()) == {"m-1a2b"} and set(table.column("model_version").to_pylist()) == {7}
+    with AtomicParquetWriter(tmp_path / "e.parquet", schema) as writer:
+        writer.write(table)
+        writer.commit()
+    group = pq.ParquetFile(tmp_path / "e.parquet").metadata.row_group(0)
+    chunks = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    for column in ("model_id", "model_version"):
+        assert any("DICTIONARY" in e for e in chunks[column].encodings)
+        assert chunks[column].total_compressed_size < 200  # one dictionary value and a run of zeros
+    with pytest.raises(ValueError, match="^lineage: the schema has the lineage columns; expected a Lineage, got None$"):
+        embedding_table(schema, keys, passthrough, outputs, np.full(n, 3))
+
+
+def test_an_input_column_named_like_a_lineage_column_is_refused():
+    from seqae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^key or passthrough column 'model_id': the outputs carry their own "
+                                          r"model_id \(the model that wrote each row\); expected no input column "
+                                          r"of that name, rename it$"):
+        embedding_schema(KEYS, pa.schema([pa.field("model_id", pa.string())]), 2, predicts=False, step_errors=False,
+                         lineage=True)
+
+
+def test_step_scores_carry_the_lineage_too():
+    from seqae.io import Lineage, step_scores_schema, step_scores_table
+
+    schema = step_scores_schema(pa.field("k", pa.string()), pa.field("t", pa.int64()), lineage=True)
+    table = step_scores_table(schema, pa.array(["a", "a"]), [1, 2], [0.5, 0.5], [1.0, 1.0], [1, 2],
+                              lineage=Lineage("m", 3))
+    assert table.column("model_id").to_pylist() == ["m", "m"] and table.column("model_version").to_pylist() == [3, 3]
+
+
+def test_a_staged_writer_keeps_the_target_folder_clean(tmp_path):
+    staging = Location.of(tmp_path / "staging")
+    writer = AtomicParquetWriter(tmp_path / "data" / "a.parquet", SMALL, staging=staging)
+    writer.write(small_table())
+    assert os.listdir(tmp_path / "data") == [] and len(os.listdir(tmp_path / "staging")) == 1
+    writer.commit()
+    assert os.listdir(tmp_path / "data") == ["a.parquet"] and os.listdir(tmp_path / "staging") == []
+
+
+def test_rejects_of_an_embed_folder_go_under_the_name_given(tmp_path):
+    location = write_rejects(tmp_path, "part-1.parquet", [rejects(1)], under="rejects")
+    assert location.path == str(tmp_path / "rejects" / "part-1.rejects.parquet")

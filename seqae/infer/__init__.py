@@ -8,6 +8,7 @@ from seqae.config import EmbedConfig, SessionOptions
 from seqae.infer.artifacts import ModelArtifacts
 from seqae.infer.commit import (
     EmbedReport,
+    FolderState,
     OutputFolder,
     OutputPlan,
     PlannedShard,
@@ -23,7 +24,7 @@ from seqae.infer.session import NullScorer, ScorerSession
 from seqae.lease import CommitConflictError, FolderBusyError
 
 __all__ = [
-    "CommitConflictError", "EmbedConfig", "EmbedReport", "FolderBusyError", "InferenceModel", "ModelArtifacts",
+    "CommitConflictError", "EmbedConfig", "EmbedReport", "FolderBusyError", "FolderState", "InferenceModel", "ModelArtifacts",
     "NullScorer", "OutputFolder", "OutputPlan", "PlannedShard", "Progress", "RunIdentity", "ScorerSession",
     "SessionOptions", "ShardResult", "committed_outputs", "embed", "embed_shard", "plan_embed", "plan_outputs",
     "prepare_embed", "reuse_key", "write_summary",

@@ -1,8 +1,19 @@
 """The embed job's output folder and its commit protocol: one owner for naming, skipping, committing
 and cleaning up.
 
+The layout (``OutputFolder``; names in ``seqae.names``)::
+
+    OUT/embeddings/<output>.parquet        the data, and nothing else: every engine reads it as a folder
+    OUT/steps/<output>.parquet             per-timestamp scores (long layout, --step-scores)
+    OUT/rejects/<stem>.rejects.parquet     rejected rows with their reasons
+    OUT/_seqae/manifest/<output>.json      the commit record of each shard
+    OUT/_seqae/quarantine/<output>.json    input files that could not be used, with the reason
+    OUT/_seqae/state.json                  the folder's state: every committed shard, totals, models
+    OUT/_seqae/runs/<time>.json            one report per run
+    OUT/_seqae/staging/, lock, lease       files being written; the folder's lock (local) or lease (S3)
+
 Per shard, in this order: any earlier commit of the output is withdrawn (entry first, then its
-files), then the rejects file, the data file, and last the manifest entry ``_manifest/<output>.json``.
+files), then the rejects file, the data file, and last the manifest entry ``_seqae/manifest/<output>.json``.
 The manifest entry is the commit: a shard counts as done only when its entry exists, names the same
 model, ONNX file and input fingerprint, and its data file is there. One writer per output at a time
 (``OutputFolder.shard_lock``); an entry or data file of another writer found at commit time is a
@@ -20,7 +31,10 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
+import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +43,8 @@ from seqae._version import __version__
 from seqae.data import Shard, resolve_shards
 from seqae.data.source import data_root
 from seqae.errors import ConfigError, SeqaeError
-from seqae.io import output_names_for, read_metadata, rejects_path
+from seqae.infer.migrate import LegacyLayout, migrate_folder, migrate_shard
+from seqae.io import OUTPUT_FORMAT, output_names_for, read_metadata, rejects_path
 from seqae.lease import CommitConflictError, FolderBusyError, Lease, busy, live_holder, put_if_absent
 from seqae.storage import Location, is_temporary, read_json, sha256_text, utc_now, within, write_bytes, write_json
 
@@ -82,7 +97,7 @@ class ShardResult:
 
 @dataclass
 class EmbedReport:
-    """A run over many shards: per-shard results and totals (also written to ``_manifest.json``)."""
+    """A run over many shards: per-shard results and totals (also written to ``_seqae/runs/<time>.json``)."""
 
     out: str
     provider: str
@@ -186,34 +201,134 @@ def _only(only: str, data: str, planned: tuple[PlannedShard, ...]) -> PlannedSha
     raise ConfigError(f"only: {only} is not a shard of {data}; expected a Parquet file under it")
 
 
-class OutputFolder:
-    """An embed output folder on any ``pyarrow.fs`` filesystem.
+@dataclass(frozen=True)
+class FolderState:
+    """What an output folder holds, over every run that wrote it (``_seqae/state.json``).
 
-    ``out/<name>.parquet`` (data), ``out/_rejects/<name>.rejects.parquet``,
-    ``out/_steps/<name>.parquet`` (per-timestamp scores, when asked),
-    ``out/_manifest/<name>.parquet.json`` (commit records), ``out/_manifest.json`` (run summary).
+    ``shards``: one record per committed shard (output, source, model, row counts); ``quarantined``:
+    one per input file that could not be used. Over the folder, ``rows_in == rows_written +
+    rows_rejected + rows_quarantined`` (``check``).
     """
+
+    out: str
+    shards: tuple[dict[str, Any], ...]
+    quarantined: tuple[dict[str, Any], ...]
+
+    @property
+    def totals(self) -> dict[str, int]:
+        def total(key: str, records=self.shards) -> int:
+            return sum(int(r.get(key) or 0) for r in records)
+
+        quarantined = total("rows", self.quarantined)
+        return {"shards": len(self.shards) + len(self.quarantined), "shards_committed": len(self.shards),
+                "shards_quarantined": len(self.quarantined),
+                "rows_in": total("rows_in") + quarantined, "rows_written": total("rows_written"),
+                "rows_rejected": total("rows_rejected"), "rows_quarantined": quarantined,
+                "steps_written": total("steps_written")}
+
+    @property
+    def models(self) -> list[dict[str, Any]]:
+        """Per model (id and version) that wrote committed rows: its shards and rows."""
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        for record in self.shards:
+            key = (record.get("model_id"), record.get("model_version"))
+            entry = found.setdefault(key, {"model_id": key[0], "model_version": key[1], "shards": 0, "rows_written": 0})
+            entry["shards"] += 1
+            entry["rows_written"] += int(record.get("rows_written") or 0)
+        return sorted(found.values(), key=lambda m: (str(m["model_id"]), m["model_version"] or 0))
+
+    def check(self) -> None:
+        """Raise ``SeqaeError`` naming the shard whose entry does not reconcile (rows in != written +
+        rejected); the folder's totals then reconcile too."""
+        for record in self.shards:
+            if record["rows_in"] != record["rows_written"] + record["rows_rejected"]:
+                raise SeqaeError(f"{self.out}: shard {record['output']}: rows in {record['rows_in']} != written "
+                                 f"{record['rows_written']} + rejected {record['rows_rejected']}; expected every "
+                                 "committed entry to reconcile, rerun with --overwrite to recompute it")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": self.out, "output_format": OUTPUT_FORMAT, "totals": self.totals, "models": self.models,
+                "shards": list(self.shards), "quarantined": list(self.quarantined)}
+
+
+#: What the folder state keeps of each committed entry.
+_STATE_KEYS = ("output", "source", "model_id", "model_version", "rows_in", "rows_written", "rows_rejected",
+               "steps_written", "committed_at")
+
+
+class OutputFolder:
+    """An embed output folder on any ``pyarrow.fs`` filesystem: the one owner of its layout (see the
+    module docstring). Readers point at ``embeddings`` (data only) or ``steps``; everything seqae
+    keeps for itself lies under ``control`` (``_seqae/``)."""
 
     def __init__(self, out: str | os.PathLike | Location):
         self.location = Location.of(out)
         self._lease: Lease | None = None
+        self.legacy = LegacyLayout(self.location)
 
     def __str__(self) -> str:
         return self.location.uri
 
+    # --- the layout: every path of the folder is named here ---------------------------------------
+    @property
+    def embeddings(self) -> Location:
+        """The folder of data files: point DuckDB, Polars, pandas or Spark here."""
+        return self.location.join(names.EMBEDDINGS_DIR)
+
+    @property
+    def steps(self) -> Location:
+        return self.location.join(names.STEPS_DIR)
+
+    @property
+    def rejects(self) -> Location:
+        return self.location.join(names.REJECTS_DIR)
+
+    @property
+    def control(self) -> Location:
+        return self.location.join(names.CONTROL_DIR)
+
+    @property
+    def entries(self) -> Location:
+        return self.control.join(names.ENTRIES_DIR)
+
+    @property
+    def quarantine_dir(self) -> Location:
+        return self.control.join(names.QUARANTINE_DIR)
+
+    @property
+    def runs(self) -> Location:
+        return self.control.join(names.RUNS_DIR)
+
+    @property
+    def staging(self) -> Location:
+        return self.control.join(names.STAGING_DIR)
+
+    @property
+    def state_file(self) -> Location:
+        return self.control.join(names.STATE_FILE)
+
     def data_file(self, name: str) -> Location:
-        return self.location.join(name)
+        return self.embeddings.join(name)
 
     def steps_file(self, name: str) -> Location:
-        return self.location.join(names.STEPS_DIR, name)
+        return self.steps.join(name)
+
+    def rejects_file(self, name: str) -> Location:
+        return rejects_path(self.location, name, under=names.REJECTS_DIR)
 
     def entry_file(self, name: str) -> Location:
-        return self.location.join(names.MANIFEST_DIR, f"{name}{names.MANIFEST_SUFFIX}")
+        return self.entries.join(f"{name}{names.MANIFEST_SUFFIX}")
+
+    def quarantine_file(self, name: str) -> Location:
+        return self.quarantine_dir.join(f"{name}{names.MANIFEST_SUFFIX}")
 
     def create(self) -> None:
         if self.location.is_file():
             raise SeqaeError(f"{self.location}: --out is a file; expected a folder (or a new path) for the outputs")
         self.location.mkdir()
+        self.control.mkdir()
+        if self.location.is_local:  # an empty folder reads as no rows; object stores need no folder marker
+            self.embeddings.mkdir()
 
     @contextlib.contextmanager
     def lock(self, exclusive: bool):
@@ -222,7 +337,7 @@ class OutputFolder:
         ``embed`` takes it exclusively and refuses at once when anything else holds it (it removes
         temporary files of killed runs, which would be another run's files in progress);
         ``embed_shard`` takes it shared, so shard tasks run side by side and wait for an ``embed`` run.
-        Local folders: ``.seqae.lock`` with ``flock`` (never followed when it is a symbolic link).
+        Local folders: ``_seqae/lock`` with ``flock`` (never followed when it is a symbolic link).
         Object stores: ``embed`` holds a lease (``seqae.lease``: conditional writes on S3, renewed
         while held, expiring when its holder dies); ``embed_shard`` refuses while a live one is held.
         """
@@ -247,7 +362,8 @@ class OutputFolder:
     def _flock(self, exclusive: bool):
         import fcntl
 
-        path = os.path.join(self.location.path, names.LOCK_FILE)
+        self.control.mkdir()
+        path = self.control.join(names.LOCK_FILE).path
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError:
@@ -280,8 +396,8 @@ class OutputFolder:
     def shard_lock(self, name: str):
         """Hold output ``name`` alone for a block, waiting for another writer of it: concurrent
         ``embed_shard`` calls for one shard run one after the other, the second sees the first's
-        commit. Local: ``flock`` on ``_manifest/.<name>.lock``; object stores: a lease object there."""
-        folder = self.location.join(names.MANIFEST_DIR)
+        commit. Local: ``flock`` on ``_seqae/manifest/.<name>.lock``; object stores: a lease object there."""
+        folder = self.entries
         folder.mkdir()
         lock_name = f".{name}{names.LOCK_SUFFIX}"
         if not self.location.is_local:
@@ -305,10 +421,24 @@ class OutputFolder:
         if self._lease is not None:
             self._lease.check()
 
+    # --- migration from the earlier layout ----------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Move what the earlier layout left here (data at ``OUT/*.parquet``, ``_manifest/``,
+        ``_rejects/``, ``_steps/``, ``_manifest.json``) into this one; the caller holds the exclusive
+        lock. Committed shards stay committed: their data files get the lineage columns from their
+        entry (rows unchanged, not recomputed) and are skipped by the next run of the same model.
+        Returns the outputs moved (``seqae.infer.migrate``)."""
+        return migrate_folder(self)
+
+    def migrate_shard(self, name: str) -> bool:
+        """``migrate`` for one output, under its shard lock (``embed_shard``); ``True`` when it moved one."""
+        return self.legacy.present() and migrate_shard(self, name)
+
+    # --- entries ------------------------------------------------------------------------------------
     def entry_names(self) -> list[str]:
         """The output names that have a manifest entry (committed), sorted."""
         return sorted(info.base_name[: -len(names.MANIFEST_SUFFIX)]
-                      for info in self.location.join(names.MANIFEST_DIR).children()
+                      for info in self.entries.children()
                       if info.base_name.endswith(names.MANIFEST_SUFFIX) and not is_temporary(info.base_name))
 
     def read_entry(self, name: str) -> dict[str, Any] | None:
@@ -318,11 +448,21 @@ class OutputFolder:
         entry = read_json(location, "manifest entry")
         return entry if isinstance(entry, dict) else None
 
+    def committed_names(self) -> list[tuple[str, bool]]:
+        """``(output name, legacy)`` of every committed shard: entries of this layout, then those of
+        the earlier layout not moved yet (``legacy``: its files are where that layout put them)."""
+        found = [(name, False) for name in self.entry_names()]
+        if self.legacy.present():
+            ours = {name for name, _ in found}
+            found += [(name, True) for name in self.legacy.entry_names() if name not in ours]
+        return sorted(found)
+
     def done(self, shard: Shard, name: str, identity: RunIdentity,
              entry: dict[str, Any] | None = None) -> ShardResult | None:
         """The earlier result for ``shard`` if it is committed for the same input and identity.
 
-        The only place that decides whether a shard can be skipped.
+        The only place that decides whether a shard can be skipped (an entry of the earlier layout
+        never is: ``migrate`` moves it first).
         """
         entry = entry if entry is not None else self.read_entry(name)
         if entry is None or entry.get("fingerprint") != shard.fingerprint:
@@ -353,7 +493,12 @@ class OutputFolder:
         attempt = record.get("attempt")
         if attempt is not None and read_metadata(self.data_file(name)).get("attempt") != attempt:
             raise self._conflict(name, "its data file was replaced by another writer")
-        body = json.dumps({**record, "output": name, "committed_at": utc_now()}, indent=2, default=str).encode()
+        self.put_entry(name, {**record, "output": name, "committed_at": utc_now()})
+        self.quarantine_file(name).delete()
+
+    def put_entry(self, name: str, entry: dict[str, Any]) -> None:
+        """Create ``name``'s entry, refusing to replace one (``CommitConflictError``)."""
+        body = json.dumps(entry, indent=2, default=str).encode()
         location = self.entry_file(name)
         if not self.location.atomic_rename:
             if not put_if_absent(location, body):
@@ -362,7 +507,6 @@ class OutputFolder:
             raise self._conflict(name, "another writer committed it first")
         else:
             write_bytes(location, body)
-        self.quarantine_file(name).delete()
 
     def _conflict(self, name: str, what: str) -> CommitConflictError:
         return CommitConflictError(f"{self.entry_file(name)}: {what} while this run wrote it; expected no other "
@@ -370,24 +514,35 @@ class OutputFolder:
 
     def withdraw(self, name: str) -> None:
         """Remove an output: its entry first (from then on it does not count), then its files and
-        any quarantine record under its name."""
+        any quarantine record under its name, in this layout and in the earlier one."""
         self.entry_file(name).delete()
         self.data_file(name).delete()
         self.steps_file(name).delete()
-        rejects_path(self.location, name).delete()
+        self.rejects_file(name).delete()
         self.quarantine_file(name).delete()
+        if self.legacy.present():
+            self.legacy.withdraw(name)
+
+    def quarantine_records(self) -> dict[str, dict[str, Any]]:
+        """Output name -> quarantine record, of this layout and (not moved yet) the earlier one."""
+        found: dict[str, dict[str, Any]] = {}
+        folders = [self.quarantine_dir] + ([self.legacy.quarantine_dir] if self.legacy.present() else [])
+        for folder in reversed(folders):  # ours last: they win
+            for info in folder.children():
+                if info.base_name.endswith(names.MANIFEST_SUFFIX) and not is_temporary(info.base_name):
+                    record = read_json(Location(folder.filesystem, info.path, info.path), "quarantine record")
+                    if isinstance(record, dict) and "shard" in record:
+                        found[info.base_name[: -len(names.MANIFEST_SUFFIX)]] = record
+        return found
+
+    def _entry_of(self, name: str, legacy: bool) -> dict[str, Any]:
+        return (self.legacy.read_entry(name) if legacy else self.read_entry(name)) or {}
 
     def sources(self) -> dict[str, str]:
         """Output name -> source shard URI, of every committed entry and quarantine record."""
-        found = {}
-        folder = self.location.join(names.REJECTS_DIR, names.QUARANTINE_DIR)
-        for info in folder.children():
-            if info.base_name.endswith(names.MANIFEST_SUFFIX) and not is_temporary(info.base_name):
-                record = read_json(Location(folder.filesystem, info.path, info.path), "quarantine record")
-                if isinstance(record, dict) and "shard" in record:
-                    found[info.base_name[: -len(names.MANIFEST_SUFFIX)]] = record["shard"]
-        for name in self.entry_names():
-            entry = self.read_entry(name) or {}
+        found = {name: record["shard"] for name, record in self.quarantine_records().items()}
+        for name, legacy in self.committed_names():
+            entry = self._entry_of(name, legacy)
             if "source" in entry:
                 found[name] = entry["source"]
         return found
@@ -411,11 +566,8 @@ class OutputFolder:
                 withdrawn.append(name)
         return withdrawn
 
-    def quarantine_file(self, name: str) -> Location:
-        return self.location.join(names.REJECTS_DIR, names.QUARANTINE_DIR, f"{name}{names.MANIFEST_SUFFIX}")
-
     def quarantine(self, shard: Shard, name: str, error: BaseException) -> ShardResult:
-        """Record an input file that cannot be used as a whole (``_rejects/_files/<name>.json``),
+        """Record an input file that cannot be used as a whole (``_seqae/quarantine/<name>.json``),
         with its one-line reason and, where its footer can be read, its row count. Any earlier
         output of it is withdrawn: its entry is removed, so it is neither skipped nor served."""
         rows = footer_rows(shard)
@@ -428,18 +580,56 @@ class OutputFolder:
         return ShardResult(shard.uri, name, "quarantined", rows or 0, 0, 0, rows_quarantined=rows or 0,
                            error=reason)
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        write_json(self.location.join(names.SUMMARY_FILE), {**summary, "seqae_version": __version__,
-                                                             "finished_at": utc_now()})
+    # --- the folder's state and the runs' reports -----------------------------------------------------
+    def state(self) -> FolderState:
+        """Every committed shard and quarantined file of the folder, whichever run wrote it."""
+        shards = []
+        for name, legacy in self.committed_names():
+            entry = self._entry_of(name, legacy)
+            record = {k: entry.get(k) for k in _STATE_KEYS if k in entry}
+            shards.append({"output": name, **record, **({"layout": "legacy"} if legacy else {})})
+        quarantined = tuple({"output": name, "shard": r["shard"], "rows": r.get("rows"), "reason": r.get("reason")}
+                            for name, r in sorted(self.quarantine_records().items()))
+        return FolderState(self.location.uri, tuple(shards), quarantined)
 
+    def write_run(self, report: dict[str, Any]) -> Location:
+        """``_seqae/runs/<time>.json``: one run's report (names sort by time)."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        location = self.runs.join(f"{stamp}-{uuid.uuid4().hex[:6]}{names.MANIFEST_SUFFIX}")
+        write_json(location, {**report, "seqae_version": __version__, "finished_at": utc_now()})
+        return location
+
+    def write_state(self, last_run: Location | None = None) -> FolderState:
+        """Check that the folder reconciles and write ``_seqae/state.json``.
+
+        Raises:
+            SeqaeError: a committed entry whose rows in != written + rejected.
+        """
+        state = self.state()
+        state.check()
+        extra = {"last_run": posixpath.relpath(last_run.path, self.control.path)} if last_run is not None else {}
+        write_json(self.state_file, {**state.to_dict(), **extra, "seqae_version": __version__,
+                                     "updated_at": utc_now()})
+        return state
+
+    def read_state(self) -> dict[str, Any] | None:
+        """``_seqae/state.json`` as the last run left it (``None`` before any run finished)."""
+        return read_json(self.state_file, "folder state") if self.state_file.is_file() else None
+
+    def last_run(self) -> dict[str, Any] | None:
+        """The report of the last run that finished (``_seqae/runs/<time>.json``, named by the state)."""
+        state = self.read_state()
+        if not state or "last_run" not in state:
+            return None
+        return read_json(self.control.join(state["last_run"]), "run report")
+
+    # --- leftovers ----------------------------------------------------------------------------------
     def remove_leftovers(self) -> None:
         """Temporary files of a run that was killed. Only ``embed()`` calls this (one run per output
         folder at a time); ``embed_shard`` never does, so concurrent shard tasks are safe."""
-        for folder in self._folders():
-            for info in folder.children():
-                if info.type.name == "File" and is_temporary(info.base_name):
-                    log.info("removing %s, left by an interrupted run", info.path)
-                    Location(self.location.filesystem, info.path, info.path).delete()
+        for path in self._leftovers():
+            log.info("removing %s, left by an interrupted run", path)
+            Location(self.location.filesystem, path, path).delete()
 
     def tidy(self) -> list[str]:
         """``remove_leftovers`` when no run is writing to this folder (its lock is free), for
@@ -464,8 +654,9 @@ class OutputFolder:
                 for info in folder.children() if info.type.name == "File" and is_temporary(info.base_name)]
 
     def _folders(self) -> list[Location]:
-        return [self.location, self.location.join(names.MANIFEST_DIR), self.location.join(names.REJECTS_DIR),
-                self.location.join(names.REJECTS_DIR, names.QUARANTINE_DIR), self.location.join(names.STEPS_DIR)]
+        ours = [self.staging, self.entries, self.quarantine_dir, self.runs, self.control, self.embeddings,
+                self.steps, self.rejects]
+        return ours + (self.legacy.folders() if self.legacy.present() else [])
 
     def contains(self, shard: Shard) -> bool:
         """Whether ``shard`` lies inside this folder (our own outputs must never be read back as input)."""
@@ -511,15 +702,22 @@ def footer_rows(shard: Shard) -> int | None:
         return None
 
 
-def committed_outputs(out: str | os.PathLike | Location) -> list[Location]:
-    """The data files of an output folder that have a manifest entry, sorted by name.
+def committed_outputs(out: str | os.PathLike | Location, *, steps: bool = False) -> list[Location]:
+    """The data files (``steps``: the per-timestamp files) of an output folder that have a manifest
+    entry, sorted by name; the one way seqae reads an output folder back.
 
-    Read outputs through this (or through ``_manifest/``) on object stores, where a data file of an
-    interrupted run can be present without its entry.
+    Read outputs through this (or through ``_seqae/manifest/``) on object stores, where a data file of
+    an interrupted run can be present without its entry. A folder of the earlier layout not yet moved
+    (``seqae.infer.migrate``) is read where that layout put its files.
     """
     folder = OutputFolder(out)
-    found = [folder.data_file(name) for name in folder.entry_names()]
-    return sorted((loc for loc in found if loc.is_file()), key=lambda loc: loc.path)
+    found = []
+    for name, legacy in folder.committed_names():
+        layout = folder.legacy if legacy else folder
+        location = layout.steps_file(name) if steps else layout.data_file(name)
+        if location.is_file():
+            found.append(location)
+    return sorted(found, key=lambda loc: (loc.name, loc.path))
 
 
 def reuse_key(identity: RunIdentity, shard: Shard, out: str | os.PathLike | Location, name: str,

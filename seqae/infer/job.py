@@ -35,6 +35,7 @@ from seqae.infer.model import InferenceModel
 from seqae.infer.runtime import physical_cores
 from seqae.infer.stages import ReadBatch, Scores, ShardInput, ShardOutput, score
 from seqae.io import output_names_for
+from seqae.lease import FolderBusyError
 from seqae.storage import Location
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,8 @@ def embed_shard(model: InferenceModel | str | os.PathLike, shard: Shard | str | 
 
     Returns:
         The shard's result, ``status`` ``"skipped"`` when an earlier run committed it for the same
-        input fingerprint, model and ONNX file.
+        input fingerprint, model and ONNX file (an output of the earlier folder layout is moved
+        first, ``OutputFolder.migrate_shard``).
     """
     if not isinstance(model, InferenceModel):
         model = InferenceModel.open(model, config)
@@ -212,6 +214,7 @@ def embed_shard(model: InferenceModel | str | os.PathLike, shard: Shard | str | 
     folder.create()
     name = output_name or output_names_for([shard])[shard.uri]
     with folder.lock(exclusive=False), folder.shard_lock(name):
+        folder.migrate_shard(name)
         if not config.overwrite:
             done = folder.done(shard, name, model.identity)
             if done is not None:
@@ -226,10 +229,20 @@ def plan_outputs(data: str, out: str | os.PathLike | Location) -> list[tuple[Sha
 
 def prepare_embed(data: str, out: str | os.PathLike | Location, only: str | None = None) -> OutputPlan:
     """Plan a run and withdraw what the plan makes stale (renamed or deleted sources), for callers
-    that then run ``embed_shard`` per planned shard (the flows, Ray): ``embed`` does the same."""
+    that then run ``embed_shard`` per planned shard (the flows, Ray): ``embed`` does the same.
+
+    A folder of the earlier layout is moved first (``OutputFolder.migrate``) when its lock is free;
+    while other shard tasks hold it, each ``embed_shard`` moves its own output instead."""
     plan = plan_embed(data, out, only)
     folder = OutputFolder(out)
     folder.create()
+    if folder.legacy.present():
+        try:
+            with folder.lock(exclusive=True):
+                folder.migrate()
+        except FolderBusyError as exc:
+            log.warning("%s: the earlier layout stays until the folder is free (%s); each shard task moves "
+                        "its own output meanwhile", folder, exc)
     with folder.lock(exclusive=False):
         folder.withdraw_stale(plan)
     return plan
@@ -267,15 +280,18 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Loca
     Args:
         model_dir: an exported model directory (checksums are verified).
         data: Parquet file, directory, glob or URI.
-        out: output folder, a local path or any ``pyarrow.fs`` URI: one ``.parquet`` per input shard,
-            ``_rejects/``, ``_manifest/`` (one commit record per shard), ``_manifest.json``.
+        out: output folder, a local path or any ``pyarrow.fs`` URI: ``embeddings/`` (one ``.parquet``
+            per input shard, nothing else), ``rejects/``, ``steps/`` and ``_seqae/`` (commit records,
+            quarantine records, run reports, the folder's state); see ``seqae.infer.commit``. A folder
+            of the earlier layout is moved into this one first (``OutputFolder.migrate``).
         config: run options.
         data_config: the data contract; defaults to the one the model was trained with.
         on_progress: called from worker threads with a ``Progress`` after each batch and shard.
         null_scorer: score with zeros (measures the pipeline's capacity; not embeddings).
 
     Returns:
-        Per-shard and total counts; the same goes to ``out/_manifest.json``.
+        Per-shard and total counts; the same goes to ``out/_seqae/runs/<time>.json``, and the
+        folder's state (every committed shard, whichever run wrote it) to ``out/_seqae/state.json``.
 
     Raises:
         DeviceError: ``device="cuda"`` without a usable CUDA provider, or heavy nodes off the GPU.
@@ -294,6 +310,7 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Loca
 
 def _embed_planned(model: InferenceModel, plan: OutputPlan, folder: OutputFolder,
                    config: EmbedConfig, on_progress: ProgressCallback | None) -> EmbedReport:
+    folder.migrate()
     folder.remove_leftovers()
     folder.withdraw_stale(plan)
     planned = [(p.shard, p.output) for p in plan.selected]
@@ -319,18 +336,22 @@ def _embed_planned(model: InferenceModel, plan: OutputPlan, folder: OutputFolder
 
 
 def write_summary(report: EmbedReport, out: OutputFolder | str | os.PathLike | Location, identity, data: str) -> EmbedReport:
-    """Check that a run's counts reconcile and write ``_manifest.json``; ``embed`` and the flows
-    (which run ``embed_shard`` per task) both end with this.
+    """Check that a run's counts reconcile, write its report to ``_seqae/runs/<time>.json`` and the
+    folder's state (every committed shard and quarantined file, totals over the folder, the models
+    that wrote it) to ``_seqae/state.json``; ``embed`` and the flows (which run ``embed_shard`` per
+    task) both end with this.
 
     Raises:
-        SeqaeError: rows in != rows written + rows rejected over the run.
+        SeqaeError: rows in != rows written + rows rejected + rows quarantined over the run, or a
+            committed entry of the folder that does not reconcile.
     """
     folder = out if isinstance(out, OutputFolder) else OutputFolder(out)
     report.shards.sort(key=lambda s: s.shard)
     totals = report.totals
     if totals["rows_in"] != totals["rows_written"] + totals["rows_rejected"] + totals.get("rows_quarantined", 0):
         raise SeqaeError(f"row counts do not reconcile: {totals}")
-    folder.write_summary({**report.to_dict(), **identity.to_dict(), "data": str(data)})
+    run = folder.write_run({**report.to_dict(), **identity.to_dict(), "data": str(data)})
+    folder.write_state(last_run=run)
     return report
 
 

@@ -158,9 +158,9 @@ class InferenceModel:
     def output_schema(self, key_fields: pa.Schema, passthrough: pa.Schema) -> pa.Schema:
         return embedding_schema(key_fields, passthrough, self.info.model.embedding_dim,
                                 predicts=self.info.model.predicts, step_errors=self.step_errors,
-                                scored=self.threshold is not None)
+                                scored=self.threshold is not None, lineage=True)
 
     def step_scores_schema(self, input_schema: pa.Schema) -> pa.Schema:
         """The per-timestamp output's schema for a long-layout shard with ``input_schema``."""
         return step_scores_schema(input_schema.field(self.data.key_column), input_schema.field(self.data.time_column),
-                                  scored=self.threshold is not None)
+                                  scored=self.threshold is not None, lineage=True)

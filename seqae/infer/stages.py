@@ -26,7 +26,15 @@ from seqae.infer.commit import OutputFolder, ShardResult
 from seqae.infer.model import InferenceModel
 from seqae.infer.session import Scorer
 from seqae.infer.steps import StepRows, StepScores
-from seqae.io import AtomicParquetWriter, embedding_table, row_group_rows, step_scores_table, write_rejects
+from seqae.io import (
+    OUTPUT_FORMAT,
+    AtomicParquetWriter,
+    Lineage,
+    embedding_table,
+    row_group_rows,
+    step_scores_table,
+    write_rejects,
+)
 from seqae.storage import utc_now
 
 log = logging.getLogger(__name__)
@@ -125,6 +133,7 @@ class ShardOutput:
         self.schema = schema
         self.model = model
         self.rejects: list[pa.Table] = []
+        self.lineage = Lineage(model.identity.model_id, model.identity.model_version)
         self.rows_written = 0
         self.started = time.perf_counter()
         self._writer: AtomicParquetWriter | None = None
@@ -144,7 +153,8 @@ class ShardOutput:
 
     def _writer_for(self, location, schema: pa.Schema) -> AtomicParquetWriter:
         self.folder.check_writer()
-        return AtomicParquetWriter(location, schema, row_group_size=row_group_rows(schema))
+        return AtomicParquetWriter(location, schema, row_group_size=row_group_rows(schema),
+                                   staging=self.folder.staging)
 
     def _open(self) -> AtomicParquetWriter:
         if self._writer is None:
@@ -159,7 +169,7 @@ class ShardOutput:
         threshold = self.model.threshold
         extra = (threshold.score(rows.mean), threshold.predict(rows.mean)) if threshold is not None else ()
         self._steps_writer.write(step_scores_table(self.steps_schema, rows.keys, rows.times, rows.mean, rows.max,
-                                                   rows.windows, *extra))
+                                                   rows.windows, *extra, lineage=self.lineage))
         self.steps_written += len(rows)
 
     def write(self, read: ReadBatch, scores: Scores) -> None:
@@ -171,7 +181,7 @@ class ShardOutput:
                 errors = outputs[names.RECON_ERROR]
                 outputs = {**outputs, names.SCORE: threshold.score(errors), names.IS_ANOMALY: threshold.predict(errors)}
             table = embedding_table(self.schema, read.batch.keys, read.batch.passthrough, outputs,
-                                    read.batch.lengths)
+                                    read.batch.lengths, self.lineage)
             self._open().write(table)
             self.rows_written += table.num_rows
             if self._steps is not None:
@@ -190,7 +200,7 @@ class ShardOutput:
         if rows_in != self.rows_written + rejected:
             raise SeqaeError(f"{self.shard.uri}: rows in {rows_in} != written {self.rows_written} + "
                              f"rejected {rejected}")
-        record = {**self.model.identity.to_dict(), "seqae_version": __version__,
+        record = {**self.model.identity.to_dict(), "output_format": OUTPUT_FORMAT, "seqae_version": __version__,
                   "provider": self.model.scorer.provider, "source": self.shard.uri,
                   "fingerprint": self.shard.fingerprint, "rows_in": rows_in, "rows_written": self.rows_written,
                   "rows_rejected": rejected, "stats": stats.to_dict(), "attempt": self.attempt,
@@ -202,7 +212,8 @@ class ShardOutput:
             # a dropped tail); of those, ``steps_uncovered`` are in no window at all.
             record["steps_unscored"] = stats.steps_windowed - self.steps_written
             record["steps_uncovered"] = stats.steps_uncovered
-        write_rejects(self.folder.location, self.name, self.rejects, {**record, "output": self.name})
+        write_rejects(self.folder.location, self.name, self.rejects, {**record, "output": self.name},
+                      under=names.REJECTS_DIR, staging=self.folder.staging)
         if self._steps_writer is not None:
             self._steps_writer.commit(record)
             self._steps_writer = None

@@ -58,7 +58,7 @@ def test_data_files_without_an_entry_are_not_outputs(committed):
 
 def test_leftover_temporary_files_are_removed(committed):
     _, folder = committed
-    leftover = folder.location.join("_manifest", ".a.parquet.json.0123abcd.tmp")
+    leftover = folder.location.join("_seqae", "manifest", ".a.parquet.json.0123abcd.tmp")
     with leftover.filesystem.open_output_stream(leftover.path) as stream:
         stream.write(b"{")
     folder.remove_leftovers()
@@ -111,23 +111,25 @@ def test_output_names_do_not_change_when_a_new_folder_arrives(tmp_path):
 def test_tidy_removes_what_killed_writers_left_only_when_no_run_holds_the_folder(tmp_path):
     folder = OutputFolder(tmp_path / "out")
     folder.create()
-    (tmp_path / "out" / "_manifest").mkdir()
-    left = [tmp_path / "out" / ".a.parquet.1a2b3c4d.tmp", tmp_path / "out" / "_manifest" / ".a.parquet.json.5e6f7a8b.tmp"]
+    (tmp_path / "out" / "_seqae" / "manifest").mkdir()
+    (tmp_path / "out" / "_seqae" / "staging").mkdir()
+    left = [tmp_path / "out" / "_seqae" / "staging" / ".a.parquet.1a2b3c4d.tmp",
+            tmp_path / "out" / "_seqae" / "manifest" / ".a.parquet.json.5e6f7a8b.tmp"]
     for path in left:
         path.write_bytes(b"partial")
-    (tmp_path / "out" / "a.parquet").write_bytes(b"committed elsewhere")
+    (tmp_path / "out" / "embeddings" / "a.parquet").write_bytes(b"committed elsewhere")
     with folder.lock(exclusive=False):  # an embed_shard call is writing: its temporary files are not leftovers
         assert folder.tidy() == []
     assert all(path.exists() for path in left)
     assert sorted(folder.tidy()) == sorted(str(p) for p in left)
-    assert not any(path.exists() for path in left) and (tmp_path / "out" / "a.parquet").exists()
+    assert not any(path.exists() for path in left) and (tmp_path / "out" / "embeddings" / "a.parquet").exists()
     assert OutputFolder(tmp_path / "never-made").tidy() == []
 
 
 def test_only_names_made_by_location_temporary_are_leftovers(tmp_path):
     folder = OutputFolder(tmp_path / "out")
     folder.create()
-    notes, leftover = tmp_path / "out" / ".my-notes.tmp", tmp_path / "out" / ".a.parquet.0123abcd.tmp"
+    notes, leftover = tmp_path / "out" / "embeddings" / ".my-notes.tmp", tmp_path / "out" / "embeddings" / ".a.parquet.0123abcd.tmp"
     notes.write_text("mine")
     leftover.write_bytes(b"partial")
     folder.remove_leftovers()
@@ -139,9 +141,9 @@ def test_a_lock_file_that_is_a_symlink_is_refused_and_never_followed(tmp_path):
     victim.write_text("keep me")
     folder = OutputFolder(tmp_path / "out")
     folder.create()
-    (tmp_path / "out" / ".seqae.lock").symlink_to(victim)
+    (tmp_path / "out" / "_seqae" / "lock").symlink_to(victim)
     for exclusive in (True, False):
-        with pytest.raises(SeqaeError, match=r"^.*out/\.seqae\.lock: the lock file is a symbolic link; expected a "
+        with pytest.raises(SeqaeError, match=r"^.*out/_seqae/lock: the lock file is a symbolic link; expected a "
                                              r"regular file \(a lock is never followed\), remove the link$"):
             with folder.lock(exclusive=exclusive):
                 pass
@@ -221,6 +223,6 @@ def test_a_commit_over_another_writers_entry_is_a_conflict(committed):
     from seqae.infer import CommitConflictError
 
     shard, folder = committed
-    with pytest.raises(CommitConflictError, match=r"_manifest/a.parquet.json: another writer committed it first "
+    with pytest.raises(CommitConflictError, match=r"out/_seqae/manifest/a.parquet.json: another writer committed it first "
                                                   r"while this run wrote it; expected no other writer"):
         folder.commit("a.parquet", {"rows_in": 1})

@@ -26,7 +26,7 @@ import seqae.infer.stages as stages
 from seqae.config import EmbedConfig
 from seqae.errors import SeqaeError
 from seqae.infer import InferenceModel, OutputFolder, embed, embed_shard, prepare_embed
-from seqae.io import AtomicParquetWriter, read_metadata, rejects_path
+from seqae.io import AtomicParquetWriter, read_metadata
 from seqae.storage import Location, read_json
 
 pytestmark = pytest.mark.slow  # the trained model of tests/conftest.py
@@ -64,14 +64,14 @@ def committed_state(out: Location) -> dict:
             table = pq.read_table(handle)
         assert table.num_rows == entry["rows_written"], name
         assert read_metadata(data)["attempt"] == entry["attempt"], f"{name}: data file of another attempt"
-        rejects = rejects_path(out, name)
+        rejects = folder.rejects_file(name)
         rejected = rows_of(rejects) if rejects.is_file() else 0
         assert rejected == entry["rows_rejected"], f"{name}: {rejected} rejected rows on file, entry says " \
                                                    f"{entry['rows_rejected']}"
         assert entry["rows_in"] == entry["rows_written"] + entry["rows_rejected"]
         state[name] = ("committed", entry["source"], entry["rows_in"], table.to_pylist())
         sources.append(entry["source"])
-    quarantine = out.join("_rejects", "_files")
+    quarantine = folder.quarantine_dir
     for info in quarantine.children():
         if info.base_name.endswith(".json"):
             record = read_json(Location(out.filesystem, info.path, info.path))

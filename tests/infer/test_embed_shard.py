@@ -73,8 +73,9 @@ def test_output_through_a_file_uri(model_dir, mixed_dir, tmp_path):
     uri = f"file://{tmp_path}/out"
     report = embed(model_dir, f"file://{data}", uri, CPU)
     assert report.totals["rows_written"] == 87 and report.out == f"{tmp_path}/out"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        ".seqae.lock", "_manifest", "_manifest.json", "_rejects", "a.parquet", "b.parquet", "c.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_seqae", "embeddings", "rejects"]
+    assert sorted(p.name for p in (tmp_path / "out" / "embeddings").iterdir()) == ["a.parquet", "b.parquet",
+                                                                                  "c.parquet"]
     assert embed(model_dir, str(data), uri, CPU).totals["shards_skipped"] == 3
 
 
@@ -95,7 +96,7 @@ def test_without_atomic_rename_the_manifest_is_the_commit(model_dir, mixed_dir, 
     monkeypatch.setattr(OutputFolder, "commit", killed)
     with pytest.raises(KeyboardInterrupt):
         embed_shard(model_dir, shard, out, CPU)
-    assert (tmp_path / "store" / "out" / "a.parquet").is_file()  # written in place, no temporary name
+    assert (tmp_path / "store" / "out" / "embeddings" / "a.parquet").is_file()  # in place, no temporary name
     assert committed_outputs(out) == []  # but not committed
     assert OutputFolder(out).done(shard, "a.parquet", InferenceModel.open(model_dir, CPU).identity) is None
     monkeypatch.setattr(OutputFolder, "commit", real_commit)
@@ -133,7 +134,7 @@ def test_the_count_check_catches_a_lost_batch(model_dir, mixed_dir, tmp_path, mo
     with pytest.raises(SeqaeError, match=r"a.parquet: the reader accepted 30 rows but 20 were written"):
         embed_shard(model_dir, data / "a.parquet", tmp_path / "out", EmbedConfig(device="cpu", read_batch_size=10))
     assert committed_outputs(tmp_path / "out") == []
-    assert not list(Path(tmp_path / "out").glob("*.parquet"))
+    assert not list(Path(tmp_path / "out").rglob("*.parquet"))
 
 
 def test_null_scorer_measures_the_pipeline_with_the_real_schema(model_dir, mixed_dir, tmp_path):
@@ -141,7 +142,8 @@ def test_null_scorer_measures_the_pipeline_with_the_real_schema(model_dir, mixed
     report = embed(model_dir, str(data), tmp_path / "out", CPU, null_scorer=True)
     assert report.provider == "null" and report.totals["rows_written"] == 87
     out = tables(tmp_path / "out")["a.parquet"]
-    assert out.schema.names == ["id", "label", "embedding", "recon_error", "pred_error", "length"]
+    assert out.schema.names == ["id", "label", "embedding", "recon_error", "pred_error", "length", "model_id",
+                                "model_version"]
     assert np.stack(out.column("embedding").to_numpy(zero_copy_only=False)).shape == (out.num_rows, 4)
 
 
@@ -151,7 +153,7 @@ def test_embed_shard_quarantines_a_file_that_breaks_the_contract_like_embed(mode
     result = embed_shard(model_dir, data / "d.parquet", tmp_path / "out", CPU)
     assert (result.status, result.rows_in, result.rows_quarantined) == ("quarantined", 2, 2)
     assert result.error.startswith(f"{data / 'd.parquet'}: column 'values': wrong type")
-    assert (tmp_path / "out" / "_rejects" / "_files" / "d.parquet.json").is_file()
+    assert (tmp_path / "out" / "_seqae" / "quarantine" / "d.parquet.json").is_file()
     with pytest.raises(ContractError, match="column 'values': wrong type"):
         embed_shard(model_dir, data / "d.parquet", tmp_path / "out", EmbedConfig(device="cpu", fail_fast=True))
     report = embed(model_dir, str(data), tmp_path / "job", CPU)

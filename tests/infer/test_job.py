@@ -48,9 +48,10 @@ def test_outputs_match_keras_with_schema_metadata_and_reconciliation(model_dir, 
     assert totals == {"shards": 3, "shards_done": 3, "shards_skipped": 0, "rows_in": 90, "rows_written": 87,
                       "rows_rejected": 3}
     out = pa.concat_tables(pq.read_table(p) for p in iter_outputs(tmp_path / "out"))
-    assert out.schema.names == ["id", "label", "embedding", "recon_error", "pred_error", "length", "step_error"]
+    assert out.schema.names == ["id", "label", "embedding", "recon_error", "pred_error", "length", "step_error",
+                                "model_id", "model_version"]
     assert str(out.schema.field("embedding").type) == "fixed_size_list<element: float>[4]"
-    rejects = pq.read_table(tmp_path / "out" / "_rejects")
+    rejects = pq.read_table(tmp_path / "out" / "rejects")
     assert sorted(rejects.column("reason").to_pylist()) == ["non_finite", "null_sequence", "too_short"]
     assert sorted(rejects.column("key").to_pylist()) == ["63", "67", "69"]
     keep = np.isin(table.column("id").to_numpy(), out.column("id").to_numpy())
@@ -65,14 +66,19 @@ def test_outputs_match_keras_with_schema_metadata_and_reconciliation(model_dir, 
     for row, i in enumerate(order):
         assert len(steps[i]) == lengths[row]
         np.testing.assert_allclose(steps[i], ref["step_error"][row, : lengths[row]], rtol=1e-4, atol=1e-6)
-    meta = read_metadata(tmp_path / "out" / "c.parquet")
+    meta = read_metadata(tmp_path / "out" / "embeddings" / "c.parquet")
     assert meta["rows_in"] == 30 and meta["rows_written"] == 27 and meta["rows_rejected"] == 3
     assert meta["provider"] == "CPUExecutionProvider" and meta["source"] == str(data / "c.parquet")
     model_meta = json.loads((model_dir / names.METADATA_FILE).read_text())
     assert meta["model_id"] == model_meta["model_id"]
+    assert set(out.column("model_id").to_pylist()) == {model_meta["model_id"]}
+    assert set(out.column("model_version").to_pylist()) == {model_meta["model_version"]}
     assert meta["onnx_sha256"] == model_meta["export"]["files"]["scorer.onnx"]["sha256"]
-    summary = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert summary["totals"] == totals
+    state = json.loads((tmp_path / "out" / "_seqae" / "state.json").read_text())
+    run = json.loads((tmp_path / "out" / "_seqae" / state["last_run"]).read_text())
+    assert run["totals"] == totals
+    assert state["totals"] == {"shards": 3, "shards_committed": 3, "shards_quarantined": 0, "rows_in": 90,
+                               "rows_written": 87, "rows_rejected": 3, "rows_quarantined": 0, "steps_written": 0}
 
 
 def test_rerun_skips_done_shards_and_redoes_changed_ones(model_dir, mixed_dir, tmp_path):
@@ -86,7 +92,7 @@ def test_rerun_skips_done_shards_and_redoes_changed_ones(model_dir, mixed_dir, t
     pq.write_table(table.slice(30, 10), data / "b.parquet")  # b changes: only b is redone
     changed = embed(model_dir, str(data), out, EmbedConfig(device="cpu"))
     assert [s.status for s in changed.shards] == ["skipped", "done", "skipped"]
-    assert pq.read_metadata(out / "b.parquet").num_rows == 10
+    assert pq.read_metadata(out / "embeddings" / "b.parquet").num_rows == 10
     forced = embed(model_dir, str(data), out, EmbedConfig(device="cpu", overwrite=True))
     assert forced.totals["shards_done"] == 3
 
@@ -104,21 +110,22 @@ def test_sigkill_then_rerun_equals_a_clean_run(model_dir, tmp_path, make_sine_ta
                              "--data", str(data), "--out", str(killed), "--device", "cpu", "--batch-size", "4",
                              "--read-batch-size", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not list((killed / "_manifest").glob("*.json")):
+    while time.time() < deadline and not list((killed / "_seqae" / "manifest").glob("*.json")):
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_at_kill = len(list((killed / "_manifest").glob("*.json")))
+    done_at_kill = len(list((killed / "_seqae" / "manifest").glob("*.json")))
     assert 0 < done_at_kill < 40, "the kill should land mid-run"
     # whatever is visible after the kill is complete: every visible output file reads whole
     for path in iter_outputs(killed):
         pq.read_table(path)
     rerun = embed(model_dir, str(data), killed, EmbedConfig(device="cpu", batch_size=4, read_batch_size=5))
     assert rerun.totals["shards_skipped"] == done_at_kill  # every committed shard is kept, none redone
-    listing = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name != "_manifest.json")
+    listing = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*")  # noqa: E731
+                               if p.is_file() and p.parent.name != "runs" and p.name != "state.json")
     assert listing(killed) == listing(clean)
     for path in iter_outputs(clean):
-        assert pq.read_table(killed / path.name).equals(pq.read_table(path))
+        assert pq.read_table(killed / "embeddings" / path.name).equals(pq.read_table(path))
 
 
 def test_device_cuda_without_cuda_fails_with_the_message(model_dir, mixed_dir, tmp_path):
@@ -135,7 +142,7 @@ def test_downstream_queries_with_duckdb_and_polars(model_dir, mixed_dir, tmp_pat
     data, _ = mixed_dir
     out = tmp_path / "out"
     embed(model_dir, str(data), out, EmbedConfig(device="cpu"))
-    glob = f"{out}/*.parquet"
+    glob = f"{out}/embeddings/*.parquet"
     top = duckdb.sql(f"""
         SELECT label, id, recon_error FROM read_parquet('{glob}')
         QUALIFY row_number() OVER (PARTITION BY label ORDER BY recon_error DESC) <= 3
@@ -177,7 +184,7 @@ def test_cuda_session_matches_cpu(model_dir, mixed_dir, tmp_path):
     gpu = embed(model_dir, str(data), tmp_path / "gpu", EmbedConfig(device="cuda"))
     assert gpu.provider == "CUDAExecutionProvider" and cpu.totals == gpu.totals
     for path in iter_outputs(tmp_path / "cpu"):
-        a, b = pq.read_table(path), pq.read_table(tmp_path / "gpu" / path.name)
+        a, b = pq.read_table(path), pq.read_table(tmp_path / "gpu" / "embeddings" / path.name)
         np.testing.assert_allclose(np.stack(a.column("embedding").to_numpy(zero_copy_only=False)),
                                    np.stack(b.column("embedding").to_numpy(zero_copy_only=False)), atol=1e-4)
 
@@ -200,7 +207,7 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
           train_config=TrainConfig(max_epochs=1, validation_fraction=0.0))
     export(tmp_path / "m")
     report = embed(tmp_path / "m", str(data), tmp_path / "out", EmbedConfig(device="cpu"))
-    out = pq.read_table(tmp_path / "out" / "s.parquet")
+    out = pq.read_table(tmp_path / "out" / "embeddings" / "s.parquet")
     assert out.schema.names[:3] == ["sensor", "window_start", "window_end"]
     assert out.schema.field("window_start").type == pa.int64()
     assert out.num_rows == 2 * 5 == report.totals["rows_written"]
@@ -212,11 +219,12 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
     again = embed(tmp_path / "m", str(data), tmp_path / "out",
                   EmbedConfig(device="cpu", step_errors=True, step_scores=True, read_batch_size=7))
     assert again.totals["shards_done"] == 1
-    steps = pq.read_table(tmp_path / "out" / "_steps" / "s.parquet")
-    assert steps.schema.names == ["sensor", "ts", "step_error_mean", "step_error_max", "windows"]
+    steps = pq.read_table(tmp_path / "out" / "steps" / "s.parquet")
+    assert steps.schema.names == ["sensor", "ts", "step_error_mean", "step_error_max", "windows", "model_id",
+                                  "model_version"]
     assert steps.num_rows == 2 * steps_per_series(steps, "a") == 120
     assert steps.column("windows").to_pylist()[:60] == [1] * 10 + [2] * 40 + [1] * 10
-    windows = pq.read_table(tmp_path / "out" / "s.parquet").filter(pc.equal(pc.field("sensor"), "b"))
+    windows = pq.read_table(tmp_path / "out" / "embeddings" / "s.parquet").filter(pc.equal(pc.field("sensor"), "b"))
     step_errors = np.array(windows.column("step_error").to_pylist())  # (5 windows, 20 steps)
     ts_b = steps.filter(pc.equal(pc.field("sensor"), "b"))
     at_150 = [step_errors[w, 15 - 10 * w] for w in range(5) if 0 <= 15 - 10 * w < 20]  # windows starting 100, 50...
@@ -224,7 +232,7 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
     assert row["windows"] == len(at_150) == 2
     assert row["step_error_mean"] == pytest.approx(np.mean(at_150), rel=1e-5)
     assert row["step_error_max"] == pytest.approx(max(at_150), rel=1e-6)
-    entry = json.loads((tmp_path / "out" / "_manifest" / "s.parquet.json").read_text())
+    entry = json.loads((tmp_path / "out" / "_seqae" / "manifest" / "s.parquet.json").read_text())
     assert entry["step_scores"] is True and entry["steps_written"] == 120 and entry["steps_unscored"] == 0
     assert entry["steps_uncovered"] == 0
     # A rerun skips; so does one that does not ask for the steps (what it asks for is all there), but
@@ -233,7 +241,7 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
                  EmbedConfig(device="cpu", step_errors=True, step_scores=True)).totals["shards_skipped"] == 1
     assert embed(tmp_path / "m", str(data), tmp_path / "out",
                  EmbedConfig(device="cpu", step_errors=True)).totals["shards_skipped"] == 1
-    (tmp_path / "out" / "_steps" / "s.parquet").unlink()
+    (tmp_path / "out" / "steps" / "s.parquet").unlink()
     assert embed(tmp_path / "m", str(data), tmp_path / "out",
                  EmbedConfig(device="cpu", step_errors=True, step_scores=True)).totals["shards_done"] == 1
 
@@ -248,7 +256,7 @@ def test_step_scores_on_a_sequence_layout_model_is_a_clear_error(model_dir, mixe
     data, _ = mixed_dir
     with pytest.raises(ConfigError, match="step_scores: per-timestamp scores need the long layout"):
         embed(model_dir, str(data), tmp_path / "out", EmbedConfig(device="cpu", step_scores=True))
-    assert not (tmp_path / "out" / "_steps").exists()
+    assert not (tmp_path / "out" / "steps").exists()
 
 
 def test_outputs_below_the_input_folder_are_not_read_back(model_dir, mixed_dir):
@@ -292,14 +300,13 @@ def committed_accounts(out):
     """Every committed entry against its files: data rows == rows_written, rejects rows == rows_rejected
     (no rejects file when none); returns {source: rows_in}."""
     from seqae.infer import OutputFolder
-    from seqae.io import rejects_path
 
     folder, found = OutputFolder(out), {}
     for name in folder.entry_names():
         entry = folder.read_entry(name)
         data = folder.data_file(name)
         assert pq.read_metadata(data.path).num_rows == entry["rows_written"], name
-        rejects = rejects_path(folder.location, name)
+        rejects = folder.rejects_file(name)
         rejected = pq.read_metadata(rejects.path).num_rows if rejects.is_file() else 0
         assert rejected == entry["rows_rejected"], name
         assert entry["rows_in"] == entry["rows_written"] + entry["rows_rejected"]

@@ -59,7 +59,9 @@ def test_embed_s3_to_s3_equals_the_local_run_and_a_rerun_skips(s3, model_dir, mi
     again = embed(model_uri, data_uri, out_uri, config)
     assert again.totals["shards_skipped"] == 3 and again.totals["shards_done"] == 0
     stored = objects(f"s3://{s3.bucket}/out")
-    assert f"{s3.bucket}/out/_manifest.json" in stored and f"{s3.bucket}/out/_manifest/b.parquet.json" in stored
+    assert f"{s3.bucket}/out/_seqae/state.json" in stored and f"{s3.bucket}/out/_seqae/manifest/b.parquet.json" in stored
+    assert sorted(path for path in stored if path.endswith(".parquet") and "/embeddings/" in path) == [
+        f"{s3.bucket}/out/embeddings/{n}" for n in ("a.parquet", "b.parquet", "c.parquet")]
     assert not [path for path, body in stored.items() if s3.secret.encode() in body]  # nor in metadata, nor manifests
 
 
@@ -97,7 +99,8 @@ def test_a_killed_run_on_s3_leaves_no_committed_partial_output(s3, model_dir, mi
     stored = objects(out_uri)
     # The data file of b is there (S3 has no rename: it was written under its final name) but it
     # has no manifest entry, so it does not count: only a is committed.
-    assert f"{s3.bucket}/out/b.parquet" in stored and f"{s3.bucket}/out/_manifest/b.parquet.json" not in stored
+    assert f"{s3.bucket}/out/embeddings/b.parquet" in stored
+    assert f"{s3.bucket}/out/_seqae/manifest/b.parquet.json" not in stored
     assert [loc.name for loc in committed_outputs(out_uri)] == ["a.parquet"]
     assert OutputFolder(out_uri).entry_names() == ["a.parquet"]
 
@@ -201,3 +204,4 @@ def test_a_second_embed_into_one_s3_folder_refuses(s3, model_dir, mixed_dir):
             embed(model_dir, str(data), out, EmbedConfig(device="cpu"))
     assert committed_outputs(out) == []
     assert embed(model_dir, str(data), out, EmbedConfig(device="cpu")).totals["rows_in"] == 90
+
