@@ -24,12 +24,12 @@ demo: $(STAMP)
 	$(VENV)/bin/seqae validate --data $(DEMO)/data --rejects-dir $(DEMO)/checked > $(DEMO)/validate.json
 	# The pipeline flow in this process (Prefect starts a temporary local server; no server to run):
 	# train -> export (parity gate) -> threshold -> promote -> embed -> evaluate.
-	$(PY) -m flows pipeline --data $(DEMO)/data --models $(DEMO)/models --out $(DEMO)/embeddings \
+	$(PY) -m flows pipeline --data $(DEMO)/data --models $(DEMO)/models --out $(DEMO)/out \
 		--filter "label == 1" > $(DEMO)/pipeline.json
-	$(PY) -c "import duckdb; g='$(DEMO)/embeddings/*.parquet'; \
+	$(PY) -c "import duckdb; g='$(DEMO)/out/embeddings/*.parquet'; \
 	duckdb.sql(f\"SELECT label, count(*) AS n, round(avg(recon_error), 4) AS mean_recon_error FROM read_parquet('{g}') GROUP BY label ORDER BY label\").show(); \
 	duckdb.sql(f\"SELECT id, label, round(recon_error, 4) AS recon_error FROM read_parquet('{g}') ORDER BY recon_error DESC LIMIT 5\").show()"
-	@echo "demo: outputs in $(DEMO)/ (promoted model under $(DEMO)/models/default/versions/, loss curve loss.png there, embeddings, $(DEMO)/pipeline.json)"
+	@echo "demo: outputs in $(DEMO)/ (promoted model under $(DEMO)/models/default/versions/, loss curve loss.png there, $(DEMO)/out/embeddings/, $(DEMO)/pipeline.json)"
 
 # Long series: one real series with one labelled anomaly (UCR anomaly archive 135), cut into windows
 # of 64 steps every step; validation held out by time; per-timestamp scores and point-anomaly metrics.

@@ -27,7 +27,7 @@ def roc_auc(scores, positive) -> float:
 def main(demo: str = "demo") -> None:
     model_dir = ModelRegistry(Path(demo) / "models").current_dir("default")  # the model make demo promoted
     train = ModelInfo.read(model_dir).metadata["training"]["config"]
-    table = duckdb.sql(f"SELECT id, label, recon_error FROM read_parquet('{demo}/embeddings/*.parquet')").arrow()
+    table = duckdb.sql(f"SELECT id, label, recon_error FROM read_parquet('{demo}/out/embeddings/*.parquet')").arrow()
     table = table.read_all() if hasattr(table, "read_all") else table
     ids, labels = table.column("id").to_numpy(), table.column("label").to_numpy()
     scores = table.column("recon_error").to_numpy()

@@ -226,6 +226,14 @@ def _local_path(value: str | None, what: str) -> Path | None:
     return None if value is None else Path(require_local(value, what))
 
 
+def _no_credentials(value: str | None) -> None:
+    """Refuse a URI that carries credentials (one line, masked), before any work."""
+    from seqae.storage import refuse_credentials
+
+    if value is not None:
+        refuse_credentials(value)
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(__version__)
@@ -373,7 +381,7 @@ def train_cmd(
 ) -> None:
     """Train an LSTM autoencoder on Parquet shards; print the result as JSON (with --verbose, the
     effective config on stderr first)."""
-    model_dir = _local_path(model_dir, "--model-dir of seqae train")
+    _no_credentials(model_dir)  # a local folder or a URI (s3://bucket/models/ecg), as embed takes
     config = _local_path(config, "--config of seqae train")
     from seqae.config import load_config_file
 
@@ -411,8 +419,10 @@ def export_cmd(
     *, export_fields: dict,
 ) -> None:
     """Write encoder.onnx and scorer.onnx next to the Keras model and check them against it."""
-    model_dir = _local_path(model_dir, "MODEL_DIR of seqae export")
-    if not (model_dir / names.METADATA_FILE).is_file():
+    from seqae.storage import Location
+
+    _no_credentials(model_dir)
+    if not Location.of(model_dir).join(names.METADATA_FILE).is_file():
         raise typer.BadParameter(f"{model_dir} holds no {names.METADATA_FILE}", param_hint="MODEL_DIR")
     config = ExportConfig(**export_fields)
     _load_tensorflow()
@@ -439,7 +449,7 @@ def embed_cmd(
     """Write embeddings and reconstruction errors for every input shard; resumable and idempotent.
 
     An input file that cannot be used as a whole (unreadable, off contract) is quarantined: recorded
-    under OUT/_rejects/_files/ with its reason while the other shards are processed; the command then
+    under OUT/_seqae/quarantine/ with its reason while the other shards are processed; the command then
     exits 1 naming every such file.
     """
     from seqae.infer import embed
@@ -476,16 +486,18 @@ def embed_cmd(
 
 def _end_with_problems(report) -> None:
     """Exit 1 naming every quarantined file, or when every input row was rejected (nothing written)."""
+    from seqae.infer import OutputFolder
+
     totals = report.totals
     if totals["rows_in"] and not totals["rows_written"] and not report.quarantined:
         console.print(f"error: every one of the {totals['rows_in']} input rows was rejected; nothing was written "
-                      f"(reasons in {report.out}/_rejects/)", markup=False, soft_wrap=True, highlight=False)
+                      f"(reasons in {OutputFolder(report.out).rejects})", markup=False, soft_wrap=True, highlight=False)
         raise typer.Exit(1)
     if report.quarantined:
         for shard in report.quarantined:
             console.print(f"error: {shard.error}", markup=False, soft_wrap=True, highlight=False)
         console.print(f"error: {len(report.quarantined)} input file(s) quarantined (recorded in "
-                      f"{report.out}/_rejects/_files/); the other {totals['shards'] - len(report.quarantined)} "
+                      f"{OutputFolder(report.out).quarantine_dir}/); the other {totals['shards'] - len(report.quarantined)} "
                       "shard(s) are committed", markup=False, soft_wrap=True, highlight=False)
         raise typer.Exit(1)
 
@@ -504,7 +516,7 @@ def threshold_cmd(
     *, threshold_fields: dict, session: dict,
 ) -> None:
     """Fit the anomaly threshold and store it with the model; embed then writes score and is_anomaly."""
-    model = _local_path(model, "--model of seqae threshold")
+    _no_credentials(model)
     config = ThresholdConfig(**threshold_fields)
     device = SessionOptions(**session).device
     from seqae.anomaly import fit_threshold
@@ -528,15 +540,15 @@ def evaluate_cmd(
     *, session: dict,
 ) -> None:
     """ROC-AUC, PR-AUC, F1 at the stored threshold, plots and (with --probe) a linear probe."""
-    model = _local_path(model, "--model of seqae evaluate")
-    out = _local_path(out, "--out of seqae evaluate")
+    _no_credentials(model)
+    _no_credentials(out)
     device = SessionOptions(**session).device
     _load_tensorflow(required=False)  # where installed, the report draws reconstructions with the Keras model
     from seqae.evaluate import evaluate
 
     report = evaluate(model, data, out, label_column=label_column, normal_value=_literal(normal_value),
                       row_filter=filter, probe_train=probe, device=device)
-    _print_json({k: v for k, v in report.items() if k != "plots"} | {"report": str(out / "report.md")})
+    _print_json({k: v for k, v in report.items() if k != "plots"} | {"report": f"{out.rstrip('/')}/report.md"})
 
 
 @command("drift")
@@ -549,7 +561,7 @@ def drift_cmd(
     *, session: dict,
 ) -> None:
     """Compare errors and embeddings of new data with the held-out reference (KS tests); exit 3 on drift."""
-    model = _local_path(model, "--model of seqae drift")
+    _no_credentials(model)
     device = SessionOptions(**session).device
     from seqae.anomaly import drift
 

@@ -130,8 +130,8 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     assert "UCR hit rate" in (tmp_path / "eval" / "report.md").read_text()
     # The same scores as `embed --step-scores` writes, so the report can be redone from the outputs.
     embed(tmp_path / "m", str(tmp_path / "test"), tmp_path / "out", EmbedConfig(device="cpu", step_scores=True))
-    steps = pq.read_table(tmp_path / "out" / "_steps" / "p.parquet")
-    entry = json.loads((tmp_path / "out" / "_manifest" / "p.parquet.json").read_text())
+    steps = pq.read_table(tmp_path / "out" / "steps" / "p.parquet")
+    entry = json.loads((tmp_path / "out" / "_seqae" / "manifest" / "p.parquet.json").read_text())
     assert entry["steps_written"] == steps.num_rows == 300 - entry["steps_unscored"] and entry["steps_unscored"] > 0
     assert {"score", "is_anomaly"} <= set(steps.column_names)
     labels = dict(zip(range(300, 600), y[300:]))

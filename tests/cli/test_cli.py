@@ -114,7 +114,7 @@ def test_embed_names_every_quarantined_file_and_exits_1(model_dir, mixed_dir, tm
         f"error: {data}/d.parquet: cannot be read as Parquet (opening the footer); expected a valid Parquet file, "
         "found ArrowInvalid: Parquet magic bytes not found in footer. Either the file is corrupted or this is not a "
         "parquet file. The file is damaged, truncated or not Parquet: write or copy it again from its source",
-        f"error: 1 input file(s) quarantined (recorded in {tmp_path}/o/_rejects/_files/); the other 3 shard(s) are "
+        f"error: 1 input file(s) quarantined (recorded in {tmp_path}/o/_seqae/quarantine/); the other 3 shard(s) are "
         "committed"]
     assert json.loads(result.stdout)["totals"]["rows_written"] == 87
 
@@ -152,7 +152,7 @@ def test_a_run_where_every_row_is_rejected_exits_1_saying_so(model_dir, tmp_path
                    str(tmp_path / "o"), "--device", "cpu")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: every one of the 2 input rows was rejected; nothing was written (reasons in {tmp_path}/o/_rejects/)")
+        f"error: every one of the 2 input rows was rejected; nothing was written (reasons in {tmp_path}/o/rejects)")
 
 
 def test_export_on_a_truncated_seqae_json_is_one_line(tmp_path):
