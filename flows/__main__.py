@@ -41,23 +41,111 @@ def pipeline_cmd(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+FilterOpt = Annotated[Optional[str], typer.Option("--filter", help="What the retrain deployments train on, e.g. "
+                                                   "\"label == 1\" (the normal rows).")]
+EpochsOpt = Annotated[Optional[int], typer.Option(min=1, help="Most epochs of the retrain deployments.")]
+DriftAlphaOpt = Annotated[Optional[float], typer.Option(min=0, max=0.5, help="Drift test level after the embeds of "
+                                                        "new shards; 0 turns the check off.")]
+DriftRowsOpt = Annotated[Optional[int], typer.Option(min=1, help="Rows a drift test needs (smaller shards wait for "
+                                                     "more).")]
+DriftEffectOpt = Annotated[Optional[float], typer.Option(min=0, max=1, help="Smallest recon_error KS statistic that "
+                                                         "counts as drift.")]
+DriftCooldownOpt = Annotated[Optional[float], typer.Option(min=0, help="Seconds after a drift retrain in which drift "
+                                                           "requests none.")]
+LabelOpt = Annotated[Optional[str], typer.Option(help="Evaluate each embed run against this column.")]
+NormalOpt = Annotated[Optional[str], typer.Option(help="The label of normal rows (with --label-column).")]
+
+
+def _settings(base, *, name, filter, epochs, drift_alpha, drift_min_rows, drift_min_effect, drift_cooldown,
+              label_column, normal_value, **locations):
+    """``base`` (a ``DeploymentSettings``) with the options given on the command line."""
+    import dataclasses
+
+    from flows.deployments import settings_with
+    from seqae.drift import DriftPolicy
+
+    drift = base.drift
+    if drift_alpha == 0:
+        drift = None
+    else:
+        changes = {k: v for k, v in {"alpha": drift_alpha, "min_rows": drift_min_rows, "min_effect": drift_min_effect,
+                                     "cooldown_seconds": drift_cooldown}.items() if v is not None}
+        if changes:
+            drift = dataclasses.replace(drift or DriftPolicy(), **changes)
+    settings = settings_with(base, name=name, row_filter=filter, max_epochs=epochs, label_column=label_column,
+                             normal_value=_scalar(normal_value), **locations)
+    return dataclasses.replace(settings, drift=drift)
+
+
+def _scalar(text: str | None):
+    """``--normal-value`` as the label type it most likely is: an integer, a number, else the text."""
+    if text is None:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 @app.command("serve")
 def serve_cmd(
     data: DataOpt,
     models: ModelsOpt,
     out: OutOpt,
     name: NameOpt = "default",
-    drift_alpha: Annotated[float, typer.Option(help="Drift test level after each embed run; 0 turns the check off.")] = 0.01,
-    filter: Annotated[Optional[str], typer.Option("--filter", help="What the retrain deployments train on, e.g. \"label == 1\".")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs of the retrain deployments.")] = None,
+    drift_alpha: DriftAlphaOpt = None,
+    drift_min_rows: DriftRowsOpt = None,
+    drift_min_effect: DriftEffectOpt = None,
+    drift_cooldown: DriftCooldownOpt = None,
+    filter: FilterOpt = None,
+    epochs: EpochsOpt = None,
+    label_column: LabelOpt = None,
+    normal_value: NormalOpt = None,
 ) -> None:
-    """Serve every deployment in this process (needs a Prefect server: PREFECT_API_URL)."""
+    """Serve every deployment of flows/deployments.py in this process (needs a Prefect server: PREFECT_API_URL)."""
     _check_locations(data=data, out=out, models=models)
+    from flows.deployments import DeploymentSettings
     from flows.serve import serve_all
-    from seqae.config import TrainConfig
 
-    train = TrainConfig(row_filter=filter, **({"max_epochs": epochs} if epochs else {})) if filter or epochs else None
-    serve_all(data, models, out, name, drift_alpha or None, train)
+    serve_all(_settings(DeploymentSettings(data, models, out), name=name, filter=filter, epochs=epochs,
+                        drift_alpha=drift_alpha, drift_min_rows=drift_min_rows, drift_min_effect=drift_min_effect,
+                        drift_cooldown=drift_cooldown, label_column=label_column, normal_value=normal_value))
+
+
+@app.command("deployments")
+def deployments_cmd(
+    write: Annotated[Optional[str], typer.Option(help="Write prefect.yaml here (default: print it).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Parquet shards (default: $SEQAE_DATA at deploy time).")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Models root (default: $SEQAE_MODELS at deploy time).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Output folder (default: $SEQAE_OUT at deploy time).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name in the registry.")] = None,
+    drift_alpha: DriftAlphaOpt = None,
+    drift_min_rows: DriftRowsOpt = None,
+    drift_min_effect: DriftEffectOpt = None,
+    drift_cooldown: DriftCooldownOpt = None,
+    filter: FilterOpt = None,
+    epochs: EpochsOpt = None,
+    label_column: LabelOpt = None,
+    normal_value: NormalOpt = None,
+) -> None:
+    """Render prefect.yaml from flows/deployments.py (the checked-in file is this without options)."""
+    from flows.deployments import PROJECT, render_yaml
+    from seqae.storage import write_bytes
+
+    for option, value in {"data": data, "out": out, "models": models}.items():
+        if value is not None:
+            _check_locations(**{option: value})
+    text = render_yaml(_settings(PROJECT, name=name, filter=filter, epochs=epochs, drift_alpha=drift_alpha,
+                                 drift_min_rows=drift_min_rows, drift_min_effect=drift_min_effect,
+                                 drift_cooldown=drift_cooldown, label_column=label_column, normal_value=normal_value,
+                                 data=data, models=models, out=out))
+    if write is None:
+        typer.echo(text, nl=False)
+    else:
+        write_bytes(write, text.encode())
+        typer.echo(f"wrote {write}")
 
 
 @app.command("promote")

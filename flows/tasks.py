@@ -21,7 +21,8 @@ from flows.credentials import apply_storage_credentials
 from seqae import names
 from seqae.config import DataConfig, EmbedConfig, ExportConfig, ModelConfig, TrainConfig
 from seqae.data import resolve_shards
-from seqae.errors import is_transient
+from seqae.drift import DriftPolicy
+from seqae.errors import InputNotFoundError, SeqaeError, is_transient
 from seqae.infer import (
     EmbedReport,
     InferenceModel,
@@ -32,13 +33,15 @@ from seqae.infer import (
     reuse_key,
     write_summary,
 )
+from seqae.modeldir import ModelInfo
 from seqae.registry import ModelRegistry
-from seqae.storage import Location
-from seqae.thresholds import ThresholdConfig
+from seqae.storage import Location, redact_uri
+from seqae.thresholds import Threshold, ThresholdConfig
 
 PROMOTED_EVENT = "seqae.model.promoted"
 SHARD_LANDED_EVENT = "seqae.shard.landed"
 DRIFT_EVENT = "seqae.drift.detected"
+DRIFT_SUPPRESSED_EVENT = "seqae.drift.suppressed"
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
@@ -122,22 +125,54 @@ def fit_threshold_task(model_dir: str, config: ThresholdConfig) -> dict[str, Any
 
 
 @task(name="check-drift", **IO_RETRIES)
-def check_drift(model_dir: str, shards: list[str], model_name: str, alpha: float = 0.01) -> dict[str, Any]:
-    """Compare the shards just embedded with the model's reference; emit ``seqae.drift.detected``
-    when they drifted (a deployment trigger retrains on it)."""
-    from seqae.anomaly import drift
+def check_drift(model_dir: str, shards: dict[str, int], policy: DriftPolicy, models_root: str | None = None,
+                model_name: str = "default") -> dict[str, Any]:
+    """The drift policy on the shards just embedded (``{shard: rows written}``): ``seqae.drift``
+    decides whether a retrain is due and says why. Emits ``seqae.drift.detected`` when it is (a
+    deployment trigger retrains on it) and ``seqae.drift.suppressed`` when the data drifted but no
+    retrain is due (cooldown, episode already handled); the payload is the decision with its reasons.
+    Artifact: the tests, with the decision."""
+    from seqae.drift import DRIFT_NO_RETRAIN
+    from seqae.drift import check_drift as decide_drift
 
-    report = drift(model_dir, shards, alpha=alpha, device="cpu")
-    create_table_artifact(key="seqae-drift", description=f"{len(shards)} shard(s) against the reference: "
-                          f"{report['verdict']}", table=[{"test": "recon_error", **report["recon_error"]},
-                                                          {"test": "embedding", **report["embedding"]}])
-    if report["drifted"]:
-        emit_event(event=DRIFT_EVENT,
-                   resource={"prefect.resource.id": f"seqae.model.{model_name}", "prefect.resource.name": model_name},
-                   payload={k: report[k] for k in ("rows", "alpha", "recon_error", "embedding", "verdict")}
-                   | {"shards": shards[:20], "model_dir": model_dir})
-        _log().warning("drift: %s", report["verdict"])
-    return report
+    model_id = ModelInfo.read(model_dir).model_id
+    decision = decide_drift(model_dir, model_id, shards, policy, models_root=models_root, name=model_name)
+    report = decision.report
+    table: list[dict[str, Any]] = []
+    if report is not None:
+        for compared in ("recon_error", "embedding"):
+            table.append({"compared": compared, **{k: v for k, v in report[compared].items()}})
+    create_markdown_artifact(key="seqae-drift", description=f"Drift of {len(shards)} shard(s): {decision.verdict}",
+                             markdown=drift_markdown(decision.verdict, decision.reasons, table))
+    payload = {k: v for k, v in decision.to_dict().items() if k != "report"} | {
+        "model_dir": model_dir, "model_name": model_name,
+        **({k: report[k] for k in ("alpha", "recon_error", "embedding")} if report else {})}
+    resource = {"prefect.resource.id": f"seqae.model.{model_name}", "prefect.resource.name": model_name}
+    if decision.retrain:
+        emit_event(event=DRIFT_EVENT, resource=resource, payload=payload)
+        _log().warning("drift: retrain requested (%s)", decision.why)
+    elif decision.verdict == DRIFT_NO_RETRAIN:
+        emit_event(event=DRIFT_SUPPRESSED_EVENT, resource=resource, payload=payload)
+        _log().info("drift, no retrain: %s", decision.why)
+    else:
+        _log().info("drift check: %s (%s)", decision.verdict, decision.why)
+    return decision.to_dict()
+
+
+def drift_markdown(verdict: str, reasons: tuple[str, ...], table: list[dict[str, Any]]) -> str:
+    """The drift artifact: the verdict, why, and one row per test."""
+    lines = [f"**{verdict}**", "", *[f"- {reason}" for reason in reasons]]
+    if table:
+        columns = list(dict.fromkeys(k for row in table for k in row))
+        lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in table]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value).replace("|", "\\|")
 
 
 @task(name="promote", **IO_RETRIES)
@@ -147,22 +182,29 @@ def promote_model(models_root: str, name: str, model_dir: str) -> dict[str, Any]
     emit_event(event=PROMOTED_EVENT,
                resource={"prefect.resource.id": f"seqae.model.{name}", "prefect.resource.name": name},
                payload=promotion.to_dict())
-    _log().info("promoted %s v%d as %r (%s)", promotion.model_id, promotion.model_version, name,
-                          promotion.location)
+    _log().info("promoted %s as %r (%s)", promotion.model_id, name, promotion.location)
     return promotion.to_dict()
 
 
 @task(name="current-model", **IO_RETRIES)
-def current_model(models_root: str, name: str) -> str:
-    return str(ModelRegistry(models_root).current_dir(name))
+def current_promotion(models_root: str, name: str) -> dict[str, Any] | None:
+    """The registry's current promotion of ``name`` (None before the first)."""
+    current = ModelRegistry(models_root).current(name)
+    return None if current is None else current.to_dict()
 
 
 @task(name="plan-shards", **IO_RETRIES)
 def plan_shards(data: str, out: str, only: str | None = None) -> list[tuple[str, str]]:
     """``(shard URI, output name)`` for every input shard, or just ``only`` (one file under ``data``),
     after withdrawing outputs of renamed or deleted sources: ``seqae.infer.prepare_embed``, the
-    planner ``embed`` uses."""
-    return [(p.shard.uri, p.output) for p in prepare_embed(data, out, only).selected]
+    planner ``embed`` uses. An empty data folder plans nothing (a scheduled run before the first shard)."""
+    try:
+        plan = prepare_embed(data, out, only)
+    except InputNotFoundError:
+        if only is None and Location.of(data).is_dir():
+            return []
+        raise
+    return [(p.shard.uri, p.output) for p in plan.selected]
 
 
 @task(name="tidy-output", **IO_RETRIES)
@@ -190,8 +232,10 @@ def embed_one(model_dir: str, shard: str, out: str, output_name: str, config: Em
 
 @task(name="summarize-run", **IO_RETRIES)
 def summarize_run(model_dir: str, data: str, out: str, config: EmbedConfig, results: list[dict[str, Any]],
-                  failed: list[dict[str, str]]) -> dict[str, Any]:
-    """``_manifest.json`` (counts reconciled) and the run's artifacts: reconciliation table, link."""
+                  failed: list[dict[str, str]], models_root: str | None = None,
+                  model_name: str = "default") -> dict[str, Any]:
+    """``_manifest.json`` (counts reconciled) and the run's artifacts: the reconciliation table and
+    where the embeddings are."""
     model = InferenceModel.shared(model_dir, config)
     fields = set(ShardResult.__dataclass_fields__)
     report = EmbedReport(out, model.scorer.provider, model.batch_size,
@@ -201,13 +245,48 @@ def summarize_run(model_dir: str, data: str, out: str, config: EmbedConfig, resu
               "rows_written": r.rows_written, "rows_rejected": r.rows_rejected} for r in report.shards]
     table += [{"shard": f["shard"], "output": f["output"], "status": f"failed: {f['error']}", "rows_in": None,
                "rows_written": None, "rows_rejected": None} for f in failed]
-    create_table_artifact(key="seqae-embed-reconciliation", table=table,
-                          description=f"rows in = written + rejected: {report.totals}")
-    location = Location.of(out)
-    create_link_artifact(key="seqae-embeddings", link=location.uri if "://" in location.uri else f"file://{location.uri}",
-                         link_text=f"embeddings of model {model.identity.model_id} v{model.identity.model_version}",
-                         description="Read through _manifest/ on object stores")
-    return {**report.to_dict(), "failed": failed, "workers": worker_summary(results)}
+    totals = report.totals
+    create_table_artifact(key="seqae-embed-reconciliation", table=table, description=(
+        f"{totals['shards']} shard(s): {totals['shards_done']} embedded, {totals['shards_skipped']} already done, "
+        f"{len(failed)} failed; rows in {totals['rows_in']} = written {totals['rows_written']} + rejected "
+        f"{totals['rows_rejected']}" + (f" + quarantined {totals['rows_quarantined']}"
+                                        if totals.get("rows_quarantined") else "")))
+    label = model_label(model.identity.model_id, models_root, model_name)
+    publish_location(out, f"Embeddings of {label}")
+    return {**report.to_dict(), "model_id": model.identity.model_id, "model": label, "failed": failed,
+            "workers": worker_summary(results)}
+
+
+def model_label(model_id: str, models_root: str | None, name: str) -> str:
+    """``model <id>``, with its promotion from the registry when it has one: ``model <id>
+    (promotion 3 of 'default', 2026-12-01T10:00:00Z)``."""
+    if models_root is not None:
+        try:
+            history = ModelRegistry(models_root).history(name)
+        except SeqaeError as exc:  # an unreadable history never fails a run that committed its outputs
+            _log().warning("%s", exc)
+            history = []
+        for number, promotion in reversed(list(enumerate(history, start=1))):
+            if promotion.model_id == model_id:
+                return f"model {model_id} (promotion {number} of {name!r}, {promotion.promoted_at})"
+    return f"model {model_id}"
+
+
+def publish_location(out: str, title: str) -> None:
+    """Where the outputs are, as an artifact a user can act on: a link for an http(s) location (a
+    browser opens it); otherwise the path or URI as text to copy (a browser opens no ``file://``
+    link from the UI), with the S3 console link for ``s3://``."""
+    uri = redact_uri(Location.of(out).uri)
+    if uri.startswith(("http://", "https://")):
+        create_link_artifact(key="seqae-embeddings", link=uri, link_text=title)
+        return
+    lines = [f"**{title}**", "", f"`{uri}`", "", "Read the committed shards through the manifest "
+             "(`seqae.infer.committed_outputs`): a data file without its entry is not committed."]
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        lines.append(f"[Open in the S3 console](https://s3.console.aws.amazon.com/s3/buckets/{bucket}"
+                     f"?prefix={prefix.rstrip('/')}/) (AWS only; another endpoint has its own console).")
+    create_markdown_artifact(key="seqae-embeddings", markdown="\n".join(lines), description=title)
 
 
 def worker_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -224,14 +303,23 @@ def worker_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @task(name="evaluate", **IO_RETRIES)
-def evaluate_outputs(out: str, label_column: str, normal_value: Any) -> dict[str, Any] | None:
-    """ROC-AUC and PR-AUC of the reconstruction error against labels, when the outputs carry them."""
+def evaluate_outputs(out: str, label_column: str, normal_value: Any, model_dir: str | None = None) -> dict[str, Any] | None:
+    """The reconstruction error against labels (``seqae.evaluate.score_labels``), when the outputs
+    carry ``label_column``: ROC-AUC, PR-AUC and, where the model has a threshold, the scores at it.
+    Artifact: one table per run, with the model id and the threshold."""
     from seqae.evaluate import has_column, score_labels
 
     if not has_column(out, label_column):
         _log().info("no %r column in the outputs: nothing to evaluate", label_column)
         return None
     result = score_labels(out, label_column, normal_value)
-    create_table_artifact(key="seqae-evaluation", table=[result],
-                          description=f"recon_error as an anomaly score against {label_column} != {normal_value!r}")
+    if model_dir is not None:
+        fitted = Threshold.load(model_dir)
+        result = {"model_id": ModelInfo.read(model_dir).model_id,
+                  "threshold": None if fitted is None else float(fitted.threshold_), **result}
+    keys = ("model_id", "threshold", "rows", "anomalous", "unlabelled", "roc_auc", "pr_auc", "precision", "recall",
+            "f1_at_threshold", "precision_at_threshold", "recall_at_threshold", "undefined")
+    create_table_artifact(key="seqae-evaluation", table=[{k: result[k] for k in keys if k in result}],
+                          description=f"{result['score']} as an anomaly score against {label_column} != "
+                                      f"{normal_value!r}, over every committed output of {redact_uri(out)}")
     return result

@@ -128,9 +128,13 @@ def drift(model_dir: str | os.PathLike, data: str | list[str], *, row_filter: st
 
     Two-sample Kolmogorov-Smirnov tests (``scipy.stats.ks_2samp``): one on the reconstruction
     errors, one per embedding dimension with a Bonferroni correction. The data drifted when either
-    rejects at ``alpha``. Also reports the shift of the median error.
+    rejects at ``alpha``. Also reports effect sizes beside the p-values, which a few hundred rows make
+    small on any difference: the KS statistics (the largest gap between the two distributions, 0 to
+    1; for the embedding the largest over its dimensions), the shift of the median error, and the
+    Wasserstein distance of the errors relative to the reference's interquartile range.
+    ``seqae.drift`` decides from these whether a drift is worth a retrain.
     """
-    from scipy.stats import ks_2samp
+    from scipy.stats import ks_2samp, wasserstein_distance
 
     reference = read_reference(model_dir)
     model = InferenceModel.open(model_dir, EmbedConfig(device=device))
@@ -142,13 +146,19 @@ def drift(model_dir: str | os.PathLike, data: str | list[str], *, row_filter: st
     errors = ks_2samp(ref_err, new_err)
     ref_emb = np.stack(reference.column(names.EMBEDDING).to_numpy(zero_copy_only=False))
     new_emb = outputs[names.EMBEDDING]
-    per_dim = np.array([ks_2samp(ref_emb[:, d], new_emb[:, d]).pvalue for d in range(ref_emb.shape[1])])
+    tests = [ks_2samp(ref_emb[:, d], new_emb[:, d]) for d in range(ref_emb.shape[1])]
+    per_dim = np.array([t.pvalue for t in tests])
     emb_p = float(min(per_dim.min() * len(per_dim), 1.0))  # Bonferroni
     drifted = bool(errors.pvalue < alpha or emb_p < alpha)
+    q1, q3 = np.percentile(ref_err, [25, 75])
+    spread = float(q3 - q1) or float(np.std(ref_err)) or 1.0
+    distance = float(wasserstein_distance(ref_err, new_err))
     return {"drifted": drifted, "alpha": alpha, "rows": int(len(new_err)), "reference_rows": int(len(ref_err)),
             "recon_error": {"test": "ks_2samp", "statistic": round(float(errors.statistic), 6),
                             "p_value": float(errors.pvalue), "reference_median": float(np.median(ref_err)),
-                            "median": float(np.median(new_err))},
+                            "median": float(np.median(new_err)), "wasserstein": round(distance, 6),
+                            "wasserstein_relative": round(distance / spread, 6)},
             "embedding": {"test": "ks_2samp per dimension, Bonferroni", "dimensions": int(len(per_dim)),
-                          "p_value": emb_p, "dimensions_below_alpha": int((per_dim * len(per_dim) < alpha).sum())},
+                          "p_value": emb_p, "statistic": round(float(max(t.statistic for t in tests)), 6),
+                          "dimensions_below_alpha": int((per_dim * len(per_dim) < alpha).sum())},
             "verdict": "drifted" if drifted else "no drift", "data": data, "checked_at": utc_now()}

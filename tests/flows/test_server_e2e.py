@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqae.config import ModelConfig, TrainConfig
-from seqae.infer import committed_outputs
+from seqae.infer import OutputFolder, committed_outputs
 from seqae.registry import ModelRegistry
 
 pytestmark = pytest.mark.slow
@@ -74,8 +74,8 @@ def processes():
 
 
 def model_ids(out: Path) -> set[str]:
-    return {json.loads((out / "_manifest" / f"{loc.name}.json").read_text())["model_id"]
-            for loc in committed_outputs(out)}
+    folder = OutputFolder(out)  # through the library: the manifest's layout is its business
+    return {folder.read_entry(loc.name)["model_id"] for loc in committed_outputs(out)}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -182,7 +182,7 @@ def test_drift_closes_the_loop_retrain_promote_re_embed(model_dir, tmp_path, pro
     pq.write_table(table, data / "a.parquet")
     first = ModelRegistry(models).promote(model_dir, "default")
     url, env, logs, _ = start_server_and_serve(tmp_path, processes, data, models, out, "--drift-alpha", "0.01",
-                                               "--epochs", "1")
+                                               "--drift-min-rows", "100", "--epochs", "1")
     shifted = table.set_column(table.schema.get_field_index("values"), "values", pa.array(
         [[3 * v + 4 for v in row] for row in table.column("values").to_pylist()], pa.list_(pa.float32())))
     shifted = shifted.set_column(0, "id", pc.add(shifted.column("id"), 10_000))
@@ -195,3 +195,4 @@ def test_drift_closes_the_loop_retrain_promote_re_embed(model_dir, tmp_path, pro
              lambda: len(committed_outputs(out)) == 2 and model_ids(out) == {new_id}, 180, logs)
     retrains = api(url, "/flow_runs/filter", {"deployments": {"name": {"any_": ["retrain-on-drift"]}}})
     assert retrains and retrains[0]["parameters"]["train"]["max_epochs"] == 1
+    assert len(retrains) == 1 and retrains[0]["parameters"]["drift_episode"]  # one retrain for the episode

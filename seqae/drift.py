@@ -1,0 +1,331 @@
+"""When drift should retrain: a policy over ``seqae.anomaly.drift``'s reports and the state it keeps
+between embed runs. No Prefect: the flows read the decision and emit the events.
+
+A Kolmogorov-Smirnov test on a few hundred rows rejects on differences too small to matter (a shard
+with 3% anomalies against a reference of normal rows), and an embed run after every small shard
+would then retrain after every shard. So a test counts only when:
+
+- it has enough rows: new shards wait in ``pending`` until together they hold ``min_rows``;
+- it rejects at ``alpha`` (on the reconstruction errors, or on the embedding, Bonferroni), and
+- the effect is large: the KS statistic of the reconstruction errors (the largest gap between the
+  two distributions, 0 to 1) is at least ``min_effect`` (a few anomalies move it by their share).
+
+Drift that counts opens an *episode* and requests one retrain, unless one was requested less than
+``cooldown_seconds`` ago. More drift in the same episode requests nothing more. The episode closes
+after ``calm_checks`` counted tests in a row without such drift (hysteresis), and the retrain it
+requested is recorded when it promotes (``record_retrain``); a retrain that waited for its turn asks
+``retrain_needed`` first. Shards are tested once: re-embedding them with a new model is not new data.
+
+The state is ``<models>/<name>/drift.json`` beside the registry's ``current.json``, written atomically
+and read-modified-written under ``<models>/<name>/.drift.lock`` (``flock``). Without a models root
+(an embed run given a model directory) nothing is remembered: each run is tested on its own rows.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqae.configbase import Config, check_positive, check_range
+from seqae.errors import ConfigError, SeqaeError
+from seqae.storage import read_json, write_json
+
+STATE_FILE = "drift.json"
+LOCK_FILE = ".drift.lock"
+STATE_FORMAT = 1
+#: Shard keys remembered as tested (the oldest are forgotten first).
+SEEN_LIMIT = 100_000
+#: Shards tested together at most (the oldest pending ones first).
+TEST_SHARDS = 1000
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+#: Verdicts of one check.
+WAITING, CALM, DRIFT_RETRAIN, DRIFT_NO_RETRAIN = "too few rows", "no drift", "drift: retrain", "drift: no retrain"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DriftPolicy(Config):
+    """When a drift test counts and when it retrains.
+
+    Args:
+        alpha: level of the KS tests (``scipy.stats.ks_2samp``).
+        min_rows: rows a test needs; fewer wait (as pending shards) for the next embed run.
+        min_effect: smallest KS statistic of the reconstruction errors that counts, in [0, 1]: the
+            share of rows by which the two distributions differ at most (0.2: a fifth).
+        cooldown_seconds: after a retrain was requested, drift requests none for this long.
+        calm_checks: counted tests in a row without drift that close an episode.
+    """
+
+    alpha: float = 0.01
+    min_rows: int = 1000
+    min_effect: float = 0.2
+    cooldown_seconds: float = 6 * 3600.0
+    calm_checks: int = 2
+
+    def __post_init__(self) -> None:
+        check_range("alpha", self.alpha, 0.0, 1.0)
+        if self.alpha == 0:
+            raise ConfigError("alpha: expected a value in (0, 1), got 0")
+        check_positive("min_rows", self.min_rows)
+        check_range("min_effect", self.min_effect, 0.0, 1.0, high_open=False)
+        check_range("cooldown_seconds", self.cooldown_seconds, 0.0, float("inf"))
+        check_positive("calm_checks", self.calm_checks)
+
+
+@dataclass
+class Episode:
+    """Drift that counted, until ``calm_checks`` calm tests in a row close it."""
+
+    id: str
+    opened_at: str
+    model_id: str  # the model the drift was found against
+    retrain_requested_at: str | None = None
+    handled_by: str | None = None  # the model a retrain of this episode promoted
+    calm: int = 0
+
+
+@dataclass
+class DriftState:
+    """What the policy remembers between embed runs of one model name."""
+
+    pending: list[dict[str, Any]] = field(default_factory=list)  # {"shard", "key", "rows"}
+    seen: list[str] = field(default_factory=list)
+    last_retrain_requested_at: str | None = None
+    episode: Episode | None = None
+    last_check: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": STATE_FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> DriftState:
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise SeqaeError(f"{source}: expected a drift state of format {STATE_FORMAT}, found "
+                             f"{str(data)[:60]!r}; delete the file to start afresh (pending shards are re-tested)")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - {"format"})
+        if unknown:
+            raise SeqaeError(f"{source}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
+        episode = data.get("episode")
+        return cls(pending=list(data.get("pending") or []), seen=list(data.get("seen") or []),
+                   last_retrain_requested_at=data.get("last_retrain_requested_at"),
+                   episode=Episode(**episode) if episode else None, last_check=data.get("last_check"))
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    """One drift check: the verdict, whether it requests a retrain, and why (or why not)."""
+
+    verdict: str
+    retrain: bool
+    reasons: tuple[str, ...]
+    model_id: str
+    rows: int
+    shards: tuple[str, ...] = ()
+    episode: str | None = None
+    report: dict[str, Any] | None = None
+    checked_at: str = ""
+
+    @property
+    def drifted(self) -> bool:
+        return self.verdict in (DRIFT_RETRAIN, DRIFT_NO_RETRAIN)
+
+    @property
+    def why(self) -> str:
+        return "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["shards"] = list(self.shards[:20])
+        data["shard_count"] = len(self.shards)
+        data["reasons"] = list(self.reasons)
+        data["drifted"] = self.drifted
+        return data
+
+
+def _stamp(now: float) -> str:
+    return time.strftime(TIME_FORMAT, time.gmtime(now))
+
+
+def _seconds(stamp: str) -> float:
+    return float(calendar.timegm(time.strptime(stamp, TIME_FORMAT)))
+
+
+def decide(report: dict[str, Any], state: DriftState, policy: DriftPolicy, model_id: str,
+           now: float | None = None) -> DriftDecision:
+    """The policy on one test's ``report`` (``seqae.anomaly.drift``'s): updates ``state`` in place
+    (episode, cooldown) and says whether to retrain and why."""
+    now = time.time() if now is None else now
+    stamp = _stamp(now)
+    recon, embedding = report["recon_error"], report["embedding"]
+    effect = float(recon["statistic"])
+    rejected = [f"{name} p={part['p_value']:.3g} < alpha {policy.alpha:g}"
+                for name, part in (("recon_error", recon), ("embedding", embedding))
+                if part["p_value"] < policy.alpha]
+    large = effect >= policy.min_effect
+    counts = bool(rejected) and large
+    reasons = [f"{report['rows']} rows tested against {report['reference_rows']} reference rows"]
+    if not rejected:
+        reasons.append(f"no test rejects at alpha {policy.alpha:g} (recon_error p={recon['p_value']:.3g}, "
+                       f"embedding p={embedding['p_value']:.3g})")
+    elif not large:
+        reasons.append(f"{', '.join(rejected)}, but the effect is small: recon_error KS statistic {effect:.3f} < "
+                       f"min_effect {policy.min_effect:g}")
+    else:
+        reasons.append(f"{', '.join(rejected)}, recon_error KS statistic {effect:.3f} >= min_effect "
+                       f"{policy.min_effect:g}")
+    episode = state.episode
+    if not counts:
+        if episode is not None:
+            episode.calm += 1
+            if episode.calm >= policy.calm_checks:
+                reasons.append(f"episode {episode.id} closed after {episode.calm} calm test(s)")
+                state.episode = None
+            else:
+                reasons.append(f"episode {episode.id} stays open ({episode.calm} of {policy.calm_checks} calm tests)")
+        return DriftDecision(CALM, False, tuple(reasons), model_id, int(report["rows"]),
+                             episode=episode.id if episode else None, report=report, checked_at=stamp)
+    if episode is not None:
+        episode.calm = 0
+        when = episode.retrain_requested_at
+        reasons.append(f"drift continues in episode {episode.id} (opened {episode.opened_at}"
+                       + (f", retrain requested {when})" if when else ", no retrain: it opened in a cooldown)")
+                       + ": at most one retrain per episode")
+        return DriftDecision(DRIFT_NO_RETRAIN, False, tuple(reasons), model_id, int(report["rows"]),
+                             episode=episode.id, report=report, checked_at=stamp)
+    last = state.last_retrain_requested_at
+    if last is not None and now - _seconds(last) < policy.cooldown_seconds:
+        until = _stamp(_seconds(last) + policy.cooldown_seconds)
+        reasons.append(f"a retrain was requested at {last}; cooldown until {until}")
+        return DriftDecision(DRIFT_NO_RETRAIN, False, tuple(reasons), model_id, int(report["rows"]), report=report,
+                             checked_at=stamp)
+    state.episode = Episode(uuid.uuid4().hex[:12], stamp, model_id, retrain_requested_at=stamp)
+    state.last_retrain_requested_at = stamp
+    reasons.append(f"episode {state.episode.id} opened: retrain requested")
+    return DriftDecision(DRIFT_RETRAIN, True, tuple(reasons), model_id, int(report["rows"]),
+                         episode=state.episode.id, report=report, checked_at=stamp)
+
+
+def state_folder(models_root: str | os.PathLike, name: str) -> Path:
+    """``<models>/<name>``, the folder of the registry's ``current.json`` (created when missing)."""
+    if not isinstance(name, str) or not name or "/" in name or name.startswith((".", "_")):
+        raise SeqaeError(f"model name: expected a plain name such as 'ecg', got {name!r}")
+    folder = Path(models_root) / name
+    if folder.is_symlink():
+        raise SeqaeError(f"{folder}: expected a folder of the registry, found a symbolic link (never followed)")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def drift_state(models_root: str | os.PathLike, name: str) -> Iterator[DriftState]:
+    """The state of ``name`` for a read-modify-write: held alone (``flock`` on ``.drift.lock``),
+    written back atomically when the block ends without an error."""
+    import fcntl
+
+    folder = state_folder(models_root, name)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = folder / STATE_FILE
+        state = DriftState.from_dict(read_json(path, "drift state"), str(path)) if path.is_file() else DriftState()
+        yield state
+        write_json(path, state.to_dict())
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def read_state(models_root: str | os.PathLike, name: str) -> DriftState:
+    """The state of ``name`` as last written (an empty one before the first check)."""
+    path = Path(models_root) / name / STATE_FILE
+    return DriftState.from_dict(read_json(path, "drift state"), str(path)) if path.is_file() else DriftState()
+
+
+def _shard_key(uri: str) -> str:
+    from seqae.data import resolve_shards
+
+    found = resolve_shards(uri)
+    return found[0].fingerprint if len(found) == 1 else uri
+
+
+def _test(model_dir: str, shards: list[str], rows: int, state: DriftState | None, policy: DriftPolicy,
+          model_id: str, now: float | None, device: str) -> DriftDecision:
+    from seqae.anomaly import drift
+
+    if rows < policy.min_rows:
+        return DriftDecision(WAITING, False, (f"{rows} row(s) in {len(shards)} new shard(s) < min_rows "
+                                              f"{policy.min_rows}: they wait for more before a test counts",),
+                             model_id, rows, tuple(shards), episode=state.episode.id if state and state.episode
+                             else None, checked_at=_stamp(time.time() if now is None else now))
+    report = drift(model_dir, shards, alpha=policy.alpha, device=device)
+    decision = decide(report, state if state is not None else DriftState(), policy, model_id, now)
+    return dataclasses.replace(decision, shards=tuple(shards))
+
+
+def check_drift(model_dir: str | os.PathLike, model_id: str, new_shards: dict[str, int], policy: DriftPolicy, *,
+                models_root: str | os.PathLike | None = None, name: str = "default", now: float | None = None,
+                device: str = "cpu") -> DriftDecision:
+    """Add the shards an embed run wrote (``{shard: rows written}``) to what waits for a test, test
+    the pending shards against the reference of ``model_dir`` once they hold ``min_rows`` rows, and
+    decide. Shards already tested are left out (a re-embed with a new model is not new data).
+
+    Without ``models_root`` nothing is remembered: the given shards are tested alone (when they hold
+    ``min_rows``), with no episode nor cooldown.
+    """
+    model_dir = str(model_dir)
+    if models_root is None:
+        return _test(model_dir, list(new_shards), sum(new_shards.values()), None, policy, model_id, now, device)
+    with drift_state(models_root, name) as state:
+        seen, waiting = set(state.seen), {p["key"] for p in state.pending}
+        for shard, rows in new_shards.items():
+            key = _shard_key(shard)
+            if key not in seen and key not in waiting:
+                state.pending.append({"shard": shard, "key": key, "rows": int(rows)})
+                waiting.add(key)
+        batch = state.pending[:TEST_SHARDS]
+        decision = _test(model_dir, [p["shard"] for p in batch], sum(p["rows"] for p in batch), state, policy,
+                         model_id, now, device)
+        if decision.verdict != WAITING:
+            state.pending = state.pending[len(batch):]
+            state.seen = (state.seen + [p["key"] for p in batch])[-SEEN_LIMIT:]
+        state.last_check = {k: v for k, v in decision.to_dict().items() if k != "report"}
+    log.info("drift check of %s: %s (%s)", name, decision.verdict, decision.why)
+    return decision
+
+
+def retrain_needed(models_root: str | os.PathLike, name: str, episode: str | None, drift_model_id: str | None,
+                   current_model_id: str | None) -> tuple[bool, str]:
+    """Whether a retrain triggered by drift episode ``episode`` (found against ``drift_model_id``)
+    is still needed when it starts, after waiting for its turn; a retrain without an episode (on a
+    schedule, by hand) always is. Returns the answer and why."""
+    if episode is None:
+        return True, "not triggered by drift (a schedule or by hand)"
+    if drift_model_id and current_model_id and current_model_id != drift_model_id:
+        return False, (f"model {current_model_id} was promoted after the drift against {drift_model_id} was found; "
+                       "its own drift checks decide")
+    open_episode = read_state(models_root, name).episode
+    if open_episode is None or open_episode.id != episode:
+        return False, f"drift episode {episode} is over (the data was calm again, or a newer episode replaced it)"
+    if open_episode.handled_by is not None:
+        return False, f"drift episode {episode} was already handled: its retrain promoted {open_episode.handled_by}"
+    return True, f"drift episode {episode} (found against {drift_model_id or 'the current model'}) is not handled yet"
+
+
+def record_retrain(models_root: str | os.PathLike, name: str, episode: str | None, model_id: str) -> None:
+    """Record that a retrain of ``episode`` promoted ``model_id`` (a later retrain of it is not needed)."""
+    if episode is None:
+        return
+    with drift_state(models_root, name) as state:
+        if state.episode is not None and state.episode.id == episode:
+            state.episode.handled_by = model_id
