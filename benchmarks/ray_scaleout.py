@@ -64,7 +64,7 @@ def main() -> None:
     def run(ray_address):
         out = tmp / f"out-{next(runs)}"
         start = time.perf_counter()
-        summary = embed(str(data), str(out), model_dir=args.model_dir, config=config, drift_alpha=None,
+        summary = embed(str(data), str(out), model_dir=args.model_dir, config=config, drift=None,
                         ray_address=ray_address, concurrency=args.shards)
         seconds = time.perf_counter() - start
         assert summary["totals"]["rows_written"] == args.rows, summary["totals"]

@@ -27,6 +27,7 @@ from seqae.errors import SeqaeError
 from seqae.infer.commit import committed_outputs
 from seqae.infer.model import InferenceModel
 from seqae.modeldir import ModelInfo
+from seqae.modelstore import local_model_dir, location_of, staged_output
 from seqae.points import json_value, normal_scalar
 from seqae.storage import Location, utc_now, write_json
 
@@ -131,7 +132,7 @@ def worst_reconstructions(model_dir, rows: list[np.ndarray]) -> tuple[list[np.nd
     for i, r in enumerate(rows):
         values[i, : len(r)] = r
     lengths = np.array([len(r) for r in rows], np.int32)
-    out = load_model(model_dir).reconstruct(values, lengths)
+    out = load_model(local_model_dir(model_dir)).reconstruct(values, lengths)  # Keras reads local files only
     if out is None:
         return None, "not drawn: a predict-only model does not reconstruct"
     return [out[i, : n] for i, n in enumerate(lengths)], ""
@@ -296,14 +297,24 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
              device: str = "auto") -> dict[str, Any]:
     """Score labelled ``data`` and write ``report.json``, ``report.md`` and the plots into ``out``.
 
+    ``model_dir`` and ``out`` may be URIs (``s3://...``; credentials in them are refused): the
+    model is read where it is (its Keras file through the local cache, ``seqae.modelstore``), the
+    report is written in a local temporary folder and uploaded with ``report.json`` last.
+
     Args:
         probe_train: a row filter naming the probe's training rows (e.g. ``"id < 500"``, ECG5000's
             own train part); the other rows are its test rows. ``None``: no probe.
     """
+    location_of(model_dir)  # credentials in a URI are refused before any work
+    with staged_output(out) as local_out:
+        return _evaluate(model_dir, data, local_out, label_column=label_column,
+                         normal_value=normal_value, row_filter=row_filter, probe_train=probe_train, device=device)
+
+
+def _evaluate(model_dir, data: str, out: Path, *, label_column: str, normal_value: Any,
+              row_filter: str | None, probe_train: str | None, device: str) -> dict[str, Any]:
     from seqae.thresholds import Threshold
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     threshold = Threshold.load(model_dir)
     report: dict[str, Any] = {"model": str(model_dir), "data": data, "label_column": label_column,
                               "normal_value": normal_value, "created_at": utc_now(),

@@ -35,6 +35,7 @@ from seqae.errors import ModelDirError, ParityError, SeqaeError
 from seqae.infer.artifacts import sha256_of
 from seqae.infer.runtime import fp16_parity
 from seqae.modeldir import ModelInfo, contract_sha256, write_metadata
+from seqae.modelstore import staged_model_dir
 from seqae.storage import write_bytes
 
 log = logging.getLogger(__name__)
@@ -502,6 +503,11 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
            data: str | None = None) -> dict[str, Any]:
     """Write ``encoder.onnx`` and ``scorer.onnx`` (and ``scorer.fp16.onnx``) into ``model_dir``.
 
+    ``model_dir`` is a local folder or a URI (``s3://bucket/models/ecg``; credentials in it are
+    refused). At a URI the directory is copied into a local temporary folder (tf2onnx and Keras need
+    local files), exported there as below, and only when everything passed are the changed files
+    uploaded, ``seqae.json`` last (``seqae.modelstore.staged_model_dir``).
+
     Inputs of both graphs: ``values`` float32 ``(batch, time, features)`` in raw units (normalisation
     is inside the graph) and ``lengths`` int32 ``(batch,)``. Outputs: ``embedding`` (encoder);
     ``embedding``, ``recon_error``, ``step_error`` and, for predicting modes, ``pred_error`` (scorer).
@@ -520,6 +526,11 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
         ModelDirError: ``seqae.json`` does not describe ``model.keras`` (outputs, embedding width).
         SeqaeError: the graph does not have the expected shape (fused LSTM ops only).
     """
+    with staged_model_dir(model_dir) as local:
+        return _export(local, config, data)
+
+
+def _export(model_dir: Path, config: ExportConfig, data: str | None) -> dict[str, Any]:
     from seqae.model import encoder_of
 
     trained = _load(model_dir)

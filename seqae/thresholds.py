@@ -237,14 +237,22 @@ class Threshold:
         threshold.reference_ = reference
         return threshold
 
-    def save(self, model_dir: str | os.PathLike) -> Path:
-        """Write ``threshold.json`` into ``model_dir``, bound to the model there (its ``model_id``)."""
+    def save(self, model_dir: str | os.PathLike) -> Path | str:
+        """Write ``threshold.json`` into ``model_dir``, bound to the model there (its ``model_id``).
+        ``model_dir`` may be a URI: there ``seqae.json`` is rewritten last, listing the new file
+        (``seqae.modelstore.add_files``). Returns the file (a local path, or its URI)."""
         from seqae.modeldir import ModelInfo
+        from seqae.modelstore import add_files, location_of
 
-        has_model = (Path(model_dir) / names.METADATA_FILE).is_file()
-        path = Path(model_dir) / THRESHOLD_FILE
-        write_json(path, self.to_dict(ModelInfo.read(model_dir).model_id if has_model else None))
-        return path
+        location = location_of(model_dir)
+        has_model = location.join(names.METADATA_FILE).is_file()
+        body = self.to_dict(ModelInfo.read(model_dir).model_id if has_model else None)
+        if location.is_local:
+            path = Path(location.path if "://" in os.fspath(model_dir) else model_dir) / THRESHOLD_FILE
+            write_json(path, body)
+            return path
+        add_files(location, {THRESHOLD_FILE: json.dumps(body, indent=2, default=str).encode()})
+        return location.join(THRESHOLD_FILE).uri
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike | Location) -> Threshold | None:

@@ -33,7 +33,8 @@ from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
 from seqae.data import Normalizer, RowFilter, ShardReader, key_runs, pad_concat, resolve_shards
 from seqae.errors import ConfigError, ModelDirError, SeqaeError
 from seqae.modeldir import FORMAT, ModelInfo
-from seqae.storage import replace_directory, utc_now, write_json
+from seqae.modelstore import location_of, staged_model_dir
+from seqae.storage import has_uri_scheme, replace_directory, utc_now, write_json
 
 #: The longest sequence a model accepts, as a multiple of the longest it was trained on.
 LENGTH_MARGIN = 2
@@ -354,9 +355,10 @@ def make_dataset(plan: DataPlan, config: DataConfig, train_config: TrainConfig, 
     return ds.map(to_inputs).prefetch(tf.data.AUTOTUNE)
 
 
-def _previous_version(model_dir: Path) -> int:
-    """The version of the model being replaced (0 when there is none or it cannot be read)."""
-    if not (model_dir / names.METADATA_FILE).is_file():
+def _previous_version(model_dir: str | os.PathLike) -> int:
+    """The version of the model being replaced (0 when there is none or it cannot be read); local or
+    at a URI."""
+    if not location_of(model_dir).join(names.METADATA_FILE).is_file():
         return 0
     try:
         return ModelInfo.read(model_dir).model_version
@@ -367,7 +369,7 @@ def _previous_version(model_dir: Path) -> int:
 
 @dataclass
 class TrainResult:
-    model_dir: Path
+    model_dir: Path | str  # a local path, or the URI the directory was uploaded to
     metadata: dict[str, Any]
 
 
@@ -408,7 +410,10 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
 
     Args:
         data: Parquet file, directory, glob or URI.
-        model_dir: where ``model.keras``, ``seqae.json`` and ``loss.png`` go (replaced atomically).
+        model_dir: where ``model.keras``, ``seqae.json`` and ``loss.png`` go: a local folder (replaced
+            atomically) or a URI such as ``s3://bucket/models/ecg`` (written in a local temporary
+            folder, then uploaded file by file with ``seqae.json`` last; see ``seqae.modelstore``).
+            Credentials in a URI are refused.
         model_config: the autoencoder; ``num_features=None`` (the default) takes it from the data.
         data_config: the data contract (default: sequence layout, ``id`` / ``values``).
         train_config: fitting options.
@@ -423,6 +428,7 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
 
     from seqae.model import build_autoencoder, compile_autoencoder, training_loss
 
+    target = location_of(model_dir)  # credentials in a URI are refused before any work
     started = time.time()
     data_config = data_config or DataConfig()
     train_config = train_config or TrainConfig()
@@ -469,7 +475,7 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     # The epoch whose weights EarlyStopping restored (improvements smaller than min_delta do not count).
     best_epoch = int(stopping.best_epoch) + 1
-    model_dir = Path(model_dir)
+    model_dir = Path(model_dir) if target.is_local and not has_uri_scheme(os.fspath(model_dir)) else target.uri
     version = _previous_version(model_dir) + 1
     metadata = {
         "format": FORMAT,
@@ -499,7 +505,7 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
         "versions": _library_versions(),
     }
 
-    with replace_directory(model_dir) as tmp:
+    with staged_model_dir(model_dir, fresh=True) as local, replace_directory(local) as tmp:
         model.save(tmp / names.MODEL_FILE)
         write_json(tmp / names.METADATA_FILE, metadata)
         _plot_history(history, tmp / names.LOSS_PLOT_FILE,

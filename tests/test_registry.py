@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from seqae import names
 from seqae.config import DataConfig, ModelConfig
 from seqae.modeldir import contract_sha256
 from seqae.registry import ModelRegistry, Promotion, PromotionError, RegistryError
-from seqae.storage import replace_directory
+from seqae.storage import Location, replace_directory
 
 
 def fake_model(path, model_id="0123abcd", passed=True):
@@ -45,10 +46,16 @@ def registry(tmp_path):
 
 def test_promote_snapshots_and_records(registry, tmp_path):
     first = registry.promote(fake_model(tmp_path / "a"), "ecg")
-    assert registry.current("ecg") == first and registry.current_dir("ecg") == tmp_path / "models/ecg/versions/0123abcd"
-    assert (registry.current_dir("ecg") / names.SCORER_ONNX).read_bytes() == (tmp_path / "a/scorer.onnx").read_bytes()
+    snapshot = registry.current_dir("ecg")
+    assert registry.current("ecg") == first and snapshot.parent == tmp_path / "models/ecg/versions"
+    assert snapshot.name.startswith("0123abcd-") and first.model_version == 1
+    assert (snapshot / names.SCORER_ONNX).read_bytes() == (tmp_path / "a/scorer.onnx").read_bytes()
+    meta = json.loads((snapshot / names.METADATA_FILE).read_text())
+    assert meta["model_version"] == 1 and meta["promotion"]["number"] == 1 and meta["promotion"]["trained_version"] == 1
     second = registry.promote(fake_model(tmp_path / "b", "4567ef"), "ecg")
     assert registry.history("ecg") == [first, second] and registry.current("ecg") == second
+    assert second.model_version == 2 and sorted(os.listdir(tmp_path / "models/ecg/history")) == ["1.json", "2.json"]
+    assert registry.current_dir("ecg") != snapshot and (snapshot / names.SCORER_ONNX).is_file()  # never rewritten
     with pytest.raises(PromotionError, match="the parity gate did not pass"):
         registry.promote(fake_model(tmp_path / "c", "89ab", passed=False), "ecg")
     assert registry.current("ecg") == second
@@ -69,7 +76,8 @@ CURRENT_CASES = {
     "model_version_text": ({"model_version": "abc"}, "model_version: expected a positive integer, found 'abc'"),
     "parity_not_passed": ({"parity_passed": False}, "parity_passed: expected true (only a model whose parity gate "
                                                     "passed is promoted), found False"),
-    "relative_location": ({"location": "versions/x"}, "location: expected an absolute path, found 'versions/x'"),
+    "relative_location": ({"location": "versions/x"}, "location: expected an absolute path or a URI, found "
+                                                       "'versions/x'"),
     "another_name": ({"name": "other"}, "name: expected 'ecg', found 'other'"),
     "unknown_key": ({"extra": 1}, "unknown key(s) extra; expected the keys"),
 }
@@ -98,11 +106,11 @@ def test_a_location_outside_the_registry_root_is_refused(registry, tmp_path, whe
     elif where == "sibling_name":  # another name's snapshot is not this name's
         data["location"] = str(tmp_path / "models/other/versions" / data["model_id"])
     else:
-        snapshot = tmp_path / "models/ecg/versions" / data["model_id"]
+        snapshot = Path(data["location"])
         os.rename(snapshot, tmp_path / "moved")
         snapshot.symlink_to(outside)
     (tmp_path / "models/ecg/current.json").write_text(json.dumps(data))
-    with pytest.raises(RegistryError, match=r"current\.json: location: expected .*/models/ecg/versions/0123abcd \(the "
+    with pytest.raises(RegistryError, match=r"current\.json: location: expected .*/models/ecg/versions/0123abcd-<token> \(the "
                                             r"snapshot under the registry root .*/models\), found .*; a location "
                                             r"outside the root is refused"):
         registry.current_dir("ecg")
@@ -123,7 +131,7 @@ def test_a_bad_history_refuses_a_promotion_and_is_never_rewritten(registry, tmp_
         registry.promote(fake_model(tmp_path / "b", "4567ef"), "ecg")
     assert str(caught.value).startswith(f"{path}: {message}"), str(caught.value)
     assert path.read_text() == text and (tmp_path / "models/ecg/current.json").read_bytes() == current
-    assert not (tmp_path / "models/ecg/versions/4567ef").exists()
+    assert not [n for n in os.listdir(tmp_path / "models/ecg/versions") if n.startswith("4567ef")]
 
 
 def test_a_symlinked_lock_file_is_never_followed(registry, tmp_path):
@@ -147,18 +155,24 @@ def test_a_promotion_waits_for_the_lock_and_gives_up_with_a_message(tmp_path):
 
 
 def check_after_concurrent_promotions(root, models, promotions):
+    """Every promotion recorded once with consecutive numbers, the pointer on the last, and every
+    snapshot complete: the model's files byte for byte, its seqae.json numbered as its promotion."""
     registry = ModelRegistry(root)
     history = registry.history("ecg")
-    assert sorted(p.promoted_at + p.source for p in history) == sorted(p.promoted_at + p.source for p in promotions)
-    assert len(history) == len(promotions)
+    assert sorted(p.promoted_at + p.source + p.location for p in history) == sorted(
+        p.promoted_at + p.source + p.location for p in promotions)
+    assert [p.model_version for p in history] == list(range(1, len(promotions) + 1))
     assert registry.current("ecg") == history[-1]  # current.json is the last promotion appended
-    for model in models:  # every snapshot complete, byte for byte
-        snapshot = root / "ecg/versions" / model.name
-        assert sorted(os.listdir(snapshot)) == sorted(os.listdir(model))
+    by_name = {m.name: m for m in models}
+    for promotion in history:
+        snapshot, model = Location.of(promotion.location), by_name[promotion.model_id]
+        assert sorted(i.base_name for i in snapshot.children()) == sorted(os.listdir(model))
         for file in os.listdir(model):
-            assert (snapshot / file).read_bytes() == (model / file).read_bytes()
-    leftovers = [n for n in os.listdir(root / "ecg/versions") if n.startswith(".")]
-    assert leftovers == []
+            if file != names.METADATA_FILE:
+                assert snapshot.join(file).read_bytes() == (model / file).read_bytes()
+        meta = json.loads(snapshot.join(names.METADATA_FILE).read_bytes())
+        assert meta["model_version"] == promotion.model_version == meta["promotion"]["number"]
+    return history
 
 
 def test_eight_concurrent_promotions_in_threads(tmp_path):

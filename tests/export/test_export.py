@@ -195,10 +195,10 @@ def test_int8_scorer_is_written_with_its_own_parity_and_used_on_request(exported
     full = embed(model, str(sine_dir), tmp_path / "fp32", EmbedConfig(device="cpu"))
     quantized = embed(model, str(sine_dir), tmp_path / "int8", EmbedConfig(int8=True))
     assert quantized.provider == "CPUExecutionProvider" and quantized.totals == full.totals
-    a = pq.read_table(tmp_path / "fp32" / "part-0.parquet").column("recon_error").to_numpy()
-    b = pq.read_table(tmp_path / "int8" / "part-0.parquet").column("recon_error").to_numpy()
+    a = pq.read_table(tmp_path / "fp32" / names.EMBEDDINGS_DIR / "part-0.parquet").column("recon_error").to_numpy()
+    b = pq.read_table(tmp_path / "int8" / names.EMBEDDINGS_DIR / "part-0.parquet").column("recon_error").to_numpy()
     assert np.isfinite(b).all() and not np.array_equal(a, b)  # the int8 scorer ran
-    entry = json.loads((tmp_path / "int8" / "_manifest" / "part-0.parquet.json").read_text())
+    entry = json.loads((tmp_path / "int8" / names.CONTROL_DIR / names.ENTRIES_DIR / "part-0.parquet.json").read_text())
     assert entry["onnx_file"] == "scorer.int8.onnx"
 
     meta = export(model, ExportConfig(int8=True, **TINY))  # both candidates tried, neither kept

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqae.config import EmbedConfig, ModelConfig, TrainConfig
-from seqae.infer import committed_outputs
+from seqae.infer import OutputFolder, committed_outputs
 from seqae.registry import ModelRegistry
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def test_pipeline_trains_promotes_embeds_and_evaluates(prefect_harness, make_sin
     assert result["evaluation"]["rows"] == 120 and result["evaluation"]["anomalous"] == 20
     current = ModelRegistry(tmp_path / "models").current("sine")
     assert current.model_id == result["promotion"]["model_id"]
-    summary = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    summary = OutputFolder(tmp_path / "out").last_run()
     assert summary["model_id"] == current.model_id and summary["totals"]["rows_in"] == 120
 
 
@@ -46,8 +46,8 @@ def test_embed_flow_skips_done_shards_and_quarantines_the_bad_one(prefect_harnes
     pq.write_table(pa.table({"id": [1], "values": [["x"]]}), data / "d.parquet")  # off contract
     second = embed(str(data), str(out), model_dir=str(model_dir), config=EmbedConfig(device="cpu"))
     assert [loc.name for loc in committed_outputs(out)] == ["a.parquet", "b.parquet", "c.parquet"]
-    assert (out / "_rejects" / "_files" / "d.parquet.json").is_file()
-    summary = json.loads((out / "_manifest.json").read_text())
+    assert (out / "_seqae" / "quarantine" / "d.parquet.json").is_file()
+    summary = OutputFolder(out).last_run()
     assert summary["totals"] == second["totals"] == {
         "shards": 4, "shards_done": 0, "shards_skipped": 3, "rows_in": 91, "rows_written": 87, "rows_rejected": 3,
         "shards_quarantined": 1, "rows_quarantined": 1}
@@ -60,14 +60,14 @@ def folder_state(out):
     records (no timestamps)."""
     out = Path(out)
     state = {loc.name: pq.read_table(loc.path).to_pylist() for loc in committed_outputs(out)}
-    for path in sorted((out / "_rejects").rglob("*")) if (out / "_rejects").exists() else []:
-        if path.suffix == ".parquet":
-            state[f"rejects/{path.name}"] = pq.read_table(path).to_pylist()
-        elif path.suffix == ".json":
-            record = json.loads(path.read_text())
-            state[f"quarantined/{path.name}"] = (record["shard"], record["rows"])
+    for path in sorted((out / "rejects").glob("*.parquet")):
+        state[f"rejects/{path.name}"] = pq.read_table(path).to_pylist()
+    for path in sorted((out / "_seqae" / "quarantine").glob("*.json")):
+        record = json.loads(path.read_text())
+        state[f"quarantined/{path.name}"] = (record["shard"], record["rows"])
+    # the run reports and the folder state record times; the lock file is the lock
     state["listing"] = sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                              if p.is_file() and p.name not in ("_manifest.json", ".seqae.lock"))
+                              if p.is_file() and p.name not in ("state.json", "lock") and p.parent.name != "runs")
     return state
 
 
