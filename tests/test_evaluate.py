@@ -60,7 +60,7 @@ def test_a_fitted_threshold_adds_score_and_is_anomaly_to_the_outputs(model, labe
                            data=str(labelled), row_filter="label == 1", device="cpu")
     after = embed(model, str(labelled), tmp_path / "out", EmbedConfig(device="cpu"))
     assert before.totals["shards_done"] == 2 and after.totals["shards_done"] == 2  # the threshold is in the identity
-    out = pq.read_table(tmp_path / "out" / "b.parquet")
+    out = pq.read_table(tmp_path / "out" / "embeddings" / "b.parquet")
     assert out.schema.names[-2:] == ["score", "is_anomaly"]
     errors = out.column("recon_error").to_numpy()
     np.testing.assert_array_equal(out.column("is_anomaly").to_numpy(), errors > fitted.threshold_)
