@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from seqae import names
+from seqae._optional import import_optional
 from seqae._version import __version__
 from seqae.config import DataConfig, ExportConfig, ModelConfig
 from seqae.data import ShardReader, resolve_shards
@@ -526,6 +527,8 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
         ModelDirError: ``seqae.json`` does not describe ``model.keras`` (outputs, embedding width).
         SeqaeError: the graph does not have the expected shape (fused LSTM ops only).
     """
+    for module in ("tensorflow", "keras", "tf2onnx", "onnx"):  # before anything is downloaded or staged
+        import_optional(module, "train", needed_for="seqae.export")
     with staged_model_dir(model_dir) as local:
         return _export(local, config, data)
 

@@ -125,8 +125,7 @@ TRAIN_EXTRA = "install the 'train' extra: pip install 'seqae[train]'"
 @pytest.mark.parametrize("call, needed_for", [
     ("seqae.load_model('model')", "seqae.load_model"),
     ("seqae.train('data', 'model')", "seqae.train"),
-    pytest.param("seqae.export('model')", "seqae.export", marks=pytest.mark.xfail(
-        strict=True, reason="until seqae/export.py imports keras, tensorflow and tf2onnx through import_optional")),
+    ("seqae.export('model')", "seqae.export"),
 ], ids=["load_model", "train", "export"])
 def test_a_training_entry_point_without_tensorflow_names_the_pip_install(call, needed_for):
     raised = call_without_tensorflow(call)
