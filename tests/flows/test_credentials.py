@@ -61,10 +61,10 @@ def test_embed_flow_takes_s3_credentials_from_a_secret_block(prefect_harness, s3
     deadline = time.time() + 30  # logs reach the server in batches
     while True:
         messages = [entry.message for entry in asyncio.run(logs())]
-        if any("embedded {'shards': 3" in m for m in messages) or time.time() > deadline:
+        if any("embedded 3 new shard(s)" in m for m in messages) or time.time() > deadline:
             break
         time.sleep(0.5)
-    assert any("embedded {'shards': 3" in m for m in messages), messages  # the run's own log, read back
+    assert any("embedded 3 new shard(s)" in m for m in messages), messages  # the run's own log, read back
     assert s3.secret not in json.dumps(summary) + "\n".join(messages)
 
 
