@@ -72,11 +72,11 @@ def test_ray_run_equals_the_local_run_shard_for_shard(prefect_harness, local_ray
     from flows.definitions import embed
 
     config = EmbedConfig(device="cpu", read_batch_size=7)
-    local = embed(str(shards), str(tmp_path / "local"), model_dir=str(model_dir), config=config, drift_alpha=None)
+    local = embed(str(shards), str(tmp_path / "local"), model_dir=str(model_dir), config=config, drift=None)
     assert local["workers"] == [{"pid": os.getpid(), "host": local["workers"][0]["host"], "shards": 6,
                                  "sessions_opened": local["workers"][0]["sessions_opened"]}]
 
-    on_ray = embed(str(shards), str(tmp_path / "ray"), model_dir=str(model_dir), config=config, drift_alpha=None,
+    on_ray = embed(str(shards), str(tmp_path / "ray"), model_dir=str(model_dir), config=config, drift=None,
                    ray_address="local", concurrency=6)
     assert on_ray["totals"] == local["totals"] == {"shards": 6, "shards_done": 6, "shards_skipped": 0,
                                                    "rows_in": 180, "rows_written": 177, "rows_rejected": 3}
@@ -97,7 +97,7 @@ def test_a_worker_killed_mid_shard_leaves_nothing_committed_and_the_rerun_comple
     from flows.definitions import embed
 
     config = EmbedConfig(device="cpu", read_batch_size=7)
-    embed(str(shards), str(tmp_path / "local"), model_dir=str(model_dir), config=config, drift_alpha=None)
+    embed(str(shards), str(tmp_path / "local"), model_dir=str(model_dir), config=config, drift=None)
     marker, out = tmp_path / "killed", tmp_path / "ray"
     monkeypatch.setenv("SEQAE_RAY_MAX_RETRIES", max_retries)
     monkeypatch.setenv("SEQAE_RAY_RUNTIME_ENV", json.dumps({
@@ -106,7 +106,7 @@ def test_a_worker_killed_mid_shard_leaves_nothing_committed_and_the_rerun_comple
                      "SEQAE_TEST_KILL_MARKER": str(marker)}}))
 
     def run():
-        return embed(str(shards), str(out), model_dir=str(model_dir), config=config, drift_alpha=None,
+        return embed(str(shards), str(out), model_dir=str(model_dir), config=config, drift=None,
                      ray_address="local", concurrency=6)
 
     if max_retries == "0":
@@ -118,8 +118,8 @@ def test_a_worker_killed_mid_shard_leaves_nothing_committed_and_the_rerun_comple
         assert first["totals"]["shards_done"] == 6
     pid, rows = map(int, marker.read_text().split())
     assert pid != os.getpid() and rows > 0  # a Ray worker died with part of c.parquet written
-    # What it wrote is under a hidden temporary name, never a visible or committed file.
-    leftovers = [p.name for p in out.iterdir() if is_temporary(p.name)]
+    # What it wrote is under a hidden temporary name in the staging folder, never a visible or committed file.
+    leftovers = [p.name for p in (out / "_seqae" / "staging").iterdir() if is_temporary(p.name)]
     assert leftovers and all(name.startswith(".c.parquet.") for name in leftovers)
 
     rerun = run()
@@ -132,5 +132,5 @@ def test_a_worker_killed_mid_shard_leaves_nothing_committed_and_the_rerun_comple
     assert_same_outputs(out, tmp_path / "local")
     # The rerun found the folder idle and removed what the killed worker left.
     assert not [p.name for p in out.rglob("*") if is_temporary(p.name)]
-    visible = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    visible = sorted(p.name for p in (out / "embeddings").iterdir() if p.is_file())
     assert visible == sorted(entries(out))
