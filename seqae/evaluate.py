@@ -422,7 +422,7 @@ def score_labels(out: str | os.PathLike | Location, label_column: str, normal_va
     Raises:
         SeqaeError: no committed output, a column missing, or labels that are not scalars.
     """
-    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+    from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
     outputs = committed_outputs(out)
     if not outputs:
@@ -453,6 +453,8 @@ def score_labels(out: str | os.PathLike | Location, label_column: str, normal_va
     result.update(roc_auc=round(float(roc_auc_score(anomalous, scores)), 4),
                   pr_auc=round(float(average_precision_score(anomalous, scores)), 4))
     if names.IS_ANOMALY in table.column_names:
-        result["f1_at_threshold"] = round(float(f1_score(anomalous, table.column(names.IS_ANOMALY).to_numpy(
-            zero_copy_only=False), zero_division=0.0)), 4)
+        flagged = np.asarray(table.column(names.IS_ANOMALY).to_numpy(zero_copy_only=False), dtype=bool)
+        result.update(precision_at_threshold=round(float(precision_score(anomalous, flagged, zero_division=0.0)), 4),
+                      recall_at_threshold=round(float(recall_score(anomalous, flagged, zero_division=0.0)), 4),
+                      f1_at_threshold=round(float(f1_score(anomalous, flagged, zero_division=0.0)), 4))
     return result

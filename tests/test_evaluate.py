@@ -61,11 +61,19 @@ def test_a_fitted_threshold_adds_score_and_is_anomaly_to_the_outputs(model, labe
     after = embed(model, str(labelled), tmp_path / "out", EmbedConfig(device="cpu"))
     assert before.totals["shards_done"] == 2 and after.totals["shards_done"] == 2  # the threshold is in the identity
     out = pq.read_table(tmp_path / "out" / "embeddings" / "b.parquet")
-    assert out.schema.names[-2:] == ["score", "is_anomaly"]
+    assert out.schema.names[-4:] == ["score", "is_anomaly", "model_id", "model_version"]  # lineage last
     errors = out.column("recon_error").to_numpy()
     np.testing.assert_array_equal(out.column("is_anomaly").to_numpy(), errors > fitted.threshold_)
     scores = out.column("score").to_numpy()
     assert ((0 <= scores) & (scores <= 1)).all() and np.all(np.diff(scores[np.argsort(errors)]) >= -1e-6)
+    # score_labels (the flows' evaluation artifact) reports the flag's precision, recall and F1
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    both = pa.concat_tables([pq.read_table(tmp_path / "out" / "embeddings" / f"{n}.parquet") for n in ("a", "b")])
+    truth, flagged = both.column("label").to_numpy() != 1, both.column("is_anomaly").to_numpy()
+    result = score_labels(tmp_path / "out", "label", 1)
+    for key, metric in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
+        assert result[f"{key}_at_threshold"] == round(float(metric(truth, flagged, zero_division=0.0)), 4), key
 
 
 @slow
