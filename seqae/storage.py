@@ -169,12 +169,13 @@ def refuse_credentials(uri: str) -> None:
 
 
 def require_local(text: str | os.PathLike, what: str) -> str:
-    """``text`` when it is a local path. Where seqae reads and writes local folders only (training,
-    export, thresholds, evaluation, drift, the registry), a URI is refused with one line, its
-    credentials masked, before anything runs: never a local folder named ``s3:/KEY:SECRET@bucket``.
+    """``text`` when it is a local path. Where seqae reads and writes local folders only (the bundled
+    datasets, validate's rejects, a training config file, the flows' registry and its drift state,
+    whose lock is local), a URI is refused with one line, its credentials masked, before anything
+    runs: never a local folder named ``s3:/KEY:SECRET@bucket``.
 
     Args:
-        what: the option or argument, as the message names it (``"--model-dir of seqae train"``).
+        what: the option or argument, as the message names it (``"--out of seqae datasets"``).
 
     Raises:
         ConfigError: ``text`` is a URI.
