@@ -157,10 +157,16 @@ def test_third_party_images_outside_dockerfiles_are_pinned_by_digest():
                 assert container["image"] == "postgres:16-bookworm@${POSTGRES_DIGEST}", container["image"]
 
 
+def prefect_yaml_pool() -> str:
+    """The one work pool every deployment of prefect.yaml (rendered from flows/deployments.py) uses."""
+    (pool,) = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    return pool
+
+
 def test_cuda_image_default_command_is_the_gpu_pool_not_the_cpu_pool():
     """Retrains need TensorFlow, which only the CPU image has: they deploy to the CPU pool (prefect.yaml),
     and the CUDA image's worker polls another pool, for embed deployments."""
-    deploy_pool = yaml.safe_load((ROOT / "prefect.yaml").read_text())["definitions"]["work_pool"]["name"]
+    deploy_pool = prefect_yaml_pool()
     cpu_cmd, cuda_cmd = dockerfile_cmd(DOCKER / "cpu.Dockerfile"), dockerfile_cmd(DOCKER / "cuda.Dockerfile")
     assert pool_of(cpu_cmd) == deploy_pool == "seqae-process"
     assert pool_of(cuda_cmd) == "seqae-gpu" != deploy_pool
@@ -226,7 +232,7 @@ def test_compose_runs_the_prefect_server_on_postgresql_with_a_worker_and_a_data_
     assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert "data:/data" in worker["volumes"] and "data" in compose["volumes"]
     # the pool the worker polls is the one prefect.yaml deploys to
-    pool = yaml.safe_load((ROOT / "prefect.yaml").read_text())["definitions"]["work_pool"]["name"]
+    pool = prefect_yaml_pool()
     assert pool_of(worker["command"]) == pool
 
 
