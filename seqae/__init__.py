@@ -13,6 +13,7 @@ same names: reach those through ``from seqae.train import ...`` or ``importlib.i
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -63,7 +64,7 @@ _LAZY: dict[str, str] = {
 }
 
 #: Public names that are also submodules of the package: the function is what ``seqae.<name>`` means.
-_SHADOWED = frozenset(name for name, module in _LAZY.items() if module == f"{__name__}.{name}")
+_SHADOWED = frozenset(_LAZY) & frozenset(info.name for info in pkgutil.iter_modules(__path__))
 
 __all__ = [
     "DataConfig", "EmbedConfig", "EmbedReport", "ExportConfig", "InferenceModel", "MissingDependencyError",
