@@ -253,7 +253,7 @@ def copy_model(model_dir: Path, to: Path) -> Path:
     ("metadata_truncated", ModelDirError, "not a valid seqae.json"),
     ("metadata_not_utf8", ModelDirError, "not UTF-8"),
     ("scorer_tampered", ChecksumError, "the file changed after export"),
-    ("features_disagree_with_the_onnx", ModelDirError, "input values has 1 feature(s) but seqae.json says 3"),
+    ("features_disagree_with_the_onnx", ModelDirError, "feature_names: expected a list of 3 name(s) (model.num_features), found list"),
     ("not_exported", ModelDirError, "not exported; run `seqae export"),
 ])
 def test_bad_model_directories_are_one_line_errors(case, error, message, model_dir, two_good, tmp_path):
