@@ -62,5 +62,6 @@ def test_a_killed_train_leaves_no_temporary_folder_after_the_next_run(sine_dir, 
     stale = tmp_path / ".m.0badf00d.tmp"  # what a train killed while writing its model folder leaves
     stale.mkdir()
     (stale / "model.keras").write_bytes(b"half")
+    (tmp_path / ".m.0badf00d.lock").touch()  # its writer's lock file, no longer held by anyone
     train(str(sine_dir), tmp_path / "m", model_config=ModelConfig(units=2), train_config=TrainConfig(max_epochs=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
