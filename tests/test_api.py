@@ -55,9 +55,12 @@ def test_each_public_name_is_the_object_of_its_home_module(name, module):
     assert name in vars(seqae)  # cached: the next lookup does not call __getattr__
 
 
+INIT_TREE = ast.parse(INIT.read_text())  # at collection: see TREES in tests/test_imports.py
+
+
 def type_checking_imports() -> dict[str, str]:
     """The names imported under ``if TYPE_CHECKING:`` in seqae/__init__.py, with their modules."""
-    tree = ast.parse(INIT.read_text())
+    tree = INIT_TREE
     block = next(n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))
     return {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
 

@@ -24,6 +24,10 @@ def module_name(path: pathlib.Path) -> str:
 
 
 MODULES = {module_name(p): p for p in ROOT.rglob("*.py")}
+# Parsed once, at collection: CPython 3.11.7 keeps ast.parse's recursion counter in one shared struct
+# (gh-106905), so parsing while another thread parses (Prefect's and TensorFlow's threads linger after
+# earlier tests) can raise "AST constructor recursion depth mismatch".
+TREES = {name: ast.parse(path.read_text()) for name, path in MODULES.items()}
 
 
 def import_nodes(tree: ast.AST, top_only: bool):
@@ -46,7 +50,7 @@ def imports_of(name: str, top_only: bool = False) -> set[str]:
     """Every module ``name`` imports, at the top or inside a function (only at the top with
     ``top_only``): seqae modules by their full name (``from pkg import sub`` counts as ``pkg.sub``
     when ``sub`` is a module), others by package."""
-    tree = ast.parse(MODULES[name].read_text())
+    tree = TREES[name]
     found: set[str] = set()
     package = name if MODULES[name].name == "__init__.py" else name.rpartition(".")[0]
     for node in import_nodes(tree, top_only):
