@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqae import names
-from seqae.config import EmbedConfig
+from seqae.config import Device, EmbedConfig
 from seqae.data import RowFilter, SequenceBatch, ShardReader, empty_rejects, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
@@ -93,7 +93,7 @@ def read_reference(model_dir: str | os.PathLike) -> pa.Table:
 
 
 def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = ThresholdConfig(), *,
-                  data: str | None = None, row_filter: str | None = None, device: str = "auto") -> Threshold:
+                  data: str | None = None, row_filter: str | None = None, device: Device = "auto") -> Threshold:
     """Fit a threshold on the errors of ``data`` (rows the user says are normal, or all rows with
     ``config.contamination``), or by default on the model's held-out reference, and save it as
     ``threshold.json`` in the model directory; ``embed`` then writes ``score`` and ``is_anomaly``."""
@@ -123,7 +123,7 @@ def fit_threshold_from_reference(model_dir: str | os.PathLike,
 
 
 def drift(model_dir: str | os.PathLike, data: str | list[str], *, row_filter: str | None = None, alpha: float = 0.01,
-          device: str = "auto", limit: int = REFERENCE_ROWS) -> dict[str, Any]:
+          device: Device = "auto", limit: int = REFERENCE_ROWS) -> dict[str, Any]:
     """Compare the errors and embeddings of ``data`` with the model's held-out reference.
 
     Two-sample Kolmogorov-Smirnov tests (``scipy.stats.ks_2samp``): one on the reconstruction

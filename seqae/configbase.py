@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from seqae.errors import ConfigError
 
@@ -76,8 +76,11 @@ class Config:
     # too; a plain dict, so that seqae itself needs no pydantic.
     __pydantic_config__ = {"extra": "forbid"}
 
+    if TYPE_CHECKING:  # what @dataclass adds to every subclass: lets mypy take them as dataclasses
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        data = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
     @classmethod

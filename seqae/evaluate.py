@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqae import names
-from seqae.config import EmbedConfig
+from seqae.config import Device, EmbedConfig
 from seqae.data import RowFilter, ShardReader, pad_concat, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.commit import committed_outputs
@@ -71,7 +71,7 @@ def labelled_rows(labels: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def score_labelled(model_dir: str | os.PathLike, data: str, label_column: str, *, row_filter: str | None = None,
-                   device: str = "auto", read_batch_size: int = 4096) -> Scored:
+                   device: Device = "auto", read_batch_size: int = 4096) -> Scored:
     """Score every accepted row at ``data`` and keep its label, error and embedding (and the worst
     rows' values and step errors for the plots)."""
     from seqae.anomaly import score_rows
@@ -219,7 +219,7 @@ def raw_values(model_dir: str | os.PathLike, data: str, row_filter: str | None =
     from seqae.anomaly import iter_dataset
 
     model = InferenceModel.open(model_dir, EmbedConfig(device="cpu"))
-    return pad_concat(list(iter_dataset(model, data, row_filter)), model.info.model.num_features)
+    return pad_concat(list(iter_dataset(model, data, row_filter)), model.info.num_features)
 
 
 def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path) -> dict[str, str]:
@@ -244,7 +244,7 @@ def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path)
 
     fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=100)
     low = max(float(scored.errors.min()), 1e-9)
-    bins = np.logspace(np.log10(low), np.log10(max(float(scored.errors.max()), low * 10)), 60)
+    bins = np.logspace(np.log10(low), np.log10(max(float(scored.errors.max()), low * 10)), 60).tolist()
     for label in np.unique(scored.labels):
         ax.hist(scored.errors[scored.labels == label], bins=bins, alpha=0.5, label=f"{label}")
     if threshold is not None:
@@ -254,7 +254,9 @@ def plots(scored: Scored, normal_value: Any, threshold: float | None, out: Path)
     files["error_histogram"] = _save(fig, out / "error_histogram.png")
 
     fig, axes = plt.subplots(len(scored.values), 1, figsize=(7, 1.6 * len(scored.values)), dpi=100, squeeze=False)
-    recons = scored.reconstructions or [None] * len(scored.values)
+    recons: list[np.ndarray | None] = [None] * len(scored.values)
+    if scored.reconstructions:
+        recons = list(scored.reconstructions)
     for i, (ax, values, steps, error, key, label, recon) in enumerate(zip(
             axes[:, 0], scored.values, scored.step_errors, scored.worst_errors, scored.worst_keys,
             scored.worst_labels, recons)):
@@ -294,7 +296,7 @@ def _save(fig, path: Path) -> str:
 
 def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *, label_column: str = "label",
              normal_value: Any = 1, row_filter: str | None = None, probe_train: str | None = None,
-             device: str = "auto") -> dict[str, Any]:
+             device: Device = "auto") -> dict[str, Any]:
     """Score labelled ``data`` and write ``report.json``, ``report.md`` and the plots into ``out``.
 
     ``model_dir`` and ``out`` may be URIs (``s3://...``; credentials in them are refused): the
@@ -312,7 +314,7 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
 
 
 def _evaluate(model_dir, data: str, out: Path, *, label_column: str, normal_value: Any,
-              row_filter: str | None, probe_train: str | None, device: str) -> dict[str, Any]:
+              row_filter: str | None, probe_train: str | None, device: Device) -> dict[str, Any]:
     from seqae.thresholds import Threshold
 
     threshold = Threshold.load(model_dir)
@@ -346,7 +348,7 @@ def _evaluate(model_dir, data: str, out: Path, *, label_column: str, normal_valu
 
 
 def _evaluate_points(report: dict[str, Any], model_dir, data: str, out: Path, threshold, row_filter, probe_train,
-                     device: str) -> dict[str, Any]:
+                     device: Device) -> dict[str, Any]:
     """The long layout: labels per time step, scores per time step (``seqae.points``)."""
     from seqae import points
 

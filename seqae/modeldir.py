@@ -11,10 +11,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from seqae import names
 from seqae.config import DataConfig, ModelConfig
+from seqae.configbase import Config
 from seqae.errors import ConfigError, ModelDirError, SeqaeError
 from seqae.storage import Location, read_json, sha256_text, write_json
 
@@ -30,6 +31,8 @@ GRAPHS = {names.ENCODER_ONNX: "encoder", names.SCORER_ONNX: "scorer", names.SCOR
 REQUIRED_FILES = frozenset({names.ENCODER_ONNX, names.SCORER_ONNX})
 #: The sections of seqae.json the ONNX files depend on (checksummed at export).
 CONTRACT_KEYS = ("model", "data", "feature_names")
+
+_Section = TypeVar("_Section", bound=Config)
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,20 @@ class ModelInfo:
             raise ModelDirError(f"{path}: missing key(s) {', '.join(missing)}; expected seqae metadata "
                                 "(re-run seqae train)")
         model_id, model_version = _model_id(path, meta["model_id"]), _model_version(path, meta["model_version"])
-        model, data = _sections(path, meta)
-        feature_names = _feature_names(path, meta.get("feature_names"), model, data)
+        model, data, num_features = _sections(path, meta)
+        feature_names = _feature_names(path, meta.get("feature_names"), num_features, data)
         files = _exported_files(path, meta.get("export"))
         if files and verify_contract:
             _check_contract(path, meta)
         return cls(directory, model_id, model_version, model, data, feature_names, files, meta, location)
+
+    @property
+    def num_features(self) -> int:
+        """Features per step: ``model.num_features``, which ``read`` refuses to find missing."""
+        if self.model.num_features is None:
+            raise ModelDirError(f"{self.where}/{names.METADATA_FILE}: model.num_features is missing; expected the "
+                                "feature count of the data")
+        return self.model.num_features
 
     @property
     def exported(self) -> bool:
@@ -151,33 +162,37 @@ def _model_version(path, value: Any) -> int:
     return value
 
 
-def _sections(path, meta: dict[str, Any]) -> tuple[ModelConfig, DataConfig]:
+def _section(path, meta: dict[str, Any], section: str, kind: type[_Section]) -> _Section:
+    try:
+        return kind.from_dict(meta[section], section)
+    except ConfigError as exc:
+        message = str(exc) if str(exc).startswith(f"{section}: ") else f"{section}: {exc}"
+        raise ModelDirError(f"{path}: {message}") from exc
+
+
+def _sections(path, meta: dict[str, Any]) -> tuple[ModelConfig, DataConfig, int]:
+    """The ``model`` and ``data`` sections, checked against each other, and the feature count."""
     if meta.get("format", FORMAT) != FORMAT:
         raise _bad(path, "format", repr(FORMAT), meta["format"])
-    sections = {}
-    for section, kind in (("model", ModelConfig), ("data", DataConfig)):
-        try:
-            sections[section] = kind.from_dict(meta[section], section)
-        except ConfigError as exc:
-            message = str(exc) if str(exc).startswith(f"{section}: ") else f"{section}: {exc}"
-            raise ModelDirError(f"{path}: {message}") from exc
-    model, data = sections["model"], sections["data"]
-    if model.num_features is None:
+    model = _section(path, meta, "model", ModelConfig)
+    data = _section(path, meta, "data", DataConfig)
+    num_features = model.num_features
+    if num_features is None:
         raise ModelDirError(f"{path}: model.num_features is missing; expected the feature count of the data")
-    if data.num_features is not None and data.num_features != model.num_features:
-        raise _bad(path, "data.num_features", f"model.num_features ({model.num_features}) or null", data.num_features)
+    if data.num_features is not None and data.num_features != num_features:
+        raise _bad(path, "data.num_features", f"model.num_features ({num_features}) or null", data.num_features)
     if data.min_length < model.min_length:
         raise _bad(path, "model.horizon", f"at most data.min_length - 1 = {data.min_length - 1} (one step to encode, "
                    "the rest predicted)", model.horizon)
-    return model, data
+    return model, data, num_features
 
 
-def _feature_names(path, value: Any, model: ModelConfig, data: DataConfig) -> tuple[str, ...]:
+def _feature_names(path, value: Any, num_features: int, data: DataConfig) -> tuple[str, ...]:
     if value is None:
-        return tuple(data.feature_names(model.num_features))
-    if (not isinstance(value, list) or len(value) != model.num_features
+        return tuple(data.feature_names(num_features))
+    if (not isinstance(value, list) or len(value) != num_features
             or not all(isinstance(v, str) and v for v in value)):
-        raise _bad(path, "feature_names", f"a list of {model.num_features} name(s) (model.num_features)", value)
+        raise _bad(path, "feature_names", f"a list of {num_features} name(s) (model.num_features)", value)
     return tuple(value)
 
 

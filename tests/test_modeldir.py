@@ -46,6 +46,7 @@ def test_a_valid_file_reads_back(tmp_path):
     info = ModelInfo.read(write(tmp_path, metadata()))
     assert info.model_id == "0123abcd" and info.model_version == 2 and info.model.units == 4
     assert set(info.files) == {"encoder.onnx", "scorer.onnx"} and info.feature_names == ("value",)
+    assert info.num_features == 1
     assert ModelInfo.read(write(tmp_path, metadata(exported=False))).files == {}
 
 

@@ -148,7 +148,7 @@ def decode_sequences(arr: pa.Array, num_features: int, max_abs_value: float | No
             leaf = child.values.slice((child.offset + start) * width, (stop - start) * width)
             flat, big = _leaf_numpy(leaf, max_abs_value)
             flat = flat.reshape(-1, width)
-            step_big = big.reshape(-1, width).any(axis=1) if big is not None else None
+            step_big = np.any(big.reshape(-1, width), axis=1) if big is not None else None
             if leaf.null_count:
                 step_null = leaf.is_null().to_numpy(zero_copy_only=False).reshape(-1, width).any(axis=1)
         else:
@@ -169,7 +169,7 @@ def decode_sequences(arr: pa.Array, num_features: int, max_abs_value: float | No
                 leaf_values, big = np.zeros(width, dtype=np.float32), None
                 leaf_index = np.zeros_like(leaf_index)
             flat = leaf_values[leaf_index]
-            step_big = big[leaf_index].any(axis=1) if big is not None else None
+            step_big = np.any(big[leaf_index], axis=1) if big is not None else None
             if leaf.null_count and len(leaf):
                 step_null = leaf.is_null().to_numpy(zero_copy_only=False)[leaf_index].any(axis=1)
     null_value = np.zeros(n, dtype=bool)

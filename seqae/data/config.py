@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from seqae import names
 from seqae.configbase import Config, check_choice, check_positive, check_positive_number, option
@@ -11,6 +11,13 @@ from seqae.errors import ConfigError
 
 Layout = Literal["sequence", "long"]
 PartialWindows = Literal["keep", "drop"]
+
+
+class LongLayout(NamedTuple):
+    """The fields the long layout requires of a ``DataConfig``, never ``None`` there."""
+
+    feature_columns: tuple[str, ...]
+    window: int
 
 
 @dataclass(frozen=True)
@@ -84,11 +91,21 @@ class DataConfig(Config):
                     f"num_features: expected {len(self.feature_columns)} (one per feature column), "
                     f"got {self.num_features}"
                 )
-            if self.max_length is not None and self.window > self.max_length:
+            if self.max_length is not None and self.window is not None and self.window > self.max_length:
                 raise ConfigError(f"window: expected at most max_length ({self.max_length}), got {self.window}")
         else:
             if self.window is not None or self.stride is not None:
                 raise ConfigError("window/stride: only the long layout is cut into windows")
+
+    def long_layout(self) -> LongLayout:
+        """``feature_columns`` and ``window`` of the long layout (``__post_init__`` requires both there).
+
+        Raises:
+            ConfigError: the layout is not ``"long"``.
+        """
+        if self.layout != "long" or not self.feature_columns or self.window is None:
+            raise ConfigError(f"layout: expected 'long' (feature columns cut into windows), got {self.layout!r}")
+        return LongLayout(self.feature_columns, self.window)
 
     @property
     def effective_stride(self) -> int:

@@ -48,11 +48,16 @@ class Normalizer:
             self.count_ = total
         return self
 
+    def _moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean_, m2)``, each ``(features,)``; refused before any valid step was seen."""
+        if self.mean_ is None or self._m2 is None:
+            raise ConfigError("normalizer: not fitted; it saw no valid step")
+        return self.mean_, self._m2
+
     @property
     def std_(self) -> np.ndarray:
-        if self.mean_ is None:
-            raise ConfigError("normalizer: not fitted; it saw no valid step")
-        return np.maximum(np.sqrt(self._m2 / max(self.count_, 1)), self.epsilon)
+        _, m2 = self._moments()
+        return np.maximum(np.sqrt(m2 / max(self.count_, 1)), self.epsilon)
 
     @property
     def fitted(self) -> bool:
@@ -63,7 +68,8 @@ class Normalizer:
         return ((values - self.mean_) / self.std_).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean_.tolist(), "std": self.std_.tolist(), "count": int(self.count_),
+        mean, _ = self._moments()
+        return {"mean": mean.tolist(), "std": self.std_.tolist(), "count": int(self.count_),
                 "epsilon": self.epsilon}
 
     @classmethod

@@ -98,11 +98,10 @@ class ShardReader:
             raise
         except Exception as exc:
             _raise_unreadable(shard, exc, "reading the schema")
-        self.num_features = num_features or config.num_features
         if config.layout == "long":
-            self._check_long_schema()
+            self.num_features = self._check_long_schema()
         else:
-            self._check_sequence_schema()
+            self.num_features = self._check_sequence_schema(num_features or config.num_features)
         self.passthrough_columns = self._passthrough_columns()
         if row_filter is not None:
             row_filter.check(self.schema, shard.uri)
@@ -120,7 +119,8 @@ class ShardReader:
             )
         return self.schema.field(column)
 
-    def _check_sequence_schema(self) -> None:
+    def _check_sequence_schema(self, requested: int | None) -> int:
+        """Check the sequence layout's columns; the feature count: ``requested``, or read from the file."""
         cfg = self.config
         self._require(cfg.key_column, "a key column")
         vfield = self._require(cfg.values_column, "list<float32> or list<list<float32>>")
@@ -133,25 +133,27 @@ class ShardReader:
             )
         depth, fixed = described
         found_features = 1 if depth == 1 else fixed
-        if self.num_features is None:
+        num_features = requested
+        if num_features is None:
             if depth == 1:
-                self.num_features = 1
+                num_features = 1
             elif fixed is not None:
-                self.num_features = fixed
+                num_features = fixed
             else:
-                self.num_features = self._sniff_feature_count()
-        if depth == 1 and self.num_features != 1:
+                num_features = self._sniff_feature_count()
+        if depth == 1 and num_features != 1:
             raise ContractError(
                 self.shard.uri, "wrong feature count", column=cfg.values_column,
-                expected=f"list<list<float32>> with {self.num_features} features per step",
+                expected=f"list<list<float32>> with {num_features} features per step",
                 found=f"{_type_name(vfield.type)} (1 feature per step)",
             )
-        if found_features is not None and found_features != self.num_features:
+        if found_features is not None and found_features != num_features:
             raise ContractError(
                 self.shard.uri, "wrong feature count", column=cfg.values_column,
-                expected=f"{self.num_features} features per step", found=f"{found_features} ({_type_name(vfield.type)})",
+                expected=f"{num_features} features per step", found=f"{found_features} ({_type_name(vfield.type)})",
             )
         self._depth = depth
+        return num_features
 
     def _sniff_feature_count(self) -> int:
         col = None
@@ -169,19 +171,21 @@ class ShardReader:
                     return int(pc.mode(inner)[0]["mode"].as_py())
         return 1
 
-    def _check_long_schema(self) -> None:
+    def _check_long_schema(self) -> int:
+        """Check the long layout's columns; the feature count (one per feature column)."""
         cfg = self.config
+        feature_columns = cfg.long_layout().feature_columns
         self._require(cfg.key_column, "a series key column")
         tfield = self._require(cfg.time_column, "a time column (numbers or timestamps)")
         if not (is_number(tfield.type) or pa.types.is_temporal(tfield.type)):
             raise ContractError(self.shard.uri, "wrong type", column=cfg.time_column,
                                 expected="integers, floats, dates or timestamps", found=_type_name(tfield.type))
-        for name in cfg.feature_columns:
+        for name in feature_columns:
             f = self._require(name, "a numeric feature column")
             if not is_number(f.type):
                 raise ContractError(self.shard.uri, "wrong type", column=name,
                                     expected="a numeric type (float32 preferred)", found=_type_name(f.type))
-        self.num_features = len(cfg.feature_columns)
+        return len(feature_columns)
 
     def _passthrough_columns(self) -> list[str]:
         cfg = self.config

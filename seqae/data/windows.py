@@ -9,7 +9,7 @@ What is accepted or rejected never depends on where the record batches happen to
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -84,7 +84,8 @@ class WindowCutter:
         self.cfg = cfg
         self.uri = uri
         self.stats = stats
-        self.columns = [cfg.key_column, cfg.time_column, *cfg.feature_columns]
+        self.feature_columns, self.window = cfg.long_layout()
+        self.columns = [cfg.key_column, cfg.time_column, *self.feature_columns]
         self._time_type = schema.field(cfg.time_column).type
         self._key_type = schema.field(cfg.key_column).type
         self._seen: set = set()
@@ -114,7 +115,7 @@ class WindowCutter:
         keys = record_batch.column(cfg.key_column).to_numpy(zero_copy_only=False)
         times = record_batch.column(cfg.time_column).to_numpy(zero_copy_only=False)
         values = np.stack([_as_float32(record_batch.column(name).to_numpy(zero_copy_only=False))
-                           for name in cfg.feature_columns], axis=1)
+                           for name in self.feature_columns], axis=1)
         for a, b in key_runs(keys):
             self._add_run(keys[a], times[a:b], values[a:b], rows[a:b])
 
@@ -143,29 +144,29 @@ class WindowCutter:
 
     def _add_run(self, key, times: np.ndarray, values: np.ndarray, rows: np.ndarray) -> None:
         """Consecutive rows of one series: the current one continued, or a new one begun."""
-        current = self._current
-        continues = current is not None and current.key == key
-        if not continues and key in self._seen:
+        previous = self._current
+        current = previous if previous is not None and previous.key == key else None
+        if current is None and key in self._seen:
             raise ContractError(
                 self.uri, f"the rows of series {key!r} are not contiguous (row {int(rows[0])})",
                 column=self.cfg.key_column, expected="each series' rows together, sorted by time",
                 found="the series again after another one", hint="Sort the shard by (series, time)",
             )
         back = np.flatnonzero(times[1:] <= times[:-1]) + 1
-        if continues and times[0] <= current.last_time:
+        if current is not None and times[0] <= current.last_time:
             back = np.r_[0, back]
         if len(back):
             self._unordered(key, int(rows[back[0]]))
-        if continues:
+        if current is not None:
             current.extend(times, values, rows)
         else:
-            if current is not None:
-                self._drain(current, final=True)
+            if previous is not None:
+                self._drain(previous, final=True)
             self._seen.add(key)
             current = self._current = _Series(key, times, values, rows)
         self._drain(current, final=False)
 
-    def _unordered(self, key, row: int) -> None:
+    def _unordered(self, key, row: int) -> NoReturn:
         raise ContractError(
             self.uri, f"row {row}: time does not increase within series {key!r}", column=self.cfg.time_column,
             expected="strictly increasing times within each series",
@@ -188,7 +189,7 @@ class WindowCutter:
         """Emit the complete windows of ``series``; it then keeps only what a later window can still use
         (``final``: the series has ended, so its trailing steps make a partial window or none)."""
         cfg, stats = self.cfg, self.stats
-        window, stride = cfg.window, cfg.effective_stride
+        window, stride = self.window, cfg.effective_stride
         n = len(series.times)
         starts = np.arange(series.skip, max(n - window + 1, series.skip), stride)
         for s in starts:
@@ -234,7 +235,7 @@ class WindowCutter:
                        "out_of_range": f"expected |value| <= {limit:g} in every step" if limit else ""}
             table = rejects_table(self.uri, np.array([w.row for w, _ in bad]),
                                   [f"{w.key}/{w.start}/{w.end}" for w, _ in bad],
-                                  [cfg.feature_columns[_first_bad(w.values, limit)] for w, _ in bad],
+                                  [self.feature_columns[_first_bad(w.values, limit)] for w, _ in bad],
                                   [p for _, p in bad], [details[p] for _, p in bad])
             stats.windows_rejected += len(bad)
             stats.count_reasons([p for _, p in bad])
@@ -243,7 +244,7 @@ class WindowCutter:
         self._windows.clear()
         stats.sequences_out += len(good)
         longest = max((w.length for w in good), default=0)
-        values = np.zeros((len(good), longest, len(cfg.feature_columns)), dtype=np.float32)
+        values = np.zeros((len(good), longest, len(self.feature_columns)), dtype=np.float32)
         times = np.zeros((len(good), longest), dtype=good[0].times.dtype if good else np.int64)
         for i, w in enumerate(good):
             values[i, : w.length] = w.values

@@ -27,3 +27,5 @@ def test_constant_feature_stays_finite_and_unfitted_is_an_error():
     assert np.isfinite(norm.transform(np.ones((1, 3, 1), np.float32))).all()
     with pytest.raises(ConfigError, match="not fitted"):
         Normalizer().std_
+    with pytest.raises(ConfigError, match="not fitted"):
+        Normalizer().to_dict()

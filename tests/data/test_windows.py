@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqae.data import DataConfig, ShardReader, resolve_shards
-from seqae.errors import ContractError
+from seqae.errors import ConfigError, ContractError
 
 
 def long_table(series_lengths, features=("x", "y")):
@@ -88,6 +88,13 @@ def test_series_split_in_two_runs_is_a_file_error(tmp_path):
     table = pa.table({"series": ["a", "b", "a"], "ts": [0, 0, 1], "x": [1.0] * 3, "y": [1.0] * 3})
     with pytest.raises(ContractError, match=r"the rows of series 'a' are not contiguous \(row 2\)"):
         windows(tmp_path, table, window=2)
+
+
+def test_only_a_long_layout_config_is_cut_into_windows():
+    assert DataConfig(layout="long", feature_columns=["x"], window=4).long_layout() == (("x",), 4)
+    with pytest.raises(ConfigError, match=r"^layout: expected 'long' \(feature columns cut into windows\), "
+                                          r"got 'sequence'$"):
+        DataConfig().long_layout()
 
 
 def test_missing_feature_column(tmp_path):
