@@ -21,9 +21,9 @@ import sys
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from enum import Enum
+from enum import Enum, EnumMeta
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Protocol, cast, overload
 
 import typer
 import typer.core
@@ -37,6 +37,7 @@ from rich.text import Text
 from seqae import names
 from seqae._version import __version__
 from seqae.config import (
+    MODES,
     DataConfig,
     EmbedConfig,
     ExportConfig,
@@ -47,6 +48,9 @@ from seqae.config import (
 )
 from seqae.configbase import choices_of
 from seqae.errors import SeqaeError
+
+if TYPE_CHECKING:  # seqae.infer is imported when embed runs (it loads onnxruntime)
+    from seqae.infer.job import Progress as EmbedProgress
 
 console = Console(stderr=True)
 _state = {"quiet": False, "verbose": False}
@@ -105,8 +109,8 @@ def _print_help(command, ctx) -> None:
         out.print(Padding(Text(_paragraphs(command.help)), (0, 1, 1, 1)))
     for panel in _options_panels(command, ctx, out.width):
         out.print(panel)
-    if isinstance(command, typer.core.TyperGroup) and (panel := _commands_panel(command, ctx)) is not None:
-        out.print(panel)
+    if isinstance(command, typer.core.TyperGroup) and (commands := _commands_panel(command, ctx)) is not None:
+        out.print(commands)
 
 
 class HelpCommand(typer.core.TyperCommand):
@@ -130,7 +134,9 @@ command = functools.partial(app.command, cls=HelpCommand)
 @functools.cache
 def _choices(literal) -> type[Enum]:
     """The command line's choices of a ``Literal`` of ``seqae.config``."""
-    return Enum("Choice", [(v, v) for v in choices_of(literal)], type=str)
+    # What Enum("Choice", ...) calls, spelled so that mypy types it (it reads Enum() with computed
+    # members as an instance, not as the class it makes).
+    return EnumMeta.__call__(Enum, "Choice", [(v, v) for v in choices_of(literal)], type=str)
 
 
 def _bind(cls: type, name: str, panel: str | None) -> tuple[str, inspect.Parameter, Callable[[Any], Any]]:
@@ -151,9 +157,19 @@ def _bind(cls: type, name: str, panel: str | None) -> tuple[str, inspect.Paramet
     meta = field.metadata
     info = typer.Option(help=meta["help"], show_default=True, min=meta.get("min"), max=meta.get("max"),
                         rich_help_panel=panel)
-    annotation = Annotated[Optional[base] if optional else base, info]
+    annotation: object = Annotated[Optional[base] if optional else base, info]  # built at run time: not an alias
     param = meta.get("flag", name)
     return param, inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default), parse
+
+
+class BoundCommand(Protocol):
+    """A command that ``config_options`` decorated: Typer reads ``__signature__``; ``bound`` maps each
+    added option's parameter name to its config class and field name."""
+
+    __signature__: inspect.Signature
+    bound: dict[str, tuple[type, str]]
+
+    def __call__(self, ctx: typer.Context, **values: Any) -> Any: ...
 
 
 def config_options(**groups: tuple[type, Sequence[str], str | None]):
@@ -183,19 +199,29 @@ def config_options(**groups: tuple[type, Sequence[str], str | None]):
                     given[group][name] = None if value is None else parse(value)
             return function(**values, **given)
 
-        run.__signature__ = signature.replace(parameters=params)
+        command = cast(BoundCommand, run)  # the attributes it lacks are set here
+        command.__signature__ = signature.replace(parameters=params)
         run.__annotations__ = {p.name: p.annotation for p in params}
-        run.bound = {param: (groups[group][0], name) for param, (group, name, _) in bound.items()}
-        return run
+        command.bound = {param: (groups[group][0], name) for param, (group, name, _) in bound.items()}
+        return command
     return decorate
 
 
+class Advance(Protocol):
+    """What ``progress_bar`` yields: ``n`` more done; a ``description`` replaces the bar's label."""
+
+    def __call__(self, n: int, description: str | None = None) -> None: ...
+
+
 @contextmanager
-def progress_bar(description: str, total: int | None, unit: str = "rows") -> Iterator[Callable[[int], None]]:
+def progress_bar(description: str, total: int | None, unit: str = "rows") -> Iterator[Advance]:
     """A rich progress bar with counts, rate and ETA; a no-op with ``--quiet`` or when stderr is not a
     terminal (logs and CI output stay readable; the library logs progress at INFO level there)."""
     if _state["quiet"] or not console.is_terminal:
-        yield lambda n, description=None: None
+        def ignore(n: int, description: str | None = None) -> None:
+            pass
+
+        yield ignore
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn(f"{unit}"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()]
@@ -217,6 +243,10 @@ def _print_json(data) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
+@overload
+def _local_path(value: str, what: str) -> Path: ...
+@overload
+def _local_path(value: str | None, what: str) -> Path | None: ...
 def _local_path(value: str | None, what: str) -> Path | None:
     """``value`` as a local ``Path``; a URI is refused with one line (its credentials masked) where the
     command reads or writes local folders only, before any work: Typer's own ``Path`` would have
@@ -296,10 +326,10 @@ def datasets_ucr_anomaly(
 ) -> None:
     """UCR anomaly archive series 135 (InternalBleeding16), long layout: columns series, time, value,
     is_anomaly (1 on the labelled anomaly); train/ is steps 0..1199 (no anomaly), test/ the rest."""
-    out = _local_path(out, "--out of seqae datasets")
+    out_dir = _local_path(out, "--out of seqae datasets")
     from seqae.datasets import write_long_dataset
 
-    paths = write_long_dataset("ucr-anomaly", out, overwrite=overwrite)
+    paths = write_long_dataset("ucr-anomaly", out_dir, overwrite=overwrite)
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
@@ -310,11 +340,11 @@ def datasets_ecg5000(
     overwrite: Annotated[bool, typer.Option(help="Replace Parquet files already in OUT.")] = False,
 ) -> None:
     """ECG5000 (UCR archive): 5000 heartbeats x 140 steps; columns id, label (1 = normal), values."""
-    out = _local_path(out, "--out of seqae datasets")
+    out_dir = _local_path(out, "--out of seqae datasets")
     from seqae.datasets import write_dataset
 
-    paths = write_dataset("ecg5000", out, shards=shards, overwrite=overwrite)
-    typer.echo(f"wrote {len(paths)} shard(s) of ECG5000 to {out}")
+    paths = write_dataset("ecg5000", out_dir, shards=shards, overwrite=overwrite)
+    typer.echo(f"wrote {len(paths)} shard(s) of ECG5000 to {out_dir}")
 
 
 #: The data contract's options, the same for validate and train.
@@ -334,12 +364,12 @@ def validate_cmd(
     """Check input shards against the data contract; print per-shard and total counts as JSON.
 
     Every file is checked; files that break the contract as a whole are listed (exit code 1)."""
-    rejects_dir = _local_path(rejects_dir, "--rejects-dir of seqae validate")
+    rejects_path = _local_path(rejects_dir, "--rejects-dir of seqae validate")
     from seqae.scan import scan
 
     config = DataConfig.from_dict(data_fields, "data options")
     with progress_bar("validate", None) as advance:
-        report = scan(data, config, row_filter=filter, rejects_dir=rejects_dir, on_rows=advance, fail_fast=fail_fast)
+        report = scan(data, config, row_filter=filter, rejects_dir=rejects_path, on_rows=advance, fail_fast=fail_fast)
     _print_json({"shards": [s.to_dict() for s in report.shards], "totals": report.totals,
                  "reasons": report.reasons, "num_features": report.num_features, "longest": report.longest,
                  "bad_files": report.bad_files})
@@ -382,13 +412,15 @@ def train_cmd(
     """Train an LSTM autoencoder on Parquet shards; print the result as JSON (with --verbose, the
     effective config on stderr first)."""
     _no_credentials(model_dir)  # a local folder or a URI (s3://bucket/models/ecg), as embed takes
-    config = _local_path(config, "--config of seqae train")
+    config_file = _local_path(config, "--config of seqae train")
     from seqae.config import load_config_file
 
-    sections = load_config_file(config) if config else {}
+    sections = load_config_file(config_file) if config_file else {}
     model_fields = {**sections.get("model", {}), **model_fields}
-    if model_fields.get("mode", ModelConfig.mode) != "reconstruct" and "horizon" not in model_fields:
-        raise typer.BadParameter("the predict and composite modes need --horizon", param_hint="--horizon")
+    mode = model_fields.get("mode", ModelConfig.mode)  # a bad value is refused by ModelConfig below
+    if isinstance(mode, str) and mode in MODES and MODES[mode].predicts and "horizon" not in model_fields:
+        predicting = " and ".join(name for name, spec in MODES.items() if spec.predicts)
+        raise typer.BadParameter(f"the {predicting} modes need --horizon", param_hint="--horizon")
     # Every option is checked before any data is read, without TensorFlow.
     data_config = DataConfig.from_dict({**sections.get("data", {}), **data_fields}, "data options")
     train_config = TrainConfig.from_dict({**sections.get("train", {}), **train_fields}, "train options")
@@ -435,10 +467,15 @@ def export_cmd(
         **({"int8_parity": result["int8_parity"]} if config.int8 else {})})
 
 
+def option_fields(cls: type) -> list[str]:
+    """Every field of ``cls`` made with ``configbase.option()``, in the class's order: a command that
+    offers them all (``seqae embed``) gets a new one, such as the option of an optional output column,
+    with no change here."""
+    return [f.name for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
 @command("embed")
-@config_options(embed_fields=(EmbedConfig, ["device", "fp16", "int8", "batch_size", "read_batch_size", "workers",
-                                            "threads", "step_errors", "step_scores", "overwrite", "allow_cpu_nodes",
-                                            "fail_fast"], None))
+@config_options(embed_fields=(EmbedConfig, option_fields(EmbedConfig), None))
 def embed_cmd(
     model: Annotated[str, typer.Option(help="Exported model directory (a local path or a URI such as s3://bucket/model).")],
     data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
@@ -471,7 +508,7 @@ def embed_cmd(
     shards_done = 0
 
     with progress_bar("embed", total, unit="rows") as advance:
-        def on_progress(event: Progress) -> None:
+        def on_progress(event: EmbedProgress) -> None:
             nonlocal shards_done
             shards_done += event.shards
             advance(event.rows, f"embed: {shards_done} shard(s) done" if event.shards else None)
@@ -614,9 +651,19 @@ def main() -> None:
         console.print("aborted", markup=False)
         code = 130
     except typer.TyperException as exc:  # usage errors: Typer's message, exit code 2
-        exc.show()
+        _show(exc)
         code = exc.exit_code
     sys.exit(code or 0)
+
+
+def _show(exc: typer.TyperException) -> None:
+    """Print a Typer error as Typer does: every one Typer raises is a click exception, whose ``show``
+    adds the usage line to a usage error (``typer.TyperException`` itself declares no ``show``)."""
+    show = getattr(exc, "show", None)
+    if callable(show):
+        show()
+    else:
+        console.print(f"Error: {exc.format_message()}", markup=False, soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

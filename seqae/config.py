@@ -37,8 +37,77 @@ ValidationSplit = Literal["auto", "key", "time"]
 Activation = Literal["tanh", "relu"]
 ThresholdMethod = Literal["percentile", "pot"]
 
-__all__ = ["DataConfig", "EmbedConfig", "ExportConfig", "ModelConfig", "SessionOptions", "ThresholdConfig",
-           "TrainConfig", "load_config_file"]
+__all__ = ["MODES", "DataConfig", "DecoderTask", "EmbedConfig", "ExportConfig", "ModeSpec", "ModelConfig",
+           "SessionOptions", "ThresholdConfig", "TrainConfig", "load_config_file"]
+
+
+# --- the model modes ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecoderTask:
+    """One decoder a mode trains: what it learns and the error output that is its loss term.
+
+    Attributes:
+        decoder: its layer in the Keras model, an attribute of ``seqae.model.AutoencoderHead`` of the
+            same name (the saved weights are found under it: never rename one).
+        target: ``input``: the encoded steps (in reverse with ``reverse_target``); ``future``: the
+            ``horizon`` steps after them (the mode then needs ``horizon``).
+        error: its per-sequence error output, one term of the training loss.
+        weight: the ``ModelConfig`` field that weights that term; ``None``: 1.
+    """
+
+    decoder: str
+    target: Literal["input", "future"]
+    error: str
+    weight: str | None = None
+
+
+RECONSTRUCTION = DecoderTask("reconstructor", "input", names.RECON_ERROR)
+PREDICTION = DecoderTask("predictor", "future", names.PRED_ERROR, weight="predict_weight")
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """What one mode trains, exports and writes: ``seqae.model``, ``seqae.export``, ``seqae.io`` and
+    ``seqae.infer`` read it here and spell no mode themselves.
+
+    Attributes:
+        trains: its decoders, in the order the model runs them (their errors add up in ``step_error``).
+        outputs: the Keras model's outputs and the scorer's ONNX outputs, in graph order. An error
+            output that no decoder of the mode trains is zeros (``recon_error`` of ``predict``).
+        columns: the model outputs ``seqae embed`` writes in every row (``seqae.io.OUTPUT_COLUMNS``
+            says how each column is made and which are optional, such as ``step_error``).
+    """
+
+    trains: tuple[DecoderTask, ...]
+    outputs: tuple[str, ...]
+    columns: tuple[str, ...]
+
+    @property
+    def decoders(self) -> tuple[str, ...]:
+        return tuple(task.decoder for task in self.trains)
+
+    @property
+    def reconstructs(self) -> bool:
+        return any(task.target == "input" for task in self.trains)
+
+    @property
+    def predicts(self) -> bool:
+        """A decoder learns the steps after the encoded ones: the mode needs a positive ``horizon``."""
+        return any(task.target == "future" for task in self.trains)
+
+
+_OUTPUTS = (names.EMBEDDING, names.RECON_ERROR, names.STEP_ERROR)
+
+#: One entry per ``Mode``, in its order (a test checks the two agree).
+MODES: dict[str, ModeSpec] = {
+    "reconstruct": ModeSpec(trains=(RECONSTRUCTION,), outputs=_OUTPUTS,
+                            columns=(names.EMBEDDING, names.RECON_ERROR)),
+    "predict": ModeSpec(trains=(PREDICTION,), outputs=(*_OUTPUTS, names.PRED_ERROR),
+                        columns=(names.EMBEDDING, names.RECON_ERROR, names.PRED_ERROR)),
+    "composite": ModeSpec(trains=(RECONSTRUCTION, PREDICTION), outputs=(*_OUTPUTS, names.PRED_ERROR),
+                          columns=(names.EMBEDDING, names.RECON_ERROR, names.PRED_ERROR)),
+}
 
 
 @dataclass(frozen=True)
@@ -86,12 +155,12 @@ class ModelConfig(Config):
         check_positive("num_features", self.num_features, allow_none=True)
         for name in ("units", "num_layers"):
             check_positive(name, getattr(self, name))
-        check_choice("mode", self.mode, Mode)
+        check_choice("mode", self.mode, tuple(MODES))
         check_choice("decoder", self.decoder, DecoderKind)
         check_choice("activation", self.activation, Activation)
-        if self.mode == "reconstruct":
+        if not self.mode_spec.predicts:
             if self.horizon != 0:
-                raise ConfigError(f"horizon: the reconstruct mode predicts nothing; expected 0, got {self.horizon}")
+                raise ConfigError(f"horizon: the {self.mode} mode predicts nothing; expected 0, got {self.horizon}")
         elif not isinstance(self.horizon, int) or isinstance(self.horizon, bool) or self.horizon < 1:
             raise ConfigError(f"horizon: the {self.mode} mode needs a positive integer, got {self.horizon!r}")
         check_positive("latent_dim", self.latent_dim, allow_none=True)
@@ -105,12 +174,17 @@ class ModelConfig(Config):
         return self.latent_dim or self.units
 
     @property
+    def mode_spec(self) -> ModeSpec:
+        """What this mode trains, exports and writes (``MODES``)."""
+        return MODES[self.mode]
+
+    @property
     def reconstructs(self) -> bool:
-        return self.mode in ("reconstruct", "composite")
+        return self.mode_spec.reconstructs
 
     @property
     def predicts(self) -> bool:
-        return self.mode in ("predict", "composite")
+        return self.mode_spec.predicts
 
     @property
     def min_length(self) -> int:
@@ -120,24 +194,32 @@ class ModelConfig(Config):
     @property
     def output_names(self) -> list[str]:
         """The scorer's outputs, in the order the graph has them."""
-        out = [names.EMBEDDING, names.RECON_ERROR, names.STEP_ERROR]
-        return out + [names.PRED_ERROR] if self.predicts else out
+        return list(self.mode_spec.outputs)
 
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    """How to fit.
+    """How to fit. The budget is counted in optimizer steps, not epochs, so that 40 rows and 40,000
+    get comparable optimisation (docs/models.md, "Training recipe").
 
     Args:
-        batch_size: sequences per gradient step. On the CPU a step of 64 rows costs much less than two
-            of 32, so an epoch runs more rows per second; ``ModelConfig.learning_rate`` is set for 64
-            (docs/benchmarks.md has the measurements).
-        max_epochs: upper bound; early stopping on the validation loss decides the real number.
-        patience: epochs without improvement (by ``min_delta``) before stopping; the best weights are restored.
-        lr_patience: epochs without improvement before the learning rate is halved (down to 1e-5).
-            The validation loss falls in steps at each halving, so halving soon ends training in fewer
-            epochs (docs/benchmarks.md).
-        min_delta: smallest validation-loss decrease that counts as improvement.
+        batch_size: sequences per gradient step.
+        max_epochs: upper bound on epochs; early stopping usually ends sooner, and it wins over
+            ``min_steps`` (a quick run with ``max_epochs=1`` stays quick).
+        patience: optimizer steps without improvement (by ``min_delta``) before stopping, once
+            ``min_steps`` are done; the best weights are restored. The validation loss is evaluated
+            at the end of each epoch, so training stops at the first epoch end past this many steps.
+        lr_patience: optimizer steps without improvement (or since the last halving) before the
+            learning rate is halved, down to ``min_learning_rate``.
+        min_steps: optimizer steps trained before early stopping may stop (a small data set takes
+            many epochs to get there).
+        min_epoch_steps: an epoch is one pass over the training rows, or as many steps as this when
+            one pass is shorter (the data then flows on into the next pass): the validation loss of
+            a set of 40 rows is evaluated every ``min_epoch_steps`` steps, not after every step.
+        warmup_steps: the learning rate rises linearly from 0 over this many first steps (0: none).
+        min_learning_rate: the floor of the halvings.
+        min_delta: smallest relative decrease of the monitored loss that counts as improvement
+            (1e-3: 0.1%), the same on every data set whatever the scale of its loss.
         validation_fraction: share held out for validation (early stopping, the learning-rate schedule,
             and the threshold and drift reference).
         validation_split: how it is held out. ``key``: by a seeded hash of the key (a sequence, or a
@@ -159,8 +241,12 @@ class TrainConfig(Config):
 
     batch_size: int = option(64, "Sequences per step.", min=1)
     max_epochs: int = option(300, "Most epochs; early stopping usually ends sooner.", flag="epochs", min=1)
-    patience: int = option(6, "Epochs without improvement before stopping.", min=1)
-    lr_patience: int = option(2, "Epochs without improvement before the learning rate is halved.", min=1)
+    patience: int = option(300, "Optimizer steps without improvement before stopping (after --min-steps).", min=1)
+    lr_patience: int = option(100, "Optimizer steps without improvement before the learning rate is halved.", min=1)
+    min_steps: int = option(1000, "Optimizer steps trained before early stopping may stop.", min=0)
+    min_epoch_steps: int = 20
+    warmup_steps: int = option(0, "Steps over which the learning rate rises linearly from 0.", min=0)
+    min_learning_rate: float = 1e-5
     min_delta: float = 1e-3
     validation_fraction: float = option(0.1, "Share held out for validation.", min=0.0, max=0.99)
     validation_split: ValidationSplit = option(
@@ -175,14 +261,22 @@ class TrainConfig(Config):
                                  "every epoch).", min=0)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_epochs", "patience", "lr_patience", "shuffle_buffer", "read_batch_size"):
+        for name in ("batch_size", "max_epochs", "patience", "lr_patience", "min_epoch_steps", "shuffle_buffer",
+                     "read_batch_size"):
             check_positive(name, getattr(self, name))
+        for name in ("min_steps", "warmup_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name}: expected an integer >= 0 (optimizer steps), got {value!r}")
+        check_positive_number("min_learning_rate", self.min_learning_rate)
         if not isinstance(self.cache_mb, int) or self.cache_mb < 0:
             raise ConfigError(f"cache_mb: expected an integer >= 0, got {self.cache_mb!r}")
         check_range("validation_fraction", self.validation_fraction, 0.0, 1.0)
         check_choice("validation_split", self.validation_split, ValidationSplit)
         if not isinstance(self.min_delta, (int, float)) or self.min_delta < 0:
-            raise ConfigError(f"min_delta: expected a number >= 0, got {self.min_delta!r}")
+            raise ConfigError(f"min_delta: expected a relative decrease >= 0, got {self.min_delta!r}")
+        if self.min_delta >= 1:
+            raise ConfigError(f"min_delta: a relative decrease (1e-3 is 0.1%) must be below 1, got {self.min_delta!r}")
         if self.row_filter is not None:
             RowFilter.parse(self.row_filter)
 

@@ -1,6 +1,10 @@
 """Export a trained model directory to ONNX (encoder and scorer) and gate it on parity with Keras.
 
-``export`` -> ``check_graph`` -> ``validate_parity``: every failure is listed before one raise.
+``export`` runs small steps, each a function here: ``convert`` (Keras -> ONNX with tf2onnx, checked by
+``check_graph``), ``save_graphs``, ``check_parity`` (``validate_parity``: every failure is listed
+before one raise), ``write_variants`` (fp16, int8), ``export_record`` (what ``seqae.json`` records),
+then the held-out reference and the commit. What each graph outputs comes from the mode
+(``seqae.config.MODES``, ``graph_outputs``).
 
 Variable length, chosen on the measurements in ../shared/device (H200) and here (CPU): the graphs
 never use the LSTM's ``sequence_lens``. On the CUDA provider a single row shorter than the batch's
@@ -111,7 +115,7 @@ class ParityReport:
     def summary(self) -> dict[str, Any]:
         worst: dict[str, dict[str, float]] = {}
         for c in self.checks:
-            if c.max_abs is None:
+            if c.max_abs is None or c.max_rel is None:  # a shape problem: no figures (set together)
                 continue
             key = f"{c.file}:{c.output}"
             w = worst.setdefault(key, {"max_abs": 0.0, "max_rel": 0.0})
@@ -123,6 +127,11 @@ class ParityReport:
 
 
 # --- conversion -------------------------------------------------------------------------------
+
+def graph_outputs(config: ModelConfig) -> dict[str, list[str]]:
+    """The outputs of each graph: the encoder's embedding, and the scorer's outputs of the mode."""
+    return {"encoder": [names.EMBEDDING], "scorer": config.output_names}
+
 
 def _convert(model, num_features: int, outputs: list[str], opset: int):
     import tensorflow as tf
@@ -140,9 +149,27 @@ def _convert(model, num_features: int, outputs: list[str], opset: int):
     return proto
 
 
+def convert(trained, opset: int) -> dict[str, Any]:
+    """Both graphs of a ``seqae.model.TrainedModel``, ``{"encoder": ModelProto, "scorer": ModelProto}``.
+
+    Raises:
+        SeqaeError: a graph does not have the expected shape (``check_graph``: fused LSTM ops only).
+    """
+    from seqae.model import encoder_of
+
+    cfg = trained.config
+    keras_models = {"encoder": encoder_of(trained.model), "scorer": trained.model}
+    protos = {kind: _convert(keras_models[kind], cfg.num_features, outputs, opset)
+              for kind, outputs in graph_outputs(cfg).items()}
+    problems = [p for kind, proto in protos.items() for p in check_graph(proto, cfg, kind)]
+    if problems:
+        raise SeqaeError("exported graph has an unexpected shape: " + "; ".join(problems))
+    return protos
+
+
 def expected_graph(config, kind: str) -> dict[str, Any]:
     """What a correct graph holds: fused LSTM count, and whether a ``Loop`` may appear."""
-    decoders = int(config.reconstructs) + int(config.predicts)
+    decoders = len(config.mode_spec.trains)
     if kind == "encoder":
         return {"lstm": config.num_layers, "loop": 0}
     if config.decoder == "conditioned":
@@ -164,7 +191,7 @@ def check_graph(proto, config, kind: str) -> list[str]:
         problems.append(f"{kind}: expected no Scan, found {counts['Scan']}")
     if counts["Loop"] != expected["loop"]:
         problems.append(f"{kind}: expected {expected['loop']} Loop op(s), found {counts['Loop']}")
-    decoders = int(config.reconstructs) + int(config.predicts)
+    decoders = len(config.mode_spec.trains)
     # bottleneck (x2 in predict modes) + one projection per decoder (+ init states) per layer
     matmul_bound = 2 + decoders * (1 + config.num_layers) + 2
     if counts["MatMul"] + counts["Gemm"] > matmul_bound:
@@ -345,7 +372,7 @@ def validate_parity(model, config, onnx_paths: dict[str, Path], values: np.ndarr
     import onnxruntime as ort
 
     report = ParityReport(asdict(tolerance), rows=len(lengths))
-    outputs_of = {"encoder": [names.EMBEDDING], "scorer": config.output_names}
+    outputs_of = graph_outputs(config)
     sessions = {kind: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                 for kind, path in onnx_paths.items()}
     keras_run = _keras_runner(model, config.output_names)
@@ -417,6 +444,8 @@ def _reference(directory: Path, info, data: str) -> dict[str, Any]:
 def check_model_matches(model, cfg: ModelConfig, where) -> None:
     """Refuse a ``seqae.json`` whose model section does not describe ``model.keras`` (edited by hand):
     the graphs would be exported, and served, under the wrong outputs and sizes."""
+    if cfg.num_features is None:
+        raise ModelDirError(f"{where}: model.num_features is missing; expected the feature count of the data")
     length = cfg.min_length + 1
     out = model({names.INPUT_VALUES: np.zeros((1, length, cfg.num_features), np.float32),
                  names.INPUT_LENGTHS: np.array([length], np.int32)}, training=False)
@@ -429,23 +458,6 @@ def check_model_matches(model, cfg: ModelConfig, where) -> None:
         field_name = "model.latent_dim" if cfg.latent_dim is not None else "model.units"
         raise ModelDirError(f"{where}: {field_name}: expected {width} (the embedding width of {names.MODEL_FILE}), "
                             f"found {cfg.latent_dim if cfg.latent_dim is not None else cfg.units}")
-
-
-def _load(model_dir: str | os.PathLike):
-    """``seqae.model.load_model``, except that the sections recorded at a previous export may have been
-    edited (a new ``data.max_length``, say): this export records them anew."""
-    import keras
-
-    from seqae.model import TrainedModel, compile_autoencoder
-
-    info = ModelInfo.read(model_dir, verify_contract=False)
-    model_path = info.path(names.MODEL_FILE)
-    if not model_path.is_file():
-        raise ModelDirError(f"{info.directory}: {model_path.name} is missing; expected a model directory written by "
-                            "seqae train")
-    model = keras.models.load_model(model_path, safe_mode=True)
-    compile_autoencoder(model, info.model)
-    return TrainedModel(info.directory, model, info)
 
 
 @contextlib.contextmanager
@@ -472,32 +484,110 @@ def _commit(staging: Path, directory: Path, files: dict[str, Any]) -> None:
             (directory / variant).unlink(missing_ok=True)  # never leave a stale variant behind
 
 
-def _variants(config: ExportConfig, protos, props, staging: Path, paths, values, lengths, cfg,
-              files: dict[str, Any], export_meta: dict[str, Any]) -> None:
-    """The fp16 scorer (``config.fp16``) and the int8 one (``config.int8``, kept if its own parity passes)."""
+def save_graphs(protos: dict[str, Any], props: dict[str, Any], staging: Path) -> dict[str, Path]:
+    """Write each fp32 graph, its ``props`` set, into ``staging``; returns the paths by graph kind."""
+    paths = {"encoder": staging / names.ENCODER_ONNX, "scorer": staging / names.SCORER_ONNX}
+    for kind, proto in protos.items():
+        _set_metadata(proto, {**props, "seqae.graph": kind, "seqae.precision": "fp32"})
+        _save(proto, paths[kind])
+    return paths
+
+
+def _file_record(path: Path, precision: str, graph: str) -> dict[str, Any]:
+    """A file's entry in ``seqae.json``'s ``export.files``."""
+    return {"sha256": sha256_of(path), "precision": precision, "graph": graph}
+
+
+def check_parity(trained, paths: dict[str, Path], values: np.ndarray, lengths: np.ndarray,
+                 config: ExportConfig) -> ParityReport:
+    """``validate_parity`` of the staged graphs against Keras, raising when any check failed.
+
+    Raises:
+        ParityError: the message lists every failure; ``.report`` holds the parity summary.
+    """
+    report = validate_parity(trained.model, trained.config, paths, values, lengths, tolerance=Tolerance.of(config))
+    if report.failures:
+        lines = "\n".join(c.line() for c in report.failures)
+        error = ParityError(f"{trained.info.directory}: ONNX outputs differ from Keras beyond tolerance "
+                            f"({len(report.failures)} of {len(report.checks)} checks); the served files are "
+                            f"left as they were:\n{lines}")
+        error.report = report.summary()  # type: ignore[attr-defined]
+        raise error
+    return report
+
+
+def fp16_variant(scorer, props: dict[str, Any], staging: Path, fp32_path: Path, values: np.ndarray,
+                 lengths: np.ndarray, outputs: list[str]) -> tuple[Path, dict[str, Any]]:
+    """Write ``scorer.fp16.onnx`` from the fp32 scorer; returns its path and its parity with fp32
+    (measured on the CUDA provider only, else recorded as not measured)."""
+    half = to_fp16(scorer)
+    _set_metadata(half, {**props, "seqae.graph": "scorer", "seqae.precision": "fp16"})
+    path = staging / names.SCORER_FP16_ONNX
+    _save(half, path)
+    return path, fp16_parity(path, fp32_path, values, lengths, outputs)
+
+
+def int8_variant(scorer, staging: Path, fp32_path: Path, values: np.ndarray, lengths: np.ndarray,
+                 cfg: ModelConfig, config: ExportConfig) -> tuple[Path | None, dict[str, Any]]:
+    """Quantize the fp32 scorer (``int8_candidates``, most first) until one passes its parity with
+    fp32; returns its path (``None`` when none passed: no file is left) and the last parity."""
+    path = staging / names.SCORER_INT8_ONNX
+    parity: dict[str, Any] = {}
+    for what, nodes in int8_candidates(scorer, cfg):
+        to_int8(fp32_path, path, nodes)
+        parity = {"quantized": what, **int8_parity(path, fp32_path, values, lengths, cfg.output_names, config)}
+        if parity["passed"]:
+            return path, parity
+        log.info("int8 with %s: beyond tolerance (%s)", what, parity)
+    path.unlink()
+    log.warning("%s: the int8 scorer is not kept, its parity with fp32 is beyond tolerance: %s", staging.parent, parity)
+    return None, parity
+
+
+def write_variants(config: ExportConfig, scorer, props: dict[str, Any], staging: Path, fp32_path: Path,
+                   values: np.ndarray, lengths: np.ndarray, cfg: ModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The variants ``config`` asks for: the fp16 scorer (``config.fp16``) and the int8 one
+    (``config.int8``, kept if its own parity passes). Returns the file records of those written and
+    their parity records (``fp16_parity``, ``int8_parity``)."""
+    files: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
     if config.fp16:
-        half = to_fp16(protos["scorer"])
-        _set_metadata(half, {**props, "seqae.graph": "scorer", "seqae.precision": "fp16"})
-        fp16_path = staging / names.SCORER_FP16_ONNX
-        _save(half, fp16_path)
-        files[fp16_path.name] = {"sha256": sha256_of(fp16_path), "precision": "fp16", "graph": "scorer"}
-        export_meta["fp16_parity"] = fp16_parity(fp16_path, paths["scorer"], values, lengths, cfg.output_names)
-    if not config.int8:
-        return
-    int8_path = staging / names.SCORER_INT8_ONNX
-    for what, nodes in int8_candidates(protos["scorer"], cfg):
-        to_int8(paths["scorer"], int8_path, nodes)
-        export_meta["int8_parity"] = {"quantized": what, **int8_parity(
-            int8_path, paths["scorer"], values, lengths, cfg.output_names, config)}
-        if export_meta["int8_parity"]["passed"]:
-            break
-        log.info("int8 with %s: beyond tolerance (%s)", what, export_meta["int8_parity"])
-    if export_meta["int8_parity"]["passed"]:
-        files[int8_path.name] = {"sha256": sha256_of(int8_path), "precision": "int8", "graph": "scorer"}
-    else:
-        int8_path.unlink()
-        log.warning("%s: the int8 scorer is not kept, its parity with fp32 is beyond tolerance: %s",
-                    staging.parent, export_meta["int8_parity"])
+        path, parity["fp16_parity"] = fp16_variant(scorer, props, staging, fp32_path, values, lengths, cfg.output_names)
+        files[path.name] = _file_record(path, "fp16", "scorer")
+    if config.int8:
+        int8_path, parity["int8_parity"] = int8_variant(scorer, staging, fp32_path, values, lengths, cfg, config)
+        if int8_path is not None:
+            files[int8_path.name] = _file_record(int8_path, "int8", "scorer")
+    return files, parity
+
+
+def onnx_props(info: ModelInfo, opset: int) -> dict[str, Any]:
+    """The metadata properties every ONNX file carries (``seqae.graph`` and ``seqae.precision`` are
+    added per file)."""
+    cfg, data_config = info.model, info.data
+    return {
+        "seqae.model_id": info.model_id, "seqae.model_version": str(info.model_version),
+        "seqae.version": __version__, "seqae.feature_names": list(info.feature_names),
+        "seqae.num_features": str(cfg.num_features), "seqae.min_length": str(data_config.min_length),
+        "seqae.max_length": str(data_config.max_length), "seqae.opset": str(opset),
+        "seqae.activation": cfg.activation, "seqae.mode": cfg.mode, "seqae.decoder": cfg.decoder,
+        "seqae.horizon": str(cfg.horizon), "seqae.error_units": "standardised",
+    }
+
+
+def export_record(info: ModelInfo, config: ExportConfig, protos: dict[str, Any], files: dict[str, Any],
+                  report: ParityReport, variants: dict[str, Any]) -> dict[str, Any]:
+    """The ``export`` section of ``seqae.json`` (the held-out reference is added once scored)."""
+    cfg = info.model
+    return {
+        "opset": config.opset, "config": config.to_dict(), "files": files, "parity": report.summary(), "graph": {
+            kind: dict(collections.Counter(n.op_type for n in proto.graph.node).most_common())
+            for kind, proto in protos.items()},
+        "inputs": {names.INPUT_VALUES: ["batch", "time", cfg.num_features], names.INPUT_LENGTHS: ["batch"]},
+        "outputs": graph_outputs(cfg),
+        "activation": cfg.activation, "contract_sha256": contract_sha256(info.metadata),
+        **variants,
+    }
 
 
 def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), *,
@@ -534,58 +624,32 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
 
 
 def _export(model_dir: Path, config: ExportConfig, data: str | None) -> dict[str, Any]:
-    from seqae.model import encoder_of
+    from seqae.model import load_model
 
-    trained = _load(model_dir)
-    info, cfg, opset = trained.info, trained.config, config.opset
+    # The sections recorded at a previous export may have been edited (a new data.max_length, say):
+    # this export records them anew.
+    trained = load_model(model_dir, verify_contract=False)
+    info, cfg = trained.info, trained.config
     directory = info.directory
     data = data or info.metadata.get("training", {}).get("data")
     if not data:
         raise SeqaeError(f"{directory}: seqae.json records no training data; pass the rows for the parity gate "
                          "(--data)")
     check_model_matches(trained.model, cfg, directory / names.METADATA_FILE)
-    data_config = info.data
-    props = {
-        "seqae.model_id": info.model_id, "seqae.model_version": str(info.model_version),
-        "seqae.version": __version__, "seqae.feature_names": list(info.feature_names),
-        "seqae.num_features": str(cfg.num_features), "seqae.min_length": str(data_config.min_length),
-        "seqae.max_length": str(data_config.max_length), "seqae.opset": str(opset),
-        "seqae.activation": cfg.activation, "seqae.mode": cfg.mode, "seqae.decoder": cfg.decoder,
-        "seqae.horizon": str(cfg.horizon), "seqae.error_units": "standardised",
-    }
-    protos = {
-        "encoder": _convert(encoder_of(trained.model), cfg.num_features, [names.EMBEDDING], opset),
-        "scorer": _convert(trained.model, cfg.num_features, cfg.output_names, opset),
-    }
-    problems = [p for kind, proto in protos.items() for p in check_graph(proto, cfg, kind)]
-    if problems:
-        raise SeqaeError("exported graph has an unexpected shape: " + "; ".join(problems))
-    values, lengths = sample_rows(data, data_config, cfg.num_features, config.parity_rows)
+    props = onnx_props(info, config.opset)
+    protos = convert(trained, config.opset)
+    values, lengths = sample_rows(data, info.data, info.num_features, config.parity_rows)
     with staging_folder(directory) as staging:
-        paths = {"encoder": staging / names.ENCODER_ONNX, "scorer": staging / names.SCORER_ONNX}
-        for kind, proto in protos.items():
-            _set_metadata(proto, {**props, "seqae.graph": kind, "seqae.precision": "fp32"})
-            _save(proto, paths[kind])
-        files = {p.name: {"sha256": sha256_of(p), "precision": "fp32", "graph": kind} for kind, p in paths.items()}
-        report = validate_parity(trained.model, cfg, paths, values, lengths, tolerance=Tolerance.of(config))
-        if report.failures:
-            lines = "\n".join(c.line() for c in report.failures)
-            error = ParityError(f"{directory}: ONNX outputs differ from Keras beyond tolerance "
-                                f"({len(report.failures)} of {len(report.checks)} checks); the served files are "
-                                f"left as they were:\n{lines}")
-            error.report = report.summary()  # type: ignore[attr-defined]
-            raise error
-        export_meta: dict[str, Any] = {
-            "opset": opset, "config": config.to_dict(), "files": files, "parity": report.summary(), "graph": {
-                kind: dict(collections.Counter(n.op_type for n in proto.graph.node).most_common())
-                for kind, proto in protos.items()},
-            "inputs": {names.INPUT_VALUES: ["batch", "time", cfg.num_features], names.INPUT_LENGTHS: ["batch"]},
-            "outputs": {"encoder": [names.EMBEDDING], "scorer": cfg.output_names},
-            "activation": cfg.activation, "contract_sha256": contract_sha256(info.metadata),
-        }
-        _variants(config, protos, props, staging, paths, values, lengths, cfg, files, export_meta)
-        metadata = {**info.metadata, "export": export_meta}
-        write_metadata(staging, metadata)  # the staged folder is a model directory: score the reference with it
+        paths = save_graphs(protos, props, staging)
+        files = {path.name: _file_record(path, "fp32", kind) for kind, path in paths.items()}
+        report = check_parity(trained, paths, values, lengths, config)
+        variant_files, variants = write_variants(config, protos["scorer"], props, staging, paths["scorer"], values,
+                                                 lengths, cfg)
+        files.update(variant_files)
+        export_meta = export_record(info, config, protos, files, report, variants)
+        # The reference is scored through the staged folder as a model directory, which needs its
+        # seqae.json: written here without the reference, then once more with it.
+        write_metadata(staging, {**info.metadata, "export": export_meta})
         export_meta["reference"] = _reference(staging, info, data)
         write_metadata(staging, {**info.metadata, "export": export_meta})
         _commit(staging, directory, files)

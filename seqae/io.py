@@ -1,14 +1,19 @@
 """Parquet outputs: explicit schemas, metadata under one key, temporary names committed by rename.
 
-The output schema of seqae lives here only. No TensorFlow, no Prefect.
+The output schema of seqae lives here only: ``OUTPUT_COLUMNS`` (the embed output) and
+``STEP_SCORE_COLUMNS`` (the per-timestamp output) declare each column once, its name, Arrow type,
+when it is present and how its values are made, and build both the schema and every table written
+in it. No TensorFlow, no Prefect.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
 from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqae import names
+from seqae.config import MODES
 from seqae.data import Shard
 from seqae.data.rejects import REJECT_SCHEMA
 from seqae.errors import ConfigError
@@ -183,13 +189,6 @@ def write_rejects(out_dir: str | os.PathLike | Location, shard_name: str, reject
 
 # --- embeddings -------------------------------------------------------------------------------
 
-#: The lineage columns, last in every row of ``seqae embed``: which model wrote it. Plain ``string``
-#: and ``int32`` in the schema (one type in every engine: no categorical to unify across files);
-#: Parquet stores them dictionary-encoded, one value per column chunk, so they cost next to nothing.
-LINEAGE_FIELDS = (pa.field(names.MODEL_ID, pa.string(), nullable=False),
-                  pa.field(names.MODEL_VERSION, pa.int32(), nullable=False))
-
-
 @dataclass(frozen=True)
 class Lineage:
     """The model behind a row: ``model_id`` and ``model_version`` as its ``seqae.json`` says."""
@@ -199,8 +198,145 @@ class Lineage:
 
     def columns(self, num_rows: int) -> list[pa.Array]:
         """The two lineage columns for ``num_rows`` rows (a repeated scalar: no Python per row)."""
-        return [pa.repeat(pa.scalar(str(self.model_id), pa.string()), num_rows),
-                pa.repeat(pa.scalar(int(self.model_version), pa.int32()), num_rows)]
+        values = ColumnValues({}, num_rows, self)
+        return [column.values(values, column.field(0)) for column in _LINEAGE]
+
+
+@dataclass(frozen=True)
+class ColumnValues:
+    """What the output columns of one batch are made of: arrays by name, in row order (the scorer's
+    outputs by ONNX output name, ``length``, ``score`` and ``is_anomaly``; for per-timestamp rows
+    ``step_error_mean``, ...), and the lineage."""
+
+    arrays: Mapping[str, Any]
+    num_rows: int
+    lineage: Lineage | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        return self.arrays[name]
+
+
+#: When an output column is present (``OutputColumn.when``): ``model`` where the model's mode writes
+#: it (``seqae.config.ModeSpec.columns``), ``always``, ``scored`` with a fitted threshold, ``lineage``
+#: in what ``seqae embed`` writes. Any other value names the boolean ``EmbedConfig`` option that asks
+#: for the column (``step_errors``); the run's identity records it (``output_options``).
+MODEL, ALWAYS, SCORED, LINEAGE = "model", "always", "scored", "lineage"
+_CONDITIONS = (MODEL, ALWAYS, SCORED, LINEAGE)
+
+
+def _plain(values: ColumnValues, field: pa.Field) -> pa.Array:
+    """A flat column: the array of the column's name, in the column's type."""
+    return pa.array(np.asarray(values[field.name], dtype=field.type.to_pandas_dtype()), field.type)
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """One column seqae writes after the key and passthrough columns of its input.
+
+    Attributes:
+        name: the column's name.
+        type: its Arrow type, or a function of the embedding width that gives it.
+        when: when it is present (``MODEL``, ``ALWAYS``, ``SCORED``, ``LINEAGE`` or an ``EmbedConfig`` option).
+        values: makes the column of one batch from its ``ColumnValues`` (numpy in, no Python per row);
+            by default the array of the column's name in the column's type.
+        needs: the scorer output (ONNX) the column is made from: the session is asked for it.
+    """
+
+    name: str
+    type: pa.DataType | Callable[[int], pa.DataType]
+    when: str
+    values: Callable[[ColumnValues, pa.Field], pa.Array] = _plain
+    needs: str | None = None
+
+    def field(self, embedding_dim: int) -> pa.Field:
+        typ = self.type(embedding_dim) if callable(self.type) else self.type
+        return pa.field(self.name, typ, nullable=False)
+
+
+def _embedding_type(embedding_dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), embedding_dim)
+
+
+def _embedding(values: ColumnValues, field: pa.Field) -> pa.Array:
+    embedding = np.ascontiguousarray(values[field.name], dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(embedding.reshape(-1)), embedding.shape[1])
+
+
+def _valid_steps(values: ColumnValues, field: pa.Field) -> pa.Array:
+    """A ``(batch, time)`` output cut to each row's length: one list per row."""
+    step, lengths = values[field.name], values[names.LENGTH]
+    valid = np.arange(step.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    offsets = np.zeros(values.num_rows + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(step[valid].astype(np.float32)))
+
+
+def _lineage(attribute: str, convert: Callable[[Any], Any], values: ColumnValues, field: pa.Field) -> pa.Array:
+    """A lineage column: one value repeated (no Python per row)."""
+    if values.lineage is None:
+        raise ValueError("lineage: the schema has the lineage columns; expected a Lineage, got None")
+    return pa.repeat(pa.scalar(convert(getattr(values.lineage, attribute)), field.type), values.num_rows)
+
+
+#: The lineage columns, last in every row of ``seqae embed``: which model wrote it. Plain ``string``
+#: and ``int32`` in the schema (one type in every engine: no categorical to unify across files);
+#: Parquet stores them dictionary-encoded, one value per column chunk, so they cost next to nothing.
+_LINEAGE = (OutputColumn(names.MODEL_ID, pa.string(), LINEAGE, functools.partial(_lineage, "model_id", str)),
+            OutputColumn(names.MODEL_VERSION, pa.int32(), LINEAGE, functools.partial(_lineage, "model_version", int)))
+LINEAGE_FIELDS = tuple(column.field(0) for column in _LINEAGE)
+#: With a fitted threshold: the calibrated score in [0, 1] and the flag, which the write stage makes
+#: from ``recon_error`` (per-timestamp rows: from ``window_error_mean``, against the step threshold).
+_SCORED = (OutputColumn(names.SCORE, pa.float32(), SCORED),
+           OutputColumn(names.IS_ANOMALY, pa.bool_(), SCORED))
+
+#: The columns of ``seqae embed``'s output after the key and passthrough columns, in this order.
+OUTPUT_COLUMNS: tuple[OutputColumn, ...] = (
+    OutputColumn(names.EMBEDDING, _embedding_type, MODEL, _embedding, needs=names.EMBEDDING),
+    OutputColumn(names.RECON_ERROR, pa.float32(), MODEL, needs=names.RECON_ERROR),
+    OutputColumn(names.PRED_ERROR, pa.float32(), MODEL, needs=names.PRED_ERROR),
+    OutputColumn(names.LENGTH, pa.int32(), ALWAYS),
+    *_SCORED,
+    OutputColumn(names.STEP_ERROR, pa.list_(pa.float32()), "step_errors", _valid_steps, needs=names.STEP_ERROR),
+    *_LINEAGE,
+)
+
+#: The columns of the per-timestamp output (``seqae embed --step-scores``) after the series key and
+#: time: over the windows covering the step, the mean and max step error, how many windows, and the
+#: mean of their window errors (the step's score, ``seqae.infer.steps``).
+STEP_SCORE_COLUMNS: tuple[OutputColumn, ...] = (
+    OutputColumn(names.STEP_ERROR_MEAN, pa.float32(), ALWAYS, needs=names.STEP_ERROR),
+    OutputColumn(names.STEP_ERROR_MAX, pa.float32(), ALWAYS, needs=names.STEP_ERROR),
+    OutputColumn(names.WINDOWS, pa.int32(), ALWAYS),
+    OutputColumn(names.WINDOW_ERROR_MEAN, pa.float32(), ALWAYS, needs=names.RECON_ERROR),
+    *_SCORED,
+    *_LINEAGE,
+)
+
+
+def select_columns(model: Collection[str] = (), *, options: Collection[str] = (), scored: bool = False,
+                   lineage: bool = False, steps: bool = False) -> tuple[OutputColumn, ...]:
+    """The output columns present, in order: of ``OUTPUT_COLUMNS``, or with ``steps`` of ``STEP_SCORE_COLUMNS``.
+
+    Args:
+        model: the columns the model's mode writes (``ModeSpec.columns``).
+        options: the ``EmbedConfig`` options switched on (``output_options``).
+        scored: a threshold is fitted.
+        lineage: the lineage columns (what ``seqae embed`` writes).
+    """
+    on = {ALWAYS, *options, *((SCORED,) if scored else ()), *((LINEAGE,) if lineage else ())}
+    table = STEP_SCORE_COLUMNS if steps else OUTPUT_COLUMNS
+    return tuple(c for c in table if (c.name in model if c.when == MODEL else c.when in on))
+
+
+def output_options(config: Any) -> tuple[str, ...]:
+    """The options of ``config`` (an ``EmbedConfig``) that are on and ask for an optional column."""
+    asked = (c.when for c in (*OUTPUT_COLUMNS, *STEP_SCORE_COLUMNS) if c.when not in _CONDITIONS)
+    return tuple(option for option in dict.fromkeys(asked) if getattr(config, option))
+
+
+def scorer_outputs(columns: Iterable[OutputColumn]) -> list[str]:
+    """The scorer outputs ``columns`` are made from, each once, in column order."""
+    return list(dict.fromkeys(c.needs for c in columns if c.needs is not None))
 
 
 def with_lineage(table: pa.Table, lineage: Lineage) -> pa.Table:
@@ -210,44 +346,43 @@ def with_lineage(table: pa.Table, lineage: Lineage) -> pa.Table:
     return table
 
 
-def _lineage_fields(columns: list[pa.Field], lineage: bool) -> list[pa.Field]:
-    if not lineage:
-        return []
-    taken = [f.name for f in columns if f.name in (names.MODEL_ID, names.MODEL_VERSION)]
+def _check_input_names(inputs: Iterable[pa.Field], columns: Iterable[OutputColumn]) -> None:
+    lineage = {c.name for c in columns if c.when == LINEAGE}
+    taken = [f.name for f in inputs if f.name in lineage]
     if taken:
         raise ConfigError(f"key or passthrough column {taken[0]!r}: the outputs carry their own {taken[0]} "
                           f"(the model that wrote each row); expected no input column of that name, rename it")
-    return list(LINEAGE_FIELDS)
+
+
+def output_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int,
+                  columns: Sequence[OutputColumn]) -> pa.Schema:
+    """The output schema of ``seqae embed``, the same for every shard of a run: the key and passthrough
+    columns in their input types (``output_field``: nullable, without metadata, plain strings), so
+    that it depends on the contract, never on what wrote a file; then ``columns`` (``select_columns``
+    of ``OUTPUT_COLUMNS``).
+
+    Raises:
+        ConfigError: a key or passthrough column has the name of a lineage column in ``columns``.
+    """
+    _check_input_names([*keys, *passthrough], columns)
+    return pa.schema([output_field(f) for f in (*keys, *passthrough)] + [c.field(embedding_dim) for c in columns])
 
 
 def embedding_schema(keys: pa.Schema, passthrough: pa.Schema, embedding_dim: int, *, predicts: bool,
                      step_errors: bool, scored: bool = False, lineage: bool = False) -> pa.Schema:
-    """The output schema of ``seqae embed``, the same for every shard of a run.
-
-    Key columns and passthrough columns keep their input types (``output_field``: nullable, without
-    metadata, plain strings), so it depends on the contract, never on what wrote a file; then ``embedding``
-    (``fixed_size_list<float32>[embedding_dim]``), ``recon_error`` float32, ``pred_error`` float32
-    (predicting models only), ``length`` int32, with a fitted threshold ``score`` float32 (calibrated,
-    in [0, 1]) and ``is_anomaly`` bool, when asked ``step_error`` ``list<float32>`` (one error
-    per valid step), and with ``lineage`` (what ``seqae embed`` writes) ``model_id`` string and
-    ``model_version`` int32 (``LINEAGE_FIELDS``).
+    """``output_schema`` of a model that writes ``pred_error`` (``predicts``) or not: ``embedding``
+    (``fixed_size_list<float32>[embedding_dim]``), ``recon_error`` float32, ``pred_error`` float32,
+    ``length`` int32, with a fitted threshold ``score`` float32 (calibrated, in [0, 1]) and
+    ``is_anomaly`` bool, when asked ``step_error`` ``list<float32>`` (one error per valid step), and
+    with ``lineage`` ``model_id`` string and ``model_version`` int32.
 
     Raises:
         ConfigError: with ``lineage``, a key or passthrough column is called ``model_id`` or ``model_version``.
     """
-    fields = [output_field(f) for f in (*keys, *passthrough)] + [
-        pa.field(names.EMBEDDING, pa.list_(pa.float32(), embedding_dim), nullable=False),
-        pa.field(names.RECON_ERROR, pa.float32(), nullable=False),
-    ]
-    if predicts:
-        fields.append(pa.field(names.PRED_ERROR, pa.float32(), nullable=False))
-    fields.append(pa.field(names.LENGTH, pa.int32(), nullable=False))
-    if scored:
-        fields.append(pa.field(names.SCORE, pa.float32(), nullable=False))
-        fields.append(pa.field(names.IS_ANOMALY, pa.bool_(), nullable=False))
-    if step_errors:
-        fields.append(pa.field(names.STEP_ERROR, pa.list_(pa.float32()), nullable=False))
-    return pa.schema(fields + _lineage_fields([*keys, *passthrough], lineage))
+    mode = MODES["predict" if predicts else "reconstruct"]
+    columns = select_columns(mode.columns, options=("step_errors",) if step_errors else (),
+                             scored=scored, lineage=lineage)
+    return output_schema(keys, passthrough, embedding_dim, columns)
 
 
 #: Input types written in their plain form, so that a file from Polars (large strings) and one from
@@ -266,65 +401,48 @@ def output_field(field: pa.Field) -> pa.Field:
     return pa.field(field.name, typ, nullable=True)
 
 
+def _table(schema: pa.Schema, inputs: list, values: ColumnValues, columns: Sequence[OutputColumn]) -> pa.Table:
+    """``inputs`` (the input columns, in ``schema``'s types) then each column of ``schema`` after them,
+    made by its entry in ``columns``."""
+    by_name = {c.name: c for c in columns}
+    made = [by_name[f.name].values(values, f) for f in list(schema)[len(inputs):]]
+    return pa.Table.from_arrays(inputs + made, schema=schema)
+
+
 def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, outputs: dict,
                     lengths, lineage: Lineage | None = None) -> pa.Table:
-    """Assemble one output batch; ``outputs`` holds numpy arrays in row order (no Python per row);
+    """Assemble one output batch in ``schema`` (``output_schema``); ``outputs`` holds numpy arrays in
+    row order (no Python per row) by scorer output name, and ``score``/``is_anomaly`` where scored;
     ``lineage`` fills the lineage columns where ``schema`` has them."""
-    n = len(lengths)
-    embedding = np.ascontiguousarray(outputs[names.EMBEDDING], dtype=np.float32)
-    columns = [keys.column(i) for i in range(keys.num_columns)]
-    columns += [passthrough.column(i) for i in range(passthrough.num_columns)]
-    columns = [c if c.type == schema.field(i).type else c.cast(schema.field(i).type) for i, c in enumerate(columns)]
-    columns.append(pa.FixedSizeListArray.from_arrays(pa.array(embedding.reshape(-1)), embedding.shape[1]))
-    columns.append(pa.array(outputs[names.RECON_ERROR].astype(np.float32, copy=False)))
-    if names.PRED_ERROR in schema.names:
-        columns.append(pa.array(outputs[names.PRED_ERROR].astype(np.float32, copy=False)))
-    columns.append(pa.array(np.asarray(lengths, dtype=np.int32)))
-    if names.SCORE in schema.names:
-        columns.append(pa.array(np.asarray(outputs[names.SCORE], dtype=np.float32)))
-        columns.append(pa.array(np.asarray(outputs[names.IS_ANOMALY], dtype=bool)))
-    if names.STEP_ERROR in schema.names:
-        step = outputs[names.STEP_ERROR]
-        valid = np.arange(step.shape[1])[None, :] < np.asarray(lengths)[:, None]
-        offsets = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(step[valid].astype(np.float32))))
-    return pa.Table.from_arrays(columns + _lineage_columns(schema, lineage, n), schema=schema)
-
-
-def _lineage_columns(schema: pa.Schema, lineage: Lineage | None, num_rows: int) -> list[pa.Array]:
-    if names.MODEL_ID not in schema.names:
-        return []
-    if lineage is None:
-        raise ValueError("lineage: the schema has the lineage columns; expected a Lineage, got None")
-    return lineage.columns(num_rows)
+    inputs = [keys.column(i) for i in range(keys.num_columns)]
+    inputs += [passthrough.column(i) for i in range(passthrough.num_columns)]
+    inputs = [c if c.type == schema.field(i).type else c.cast(schema.field(i).type) for i, c in enumerate(inputs)]
+    values = ColumnValues({**outputs, names.LENGTH: lengths}, len(lengths), lineage)
+    return _table(schema, inputs, values, OUTPUT_COLUMNS)
 
 
 def step_scores_schema(key: pa.Field, time: pa.Field, scored: bool = False, *, lineage: bool = False) -> pa.Schema:
     """The per-timestamp output of ``seqae embed --step-scores`` (long layout): the series key and time
-    in their input types, ``step_error_mean`` and ``step_error_max`` float32 over the windows covering
-    the step, ``windows`` int32 (how many), and with a fitted threshold ``score`` float32 and
-    ``is_anomaly`` bool of the mean (the threshold is in the same units: a window's ``recon_error`` is
-    the mean of its step errors), and with ``lineage`` (what ``seqae embed`` writes) ``model_id`` and
-    ``model_version`` (``LINEAGE_FIELDS``)."""
-    fields = [pa.field(key.name, key.type, nullable=False), pa.field(time.name, time.type, nullable=False),
-              pa.field(names.STEP_ERROR_MEAN, pa.float32(), nullable=False),
-              pa.field(names.STEP_ERROR_MAX, pa.float32(), nullable=False),
-              pa.field(names.WINDOWS, pa.int32(), nullable=False)]
-    if scored:
-        fields += [pa.field(names.SCORE, pa.float32(), nullable=False),
-                   pa.field(names.IS_ANOMALY, pa.bool_(), nullable=False)]
-    return pa.schema(fields + _lineage_fields([key, time], lineage))
+    in their input types, then ``STEP_SCORE_COLUMNS``: ``step_error_mean`` and ``step_error_max``
+    float32 over the windows covering the step, ``windows`` int32 (how many), ``window_error_mean``
+    float32 (the mean ``recon_error`` of those windows: the step's score), and with a fitted threshold
+    ``score`` float32 and ``is_anomaly`` bool of ``window_error_mean`` against the step threshold
+    (fitted on held-out step scores, ``seqae.thresholds``), and with ``lineage`` (what ``seqae
+    embed`` writes) ``model_id`` and ``model_version``."""
+    columns = select_columns(scored=scored, lineage=lineage, steps=True)
+    _check_input_names([key, time], columns)
+    return pa.schema([pa.field(key.name, key.type, nullable=False), pa.field(time.name, time.type, nullable=False)]
+                     + [c.field(0) for c in columns])
 
 
 def step_scores_table(schema: pa.Schema, keys: pa.Array, times, mean, maximum, windows,
-                      score=None, is_anomaly=None, lineage: Lineage | None = None) -> pa.Table:
-    """One batch of per-timestamp rows (numpy arrays in row order) in ``schema``."""
-    columns = [keys.cast(schema.field(0).type), pa.array(times).cast(schema.field(1).type),
-               pa.array(mean, pa.float32()), pa.array(maximum, pa.float32()), pa.array(windows, pa.int32())]
-    if names.SCORE in schema.names:
-        columns += [pa.array(score, pa.float32()), pa.array(is_anomaly, pa.bool_())]
-    return pa.Table.from_arrays(columns + _lineage_columns(schema, lineage, len(columns[0])), schema=schema)
+                      score=None, is_anomaly=None, lineage: Lineage | None = None, **arrays: Any) -> pa.Table:
+    """One batch of per-timestamp rows (numpy arrays in row order) in ``schema``; ``arrays``: those of
+    further ``STEP_SCORE_COLUMNS``, by column name."""
+    inputs = [keys.cast(schema.field(0).type), pa.array(times).cast(schema.field(1).type)]
+    values = ColumnValues({names.STEP_ERROR_MEAN: mean, names.STEP_ERROR_MAX: maximum, names.WINDOWS: windows,
+                           names.SCORE: score, names.IS_ANOMALY: is_anomaly, **arrays}, len(inputs[0]), lineage)
+    return _table(schema, inputs, values, STEP_SCORE_COLUMNS)
 
 
 def row_group_rows(schema: pa.Schema, target_bytes: int = 64 << 20) -> int:

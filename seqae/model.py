@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqae import names
-from seqae.config import ModelConfig
+from seqae.config import MODES, DecoderTask, ModelConfig
 from seqae.errors import ConfigError, ModelDirError
 from seqae.modeldir import ModelInfo
 
@@ -36,6 +36,12 @@ __all__ = ["ModelConfig", "TrainedModel", "build_autoencoder", "compile_autoenco
            "training_loss"]
 
 PACKAGE = "seqae"
+
+#: Every decoder any mode trains (``seqae.config.MODES``): ``AutoencoderHead`` has one attribute of each
+#: name, ``None`` where the mode has no such decoder.
+DECODERS = tuple(dict.fromkeys(decoder for spec in MODES.values() for decoder in spec.decoders))
+#: What ``AutoencoderHead`` returns, in this order: saved models wire their outputs by position.
+HEAD_OUTPUTS = (names.RECON_ERROR, names.STEP_ERROR, names.PRED_ERROR)
 
 
 def _serializable(cls):
@@ -182,6 +188,9 @@ class AutoencoderHead(keras.layers.Layer):
     (batch, time)`` and ``pred_error (batch,)`` (zeros where the mode has no such decoder).
     Errors are mean squared errors over valid steps and features, in standardised units.
     ``step_error[b, t]`` is the error of whichever decoder covers input step ``t``; 0 elsewhere.
+
+    The decoders are those ``seqae.config.MODES`` lists for the mode, each an attribute named after
+    it; each decoder's ``target`` (``DecoderTask.target``) picks the method below that makes its errors.
     """
 
     def __init__(self, config: dict, **kwargs):
@@ -189,51 +198,61 @@ class AutoencoderHead(keras.layers.Layer):
         self.config = dict(config)
         cfg = ModelConfig.from_dict(self.config)
         self.cfg = cfg
-        common = dict(num_features=cfg.num_features, units=cfg.units, num_layers=cfg.num_layers,
-                      conditioned=cfg.decoder == "conditioned", from_state=cfg.decoder == "state",
-                      activation=cfg.activation, dropout=cfg.dropout)
-        self.reconstructor = SequenceDecoder(**common, name="reconstructor") if cfg.reconstructs else None
-        self.predictor = SequenceDecoder(**common, name="predictor") if cfg.predicts else None
+        common: dict[str, Any] = dict(num_features=cfg.num_features, units=cfg.units, num_layers=cfg.num_layers,
+                                      conditioned=cfg.decoder == "conditioned", from_state=cfg.decoder == "state",
+                                      activation=cfg.activation, dropout=cfg.dropout)
+        for decoder in DECODERS:
+            setattr(self, decoder,
+                    SequenceDecoder(**common, name=decoder) if decoder in cfg.mode_spec.decoders else None)
 
     def build(self, x_shape, lengths_shape=None, embedding_shape=None):
         targets = (None, None, self.cfg.num_features)
-        for decoder in (self.reconstructor, self.predictor):
+        for name in DECODERS:  # a fixed order: the seeded initial weights do not depend on the mode's order
+            decoder = getattr(self, name)
             if decoder is not None:
                 decoder.build(embedding_shape, targets)
 
-    def reconstruction(self, x, lengths, embedding, training=None):
-        """The reconstructor's output ``(batch, time, features)`` in standardised units and input
-        order (so that step ``t`` of it belongs to input step ``t``)."""
+    def reconstruction(self, x, lengths, embedding, training=None, task: DecoderTask | None = None):
+        """The output of the decoder of the input (``task``, default: the mode's) ``(batch, time,
+        features)`` in standardised units and input order (so that step ``t`` of it belongs to input
+        step ``t``)."""
         cfg = self.cfg
+        task = task or next(t for t in cfg.mode_spec.trains if t.target == "input")
         encoded = tf.cast(lengths, tf.int32) - cfg.horizon
         target = tf.reverse_sequence(x, encoded, seq_axis=1, batch_axis=0) if cfg.reverse_target else x
-        output = self.reconstructor(embedding, target, training=training)
+        output = getattr(self, task.decoder)(embedding, target, training=training)
         if cfg.reverse_target:
             output = tf.reverse_sequence(output, encoded, seq_axis=1, batch_axis=0)
         return output
 
+    def _input_errors(self, task, x, lengths, encoded, embedding, training):
+        """Reconstruction: the mean over the encoded steps, and the error of each of them."""
+        valid = tf.cast(tf.sequence_mask(encoded, tf.shape(x)[1]), x.dtype)
+        output = self.reconstruction(x, lengths, embedding, training=training, task=task)
+        per_step = tf.reduce_mean(tf.square(output - x), axis=-1) * valid
+        return tf.reduce_sum(per_step, axis=1) / tf.cast(tf.maximum(encoded, 1), x.dtype), per_step
+
+    def _future_errors(self, task, x, lengths, encoded, embedding, training):
+        """Prediction of the ``horizon`` steps after the encoded ones: their mean, and each of them
+        placed at its input step."""
+        positions = encoded[:, None] + tf.range(self.cfg.horizon)[None, :]
+        future = tf.gather(x, positions, axis=1, batch_dims=1)
+        output = getattr(self, task.decoder)(embedding, future, training=training)
+        per_step = tf.reduce_mean(tf.square(output - future), axis=-1)
+        placed = tf.reduce_sum(tf.one_hot(positions, tf.shape(x)[1], dtype=x.dtype) * per_step[..., None], axis=1)
+        return tf.reduce_mean(per_step, axis=1), placed
+
     def call(self, x, lengths, embedding, training=None):
-        cfg = self.cfg
         lengths = tf.cast(lengths, tf.int32)
-        time = tf.shape(x)[1]
-        encoded = lengths - cfg.horizon  # steps the encoder state summarises
-        valid = tf.cast(tf.sequence_mask(encoded, time), x.dtype)
+        encoded = lengths - self.cfg.horizon  # steps the encoder state summarises
         step_error = tf.zeros(tf.shape(x)[:2], x.dtype)
-        recon_error = tf.zeros(tf.shape(x)[:1], x.dtype)
-        pred_error = tf.zeros(tf.shape(x)[:1], x.dtype)
-        if self.reconstructor is not None:
-            output = self.reconstruction(x, lengths, embedding, training=training)
-            per_step = tf.reduce_mean(tf.square(output - x), axis=-1) * valid
+        errors = {name: tf.zeros(tf.shape(x)[:1], x.dtype) for name in HEAD_OUTPUTS if name != names.STEP_ERROR}
+        targets = {"input": self._input_errors, "future": self._future_errors}
+        for task in self.cfg.mode_spec.trains:
+            errors[task.error], per_step = targets[task.target](task, x, lengths, encoded, embedding, training)
             step_error += per_step
-            recon_error = tf.reduce_sum(per_step, axis=1) / tf.cast(tf.maximum(encoded, 1), x.dtype)
-        if self.predictor is not None:
-            positions = encoded[:, None] + tf.range(cfg.horizon)[None, :]
-            future = tf.gather(x, positions, axis=1, batch_dims=1)
-            output = self.predictor(embedding, future, training=training)
-            per_step = tf.reduce_mean(tf.square(output - future), axis=-1)
-            pred_error = tf.reduce_mean(per_step, axis=1)
-            step_error += tf.reduce_sum(tf.one_hot(positions, time, dtype=x.dtype) * per_step[..., None], axis=1)
-        return recon_error, step_error, pred_error
+        errors[names.STEP_ERROR] = step_error
+        return tuple(errors[name] for name in HEAD_OUTPUTS)
 
     def get_config(self):
         return {**super().get_config(), "config": self.config}
@@ -279,14 +298,9 @@ def build_autoencoder(config: ModelConfig, mean=None, std=None) -> keras.Model:
         encoded = embed(StepGather(config.horizon, name="encoded_step")(seq, lengths))
     if config.dropout:
         encoded = keras.layers.Dropout(config.dropout, name="embedding_dropout")(encoded)
-    recon_error, step_error, pred_error = AutoencoderHead(config.to_dict(), name="head")(x, lengths, encoded)
-    outputs = {
-        names.EMBEDDING: embedding,
-        names.RECON_ERROR: keras.layers.Identity(name=names.RECON_ERROR)(recon_error),
-        names.STEP_ERROR: keras.layers.Identity(name=names.STEP_ERROR)(step_error),
-    }
-    if config.predicts:
-        outputs[names.PRED_ERROR] = keras.layers.Identity(name=names.PRED_ERROR)(pred_error)
+    errors = dict(zip(HEAD_OUTPUTS, AutoencoderHead(config.to_dict(), name="head")(x, lengths, encoded)))
+    outputs = {name: embedding if name == names.EMBEDDING else keras.layers.Identity(name=name)(errors[name])
+               for name in config.mode_spec.outputs}
     model = keras.Model({names.INPUT_VALUES: values, names.INPUT_LENGTHS: lengths}, outputs, name="seqae")
     return model
 
@@ -298,12 +312,9 @@ def encoder_of(model: keras.Model) -> keras.Model:
 
 def training_loss(config: ModelConfig):
     """Loss dict for ``Model.compile``: the model's error outputs are the loss terms themselves."""
-    losses = {}
-    if config.reconstructs:
-        losses[names.RECON_ERROR] = _identity_loss
-    if config.predicts:
-        losses[names.PRED_ERROR] = _identity_loss
-    weights = {k: (config.predict_weight if k == names.PRED_ERROR else 1.0) for k in losses}
+    tasks = config.mode_spec.trains
+    losses = {task.error: _identity_loss for task in tasks}
+    weights = {task.error: getattr(config, task.weight) if task.weight else 1.0 for task in tasks}
     return losses, weights
 
 
@@ -350,7 +361,7 @@ class TrainedModel:
         """What the decoder makes of each row: ``(batch, time, features)`` in raw units and input
         order, valid up to each row's encoded length; ``None`` when the mode does not reconstruct."""
         head = self.model.get_layer("head")
-        if head.reconstructor is None:
+        if not head.cfg.reconstructs:
             return None
         x, _, encoded = head.input
         inner = keras.Model(self.model.inputs, [x, encoded])
@@ -362,13 +373,18 @@ class TrainedModel:
         return output * np.asarray(scale.std, np.float32) + np.asarray(scale.mean, np.float32)
 
 
-def load_model(model_dir: str | Path) -> TrainedModel:
+def load_model(model_dir: str | Path, *, verify_contract: bool = True) -> TrainedModel:
     """Load ``model.keras`` (``safe_mode=True``) and ``seqae.json`` from a model directory.
+
+    Args:
+        verify_contract: refuse an exported directory whose ``model``, ``data`` or ``feature_names``
+            sections changed since its export (``ModelInfo.read``). ``seqae.export`` passes ``False``:
+            those sections may have been edited (a new ``data.max_length``) and it records them anew.
 
     Raises:
         ModelDirError: a file is missing or the metadata is not seqae's.
     """
-    info = ModelInfo.read(model_dir)
+    info = ModelInfo.read(model_dir, verify_contract=verify_contract)
     model_path = info.path(names.MODEL_FILE)
     if not model_path.is_file():
         raise ModelDirError(f"{info.directory}: {model_path.name} is missing; expected a model directory written by "

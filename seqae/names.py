@@ -68,3 +68,4 @@ WINDOW_END = "window_end"
 STEP_ERROR_MEAN = "step_error_mean"
 STEP_ERROR_MAX = "step_error_max"
 WINDOWS = "windows"
+WINDOW_ERROR_MEAN = "window_error_mean"  # the step's score: the mean error of the windows covering it

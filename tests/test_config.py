@@ -254,3 +254,31 @@ def test_option_fields_carry_one_line_help():
         for f in dataclasses.fields(cls):
             if "help" in f.metadata:
                 assert f.metadata["help"].strip() and "\n" not in f.metadata["help"], f"{cls.__name__}.{f.name}"
+
+
+# --- the mode table ---------------------------------------------------------------------------------
+
+def test_the_mode_table_declares_each_mode_once_and_every_config_reads_it():
+    """``MODES`` and the ``Mode`` literal (the type and the command line's choices) list the same modes;
+    each mode exports the errors its decoders train, writes only what it exports, and needs a horizon
+    exactly when a decoder learns the future."""
+    from seqae import names
+    from seqae.config import MODES, Mode
+    from seqae.configbase import choices_of
+
+    assert tuple(MODES) == choices_of(Mode) == ("reconstruct", "predict", "composite")
+    weights = {f.name for f in dataclasses.fields(ModelConfig) if f.type in ("float", float)}
+    for name, spec in MODES.items():
+        assert spec.outputs[0] == names.EMBEDDING and names.STEP_ERROR in spec.outputs
+        assert {task.error for task in spec.trains} <= set(spec.outputs)
+        assert set(spec.columns) <= set(spec.outputs) - {names.STEP_ERROR}  # step_error is an option of embed
+        assert all(task.weight is None or task.weight in weights for task in spec.trains)
+        config = ModelConfig(mode=name, horizon=2 if spec.predicts else 0)
+        assert config.output_names == list(spec.outputs) and config.mode_spec is spec
+        if not spec.predicts:
+            with pytest.raises(ConfigError, match=rf"^horizon: the {name} mode predicts nothing; expected 0, got 2$"):
+                ModelConfig(mode=name, horizon=2)
+    assert [name for name, spec in MODES.items() if spec.predicts] == ["predict", "composite"]
+    assert [name for name, spec in MODES.items() if spec.reconstructs] == ["reconstruct", "composite"]
+    with pytest.raises(ConfigError, match=r"^mode: expected 'reconstruct', 'predict' or 'composite', got 'denoise'$"):
+        ModelConfig(mode="denoise")

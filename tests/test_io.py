@@ -284,7 +284,7 @@ def test_step_scores_carry_the_lineage_too():
 
     schema = step_scores_schema(pa.field("k", pa.string()), pa.field("t", pa.int64()), lineage=True)
     table = step_scores_table(schema, pa.array(["a", "a"]), [1, 2], [0.5, 0.5], [1.0, 1.0], [1, 2],
-                              lineage=Lineage("m", 3))
+                              lineage=Lineage("m", 3), window_error_mean=[0.25, 0.5])
     assert table.column("model_id").to_pylist() == ["m", "m"] and table.column("model_version").to_pylist() == [3, 3]
 
 
@@ -300,3 +300,57 @@ def test_a_staged_writer_keeps_the_target_folder_clean(tmp_path):
 def test_rejects_of_an_embed_folder_go_under_the_name_given(tmp_path):
     location = write_rejects(tmp_path, "part-1.parquet", [rejects(1)], under="rejects")
     assert location.path == str(tmp_path / "rejects" / "part-1.rejects.parquet")
+
+
+# --- the output-column table ------------------------------------------------------------------------
+
+def test_the_output_column_table_agrees_with_the_modes_and_the_embed_options():
+    import dataclasses
+
+    from seqae.config import MODES, EmbedConfig
+    from seqae.io import (
+        ALWAYS,
+        LINEAGE,
+        MODEL,
+        OUTPUT_COLUMNS,
+        SCORED,
+        STEP_SCORE_COLUMNS,
+        output_options,
+        scorer_outputs,
+        select_columns,
+    )
+
+    model_columns = {c.name for c in OUTPUT_COLUMNS if c.when == MODEL}
+    assert all(set(spec.columns) <= model_columns for spec in MODES.values())
+    # Any other condition is a boolean option of EmbedConfig (a typo would never switch its column on).
+    options = {c.when for c in (*OUTPUT_COLUMNS, *STEP_SCORE_COLUMNS)} - {MODEL, ALWAYS, SCORED, LINEAGE}
+    booleans = {f.name for f in dataclasses.fields(EmbedConfig) if f.type in ("bool", bool)}
+    assert options == {"step_errors"} and options <= booleans
+    assert output_options(EmbedConfig(step_errors=True, step_scores=True)) == ("step_errors",)
+    assert output_options(EmbedConfig()) == ()
+    for name, spec in MODES.items():  # the session is asked for every output the columns are made of
+        columns = select_columns(spec.columns, options=("step_errors",), scored=True, lineage=True)
+        assert sorted(scorer_outputs(columns)) == sorted(spec.outputs), name
+        assert scorer_outputs(select_columns(spec.columns)) == [o for o in spec.outputs if o != "step_error"], name
+    assert scorer_outputs(select_columns(steps=True)) == ["step_error", "recon_error"]
+    import pickle  # no lambdas: an InferenceModel holding its columns pickles
+
+    assert [c.field(3) for c in pickle.loads(pickle.dumps(OUTPUT_COLUMNS))] == [c.field(3) for c in OUTPUT_COLUMNS]
+
+
+def test_one_entry_of_the_output_table_builds_both_the_schema_and_the_table(monkeypatch):
+    """A new optional column is one ``OutputColumn``: the schema and every table carry it, in its place,
+    only when its option is on."""
+    from seqae import io
+
+    extra = io.OutputColumn("step_error_max", pa.float32(), "step_errors",
+                            lambda values, field: pa.array(values["step_error"].max(axis=1).astype(np.float32)),
+                            needs="step_error")
+    monkeypatch.setattr(io, "OUTPUT_COLUMNS", (*io.OUTPUT_COLUMNS, extra))
+    schema = embedding_schema(KEYS, PASSTHROUGH, 2, predicts=False, step_errors=True)
+    assert schema.names == ["id", "label", "embedding", "recon_error", "length", "step_error", "step_error_max"]
+    assert schema.field("step_error_max") == pa.field("step_error_max", pa.float32(), nullable=False)
+    outputs = {"embedding": np.zeros((2, 2)), "recon_error": np.ones(2), "step_error": np.array([[1, 5], [2, 0]])}
+    table = embedding_table(schema, pa.table({"id": [1, 2]}), pa.table({"label": ["a", "b"]}), outputs, [2, 1])
+    assert table.schema == schema and table.column("step_error_max").to_pylist() == [5, 2]
+    assert "step_error_max" not in embedding_schema(KEYS, PASSTHROUGH, 2, predicts=False, step_errors=False).names

@@ -36,7 +36,7 @@ class ModelArtifacts:
     files: tuple[str, ...]
 
     @classmethod
-    def open(cls, model_dir: str | os.PathLike, files: tuple[str, ...] = (names.SCORER_ONNX,), *,
+    def open(cls, model_dir: str | os.PathLike | Location, files: tuple[str, ...] = (names.SCORER_ONNX,), *,
              checksums: bool = True) -> ModelArtifacts:
         """Open ``model_dir`` and verify ``files`` against ``seqae.json``.
 

@@ -63,11 +63,16 @@ class RunIdentity:
     contract: str  # sha256 of the data contract used (limits such as max_length change the output)
     threshold: str = "none"  # fingerprint of the fitted threshold (score and is_anomaly depend on it)
     step_scores: bool = False  # per-timestamp scores written beside the data file (long layout)
+    options: tuple[str, ...] = ()  # other EmbedConfig options that add output columns (seqae.io.output_options)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         if not self.step_scores:  # entries written before the option existed match a run without it
             del out["step_scores"]
+        if self.options:  # as JSON reads it back; recorded only when one is on, like step_scores
+            out["options"] = list(self.options)
+        else:
+            del out["options"]
         return out
 
 
@@ -229,7 +234,7 @@ class FolderState:
     @property
     def models(self) -> list[dict[str, Any]]:
         """Per model (id and version) that wrote committed rows: its shards and rows."""
-        found: dict[tuple[str, int], dict[str, Any]] = {}
+        found: dict[tuple[str | None, int | None], dict[str, Any]] = {}  # older records may lack either
         for record in self.shards:
             key = (record.get("model_id"), record.get("model_version"))
             entry = found.setdefault(key, {"model_id": key[0], "model_version": key[1], "shards": 0, "rows_written": 0})
@@ -468,6 +473,8 @@ class OutputFolder:
         if entry is None or entry.get("fingerprint") != shard.fingerprint:
             return None
         if any(entry.get(k) != v for k, v in identity.to_dict().items()):
+            return None
+        if (entry.get("options") or []) != list(identity.options):  # a column asked for then, not now
             return None
         if not self.data_file(entry.get("output", name)).is_file():
             return None

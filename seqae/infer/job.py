@@ -255,7 +255,7 @@ def _fp16_check(model: InferenceModel, shards: list[Shard], rows: int = 1024) ->
     from seqae.infer.runtime import fp16_parity
     from seqae.infer.session import model_source
 
-    ModelArtifacts.open(model.info.location, (names.SCORER_ONNX,))
+    ModelArtifacts.open(model.location, (names.SCORER_ONNX,))
     batch = None
     for shard in shards:
         try:

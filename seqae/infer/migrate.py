@@ -53,8 +53,11 @@ class OutputFolder(Protocol):
 
     location: Location
     legacy: LegacyLayout
-    staging: Location
-    runs: Location
+
+    @property
+    def staging(self) -> Location: ...
+    @property
+    def runs(self) -> Location: ...
 
     def data_file(self, name: str) -> Location: ...
     def steps_file(self, name: str) -> Location: ...

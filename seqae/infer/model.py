@@ -17,7 +17,14 @@ from seqae.errors import ConfigError, ModelDirError
 from seqae.infer.artifacts import ModelArtifacts
 from seqae.infer.commit import RunIdentity
 from seqae.infer.session import NullScorer, Scorer, ScorerSession
-from seqae.io import embedding_schema, step_scores_schema
+from seqae.io import (
+    OutputColumn,
+    output_options,
+    output_schema,
+    scorer_outputs,
+    select_columns,
+    step_scores_schema,
+)
 from seqae.modeldir import ModelInfo
 from seqae.storage import Location, sha256_text
 from seqae.thresholds import Threshold
@@ -40,6 +47,26 @@ _SHARED_LOCK = threading.Lock()
 _SESSIONS_OPENED = 0
 
 
+def _identity(info: ModelInfo, config: EmbedConfig, onnx_sha256: str, data: DataConfig,
+              threshold: Threshold | None) -> RunIdentity:
+    # step_errors has its own field (entries recorded it before optional columns had a table).
+    options = tuple(o for o in output_options(config) if o != "step_errors")
+    return RunIdentity(info.model_id, info.model_version, config.session_options.scorer_file, onnx_sha256,
+                       config.step_errors, contract_id(data), threshold_id(threshold), config.step_scores, options)
+
+
+def model_location(info: ModelInfo) -> Location:
+    """Where ``info``'s model directory is, on its filesystem (``ModelInfo.read`` always sets it).
+
+    Raises:
+        ModelDirError: ``info`` was built by hand without a ``location``.
+    """
+    if info.location is None:
+        raise ModelDirError(f"{info.where}: no location; expected a ModelInfo from ModelInfo.read, found one "
+                            "built without its location")
+    return info.location
+
+
 def _place(model_dir: str | os.PathLike) -> str:
     """A model directory's identity as a place: the resolved local path, or the URI."""
     location = Location.of(model_dir)
@@ -56,6 +83,11 @@ class InferenceModel:
         identity: what outputs made with this model depend on (model, ONNX file and its sha256).
         data: the input contract (the model's own unless overridden).
         batch_size: sequences per inference call.
+        columns: what each output row holds after its key and passthrough columns
+            (``seqae.io.OUTPUT_COLUMNS``: the mode's, the score with a threshold, those the run's
+            options ask for, the lineage).
+        threshold: the fitted threshold, if any (``score`` and ``is_anomaly``).
+        step_scores: the per-timestamp output is written too (long layout).
     """
 
     info: ModelInfo
@@ -63,7 +95,7 @@ class InferenceModel:
     identity: RunIdentity
     data: DataConfig
     batch_size: int
-    step_errors: bool
+    columns: tuple[OutputColumn, ...]
     threshold: Threshold | None = None
     step_scores: bool = False
 
@@ -94,27 +126,27 @@ class InferenceModel:
                 raise ModelDirError(f"{exc}; {flag} needs it: run `seqae export {model_dir} {flag}`") from exc
             raise
         info = artifacts.info
-        outputs = [names.EMBEDDING, names.RECON_ERROR] + ([names.PRED_ERROR] if info.model.predicts else [])
+        location = model_location(info)
         data = data_config or info.data
         if config.step_scores and data.layout != "long":
             raise ConfigError(f"step_scores: per-timestamp scores need the long layout; {info.where} was "
                               f"trained on the {data.layout} layout (its step_error column is per sequence)")
-        if config.step_errors or config.step_scores:
-            outputs.append(names.STEP_ERROR)
+        threshold = Threshold.load(location)
+        columns = select_columns(info.model.mode_spec.columns, options=output_options(config),
+                                 scored=threshold is not None, lineage=True)
+        outputs = scorer_outputs(columns + (select_columns(steps=True) if config.step_scores else ()))
         if null_scorer:
             scorer: Scorer = NullScorer(outputs, info.model.embedding_dim)
         else:
-            scorer = ScorerSession(info.location, config.session_options, outputs=outputs,
+            scorer = ScorerSession(location, config.session_options, outputs=outputs,
                                    sha256={name: record.sha256 for name, record in info.files.items()})
             if isinstance(scorer.num_features, int) and scorer.num_features != info.model.num_features:
                 raise ModelDirError(f"{info.file(onnx_file)}: input values has {scorer.num_features} feature(s) but "
                                     f"{names.METADATA_FILE} says {info.model.num_features}; the two are from different "
                                     f"models. Re-run `seqae export {info.where}`")
         batch_size = config.batch_size or DEFAULT_BATCH.get(scorer.provider, config.read_batch_size)
-        threshold = Threshold.load(info.location)
-        identity = RunIdentity(info.model_id, info.model_version, onnx_file, artifacts.sha256(onnx_file),
-                               config.step_errors, contract_id(data), threshold_id(threshold), config.step_scores)
-        return cls(info, scorer, identity, data, batch_size, config.step_errors, threshold, config.step_scores)
+        identity = _identity(info, config, artifacts.sha256(onnx_file), data, threshold)
+        return cls(info, scorer, identity, data, batch_size, columns, threshold, config.step_scores)
 
     @classmethod
     def shared(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig()) -> InferenceModel:
@@ -147,18 +179,25 @@ class InferenceModel:
         onnx_file = config.session_options.scorer_file
         if onnx_file not in info.files:
             raise ModelDirError(f"{info.where}: {onnx_file} was not exported; run `seqae export`")
-        return RunIdentity(info.model_id, info.model_version, onnx_file, info.files[onnx_file].sha256,
-                           config.step_errors, contract_id(info.data), threshold_id(Threshold.load(info.location)),
-                           config.step_scores)
+        return _identity(info, config, info.files[onnx_file].sha256, info.data,
+                         Threshold.load(model_location(info)))
 
     @property
     def num_features(self) -> int:
-        return self.info.model.num_features
+        return self.info.num_features
+
+    @property
+    def location(self) -> Location:
+        """Where the model directory is (``model_location``)."""
+        return model_location(self.info)
+
+    @property
+    def step_errors(self) -> bool:
+        """The output carries ``step_error`` (``EmbedConfig.step_errors``)."""
+        return any(column.name == names.STEP_ERROR for column in self.columns)
 
     def output_schema(self, key_fields: pa.Schema, passthrough: pa.Schema) -> pa.Schema:
-        return embedding_schema(key_fields, passthrough, self.info.model.embedding_dim,
-                                predicts=self.info.model.predicts, step_errors=self.step_errors,
-                                scored=self.threshold is not None, lineage=True)
+        return output_schema(key_fields, passthrough, self.info.model.embedding_dim, self.columns)
 
     def step_scores_schema(self, input_schema: pa.Schema) -> pa.Schema:
         """The per-timestamp output's schema for a long-layout shard with ``input_schema``."""

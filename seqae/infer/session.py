@@ -80,7 +80,7 @@ class ScorerSession:
     file: a few MiB for seqae's LSTMs; a graph past protobuf's 2 GiB limit could not be exported).
     """
 
-    def __init__(self, model_dir: str | os.PathLike, options: SessionOptions = SessionOptions(),
+    def __init__(self, model_dir: str | os.PathLike | Location, options: SessionOptions = SessionOptions(),
                  outputs: list[str] | None = None, *, sha256: Mapping[str, str] | None = None):
         """Args:
             sha256: the sha256 each ONNX file must have, by name (``seqae.json``'s ``files``); a file

@@ -166,10 +166,15 @@ class ShardOutput:
             self._steps_writer = self._writer_for(self.folder.steps_file(self.name), self.steps_schema)
         if not len(rows):
             return
+        # The step threshold, fitted on held-out step scores; a threshold.json written before there was
+        # one has the window threshold only (window_error_mean is in its units, its rate is not per step).
         threshold = self.model.threshold
-        extra = (threshold.score(rows.mean), threshold.predict(rows.mean)) if threshold is not None else ()
+        steps = (threshold.steps_ or threshold) if threshold is not None else None
+        scored = ({"score": steps.score(rows.window_mean), "is_anomaly": steps.predict(rows.window_mean)}
+                  if steps is not None else {})
+        scored[names.WINDOW_ERROR_MEAN] = rows.window_mean
         self._steps_writer.write(step_scores_table(self.steps_schema, rows.keys, rows.times, rows.mean, rows.max,
-                                                   rows.windows, *extra, lineage=self.lineage))
+                                                   rows.windows, **scored, lineage=self.lineage))
         self.steps_written += len(rows)
 
     def write(self, read: ReadBatch, scores: Scores) -> None:
@@ -185,7 +190,7 @@ class ShardOutput:
             self._open().write(table)
             self.rows_written += table.num_rows
             if self._steps is not None:
-                self._write_steps(self._steps.add(read.batch, outputs[names.STEP_ERROR]))
+                self._write_steps(self._steps.add(read.batch, outputs[names.STEP_ERROR], outputs[names.RECON_ERROR]))
 
     def commit(self, stats: ShardStats) -> ShardResult:
         """Rejects, then the data file, then the manifest entry (the commit). Counts are checked

@@ -1,11 +1,28 @@
 """Per-timestamp scores of the long layout: each step's errors over every window that covers it.
 
-A window's ``step_error`` says how badly each of its steps was reconstructed; with overlapping windows
-(``stride < window``) one time step is scored by several windows. ``StepScores`` folds them into one
-row per series and time step: the mean and the max of those step errors and how many windows covered
-the step. It streams: windows of a series arrive in the order of their start (as the long-layout
-reader emits them), so a step is final once a window starting after it has been seen; only the steps
-of the current series from its latest window start on are held (at most one window), never the series.
+A window's ``step_error`` says how badly each of its steps was reconstructed, and its window error
+(``recon_error``) how badly the window as a whole was; with overlapping windows (``stride < window``)
+one time step is scored by several windows. ``StepScores`` folds them into one row per series and
+time step:
+
+- ``step_error_mean`` and ``step_error_max``: the mean and the max of the covering windows' step
+  errors *at that step*;
+- ``window_error_mean``: the mean of the covering windows' *window* errors, the step's anomaly score.
+  A step is anomalous when the windows around it are, as a whole: this is the nearest-window
+  baseline's rule (the matrix profile's distance spread to steps) with seqae's window error in place
+  of the distance. It ranks anomalous steps far better than a single step's error, which is large
+  wherever the signal is sharp, normal or not, and which depends on where in the window the step
+  sits (measured in ``docs/long-series.md``);
+- ``windows``: how many windows covered the step.
+
+The step threshold is fitted on the same statistic over held-out normal windows
+(``seqae.thresholds.Threshold.fit_steps``): away from a series' ends a step is covered by a run of
+``covering_runs(window, stride)`` consecutive windows, so the held-out windows' errors, in their
+series' order, give held-out step scores.
+
+It streams: windows of a series arrive in the order of their start (as the long-layout reader emits
+them), so a step is final once a window starting after it has been seen; only the steps of the
+current series from its latest window start on are held (at most one window), never the series.
 
 Steps that no accepted window covers (a window rejected for a NaN, ``stride > window``, a dropped
 partial tail) get no row: the shard statistics count the uncovered ones.
@@ -18,7 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from seqae import names
 from seqae.data import SequenceBatch
+
+#: The step anomaly score's column (beside ``step_error_mean`` and ``step_error_max``).
+WINDOW_ERROR_MEAN = names.WINDOW_ERROR_MEAN
 
 
 @dataclass(frozen=True)
@@ -27,27 +48,54 @@ class StepRows:
 
     keys: pa.Array
     times: np.ndarray
-    mean: np.ndarray  # float32
-    max: np.ndarray  # float32
+    mean: np.ndarray  # float32: step_error_mean
+    max: np.ndarray  # float32: step_error_max
     windows: np.ndarray  # int32
+    window_mean: np.ndarray  # float32: window_error_mean, the step's anomaly score
 
     def __len__(self) -> int:
         return len(self.times)
 
 
-class StepScores:
-    """Fold windows' ``step_error`` into per-step rows, streaming (see the module docstring).
+@dataclass
+class _Pending:
+    """The steps of one series that a later window may still cover: per-step running folds."""
 
-    ``add`` takes the windows of one read batch with their step errors and returns the steps that no
-    later window can cover; ``finish`` returns the rest at the end of the shard.
+    times: np.ndarray
+    step_sum: np.ndarray
+    step_max: np.ndarray
+    count: np.ndarray
+    window_sum: np.ndarray
+
+    FIELDS = ("times", "step_sum", "step_max", "count", "window_sum")
+
+    def take(self, keep: np.ndarray) -> _Pending:
+        return _Pending(*(getattr(self, f)[keep] for f in self.FIELDS))
+
+
+class StepScores:
+    """Fold windows' ``step_error`` and window errors into per-step rows, streaming (see the module
+    docstring).
+
+    ``add`` takes the windows of one read batch with their step errors (and window errors) and returns
+    the steps that no later window can cover; ``finish`` returns the rest at the end of the shard.
     """
 
     def __init__(self, key_type: pa.DataType):
         self.key_type = key_type
         self._key = None  # the series whose last steps are pending
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # time, sum, max, count
+        self._pending: _Pending | None = None
 
-    def add(self, batch: SequenceBatch, step_error: np.ndarray) -> StepRows:
+    def add(self, batch: SequenceBatch, step_error: np.ndarray, window_error: np.ndarray | None = None) -> StepRows:
+        """Fold one read batch.
+
+        Args:
+            batch: windows of the long layout, ``batch.times (windows, time)``.
+            step_error: ``(windows, time)`` the error of each step of each window (padding ignored).
+            window_error: ``(windows,)`` each window's error as thresholds see it (``recon_error``);
+                None: the mean of its step errors over its valid steps (the same in the reconstruct
+                mode; a predicting mode's step errors also hold the predicted steps).
+        """
         if batch.times is None:
             raise ValueError("per-step scores need the long layout (windows carry their step times)")
         n = len(batch)
@@ -55,42 +103,41 @@ class StepScores:
             return self._empty()
         keys = batch.keys.column(0).to_numpy(zero_copy_only=False)
         lengths = batch.lengths
-        valid = np.arange(batch.times.shape[1])[None, :] < lengths[:, None]
+        width = batch.times.shape[1]
+        valid = np.arange(width)[None, :] < lengths[:, None]
+        step = np.where(valid, step_error[:, :width], 0.0).astype(np.float64)
+        if window_error is None:
+            window_error = step.sum(axis=1) / np.maximum(lengths, 1)
         new_run = np.r_[True, keys[1:] != keys[:-1]]
         run = np.cumsum(new_run) - 1  # 0, 1, ... per series, in order of appearance in the batch
         run_keys = keys[new_run]
-        times = batch.times[valid]
-        errors = step_error[:, : batch.times.shape[1]][valid].astype(np.float64)
+        errors = step[valid]
+        steps = _Pending(batch.times[valid], errors, errors, np.ones(len(errors), dtype=np.int64),
+                         np.broadcast_to(np.asarray(window_error, np.float64)[:, None], valid.shape)[valid])
         runs = np.broadcast_to(run[:, None], valid.shape)[valid]
-        sums, maxes, counts = errors, errors, np.ones(len(errors), dtype=np.int64)
         finished: list[StepRows] = []
         if self._pending is not None:
             if self._key == keys[0]:  # the same series goes on: its pending steps join run 0
-                p_time, p_sum, p_max, p_count = self._pending
-                times = np.concatenate([p_time, times])
-                runs = np.concatenate([np.zeros(len(p_time), dtype=runs.dtype), runs])
-                sums = np.concatenate([p_sum, sums])
-                maxes = np.concatenate([p_max, maxes])
-                counts = np.concatenate([p_count, counts])
+                steps = _Pending(*(np.concatenate([getattr(self._pending, f), getattr(steps, f)])
+                                   for f in _Pending.FIELDS))
+                runs = np.concatenate([np.zeros(len(self._pending.times), dtype=runs.dtype), runs])
             else:
                 finished.append(self._flush())
         self._pending = None
-        order = np.lexsort((times, runs))
-        times, runs, sums, maxes, counts = times[order], runs[order], sums[order], maxes[order], counts[order]
-        first = np.r_[True, (runs[1:] != runs[:-1]) | (times[1:] != times[:-1])]
+        order = np.lexsort((steps.times, runs))
+        steps, runs = steps.take(order), runs[order]
+        first = np.r_[True, (runs[1:] != runs[:-1]) | (steps.times[1:] != steps.times[:-1])]
         starts = np.flatnonzero(first)
-        g_time, g_run = times[starts], runs[starts]
-        g_sum = np.add.reduceat(sums, starts)
-        g_max = np.maximum.reduceat(maxes, starts)
-        g_count = np.add.reduceat(counts, starts)
+        folded = _Pending(steps.times[starts], np.add.reduceat(steps.step_sum, starts),
+                          np.maximum.reduceat(steps.step_max, starts), np.add.reduceat(steps.count, starts),
+                          np.add.reduceat(steps.window_sum, starts))
+        g_run = runs[starts]
         # Later windows of the last series start after its last window here: steps up to that start are final.
-        last_start = batch.times[n - 1, 0]
-        hold = (g_run == run[-1]) & (g_time > last_start)
-        done = ~hold
+        hold = (g_run == run[-1]) & (folded.times > batch.times[n - 1, 0])
         self._key = keys[n - 1]
         if hold.any():
-            self._pending = (g_time[hold], g_sum[hold], g_max[hold], g_count[hold])
-        finished.append(self._rows(run_keys[g_run[done]], g_time[done], g_sum[done], g_max[done], g_count[done]))
+            self._pending = folded.take(hold)
+        finished.append(self._rows(run_keys[g_run[~hold]], folded.take(~hold)))
         return self._concat(finished)
 
     def finish(self) -> StepRows:
@@ -100,17 +147,20 @@ class StepScores:
         return self._flush()
 
     def _flush(self) -> StepRows:
-        p_time, p_sum, p_max, p_count = self._pending
-        self._pending = None
-        return self._rows(np.array([self._key] * len(p_time), dtype=object), p_time, p_sum, p_max, p_count)
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return self._empty()
+        return self._rows(np.array([self._key] * len(pending.times), dtype=object), pending)
 
-    def _rows(self, keys, times, sums, maxes, counts) -> StepRows:
-        return StepRows(pa.array(keys, self.key_type) if len(keys) else pa.array([], self.key_type), times,
-                        (sums / counts).astype(np.float32), maxes.astype(np.float32), counts.astype(np.int32))
+    def _rows(self, keys, folded: _Pending) -> StepRows:
+        count = folded.count
+        return StepRows(pa.array(keys, self.key_type) if len(keys) else pa.array([], self.key_type), folded.times,
+                        (folded.step_sum / count).astype(np.float32), folded.step_max.astype(np.float32),
+                        count.astype(np.int32), (folded.window_sum / count).astype(np.float32))
 
     def _empty(self) -> StepRows:
         return StepRows(pa.array([], self.key_type), np.array([], dtype=np.int64), np.array([], np.float32),
-                        np.array([], np.float32), np.array([], np.int32))
+                        np.array([], np.float32), np.array([], np.int32), np.array([], np.float32))
 
     def _concat(self, parts: list[StepRows]) -> StepRows:
         parts = [p for p in parts if len(p)]
@@ -118,6 +168,6 @@ class StepScores:
             return self._empty()
         if len(parts) == 1:
             return parts[0]
-        return StepRows(pa.concat_arrays([p.keys for p in parts]), np.concatenate([p.times for p in parts]),
-                        np.concatenate([p.mean for p in parts]), np.concatenate([p.max for p in parts]),
-                        np.concatenate([p.windows for p in parts]))
+        return StepRows(pa.concat_arrays([p.keys for p in parts]),
+                        *(np.concatenate([getattr(p, f) for p in parts])
+                          for f in ("times", "mean", "max", "windows", "window_mean")))

@@ -220,8 +220,8 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
                   EmbedConfig(device="cpu", step_errors=True, step_scores=True, read_batch_size=7))
     assert again.totals["shards_done"] == 1
     steps = pq.read_table(tmp_path / "out" / "steps" / "s.parquet")
-    assert steps.schema.names == ["sensor", "ts", "step_error_mean", "step_error_max", "windows", "model_id",
-                                  "model_version"]
+    assert steps.schema.names == ["sensor", "ts", "step_error_mean", "step_error_max", "windows",
+                                  "window_error_mean", "model_id", "model_version"]
     assert steps.num_rows == 2 * steps_per_series(steps, "a") == 120
     assert steps.column("windows").to_pylist()[:60] == [1] * 10 + [2] * 40 + [1] * 10
     windows = pq.read_table(tmp_path / "out" / "embeddings" / "s.parquet").filter(pc.equal(pc.field("sensor"), "b"))
@@ -362,3 +362,38 @@ def test_shards_are_checked_against_the_contract_never_against_each_other(model_
     clean = {n: s.remove_metadata() for n, s in schemas.items() if n != "0-stray.parquet"}
     assert len({str(s) for s in clean.values()}) == 1, clean
     assert b"pandas" not in (schemas["p-pandas.parquet"].metadata or {})
+
+
+def test_a_new_optional_column_is_one_entry_of_the_output_table(model_dir, mixed_dir, tmp_path, monkeypatch):
+    """What docs/architecture.md promises: an ``OutputColumn`` asked for by a boolean ``EmbedConfig``
+    option is the whole change. The session is asked for the output it needs, the files carry it, and
+    the run identity records the option, so that switching it recomputes the shards. ``fail_fast``
+    stands in for the new option: it changes nothing else on this data."""
+    from seqae import io
+    from seqae.infer import InferenceModel
+
+    extra = io.OutputColumn("step_error_max", pa.float32(), "fail_fast",
+                            lambda values, field: pa.array(values[names.STEP_ERROR].max(axis=1).astype(np.float32)),
+                            needs=names.STEP_ERROR)
+    monkeypatch.setattr(io, "OUTPUT_COLUMNS", (*io.OUTPUT_COLUMNS, extra))
+    data, _ = mixed_dir
+    out = tmp_path / "out"
+    asked = EmbedConfig(device="cpu", fail_fast=True)
+    model = InferenceModel.open(model_dir, asked)
+    assert model.scorer.output_names == ["embedding", "recon_error", "pred_error", "step_error"]  # for the new column
+    assert model.identity.to_dict()["options"] == ["fail_fast"]
+    assert InferenceModel.identity_of(model_dir, asked) == model.identity
+    assert embed(model_dir, str(data), out, asked).totals["shards_done"] == 3
+    with_max = pa.concat_tables(pq.read_table(p) for p in iter_outputs(out))
+    assert with_max.schema.names[-3:] == ["model_id", "model_version", "step_error_max"]
+    assert "step_error" not in with_max.schema.names
+    assert embed(model_dir, str(data), out, asked).totals["shards_skipped"] == 3
+    assert embed(model_dir, str(data), out, EmbedConfig(device="cpu")).totals["shards_done"] == 3  # switched off
+    assert "step_error_max" not in pq.read_schema(iter_outputs(out)[0]).names
+    assert embed(model_dir, str(data), out, EmbedConfig(device="cpu", step_errors=True)).totals["shards_done"] == 3
+    with_steps = pa.concat_tables(pq.read_table(p) for p in iter_outputs(out))
+    assert "step_error_max" not in with_steps.schema.names
+    maxima = dict(zip(with_max.column("id").to_pylist(), with_max.column("step_error_max").to_pylist()))
+    for key, steps in zip(with_steps.column("id").to_pylist(), with_steps.column("step_error").to_pylist()):
+        assert maxima[key] == pytest.approx(max(steps), rel=1e-6)
+    assert "options" not in InferenceModel.identity_of(model_dir, EmbedConfig()).to_dict()  # entries as before

@@ -145,3 +145,28 @@ def test_reconstruct_gives_what_recon_error_measures(tmp_path, family):
         n = encoded[i]
         diff = (out[i, :n] - values[i, :n]) / np.array([5.0, 3.0])
         assert np.mean(diff ** 2) == pytest.approx(recon_error[i], rel=1e-4, abs=1e-6)
+
+
+def test_a_mode_declared_in_the_table_alone_builds_and_trains(monkeypatch):
+    """A mode whose decoders learn targets the model knows is one entry of ``seqae.config.MODES``:
+    here composite's two decoders run in the other order, which must give composite's errors."""
+    import dataclasses
+
+    from seqae.config import MODES, PREDICTION, RECONSTRUCTION
+
+    monkeypatch.setitem(MODES, "predict_first", dataclasses.replace(MODES["composite"],
+                                                                    trains=(PREDICTION, RECONSTRUCTION)))
+    values, lengths = batch()
+    inputs = {"values": values, "lengths": lengths}
+    outputs = {}
+    for mode in ("composite", "predict_first"):
+        keras.utils.set_random_seed(0)
+        cfg = ModelConfig(num_features=2, units=4, mode=mode, horizon=2)
+        model = compile_autoencoder(build_autoencoder(cfg), cfg)
+        assert training_loss(cfg)[1] == {"recon_error": 1.0, "pred_error": cfg.predict_weight}
+        outputs[mode] = model.predict(inputs, verbose=0)
+    assert sorted(outputs["predict_first"]) == sorted(cfg.output_names)
+    for name in cfg.output_names:
+        np.testing.assert_allclose(outputs["predict_first"][name], outputs["composite"][name], rtol=1e-6, err_msg=name)
+    targets = {k: np.zeros(len(values), np.float32) for k in training_loss(cfg)[0]}
+    model.fit(inputs, targets, epochs=1, batch_size=16, verbose=0)
