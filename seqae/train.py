@@ -18,7 +18,7 @@ import platform
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,9 @@ class Split:
         keys = _series_keys(batch, config)
         if self.method == "key":
             return split_of(keys, self.seed, self.fraction).astype(np.int8)
+        if self.cuts is None:
+            raise SeqaeError(f"validation split {self.method!r}: expected cuts (series key -> start time of its "
+                             "first validation window), found none; build time splits with choose_split")
         out = np.zeros(len(batch), dtype=np.int8)
         starts = batch.keys.column(names.WINDOW_START).to_numpy(zero_copy_only=False)
         ends = batch.keys.column(names.WINDOW_END).to_numpy(zero_copy_only=False)
@@ -167,7 +170,7 @@ class _Cache:
 
     def __init__(self, budget: int):
         self.budget = budget
-        self.parts: dict[int, list] = {0: [], 1: []}
+        self.parts: dict[int, list] | None = {0: [], 1: []}
         self.rows = self.longest = self.width = 0
 
     def add(self, values: np.ndarray, lengths: np.ndarray, side: np.ndarray) -> None:
@@ -301,6 +304,8 @@ def plan_data(data: str, config: DataConfig, train_config: TrainConfig,
                          f"{sum(s['rows_in'] for s in stats)} rows, filtered {sum(s['rows_filtered'] for s in stats)}, "
                          f"rejected {sum(s['rows_rejected'] for s in stats)}. Lower --validation-fraction, or give "
                          "more data")
+    if num_features is None:  # unreachable: a training row means a shard with rows fixed it above
+        raise SeqaeError(f"{data}: {train_rows} training rows but no shard fixed num_features")
     warnings = []
     if validation_rows == 0:
         unit = "windows" if config.layout == "long" else "rows"
@@ -330,6 +335,7 @@ def make_dataset(plan: DataPlan, config: DataConfig, train_config: TrainConfig, 
     cached = plan.cache[1 if validation else 0] if plan.cache is not None else None
 
     def generator():
+        chunks: Iterable[tuple[np.ndarray, np.ndarray]]
         epoch["n"] += 1
         seed = train_config.seed * 1_000_003 + epoch["n"] if shuffle else None
         if cached is not None:
@@ -353,6 +359,100 @@ def make_dataset(plan: DataPlan, config: DataConfig, train_config: TrainConfig, 
     # The generator's length is unknown to tf.data; stating it keeps Keras from guessing per epoch.
     ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // train_config.batch_size)))
     return ds.map(to_inputs).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class StepDecision:
+    """What ``StepPlateau.update`` decided at one evaluation."""
+
+    improved: bool
+    halve: bool
+    stop: bool
+
+
+@dataclass
+class StepPlateau:
+    """Early stopping and learning-rate halving counted in optimizer steps (``TrainConfig``).
+
+    ``update(step, loss)`` is called at each evaluation (an epoch end) with the optimizer steps taken
+    so far. An improvement is a loss below ``best * (1 - min_delta)``. The learning rate is halved
+    when ``lr_patience`` steps have passed since the last improvement or halving; training stops when
+    ``patience`` steps have passed since the last improvement and at least ``min_steps`` are done.
+    """
+
+    patience: int
+    lr_patience: int
+    min_steps: int = 0
+    min_delta: float = 0.0
+    best: float = float("inf")
+    best_step: int = 0
+    last_change: int = 0
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> StepPlateau:
+        return cls(config.patience, config.lr_patience, config.min_steps, config.min_delta)
+
+    def update(self, step: int, loss: float) -> StepDecision:
+        improved = bool(np.isfinite(loss)) and (not np.isfinite(self.best)
+                                                or loss < self.best - abs(self.best) * self.min_delta)
+        if improved:
+            self.best, self.best_step, self.last_change = float(loss), step, step
+        halve = not improved and step - self.last_change >= self.lr_patience
+        if halve:
+            self.last_change = step
+        stop = step >= self.min_steps and step - self.best_step >= self.patience
+        return StepDecision(improved, halve, stop)
+
+
+def step_schedule(rule: StepPlateau, *, monitor: str, learning_rate: float, warmup_steps: int = 0,
+                  min_learning_rate: float = 0.0):
+    """A Keras callback that applies ``rule`` at each epoch end, warms the learning rate up linearly
+    over the first ``warmup_steps`` steps, keeps the weights of the best evaluation and restores them
+    when training ends. ``steps``, ``best_epoch`` (from 1) and ``best_step`` are read after ``fit``."""
+    import keras
+
+    class StepSchedule(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.steps = self.best_step = self.best_epoch = 0
+            self.scale = 1.0
+            self.best_weights = None
+            if warmup_steps:
+                self._set_rate(learning_rate / warmup_steps)
+
+        def _set_rate(self, value: float) -> None:
+            self.model.optimizer.learning_rate.assign(value)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+            if self.steps <= warmup_steps:  # the rate of the next step
+                self._set_rate(learning_rate * self.scale * min(1.0, (self.steps + 1) / warmup_steps))
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            loss = logs.get(monitor)
+            if loss is None:
+                raise SeqaeError(f"training: the schedule watches {monitor!r}, which the epoch's logs lack "
+                                 f"(they hold {', '.join(sorted(logs))})")
+            decision = rule.update(self.steps, float(loss))
+            if decision.improved:
+                self.best_weights, self.best_epoch, self.best_step = self.model.get_weights(), epoch + 1, self.steps
+            if decision.halve and learning_rate * self.scale > min_learning_rate:
+                self.scale /= 2
+                log.info("step %d: no improvement for %d steps, learning rate halved to %.3g", self.steps,
+                         rule.lr_patience, max(learning_rate * self.scale, min_learning_rate))
+                if self.steps >= warmup_steps:
+                    self._set_rate(max(learning_rate * self.scale, min_learning_rate))
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            if decision.stop:
+                log.info("step %d: no improvement since step %d (patience %d steps), stopping", self.steps,
+                         rule.best_step, rule.patience)
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return StepSchedule()
 
 
 def _previous_version(model_dir: str | os.PathLike) -> int:
@@ -458,11 +558,14 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
     val_ds = (make_dataset(plan, data_config, train_config, validation=True, targets=targets)
               if plan.validation_rows else None)
     monitor = "val_loss" if val_ds is not None else "loss"
-    stopping = keras.callbacks.EarlyStopping(monitor=monitor, patience=train_config.patience,
-                                             min_delta=train_config.min_delta, restore_best_weights=True)
-    callbacks: list = [stopping,
-                       keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=train_config.lr_patience,
-                                                         min_delta=train_config.min_delta, min_lr=1e-5)]
+    rule = StepPlateau.of(train_config)
+    schedule = step_schedule(rule, monitor=monitor, learning_rate=cfg.learning_rate,
+                             warmup_steps=train_config.warmup_steps, min_learning_rate=train_config.min_learning_rate)
+    callbacks: list = [schedule]
+    # One pass over a small set is a few steps: an epoch is then min_epoch_steps steps of the data
+    # repeated, so that validation runs every so many steps, not after each one.
+    pass_steps = -(-plan.train_rows // train_config.batch_size)
+    steps_per_epoch = max(pass_steps, train_config.min_epoch_steps)
 
     def epoch_end(epoch: int, logs: dict) -> None:
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
@@ -470,11 +573,12 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
             on_epoch(epoch + 1, dict(logs))
 
     callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=epoch_end))
-    history = model.fit(train_ds, validation_data=val_ds, epochs=train_config.max_epochs,
-                        callbacks=callbacks, verbose=0, shuffle=False).history  # tf.data shuffles
+    history = model.fit(train_ds.repeat(), validation_data=val_ds, epochs=train_config.max_epochs,
+                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0,
+                        shuffle=False).history  # tf.data shuffles
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
-    # The epoch whose weights EarlyStopping restored (improvements smaller than min_delta do not count).
-    best_epoch = int(stopping.best_epoch) + 1
+    # The epoch whose weights were restored (improvements smaller than min_delta do not count).
+    best_epoch = schedule.best_epoch or len(history["loss"])
     model_dir = Path(model_dir) if target.is_local and not has_uri_scheme(os.fspath(model_dir)) else target.uri
     version = _previous_version(model_dir) + 1
     metadata = {
@@ -498,6 +602,9 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
             "longest": plan.longest,
             "epochs": len(history["loss"]),
             "best_epoch": best_epoch,
+            "steps_per_epoch": steps_per_epoch,
+            "steps": schedule.steps,
+            "best_step": schedule.best_step,
             "metrics": {k: v[best_epoch - 1] for k, v in history.items()},
             "history": history,
             "seconds": round(time.time() - started, 1),
