@@ -1,10 +1,12 @@
 """Point-anomaly evaluation of the long layout: per-time-step scores against per-time-step labels.
 
-The score of a step is ``step_error_mean``, the mean step error of the windows covering it (as
-``seqae embed --step-scores`` writes it; see ``seqae.infer.steps``). Metrics, over every scored step:
+The score of a step is ``window_error_mean``, the mean error of the windows covering it (see
+``seqae.infer.steps``); ROC-AUC is also given for ``step_error_mean`` and ``step_error_max``, the
+covering windows' errors at the step itself. Metrics, over every scored step:
 
 - ROC-AUC and PR-AUC (scikit-learn);
-- precision, recall and F1 at the stored threshold, plain and *point-adjusted* (Xu et al., WWW 2018:
+- precision, recall, F1 and the share of normal steps flagged at the stored *step* threshold (fitted
+  on held-out step scores, ``seqae.thresholds``), plain and *point-adjusted* (Xu et al., WWW 2018:
   a labelled anomalous segment counts as caught, all its steps, when any of its steps is flagged; the
   usual protocol of Numenta/Yahoo/SMD-style benchmarks, which flatters detectors: both are reported);
 - the UCR anomaly archive's hit rate (Wu & Keogh, 2021): a series with a labelled anomaly is a hit when
@@ -26,12 +28,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqae import names
-from seqae.config import EmbedConfig
+from seqae.config import Device, EmbedConfig
 from seqae.data import key_runs, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ShardInput, score
-from seqae.infer.steps import StepScores
+from seqae.infer.steps import WINDOW_ERROR_MEAN, StepScores
 
 #: The UCR anomaly archive's tolerance around a labelled anomaly, in steps.
 UCR_MARGIN = 100
@@ -46,8 +48,9 @@ class ScoredSteps:
     keys: np.ndarray
     times: np.ndarray
     values: np.ndarray  # the first feature, raw units
-    mean: np.ndarray
-    max: np.ndarray
+    window_mean: np.ndarray  # window_error_mean: the score
+    mean: np.ndarray  # step_error_mean
+    max: np.ndarray  # step_error_max
     anomalous: np.ndarray  # bool, from the labels
     steps_in: int  # steps read with a key and a time (scored or not)
     key_column: str
@@ -56,6 +59,8 @@ class ScoredSteps:
     unlabelled: int = 0  # scored steps whose label is null: left out of every metric
     anomalous_unscored: int = 0  # labelled anomalous steps that no accepted window covers
     label_values: tuple = ()  # the distinct labels seen (at most 10), for messages
+    step_threshold: float | None = None  # the model's threshold on window_error_mean (None: none stored)
+    windows: np.ndarray | None = None  # int32: how many windows covered each step
 
 
 def normal_scalar(normal_value: Any, label_type: pa.DataType, label_column: str, where: str,
@@ -71,11 +76,12 @@ def normal_scalar(normal_value: Any, label_type: pa.DataType, label_column: str,
 
 
 def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, normal_value: Any, *,
-                device: str = "auto", read_batch_size: int = 16384) -> ScoredSteps:
+                device: Device = "auto", read_batch_size: int = 16384) -> ScoredSteps:
     """Score the long-layout shards at ``data`` per time step and join each step's label."""
     model = InferenceModel.open(model_dir, EmbedConfig(device=device, step_scores=True))
     cfg = model.data
-    if label_column in (cfg.key_column, cfg.time_column, *cfg.feature_columns):
+    features = tuple(cfg.feature_columns or ())  # the long layout always names them
+    if label_column in (cfg.key_column, cfg.time_column, *features):
         raise SeqaeError(f"--label-column {label_column!r} is the model's key, time or a feature column; expected a "
                          "column of labels per time step")
     parts = []
@@ -90,19 +96,22 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
         rows = []
         for read in source:
             if len(read.batch):
-                rows.append(fold.add(read.batch, score(model.scorer, read, model.batch_size).outputs[names.STEP_ERROR]))
+                outputs = score(model.scorer, read, model.batch_size).outputs
+                rows.append(fold.add(read.batch, outputs[names.STEP_ERROR], outputs[names.RECON_ERROR]))
         rows.append(fold.finish())
         scored = pa.table({
             cfg.key_column: pa.concat_arrays([r.keys for r in rows]),
             cfg.time_column: pa.array(np.concatenate([r.times for r in rows])).cast(
                 source.reader.schema.field(cfg.time_column).type),
+            WINDOW_ERROR_MEAN: np.concatenate([r.window_mean for r in rows]),
             names.STEP_ERROR_MEAN: np.concatenate([r.mean for r in rows]),
             names.STEP_ERROR_MAX: np.concatenate([r.max for r in rows]),
+            names.WINDOWS: np.concatenate([r.windows for r in rows]),
             "_order": np.arange(sum(len(r) for r in rows)),
         })
         with shard.open() as handle:
             labels = pq.read_table(handle, columns=[cfg.key_column, cfg.time_column, label_column,
-                                                    cfg.feature_columns[0]])
+                                                    features[0]])
         labels = labels.filter(pc.and_(pc.is_valid(labels.column(cfg.key_column)),
                                        pc.is_valid(labels.column(cfg.time_column))))
         steps_in += labels.num_rows
@@ -122,13 +131,15 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
         raise SeqaeError(f"{data}: no labelled time step was scored (too few steps for one window, or every label "
                          "null?)")
     table = pa.concat_tables([t for t, _ in parts])
+    steps = model.threshold.steps_ if model.threshold is not None else None
     return ScoredSteps(table.column(cfg.key_column).to_numpy(zero_copy_only=False),
                        table.column(cfg.time_column).to_numpy(zero_copy_only=False),
-                       table.column(cfg.feature_columns[0]).to_numpy(zero_copy_only=False).astype(np.float64),
-                       table.column(names.STEP_ERROR_MEAN).to_numpy(), table.column(names.STEP_ERROR_MAX).to_numpy(),
-                       np.concatenate([a for _, a in parts]), steps_in, cfg.key_column, cfg.time_column,
-                       cfg.feature_columns[0], unlabelled, anomalous_unscored,
-                       tuple(sorted(label_values, key=str))[:10])
+                       table.column(features[0]).to_numpy(zero_copy_only=False).astype(np.float64),
+                       table.column(WINDOW_ERROR_MEAN).to_numpy(), table.column(names.STEP_ERROR_MEAN).to_numpy(),
+                       table.column(names.STEP_ERROR_MAX).to_numpy(), np.concatenate([a for _, a in parts]), steps_in,
+                       cfg.key_column, cfg.time_column, features[0], unlabelled, anomalous_unscored,
+                       tuple(sorted(label_values, key=str))[:10], steps.threshold_ if steps is not None else None,
+                       table.column(names.WINDOWS).to_numpy())
 
 
 def segments(anomalous: np.ndarray, bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -168,12 +179,27 @@ def ucr_hits(scores: np.ndarray, anomalous: np.ndarray, bounds: list[tuple[int, 
 
 def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UCR_MARGIN) -> dict[str, Any]:
     """ROC-AUC, PR-AUC, F1 (plain and point-adjusted) at the threshold and the UCR hit rate over the
-    scored steps; with one class only, the AUCs are None and ``undefined`` says why, with the counts."""
+    scored steps; with one class only, the AUCs are None and ``undefined`` says why, with the counts.
+
+    Args:
+        threshold: flags steps whose ``window_error_mean`` is above it when the model holds no step
+            threshold (``scored.step_threshold``, which is used when there is one): a window
+            threshold (a ``threshold.json`` written before step thresholds), with a warning that its
+            false-alarm rate does not hold per step.
+    """
     from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
-    y, s = scored.anomalous, scored.mean.astype(np.float64)
+    y, s = scored.anomalous, scored.window_mean.astype(np.float64)
     bounds = key_runs(scored.keys)
     warnings = []
+    fitted_on = "held-out step scores"
+    if scored.step_threshold is not None:
+        threshold = scored.step_threshold
+    elif threshold is not None:
+        fitted_on = "held-out window errors"
+        warnings.append("the threshold was fitted on window errors, not on step scores (threshold.json has no step "
+                        "threshold: written before seqae fitted one), so its false-alarm rate does not hold per step; "
+                        "re-run seqae threshold")
     if y.mean() > 0.5:
         warnings.append(f"{int(y.sum())} of {len(y)} steps ({y.mean():.0%}) are labelled anomalous: is --normal-value "
                         "the label of the normal steps (it is 1 unless given)?")
@@ -186,22 +212,26 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
         "steps": int(len(y)), "steps_unscored": int(scored.steps_in - len(y) - scored.unlabelled),
         "steps_unlabelled": scored.unlabelled, "anomalous_steps": int(y.sum()),
         "anomalous_steps_unscored": scored.anomalous_unscored,
-        "series": len(bounds), "segments": len(segments(y, bounds)), "score": names.STEP_ERROR_MEAN,
+        "series": len(bounds), "segments": len(segments(y, bounds)), "score": WINDOW_ERROR_MEAN,
     }
     if y.all() or not y.any():
-        result.update(roc_auc=None, pr_auc=None, roc_auc_of_max=None, undefined=(
+        result.update(roc_auc=None, pr_auc=None, roc_auc_of_step_error_mean=None, roc_auc_of_max=None, undefined=(
             f"ROC-AUC and PR-AUC are undefined: the labels have one class only ({int(y.sum())} of {len(y)} scored "
             f"steps are anomalous; labels found: {', '.join(repr(v) for v in scored.label_values)}): is "
             "--normal-value the label of normal steps?"))
     else:
         result.update(roc_auc=round(float(roc_auc_score(y, s)), 4), pr_auc=round(float(average_precision_score(y, s)), 4),
+                      roc_auc_of_step_error_mean=round(float(roc_auc_score(y, scored.mean.astype(np.float64))), 4),
                       roc_auc_of_max=round(float(roc_auc_score(y, scored.max.astype(np.float64))), 4))
     if threshold is not None:
         flagged = s > threshold
         for name, pred in (("at_threshold", flagged), ("point_adjusted", point_adjust(flagged, y, bounds))):
             p, r, f1, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
-            result[name] = {"threshold": threshold, "precision": round(float(p), 4), "recall": round(float(r), 4),
-                            "f1": round(float(f1), 4), "flagged_steps": int(pred.sum())}
+            result[name] = {"threshold": threshold, "fitted_on": fitted_on, "precision": round(float(p), 4),
+                            "recall": round(float(r), 4), "f1": round(float(f1), 4), "flagged_steps": int(pred.sum())}
+        # What the rate asked of the threshold promises: the share of normal steps flagged.
+        result["at_threshold"]["false_alarms_normal_steps"] = (round(float(flagged[~y].mean()), 5) if (~y).any()
+                                                               else None)
     hits = ucr_hits(s, y, bounds, margin)
     for h in hits:  # positions among the series' scored steps -> times
         start = h.pop("start")
@@ -224,12 +254,15 @@ def json_value(value):
 
 
 def plot_series(scored: ScoredSteps, threshold: float | None, out: Path) -> str:
-    """The series (first feature), their score and the labelled ranges: ``series_scores.png``."""
+    """The series (first feature), their score and the labelled ranges: ``series_scores.png``; the
+    line is the model's step threshold, or ``threshold`` where it has none (as ``point_metrics``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if scored.step_threshold is not None:
+        threshold = scored.step_threshold
     bounds = key_runs(scored.keys)
     bounds = sorted(bounds, key=lambda ab: not scored.anomalous[ab[0]:ab[1]].any())[:PLOTTED_SERIES]
     fig, axes = plt.subplots(2 * len(bounds), 1, figsize=(10, 3.2 * len(bounds)), dpi=100, squeeze=False,
@@ -238,7 +271,7 @@ def plot_series(scored: ScoredSteps, threshold: float | None, out: Path) -> str:
         top, bottom = axes[2 * i, 0], axes[2 * i + 1, 0]
         x = scored.times[a:b]  # real times: steps without a score leave a visible gap
         top.plot(x, scored.values[a:b], lw=0.6)
-        bottom.plot(x, scored.mean[a:b], lw=0.6, c="tab:red", label=names.STEP_ERROR_MEAN)
+        bottom.plot(x, scored.window_mean[a:b], lw=0.6, c="tab:red", label=WINDOW_ERROR_MEAN)
         if threshold is not None:
             bottom.axhline(threshold, c="k", ls="--", lw=0.8, label="threshold")
         for s, e in segments(scored.anomalous[a:b], [(0, b - a)]):
@@ -264,7 +297,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"segment(s); score `{m['score']}`; {report['created_at']}.", "",
              *([m["undefined"], ""] if m.get("undefined") else []),
              "| metric | value |", "|---|---:|", f"| ROC-AUC (steps) | {m['roc_auc']} |",
-             f"| PR-AUC (steps) | {m['pr_auc']} |", f"| ROC-AUC of `step_error_max` | {m['roc_auc_of_max']} |",
+             f"| PR-AUC (steps) | {m['pr_auc']} |",
+             f"| ROC-AUC of `step_error_mean` | {m['roc_auc_of_step_error_mean']} |",
+             f"| ROC-AUC of `step_error_max` | {m['roc_auc_of_max']} |",
              f"| UCR hit rate (top score within {m['ucr']['margin']} steps) | {m['ucr']['hit_rate']} "
              f"({m['ucr']['series_with_anomaly']} series) |"]
     for name, title in (("at_threshold", "at the threshold"), ("point_adjusted", "point-adjusted")):
@@ -272,6 +307,10 @@ def markdown(report: dict[str, Any]) -> str:
             t = m[name]
             lines.append(f"| F1 {title} (precision {t['precision']}, recall {t['recall']}, {t['flagged_steps']} "
                          f"steps flagged) | {t['f1']} |")
+    if "at_threshold" in m and m["at_threshold"]["false_alarms_normal_steps"] is not None:
+        t = m["at_threshold"]
+        lines.append(f"| normal steps flagged (threshold {t['threshold']:.4g}, fitted on {t['fitted_on']}) | "
+                     f"{t['false_alarms_normal_steps']:.2%} |")
     if "at_threshold" not in m:
         lines += ["", "No threshold stored with the model (`seqae threshold`): no F1."]
     lines += ["", "| series | top-scored time | labelled anomaly (times) | distance (steps) | hit |",

@@ -14,6 +14,19 @@ error at least this large: 1 - the tail probability), ``predict(errors)`` flags 
 
 ``contamination``: fitting on all data with an expected share of anomalies; the largest
 ``contamination`` share of the errors is left out before fitting (either method).
+
+**Long layout: a second threshold for the steps.** ``embed --step-scores`` scores each time step by
+``window_error_mean``, the mean error of the windows that cover it (``seqae.infer.steps``). That is
+another statistic than a window's error: averaged over a dozen overlapping windows it varies less, and
+a threshold fitted on window errors flags far fewer steps than it promises (or, applied to single-step
+errors as before, far more). So a long-layout model's threshold also holds ``steps_``, fitted the
+same way (same method and rate) on held-out *step* scores: ``fit_steps`` takes the fitting windows'
+errors in their series' order (the held-out reference is: one series after another, each in time
+order), and each run of consecutive windows that covers one step away from a series' ends
+(``covering_runs``) gives one held-out step score, the mean of the run's errors. ``save`` does this
+for a model of the long layout, so ``seqae threshold`` fits both. Runs that straddle two held-out
+series (at most ``covering - 1`` per series boundary; the reference does not record where series
+change) mix two series' normal windows: a small share where series are long.
 """
 
 from __future__ import annotations
@@ -35,6 +48,11 @@ THRESHOLD_FILE = names.THRESHOLD_FILE
 FORMAT = "seqae.threshold/1"
 #: The keys of threshold.json; ``sha256`` is that of the canonical JSON of all the others.
 KEYS = ("format", "model_id", "config", "threshold", "n_samples", "tail", "reference", "fitted_at", "sha256")
+#: Written for a long-layout model only (and absent from files written before step thresholds).
+OPTIONAL_KEYS = ("steps",)
+STEPS_KEYS = ("statistic", "covering_windows", "threshold", "n_samples", "tail", "reference")
+#: What the step threshold is fitted on and applied to (``seqae.infer.steps``).
+STEP_STATISTIC = "window_error_mean"
 TAIL_KEYS = ("start", "shape", "scale", "share")
 
 log = logging.getLogger(__name__)
@@ -49,6 +67,36 @@ def canonical_sha256(body: dict[str, Any]) -> str:
     return sha256_text(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False))
 
 
+def covering_runs(window: int, stride: int) -> tuple[int, ...]:
+    """How many consecutive windows cover a step away from a series' ends: ``window // stride``, and
+    one more for the ``window % stride`` steps of each stride that one more window reaches.
+
+    >>> covering_runs(140, 10), covering_runs(64, 1), covering_runs(10, 4), covering_runs(8, 16)
+    ((14,), (64,), (2, 3), (1,))
+    """
+    if window < 1 or stride < 1:
+        raise ValueError(f"covering_runs: expected a window and a stride >= 1, got {window} and {stride}")
+    runs = max(window // stride, 1)
+    return (runs,) if window % stride == 0 or stride > window else (runs, runs + 1)
+
+
+def run_means(window_errors: np.ndarray, covering: tuple[int, ...]) -> np.ndarray:
+    """The step scores that windows with these errors give, in their series' order: the mean of every
+    run of ``k`` consecutive errors for each ``k`` in ``covering`` (runs holding a NaN are left out).
+
+    Returns:
+        ``(sum of (n - k + 1),)`` float64, unsorted.
+    """
+    errors = np.asarray(window_errors, dtype=np.float64)
+    out = []
+    for k in covering:
+        if len(errors) >= k:
+            sums = np.convolve(errors, np.ones(k), mode="valid")  # NaN spreads over the runs that hold it
+            out.append(sums / k)
+    scores = np.concatenate(out) if out else np.zeros(0)
+    return scores[np.isfinite(scores)]
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
@@ -61,6 +109,9 @@ class Threshold:
         n_samples_: errors fitted on.
         reference_: the sorted fitting errors (kept for the empirical part of ``score``).
         tail_: pot only: ``{"start", "shape", "scale", "share"}`` of the fitted generalized Pareto tail.
+        steps_: long layout: the threshold on step scores (``window_error_mean``), fitted by
+            ``fit_steps`` on held-out step scores with the same config; None otherwise.
+        covering_: with ``steps_``: the runs of covering windows the held-out step scores were made of.
     """
 
     def __init__(self, config: ThresholdConfig = ThresholdConfig()):
@@ -69,9 +120,14 @@ class Threshold:
         self.n_samples_ = 0
         self.reference_: np.ndarray | None = None
         self.tail_: dict[str, float] | None = None
+        self.steps_: Threshold | None = None
+        self.covering_: tuple[int, ...] | None = None
+        self._errors_in_order: np.ndarray | None = None  # what fit was given, for fit_steps at save
 
     def fit(self, errors: np.ndarray) -> Threshold:
-        errors = np.sort(np.asarray(errors, dtype=np.float64))
+        """Fit on normal errors ``(n,)``; their order is kept for ``fit_steps`` (windows in series order)."""
+        self._errors_in_order = np.asarray(errors, dtype=np.float64).copy()
+        errors = np.sort(self._errors_in_order)
         errors = errors[np.isfinite(errors)]
         cfg = self.config
         if len(errors) < 20:
@@ -113,15 +169,55 @@ class Threshold:
             self.threshold_ = start + float(genpareto.isf(cfg.false_alarm_rate / share, shape, 0.0, scale))
         return self
 
+    def fit_steps(self, covering: tuple[int, ...], window_errors: np.ndarray | None = None) -> Threshold:
+        """Fit ``steps_``, the threshold on step scores, on held-out step scores made of window errors.
+
+        Args:
+            covering: ``covering_runs(window, stride)`` of the model.
+            window_errors: ``(windows,)`` held-out normal windows' errors, one series after another,
+                each in time order; None: those ``fit`` was given.
+
+        Raises:
+            SeqaeError: too few held-out windows to make the step scores a threshold needs.
+        """
+        errors = self._errors_in_order if window_errors is None else np.asarray(window_errors, dtype=np.float64)
+        if errors is None:
+            raise SeqaeError("threshold: fit_steps needs the held-out windows' errors in their series' order; "
+                             "call fit() first or pass them")
+        scores = run_means(errors, covering)
+        steps = Threshold(self.config)
+        try:
+            steps.fit(scores)
+        except SeqaeError as exc:
+            raise SeqaeError(f"step threshold: {len(errors)} held-out windows give {len(scores)} held-out step scores "
+                             f"(a step away from a series' ends is covered by {' or '.join(map(str, covering))} "
+                             f"windows); {str(exc).removeprefix('threshold: ')}") from exc
+        steps._errors_in_order = None
+        self.steps_, self.covering_ = steps, tuple(int(k) for k in covering)
+        # Overlapping runs share windows: only runs that share none are independent scores.
+        independent = len(errors) // max(covering)
+        if independent * self.config.false_alarm_rate < 5:
+            log.warning("step threshold: the %d held-out windows hold %d runs of %d windows that share none (independent "
+                        "step scores); a false-alarm rate of %g needs at least %d of them, so the threshold (%.4g) "
+                        "rests on a few scores and its rate per step is not measured: hold out more windows (a larger "
+                        "validation_fraction, longer or more series) or fit on more normal data (--data)",
+                        len(errors), independent, max(covering), self.config.false_alarm_rate,
+                        int(np.ceil(5 / self.config.false_alarm_rate)), steps.threshold_)
+        return self
+
     def _check_fitted(self) -> None:
-        if self.threshold_ is None:
+        self._fitted()
+
+    def _fitted(self) -> tuple[float, np.ndarray]:
+        """``threshold_`` and ``reference_``, or the error that says it is not fitted."""
+        if self.threshold_ is None or self.reference_ is None:
             raise SeqaeError("threshold: not fitted; call fit() or load one with Threshold.load()")
+        return self.threshold_, self.reference_
 
     def tail_probability(self, errors: np.ndarray) -> np.ndarray:
         """P(a normal error >= e) for each error: empirical, and the fitted tail above its start."""
-        self._check_fitted()
+        _, ref = self._fitted()
         errors = np.asarray(errors, dtype=np.float64)
-        ref = self.reference_
         above = len(ref) - np.searchsorted(ref, errors, side="left")
         p = (above + 1) / (len(ref) + 1)  # never exactly 0: a new extreme gets 1 / (n + 1)
         if self.tail_ is not None:
@@ -138,14 +234,20 @@ class Threshold:
 
     def predict(self, errors: np.ndarray) -> np.ndarray:
         """``(n,)`` bool: True for anomalies (error above ``threshold_``)."""
-        self._check_fitted()
-        return np.asarray(errors, dtype=np.float64) > self.threshold_
+        threshold, _ = self._fitted()
+        return np.asarray(errors, dtype=np.float64) > threshold
 
     def _body(self, model_id: str | None = None) -> dict[str, Any]:
-        self._check_fitted()
-        return {"format": FORMAT, "model_id": model_id, "config": self.config.to_dict(), "threshold": self.threshold_,
-                "n_samples": self.n_samples_, "tail": self.tail_, "reference": self.reference_.tolist(),
+        threshold, reference = self._fitted()
+        body = {"format": FORMAT, "model_id": model_id, "config": self.config.to_dict(), "threshold": threshold,
+                "n_samples": self.n_samples_, "tail": self.tail_, "reference": reference.tolist(),
                 "fitted_at": utc_now()}
+        if self.steps_ is not None:
+            steps_threshold, steps_reference = self.steps_._fitted()
+            body["steps"] = {"statistic": STEP_STATISTIC, "covering_windows": list(self.covering_ or ()),
+                             "threshold": steps_threshold, "n_samples": self.steps_.n_samples_,
+                             "tail": self.steps_.tail_, "reference": steps_reference.tolist()}
+        return body
 
     def to_dict(self, model_id: str | None = None) -> dict[str, Any]:
         """What ``threshold.json`` holds, ``sha256`` (of the canonical JSON of the rest) included."""
@@ -172,11 +274,11 @@ class Threshold:
         if not isinstance(data, dict):
             raise ThresholdFileError(f"{source}: expected a JSON object written by seqae threshold, found "
                                      f"{type(data).__name__}; re-run seqae threshold")
-        unknown, missing = sorted(set(data) - set(KEYS)), [k for k in KEYS if k not in data]
+        unknown, missing = sorted(set(data) - set(KEYS) - set(OPTIONAL_KEYS)), [k for k in KEYS if k not in data]
         if unknown or missing:
             what = f"unknown key(s) {', '.join(unknown)}" if unknown else f"missing key(s) {', '.join(missing)}"
-            raise ThresholdFileError(f"{source}: {what}; expected the keys {', '.join(KEYS)} (as seqae threshold "
-                                     "writes them); re-run seqae threshold")
+            raise ThresholdFileError(f"{source}: {what}; expected the keys {', '.join(KEYS)}, and steps for a long-layout "
+                                     "model (as seqae threshold writes them); re-run seqae threshold")
         if data["format"] != FORMAT:
             raise bad("format", repr(FORMAT), data["format"])
         body = {k: v for k, v in data.items() if k != "sha256"}
@@ -185,6 +287,8 @@ class Threshold:
         except ValueError:  # NaN or infinity: named below
             actual = None
         threshold = cls._checked_fields(data, source, bad)
+        if "steps" in data:
+            threshold.steps_, threshold.covering_ = cls._checked_steps(data, source, bad)
         if data["sha256"] != actual:
             raise ThresholdFileError(f"{source}: sha256: expected {str(actual)[:16]}... (the checksum of the content), "
                                      f"found {str(data['sha256'])[:16]}...: the file was edited after seqae threshold "
@@ -237,16 +341,47 @@ class Threshold:
         threshold.reference_ = reference
         return threshold
 
+    @classmethod
+    def _checked_steps(cls, data: dict[str, Any], source: str, bad) -> tuple[Threshold, tuple[int, ...]]:
+        steps = data["steps"]
+        if not isinstance(steps, dict) or sorted(steps) != sorted(STEPS_KEYS):
+            raise bad("steps", f"an object with {', '.join(STEPS_KEYS)}", steps)
+        if steps["statistic"] != STEP_STATISTIC:
+            raise bad("steps.statistic", repr(STEP_STATISTIC), steps["statistic"])
+        covering = steps["covering_windows"]
+        if (not isinstance(covering, list) or not covering
+                or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in covering)):
+            raise bad("steps.covering_windows", "a list of window counts >= 1", covering)
+
+        def steps_bad(field_name: str, expected: str, found: Any) -> ThresholdFileError:
+            return bad(f"steps.{field_name}", expected, found)
+
+        fields = {k: steps[k] for k in ("threshold", "n_samples", "tail", "reference")}
+        threshold = cls._checked_fields({**fields, "config": data["config"], "fitted_at": data["fitted_at"]}, source,
+                                        steps_bad)
+        return threshold, tuple(covering)
+
     def save(self, model_dir: str | os.PathLike) -> Path | str:
         """Write ``threshold.json`` into ``model_dir``, bound to the model there (its ``model_id``).
-        ``model_dir`` may be a URI: there ``seqae.json`` is rewritten last, listing the new file
-        (``seqae.modelstore.add_files``). Returns the file (a local path, or its URI)."""
+        For a model of the long layout, the step threshold is fitted first (``fit_steps``, on the
+        errors ``fit`` was given) unless it already is. ``model_dir`` may be a URI: there
+        ``seqae.json`` is rewritten last, listing the new file (``seqae.modelstore.add_files``).
+        Returns the file (a local path, or its URI).
+
+        Raises:
+            SeqaeError: a long-layout model whose held-out windows are too few for a step threshold.
+        """
         from seqae.modeldir import ModelInfo
         from seqae.modelstore import add_files, location_of
 
         location = location_of(model_dir)
         has_model = location.join(names.METADATA_FILE).is_file()
-        body = self.to_dict(ModelInfo.read(model_dir).model_id if has_model else None)
+        info = ModelInfo.read(model_dir) if has_model else None
+        data = info.data if info is not None else None
+        if (data is not None and data.layout == "long" and data.window and data.stride and self.steps_ is None
+                and self._errors_in_order is not None):
+            self.fit_steps(covering_runs(data.window, data.stride))
+        body = self.to_dict(info.model_id if info is not None else None)
         if location.is_local:
             path = Path(location.path if "://" in os.fspath(model_dir) else model_dir) / THRESHOLD_FILE
             write_json(path, body)
@@ -277,5 +412,5 @@ class Threshold:
     def fingerprint(self) -> str:
         """What the fitted state is (the embed outputs' identity): the fit's content, not when or for what."""
         body = self._body()
-        return sha256_text(json.dumps({k: body[k] for k in ("config", "threshold", "n_samples", "tail", "reference")},
-                                      sort_keys=True))[:16]
+        return sha256_text(json.dumps({k: body[k] for k in ("config", "threshold", "n_samples", "tail", "reference",
+                                                            "steps") if k in body}, sort_keys=True))[:16]

@@ -8,11 +8,13 @@ from seqae.errors import SeqaeError
 from seqae.points import ScoredSteps, normal_scalar, point_adjust, point_metrics, segments, ucr_hits
 
 
-def scored(keys, scores, labels, steps_in=None):
+def scored(keys, scores, labels, steps_in=None, step_threshold=None):
+    """Steps scored ``scores`` (window_error_mean); their own step errors rank them the other way round."""
     keys = np.asarray(keys)
     scores = np.asarray(scores, dtype=np.float32)
-    return ScoredSteps(keys, np.arange(len(keys)), np.zeros(len(keys)), scores, scores * 2,
-                       np.asarray(labels, dtype=bool), steps_in or len(keys), "k", "t", "x")
+    return ScoredSteps(keys, np.arange(len(keys)), np.zeros(len(keys)), scores, 1 - scores, scores * 2,
+                       np.asarray(labels, dtype=bool), steps_in or len(keys), "k", "t", "x",
+                       step_threshold=step_threshold)
 
 
 def test_segments_never_cross_series():
@@ -47,8 +49,11 @@ def test_point_metrics_on_a_known_case():
     m = point_metrics(scored(keys, scores, labels, steps_in=14), threshold=0.5)
     assert m["steps"] == 12 and m["steps_unscored"] == 2 and m["series"] == 2 and m["segments"] == 1
     # ROC-AUC: 0.9 beats all 10 normals, 0.3 beats the 9 below it (not b's 0.4) -> 19/20.
-    assert m["roc_auc"] == pytest.approx(0.95)
-    assert m["at_threshold"] == {"threshold": 0.5, "precision": 1.0, "recall": 0.5, "f1": 0.6667, "flagged_steps": 1}
+    assert m["roc_auc"] == pytest.approx(0.95) and m["score"] == "window_error_mean"
+    assert m["roc_auc_of_step_error_mean"] == pytest.approx(0.05)
+    assert m["at_threshold"] == {"threshold": 0.5, "fitted_on": "held-out window errors", "precision": 1.0,
+                                 "recall": 0.5, "f1": 0.6667, "flagged_steps": 1, "false_alarms_normal_steps": 0.0}
+    assert "not on step scores" in m["warnings"][0]
     assert m["point_adjusted"]["recall"] == 1.0 and m["point_adjusted"]["f1"] == 1.0
     assert m["ucr"]["hit_rate"] == 1.0 and m["ucr"]["series_with_anomaly"] == 1
     assert m["ucr"]["per_series"][0]["series"] == "a"
@@ -63,6 +68,18 @@ def test_one_class_gives_undefined_metrics_with_counts_naming_the_labels():
                               "are anomalous; labels found: 0, 1): is --normal-value the label of normal steps?")
     assert m["steps"] == 3 and m["anomalous_steps"] == 0 and m["at_threshold"]["flagged_steps"] == 1
     assert m["ucr"]["hit_rate"] is None
+
+
+def test_the_models_step_threshold_flags_and_the_normal_steps_flagged_are_counted():
+    keys = ["a"] * 8 + ["b"] * 4
+    scores = [0.1, 0.1, 0.2, 0.9, 0.3, 0.1, 0.1, 0.1, 0.1, 0.4, 0.1, 0.1]
+    labels = [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    # The step threshold (0.15) flags 0.2 and 0.4 among the 10 normal steps; the window one passed is not used.
+    m = point_metrics(scored(keys, scores, labels, step_threshold=0.15), threshold=0.5)
+    t = m["at_threshold"]
+    assert t["threshold"] == 0.15 and t["fitted_on"] == "held-out step scores" and t["flagged_steps"] == 4
+    assert t["false_alarms_normal_steps"] == 0.2 and t["recall"] == 1.0
+    assert not m["warnings"]
 
 
 def test_mostly_anomalous_labels_warn_of_an_inverted_normal_value():
@@ -117,8 +134,13 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     export(tmp_path / "m")
     fit_threshold(tmp_path / "m", ThresholdConfig(method="percentile", false_alarm_rate=0.05),
                   data=str(tmp_path / "train"))
+    fitted = json.loads((tmp_path / "m" / "threshold.json").read_text())
+    # A long-layout model's threshold holds a step threshold, on the steps' own score (window 16, stride 2).
+    assert fitted["steps"]["covering_windows"] == [8] and fitted["steps"]["statistic"] == "window_error_mean"
     report = evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval", label_column="y", normal_value=0)
     m = report["points"]
+    assert m["at_threshold"]["threshold"] == fitted["steps"]["threshold"]
+    assert m["at_threshold"]["fitted_on"] == "held-out step scores"
     assert m["steps_unlabelled"] == 1 and m["anomalous_steps_unscored"] > 0
     assert m["anomalous_steps"] + m["anomalous_steps_unscored"] == 10 and m["segments"] == 1
     assert m["steps"] + m["steps_unscored"] + m["steps_unlabelled"] == 300
@@ -133,9 +155,14 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     steps = pq.read_table(tmp_path / "out" / "steps" / "p.parquet")
     entry = json.loads((tmp_path / "out" / "_seqae" / "manifest" / "p.parquet.json").read_text())
     assert entry["steps_written"] == steps.num_rows == 300 - entry["steps_unscored"] and entry["steps_unscored"] > 0
-    assert {"score", "is_anomaly"} <= set(steps.column_names)
+    assert {"score", "is_anomaly", "window_error_mean"} <= set(steps.column_names)
+    # The flag is the step threshold on the step score, as the report's.
+    flagged = steps.column("window_error_mean").to_numpy() > fitted["steps"]["threshold"]
+    assert steps.column("is_anomaly").to_numpy().tolist() == flagged.tolist()
     labels = dict(zip(range(300, 600), y[300:]))
     keep = [labels[t] is not None for t in steps.column("t").to_pylist()]
     truth = np.array([labels[t] == 1 for t in steps.column("t").to_pylist()])[keep]
     expected = roc_auc_score(truth, steps.column("step_error_mean").to_numpy()[keep])
+    assert m["roc_auc_of_step_error_mean"] == pytest.approx(expected, abs=1e-4)
+    expected = roc_auc_score(truth, steps.column("window_error_mean").to_numpy()[keep])
     assert m["roc_auc"] == pytest.approx(expected, abs=1e-4)

@@ -3,8 +3,12 @@ read back is checked field by field and against its checksum."""
 
 import hashlib
 import json
+import logging
+import re
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
@@ -186,3 +190,91 @@ def test_the_checksum_is_of_the_canonical_content_stored_in_the_file(saved):
     body = {k: v for k, v in data.items() if k != "sha256"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
     assert data["sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def long_normal_errors(folder, rng, n_series=6, steps=2000, window=16, stride=2):
+    """Normal long series scored as ``embed --step-scores`` scores them, with errors that behave like
+    a model's: each step's badness is a smooth log-normal process, each window sees it with its own
+    noise (step errors of one step differ from window to window), a window's error is the mean of its
+    step errors. Returns the windows' errors in series order and the fold's step rows."""
+    from seqae.data import DataConfig, ShardReader, resolve_shards
+    from seqae.infer.steps import StepScores
+
+    kernel = np.ones(4) / 2.0
+    badness = [np.exp(0.5 * np.convolve(rng.normal(size=steps + 3), kernel, "valid")) for _ in range(n_series)]
+    pq.write_table(pa.table({"k": np.repeat(np.arange(n_series), steps), "t": np.tile(np.arange(steps), n_series),
+                             "x": np.concatenate(badness).astype(np.float32)}), folder / "s.parquet")
+    config = DataConfig(layout="long", key_column="k", time_column="t", feature_columns=("x",), window=window,
+                        stride=stride)
+    fold, window_errors, rows = StepScores(pa.int64()), [], []
+    for batch, _ in ShardReader(resolve_shards(str(folder / "s.parquet"))[0], config):
+        step_error = batch.values[..., 0] * rng.lognormal(0.0, 0.6, batch.values.shape[:2])
+        valid = np.arange(step_error.shape[1])[None, :] < batch.lengths[:, None]
+        window_errors.append((step_error * valid).sum(axis=1) / batch.lengths)
+        rows.append(fold.add(batch, step_error, window_errors[-1]))
+    rows.append(fold.finish())
+    return np.concatenate(window_errors), {f: np.concatenate([getattr(r, f) for r in rows])
+                                           for f in ("window_mean", "mean", "windows")}
+
+
+@pytest.mark.parametrize("method", ["percentile", "pot"])
+def test_the_step_threshold_keeps_its_false_alarm_rate_per_step_on_other_normal_data(tmp_path, method):
+    """Fitted on held-out normal windows (their errors in series order, as the reference holds them),
+    the step threshold flags about the asked share of another normal data set's steps; the window
+    threshold does not, on either step statistic (the flag before step thresholds: 7x the rate)."""
+    from seqae.thresholds import covering_runs
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "held_out").mkdir()
+    (tmp_path / "other").mkdir()
+    held_out_errors, _ = long_normal_errors(tmp_path / "held_out", rng)
+    _, other = long_normal_errors(tmp_path / "other", rng)
+    rate = 0.01
+    fitted = Threshold(ThresholdConfig(method=method, false_alarm_rate=rate)).fit(held_out_errors)
+    fitted.fit_steps(covering_runs(16, 2))
+    assert fitted.covering_ == (8,) and fitted.steps_.n_samples_ == len(held_out_errors) - 7
+    full = other["windows"] == 8  # the series' first and last steps are covered by fewer windows
+    for steps in (full, slice(None)):
+        assert rate / 2 <= fitted.steps_.predict(other["window_mean"][steps]).mean() <= rate * 2
+    assert fitted.predict(other["mean"]).mean() > rate * 3  # window threshold on single-step errors
+    assert fitted.predict(other["window_mean"]).mean() < rate / 3  # window threshold on the step score
+
+
+def test_step_scores_of_held_out_windows_are_the_means_of_covering_runs(caplog):
+    from seqae.thresholds import run_means
+
+    errors = np.array([1.0, 2.0, 3.0, 4.0, np.nan, 6.0, 7.0])
+    assert run_means(errors, (2,)).tolist() == [1.5, 2.5, 3.5, 6.5]  # runs holding the NaN are left out
+    assert sorted(run_means(errors, (1, 2))) == sorted([1, 2, 3, 4, 6, 7, 1.5, 2.5, 3.5, 6.5])
+    assert run_means(errors[:2], (3,)).size == 0
+    with caplog.at_level(logging.WARNING, logger="seqae.thresholds"):
+        Threshold(ThresholdConfig(method="percentile")).fit(np.arange(113.0)).fit_steps((64,))
+    assert ("the 113 held-out windows hold 1 runs of 64 windows that share none (independent step scores); a "
+            "false-alarm rate of 0.01 needs at least 500 of them") in caplog.text  # make demo-long's case
+    few = Threshold(ThresholdConfig(method="percentile")).fit(np.arange(30.0))
+    with pytest.raises(SeqaeError, match=r"^step threshold: 30 held-out windows give 15 held-out step scores \(a step "
+                                         r"away from a series' ends is covered by 16 windows\); expected at least 20 "
+                                         r"finite errors to fit on, got 15$"):
+        few.fit_steps((16,))
+
+
+def test_a_step_threshold_round_trips_and_its_fields_are_checked(tmp_path):
+    fitted = Threshold(ThresholdConfig(method="pot")).fit(np.random.default_rng(7).exponential(size=400))
+    fitted.fit_steps((4, 5))
+    fitted.save(tmp_path)  # no seqae.json here: bound to no model, the step part as fitted
+    data = json.loads((tmp_path / "threshold.json").read_text())
+    assert data["steps"]["statistic"] == "window_error_mean" and data["steps"]["covering_windows"] == [4, 5]
+    back = Threshold.load(tmp_path)
+    assert back.steps_.threshold_ == fitted.steps_.threshold_ and back.covering_ == (4, 5)
+    assert back.steps_.tail_ == fitted.steps_.tail_ and back.fingerprint() == fitted.fingerprint()
+    assert Threshold(ThresholdConfig(method="pot")).fit(np.random.default_rng(7).exponential(size=400)).fingerprint() \
+        != fitted.fingerprint()  # the step part is part of what outputs depend on
+    for edit, message in (
+            (lambda s: {**s, "threshold": float("nan")}, "steps.threshold: expected a finite number, found nan"),
+            (lambda s: {**s, "statistic": "step_error_mean"},
+             "steps.statistic: expected 'window_error_mean', found 'step_error_mean'"),
+            (lambda s: {**s, "covering_windows": [0]}, "steps.covering_windows: expected a list of window counts >= 1"),
+            (lambda s: {k: v for k, v in s.items() if k != "tail"}, "steps: expected an object with statistic, ")):
+        edited = resign({**data, "steps": edit(data["steps"])})
+        with pytest.raises(ThresholdFileError, match=re.escape(message)):
+            Threshold.from_dict(edited, "threshold.json")

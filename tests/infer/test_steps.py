@@ -9,6 +9,7 @@ import pytest
 
 from seqae.data import DataConfig, ShardReader, resolve_shards
 from seqae.infer.steps import StepScores
+from seqae.thresholds import covering_runs
 
 
 def random_long_table(rng, n_series, key_type):
@@ -32,6 +33,7 @@ def window_error(key, start, length):
 
 @pytest.mark.parametrize("seed", range(8))
 def test_streaming_fold_equals_brute_force(tmp_path, seed):
+    # Odd seeds pass each window's error; even seeds leave it to the fold (its step errors' mean).
     rng = np.random.default_rng(seed)
     table = random_long_table(rng, int(rng.integers(1, 6)), "int" if seed % 2 else "str")
     pq.write_table(table, tmp_path / "s.parquet")
@@ -42,25 +44,38 @@ def test_streaming_fold_equals_brute_force(tmp_path, seed):
                          batch_size=int(rng.integers(1, 30)))
     fold = StepScores(table.schema.field("k").type)
     expected: dict[tuple, list[float]] = defaultdict(list)
+    expected_windows: dict[tuple, list[float]] = defaultdict(list)
     got = []
     for batch, _ in reader:
         errors = np.full(batch.values.shape[:2], np.nan, np.float32)  # padding must never count
+        windows = np.zeros(len(batch))
         keys = batch.keys.column("k").to_pylist()
         for i, (key, start, n) in enumerate(zip(keys, batch.keys.column("window_start").to_pylist(), batch.lengths)):
             errors[i, :n] = window_error(key, start, int(n))
+            windows[i] = 10 + i if seed % 2 else np.mean(errors[i, :n], dtype=np.float64)
             for t, e in zip(batch.times[i, :n], errors[i, :n]):
                 expected[(key, int(t))].append(float(e))
-        got.append(fold.add(batch, errors))
+                expected_windows[(key, int(t))].append(windows[i])
+        got.append(fold.add(batch, errors, windows) if seed % 2 else fold.add(batch, errors))
     got.append(fold.finish())
-    rows = [(k, int(t), m, x, w) for part in got
-            for k, t, m, x, w in zip(part.keys.to_pylist(), part.times, part.mean, part.max, part.windows)]
+    rows = [(k, int(t), m, x, w, s) for part in got for k, t, m, x, w, s in
+            zip(part.keys.to_pylist(), part.times, part.mean, part.max, part.windows, part.window_mean)]
     assert [(k, t) for k, t, *_ in rows] == sorted(expected, key=lambda kt: (table.column("k").to_pylist().index(kt[0]),
                                                                               kt[1]))
-    for key, t, mean, maximum, count in rows:
+    for key, t, mean, maximum, count, window_mean in rows:
         errors = expected[(key, t)]
         assert count == len(errors)
         assert mean == pytest.approx(np.mean(errors), rel=1e-5)
         assert maximum == pytest.approx(max(errors))
+        assert window_mean == pytest.approx(np.mean(expected_windows[(key, t)]), rel=1e-5)
+
+
+@pytest.mark.parametrize(("window", "stride"), [(8, 1), (8, 2), (10, 4), (7, 3), (4, 4), (3, 5)])
+def test_covering_runs_are_the_window_counts_of_steps_away_from_the_ends(window, stride):
+    # What fit_steps builds held-out step scores from must be what the fold sees inside a series.
+    starts = np.arange(0, 200, stride)
+    counts = {int(((starts <= t) & (starts + window > t)).sum()) for t in range(window + stride, 150)}
+    assert counts - {0} == set(covering_runs(window, stride))  # 0: steps between windows get no row
 
 
 def test_memory_is_one_window_not_the_series(tmp_path):
@@ -72,7 +87,7 @@ def test_memory_is_one_window_not_the_series(tmp_path):
     written = 0
     for batch, _ in ShardReader(resolve_shards(str(tmp_path / "s.parquet"))[0], config, batch_size=1000):
         written += len(fold.add(batch, np.ones(batch.values.shape[:2], np.float32)))
-        assert fold._pending is None or len(fold._pending[0]) < window
+        assert fold._pending is None or len(fold._pending.times) < window
     last = fold.finish()
     assert written + len(last) == n
     assert last.windows.tolist()[-1] == 1 and set(last.windows.tolist()) <= set(range(1, window + 1))
