@@ -9,10 +9,11 @@ from typing import Annotated, Optional
 import typer
 
 from seqae.errors import SeqaeError
-from seqae.storage import redact_text, refuse_credentials, require_local
+from seqae.storage import redact_text, refuse_credentials
 
 DataOpt = Annotated[str, typer.Option(help="Parquet shards (path or URI).")]
-ModelsOpt = Annotated[str, typer.Option(help="Models root (the registry of promoted models).")]
+ModelsOpt = Annotated[str, typer.Option(help="Models root, path or URI (the registry of promoted models and "
+                                                   "the drift state).")]
 OutOpt = Annotated[str, typer.Option(help="Output folder or URI for the embeddings.")]
 NameOpt = Annotated[str, typer.Option(help="Model name in the registry.")]
 
@@ -36,7 +37,7 @@ def pipeline_cmd(
     from flows.definitions import pipeline
     from seqae.config import TrainConfig
 
-    train = TrainConfig(row_filter=filter, **({"max_epochs": epochs} if epochs else {}))
+    train = TrainConfig(row_filter=filter) if epochs is None else TrainConfig(row_filter=filter, max_epochs=epochs)
     result = pipeline(data, models, out, name, train=train, label_column=label_column, normal_value=normal_value)
     typer.echo(json.dumps(result, indent=2, default=str))
 
@@ -193,13 +194,10 @@ def check_landed_shard(path: str, data: str) -> None:
 
 
 def _check_locations(**locations: str) -> None:
-    """Refuse credentials in any location, and a URI where the registry (local only) is meant, before
-    a flow run (and its parameters) is created."""
-    for option, value in locations.items():
+    """Refuse credentials in any location (a local path or a URI: the data, the outputs, the models
+    root and a model directory all take both) before a flow run, and its parameters, is created."""
+    for value in locations.values():
         refuse_credentials(value)
-        if option in ("models", "model_dir"):
-            require_local(value, f"--{option.replace('_', '-')} (the model registry)" if option == "models"
-                          else "MODEL_DIR")
 
 
 def main() -> None:

@@ -43,7 +43,8 @@ def apply_storage_credentials() -> list[str]:
             return []
         from prefect.blocks.system import Secret
 
-        value = Secret.load(name).get()
+        block: Any = Secret.load(name)  # a block here (sync context); typed as maybe a coroutine
+        value = block.get()
         if not isinstance(value, dict):
             raise ValueError(f"{SECRET_BLOCK_ENV}={name}: expected a Secret block holding a JSON object of "
                              f"environment variables, found a {type(value).__name__}")

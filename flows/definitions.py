@@ -7,7 +7,7 @@ config dataclasses, so the UI shows every option and validates it (unknown keys 
 from __future__ import annotations
 
 import uuid
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -59,7 +59,9 @@ def retrain(data: str, models_root: str, model_name: str = "default", model: Mod
             drift_episode: str | None = None, drift_model_id: str | None = None) -> dict[str, Any]:
     """Train -> export -> fit the threshold -> promote: the new model becomes current only if its
     parity gate passed, and its promotion emits ``seqae.model.promoted`` (which re-embeds through a
-    trigger).
+    trigger). ``models_root`` is a local folder or a URI (``s3://bucket/models``): the run trains in
+    ``<models_root>/<name>/staging/<flow run id>/`` there (staged on the local disk, uploaded with
+    ``seqae.json`` last), and the registry and the drift state live there too.
 
     One retrain of ``model_name`` runs at a time (a global concurrency slot). A retrain triggered by
     drift (``drift_episode``, ``drift_model_id``: from the event) first checks that it is still
@@ -106,7 +108,12 @@ def embed(data: str, out: str, models_root: str | None = None, model_name: str =
     The shard tasks run on threads in this process, or on Ray when ``ray_address`` (or the
     ``SEQAE_RAY_ADDRESS`` environment variable) is set: ``"local"`` starts a Ray runtime here,
     ``ray://head:10001`` uses a cluster (``flows/runners.py``). On Ray each task asks for one GPU when
-    the model runs on CUDA, and each worker process opens the model once for all its shards.
+    the model runs on CUDA, and each worker process opens the model once for all its shards; the
+    summary's ``placement`` (and the reconciliation table) says which node and process ran each shard.
+
+    ``data``, ``out``, ``models_root`` and ``model_dir`` are local paths or URIs alike
+    (``s3://bucket/...``): with all of them on an object store, nothing is shared between the
+    flow's process and the Ray workers but the store.
     """
     apply_storage_credentials()  # SEQAE_STORAGE_SECRET_BLOCK: for the tasks on this process's threads
     if model_dir is None and models_root is None:
@@ -128,6 +135,8 @@ def _embed_holding_the_slot(data: str, out: str, models_root: str | None, model_
     logger = get_run_logger()
     promotion = None
     if model_dir is None:
+        if models_root is None:
+            raise ValueError("embed: give model_dir, or models_root to embed with the promoted model")
         promotion = current_promotion(models_root, model_name)
         if promotion is None:
             logger.info("nothing to do: no model promoted under %r in %s yet (run the retrain deployment, or "
@@ -135,6 +144,7 @@ def _embed_holding_the_slot(data: str, out: str, models_root: str | None, model_
             return {"status": "no model", "out": out}
         model_dir = promotion["location"]
     address = resolve_ray_address(ray_address)
+    runner: Any
     runner, most = shard_task_runner(address)
     concurrency = max(1, min(int(concurrency), most))
     tidy_output(out)
@@ -142,11 +152,15 @@ def _embed_holding_the_slot(data: str, out: str, models_root: str | None, model_
     if not planned:
         logger.info("nothing to do: no shard in %s yet", data)
         return {"status": "no shard", "out": out}
-    progress = create_progress_artifact(progress=0.0, key="seqae-embed-progress",
+    progress: Any = create_progress_artifact(progress=0.0, key="seqae-embed-progress",
                                         description=f"{len(planned)} shard(s) to {out}")
     results, failed = embed_shards.with_options(task_runner=runner)(model_dir, out, planned, config, concurrency,
                                                                      address is not None, progress)
     summary = summarize_run(model_dir, data, out, config, results, failed, models_root, model_name)
+    nodes = Counter(where["node"] for where in summary["placement"].values() if where.get("node"))
+    if nodes:  # which Ray node ran which shard: summary["placement"], and the reconciliation table
+        logger.info("shard tasks ran on %d Ray node(s): %s", len(nodes),
+                    ", ".join(f"{node} ({n} shard(s))" for node, n in sorted(nodes.items())))
     done = {r["shard"]: r["rows_written"] for r in results if r["status"] == "done"}
     if drift is not None and done:
         summary["drift"] = check_drift(model_dir, done, drift, models_root, model_name)

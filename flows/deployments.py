@@ -25,7 +25,7 @@ RETRAIN_CRON = "0 3 * * 1"
 WORK_POOL = "seqae-process"
 ENTRYPOINTS = {"embed": "flows/definitions.py:embed", "retrain": "flows/definitions.py:retrain"}
 #: In prefect.yaml: filled in by ``prefect deploy`` from the environment of the shell that deploys.
-FROM_DEPLOY_ENV = {"data": "{{ $SEQAE_DATA }}", "models": "{{ $SEQAE_MODELS }}", "out": "{{ $SEQAE_OUT }}"}
+FROM_DEPLOY_ENV: dict[str, Any] = {"data": "{{ $SEQAE_DATA }}", "models": "{{ $SEQAE_MODELS }}", "out": "{{ $SEQAE_OUT }}"}
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Trigger:
     templates over the event) are set over the deployment's own."""
 
     expect: str
-    match: dict[str, str]
+    match: dict[str, str | list[str]]
     parameters: dict[str, str] = field(default_factory=dict)
 
 
@@ -89,7 +89,7 @@ class Deployment:
 def declare(settings: DeploymentSettings) -> list[Deployment]:
     """The five deployments that ``settings`` make."""
     s = settings
-    model = {"prefect.resource.id": f"seqae.model.{s.name}"}
+    model: dict[str, str | list[str]] = {"prefect.resource.id": f"seqae.model.{s.name}"}
     embed = {"data": s.data, "out": s.out, "models_root": s.models, "model_name": s.name,
              "label_column": s.label_column, "normal_value": s.normal_value}
     drift = None if s.drift is None else s.drift.to_dict()
@@ -181,7 +181,7 @@ def to_runner_deployments(settings: DeploymentSettings) -> list:
     from flows.credentials import forbid_credentials
     from flows.definitions import embed, retrain
 
-    flows = {"embed": embed, "retrain": retrain}
+    flows: dict[str, Any] = {"embed": embed, "retrain": retrain}
     served = []
     for d in declare(settings):
         triggers = None

@@ -3,7 +3,9 @@ is given.
 
     embed(..., ray_address=None)        threads in the flow's process (or SEQAE_RAY_ADDRESS when set)
     embed(..., ray_address="local")     a Ray runtime started on this machine for the run ("auto" too)
-    embed(..., ray_address="ray://head:10001")   an existing Ray cluster
+    embed(..., ray_address="ray://head:10001")   an existing Ray cluster, through Ray Client (the
+                                                 flow's process is a client; the driver runs on the
+                                                 head, so losing any other node never loses the run)
 
 Ray workers are other processes, often on other machines, so what they need travels with the job:
 the Prefect API URL (without it every worker starts its own temporary Prefect server and its task
@@ -38,6 +40,11 @@ RAY_MAX_RETRIES_ENV = "SEQAE_RAY_MAX_RETRIES"
 #: in one thread (read, score, write in turn), which cannot keep an H200 busy; 4 tasks per GPU (each
 #: process with its own session) can (README, "Scaling out").
 RAY_TASKS_PER_GPU_ENV = "SEQAE_RAY_TASKS_PER_GPU"
+#: Ray's environment variable for a setup hook given by module path: what ``ray.init`` turns
+#: ``runtime_env["worker_process_setup_hook"]`` into on a driver (Ray 2.60,
+#: ``ray/_private/runtime_env/setup_hook.py``: ``export_setup_func_module``). Ray Client (``ray://``)
+#: skips that step, and the hook would silently never run on the cluster; the flow sets it itself.
+SETUP_HOOK_ENV = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
 #: Addresses that mean "start a Ray runtime on this machine for this run".
 LOCAL_ADDRESSES = frozenset({"local", "auto"})
 #: Shard tasks in flight at most: threads share this process; Ray spreads them over the cluster.
@@ -92,12 +99,21 @@ def worker_env(local: bool = True) -> dict[str, str]:
     return env
 
 
-def runtime_env(local: bool = True) -> dict[str, Any]:
-    """Ray's ``runtime_env`` for the run: ``worker_env()`` plus ``SEQAE_RAY_RUNTIME_ENV``."""
+def runtime_env(local: bool = True, client: bool = False) -> dict[str, Any]:
+    """Ray's ``runtime_env`` for the run: ``worker_env()`` plus ``SEQAE_RAY_RUNTIME_ENV``. Through
+    Ray Client (``client``: a ``ray://`` address) a ``worker_process_setup_hook`` (a module path) is
+    also put where Ray's workers look for it (``SETUP_HOOK_ENV``), as ``ray.init`` does elsewhere."""
     extra = json.loads(os.environ.get(RAY_RUNTIME_ENV_ENV) or "{}")
     if not isinstance(extra, dict):
         raise ValueError(f"{RAY_RUNTIME_ENV_ENV}: expected a JSON object (Ray's runtime_env), got {extra!r}")
-    return {**extra, "env_vars": {**worker_env(local), **extra.get("env_vars", {})}}
+    env = {**extra, "env_vars": {**worker_env(local), **extra.get("env_vars", {})}}
+    hook = extra.get("worker_process_setup_hook")
+    if client and hook is not None:
+        if not isinstance(hook, str) or not hook.strip():
+            raise ValueError(f"{RAY_RUNTIME_ENV_ENV}: worker_process_setup_hook: expected a module path such as "
+                             f"'mypackage.setup_worker', got {hook!r}")
+        env["env_vars"].setdefault(SETUP_HOOK_ENV, hook)
+    return env
 
 
 def shard_task_runner(address: str | None) -> tuple[TaskRunner, int]:
@@ -110,7 +126,8 @@ def shard_task_runner(address: str | None) -> tuple[TaskRunner, int]:
     if address is None:
         return ThreadPoolTaskRunner(max_workers=MAX_THREAD_CONCURRENCY), MAX_THREAD_CONCURRENCY
     RayTaskRunner = import_optional("prefect_ray", "ray", needed_for=f"ray_address={address!r}").RayTaskRunner
-    init_kwargs: dict[str, Any] = {"runtime_env": runtime_env(local=address in LOCAL_ADDRESSES)}
+    init_kwargs: dict[str, Any] = {"runtime_env": runtime_env(local=address in LOCAL_ADDRESSES,
+                                                              client=address.startswith("ray://"))}
     if address in LOCAL_ADDRESSES:
         init_kwargs["include_dashboard"] = False
         if os.environ.get(RAY_NUM_CPUS_ENV):

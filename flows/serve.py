@@ -19,7 +19,7 @@ from typing import Any
 from prefect import serve
 
 from flows.deployments import EMBED_CRON, RETRAIN_CRON, DeploymentSettings, to_runner_deployments
-from seqae.storage import refuse_credentials, require_local
+from seqae.storage import refuse_credentials
 
 __all__ = ["EMBED_CRON", "RETRAIN_CRON", "deployments", "serve_all"]
 
@@ -30,17 +30,17 @@ def deployments(data: str, models: str, out: str, name: str = "default", **setti
     """The five deployments for these locations; ``settings`` are the other fields of
     ``flows.deployments.DeploymentSettings`` (``row_filter``, ``max_epochs``, ``drift``, ...).
 
-    Each deployment's parameter schema refuses credentials in its path parameters, and the API
-    enforces it: a run whose ``only`` (an event's path) or any other location carries a secret is
-    refused before it is created, so the secret is never stored as a run parameter. ``data``, ``out``
-    and ``models`` themselves are checked here (``models`` is the registry: local paths only).
+    Each location is a local path or a URI (``s3://bucket/models``: the registry and the drift state
+    live there as well as on a local disk). Each deployment's parameter schema refuses credentials in
+    its path parameters, and the API enforces it: a run whose ``only`` (an event's path) or any other
+    location carries a secret is refused before it is created, so the secret is never stored as a
+    run parameter. ``data``, ``out`` and ``models`` themselves are checked here.
 
     Raises:
-        SeqaeError: a location carries credentials, or ``models`` is a URI.
+        SeqaeError: a location carries credentials.
     """
     for location in (data, out, models):
         refuse_credentials(location)
-    require_local(models, "models (the model registry)")
     return to_runner_deployments(DeploymentSettings(data, models, out, name, **settings))
 
 

@@ -89,11 +89,12 @@ def train_model(data: str, model_dir: str, model: ModelConfig, data_config: Data
          "epochs": t["epochs"], "best_epoch": t["best_epoch"], "train_rows": t["train_rows"],
          "validation_rows": t["validation_rows"], "seconds": t["seconds"],
          **{k: round(v, 6) for k, v in t["metrics"].items()}}])
-    plot = Path(model_dir) / names.LOSS_PLOT_FILE
+    plot = Location.of(str(result.model_dir)).join(names.LOSS_PLOT_FILE)  # a local path or a URI
     if plot.is_file():
         image = base64.b64encode(plot.read_bytes()).decode()
+        shown = Path(plot.path).resolve() if plot.is_local else redact_uri(plot.uri)
         create_markdown_artifact(key="seqae-loss-curve", description="Training and validation loss per epoch",
-                                 markdown=f"![loss curve](data:image/png;base64,{image})\n\n`{plot.resolve()}`")
+                                 markdown=f"![loss curve](data:image/png;base64,{image})\n\n`{shown}`")
     return {"model_dir": str(result.model_dir), "model_id": result.metadata["model_id"],
             "model_version": result.metadata["model_version"], "epochs": t["epochs"], "metrics": t["metrics"]}
 
@@ -226,8 +227,24 @@ def embed_one(model_dir: str, shard: str, out: str, output_name: str, config: Em
     result = embed_shard(model, shard, out, config, output_name=output_name).to_dict()
     # Where it ran and how many sessions that process has opened: one per worker, however many
     # shards it embedded, is the point of InferenceModel.shared (checked on Ray by the tests).
-    return {**result, "worker": {"pid": os.getpid(), "host": socket.gethostname(),
-                                 "sessions_opened": InferenceModel.sessions_opened()}}
+    worker = {"pid": os.getpid(), "host": socket.gethostname(), "sessions_opened": InferenceModel.sessions_opened()}
+    node = ray_node_id()
+    return {**result, "worker": worker if node is None else {**worker, "node": node}}
+
+
+def ray_node_id() -> str | None:
+    """The Ray node this process runs on when it is a Ray worker (None on the flow's own threads):
+    several nodes may share one host, so the host name alone does not say which node ran a shard."""
+    import sys
+
+    ray = sys.modules.get("ray")  # imported by Ray itself in its workers; never imported here
+    if ray is None or not ray.is_initialized():
+        return None
+    try:
+        context = ray.get_runtime_context()
+        return context.get_node_id() if context.worker.mode == ray.WORKER_MODE else None
+    except Exception:  # a driver (the flow's own process) has no task context
+        return None
 
 
 @task(name="summarize-run", **IO_RETRIES)
@@ -241,10 +258,12 @@ def summarize_run(model_dir: str, data: str, out: str, config: EmbedConfig, resu
     report = EmbedReport(out, model.scorer.provider, model.batch_size,
                          [ShardResult(**{k: v for k, v in r.items() if k in fields}) for r in results])
     write_summary(report, out, model.identity, data)
+    ran = placement(results)
     table = [{"shard": r.shard, "output": r.output, "status": r.status, "rows_in": r.rows_in,
-              "rows_written": r.rows_written, "rows_rejected": r.rows_rejected} for r in report.shards]
+              "rows_written": r.rows_written, "rows_rejected": r.rows_rejected,
+              "ran_on": _where(ran.get(r.shard))} for r in report.shards]
     table += [{"shard": f["shard"], "output": f["output"], "status": f"failed: {f['error']}", "rows_in": None,
-               "rows_written": None, "rows_rejected": None} for f in failed]
+               "rows_written": None, "rows_rejected": None, "ran_on": None} for f in failed]
     totals = report.totals
     create_table_artifact(key="seqae-embed-reconciliation", table=table, description=(
         f"{totals['shards']} shard(s): {totals['shards_done']} embedded, {totals['shards_skipped']} already done, "
@@ -254,7 +273,21 @@ def summarize_run(model_dir: str, data: str, out: str, config: EmbedConfig, resu
     label = model_label(model.identity.model_id, models_root, model_name)
     publish_location(out, f"Embeddings of {label}")
     return {**report.to_dict(), "model_id": model.identity.model_id, "model": label, "failed": failed,
-            "workers": worker_summary(results)}
+            "workers": worker_summary(results), "placement": ran}
+
+
+def placement(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Where each shard this run embedded ran, by shard URI: host, pid and, on Ray, the node id
+    (several Ray nodes may share a host)."""
+    return {r["shard"]: {k: r["worker"][k] for k in ("node", "host", "pid") if k in r["worker"]}
+            for r in results if r.get("worker")}
+
+
+def _where(ran: dict[str, Any] | None) -> str | None:
+    """One placement as the reconciliation table shows it: ``node 1a2b..., pid 42 on host``."""
+    if not ran:
+        return None
+    return (f"node {ran['node']}, " if ran.get("node") else "") + f"pid {ran['pid']} on {ran['host']}"
 
 
 def model_label(model_id: str, models_root: str | None, name: str) -> str:
@@ -316,7 +349,8 @@ def evaluate_outputs(out: str, label_column: str, normal_value: Any, model_dir: 
     if model_dir is not None:
         fitted = Threshold.load(model_dir)
         result = {"model_id": ModelInfo.read(model_dir).model_id,
-                  "threshold": None if fitted is None else float(fitted.threshold_), **result}
+                  "threshold": None if fitted is None or fitted.threshold_ is None else float(fitted.threshold_),
+                  **result}
     keys = ("model_id", "threshold", "rows", "anomalous", "unlabelled", "roc_auc", "pr_auc", "precision", "recall",
             "f1_at_threshold", "precision_at_threshold", "recall_at_threshold", "undefined")
     create_table_artifact(key="seqae-evaluation", table=[{k: result[k] for k in keys if k in result}],

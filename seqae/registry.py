@@ -241,7 +241,7 @@ class ModelRegistry:
             where = Path(record.location).resolve()  # the snapshot itself is never a link
             base = Path(versions.path).resolve()
             ok = where.parent == base and (where.name == record.model_id or where.name.startswith(f"{record.model_id}-"))
-            shown_root = Path(self.location.path).resolve()
+            shown_root: str | Path = Path(self.location.path).resolve()
             expected = f"{base}/{record.model_id}-<token>"
         else:
             prefix = f"{versions.uri}/{record.model_id}-"
@@ -308,6 +308,8 @@ class ModelRegistry:
                 numbered.append((int(stem), folder.join(info.base_name)))
         for n, location in sorted(numbered):
             record = self._read_record(location, "promotion record")
+            if record is None:  # listed a moment ago: removed since, which history never is
+                raise RegistryError(f"{location}: listed in the history, then gone; history is append-only, restore it")
             if record.name != name:
                 raise RegistryError(f"{location}: name: expected {name!r}, found {record.name!r}")
             if record.model_version != n:

@@ -1,6 +1,9 @@
 """When drift retrains (seqae.drift): enough rows, a large effect, one retrain per episode, a cooldown."""
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,13 +16,17 @@ from seqae.drift import (
     WAITING,
     DriftPolicy,
     DriftState,
+    DriftStateConflictError,
     check_drift,
     decide,
+    drift_state,
     read_state,
     record_retrain,
     retrain_needed,
+    update_state,
 )
-from seqae.errors import ConfigError
+from seqae.errors import ConfigError, SeqaeError
+from seqae.storage import Location
 
 HOUR = 3600.0
 T0 = 1_800_000_000.0
@@ -91,11 +98,17 @@ def test_policy_round_trips_and_refuses_unknown_keys():
         DriftPolicy.from_dict({"alpha": 0.01, "windo": 3})
 
 
-def test_a_retrain_that_waited_checks_it_is_still_needed(tmp_path):
-    models = tmp_path / "models"
-    assert retrain_needed(models, "m", None, None, "m1") == (True, "not triggered by drift (a schedule or by hand)")
-    from seqae.drift import drift_state
+@pytest.fixture(params=["local", "s3"])
+def models_root(request, tmp_path):
+    """The models root the drift state lives under: a local folder, or a prefix on moto's S3 server."""
+    if request.param == "local":
+        return tmp_path / "models"
+    return f"s3://{request.getfixturevalue('s3').bucket}/models"
 
+
+def test_a_retrain_that_waited_checks_it_is_still_needed(models_root):
+    models = models_root
+    assert retrain_needed(models, "m", None, None, "m1") == (True, "not triggered by drift (a schedule or by hand)")
     with drift_state(models, "m") as state:
         decision = decide(SHIFTED, state, POLICY, "m1", now=T0)
     needed, why = retrain_needed(models, "m", decision.episode, "m1", "m1")
@@ -107,7 +120,116 @@ def test_a_retrain_that_waited_checks_it_is_still_needed(tmp_path):
     assert not handled and why == f"drift episode {decision.episode} was already handled: its retrain promoted m2"
     over, why = retrain_needed(models, "m", "another", "m1", "m1")
     assert not over and "is over" in why
-    assert json.loads((models / "m" / "drift.json").read_text())["episode"]["handled_by"] == "m2"
+    assert json.loads(Location.of(f"{models}/m/drift.json").read_bytes())["episode"]["handled_by"] == "m2"
+    if isinstance(models, str):  # S3: nothing beside it but the state itself (no lock object)
+        assert [i.base_name for i in Location.of(f"{models}/m").children()] == ["drift.json"]
+
+
+def _pending(shard: str):
+    """A change of the state that adds one pending shard (and says which it saw)."""
+    def change(state: DriftState) -> int:
+        before = len(state.pending)
+        time.sleep(0.05)  # between the read and the write: concurrent updates overlap
+        state.pending.append({"shard": shard, "key": shard, "rows": 1})
+        return before
+    return change
+
+
+def test_concurrent_updates_of_the_drift_state_on_s3_are_all_kept(s3):
+    """Eight writers at once: each read-modify-write lands (a lost race reads again and redoes it),
+    none overwrites another's. Without the conditional write most of them would be lost."""
+    root = f"s3://{s3.bucket}/models"
+    start = threading.Barrier(8)
+
+    def update(i):
+        start.wait()
+        return update_state(root, "m", _pending(f"s{i}"), max_tries=64)
+
+    with ThreadPoolExecutor(8) as pool:
+        seen_before = list(pool.map(update, range(8)))
+    assert sorted(p["shard"] for p in read_state(root, "m").pending) == [f"s{i}" for i in range(8)]
+    assert sorted(seen_before) == list(range(8))  # each saw the ones written before it, as if one at a time
+
+
+def test_a_drift_state_that_keeps_changing_gives_up_naming_the_file(s3):
+    from seqae.lease import ObjectStore
+
+    root = f"s3://{s3.bucket}/models"
+    location = Location.of(f"{root}/m/drift.json")
+    update_state(root, "m", _pending("first"))
+    tries = []
+
+    def rival(state: DriftState) -> None:  # another run writes between every read and write of this one
+        tries.append(len(tries))
+        ObjectStore(location).put(location, json.dumps({**state.to_dict(), "seen": [f"r{len(tries)}"]}).encode())
+        state.seen.append("mine")
+
+    with pytest.raises(DriftStateConflictError, match=(
+            r"^s3://seqae-test/models/m/drift\.json: 3 concurrent update\(s\) of the drift state of 'm' won every "
+            r"try of this one \(the last: s3://seqae-test/models/m/drift\.json: expected the drift state unchanged "
+            r"since read \(If-Match: \"[0-9a-f]+\"\), found it written by another run meanwhile; nothing was "
+            r"written\); expected to write it within 3 tries\. Nothing of this change was recorded: rerun it$")):
+        update_state(root, "m", rival, max_tries=3)
+    assert tries == [0, 1, 2]
+    assert read_state(root, "m").seen == ["r3"]  # the rival's last write, never this one's
+
+
+def test_the_first_write_of_a_drift_state_is_a_create_if_absent(s3):
+    root = f"s3://{s3.bucket}/models"
+    location = Location.of(f"{root}/m/drift.json")
+
+    def created_meanwhile(state: DriftState) -> None:
+        if not location.is_file():
+            location.filesystem.open_output_stream(location.path).close()  # an empty object: not ours to replace
+        state.seen.append("mine")
+
+    with pytest.raises(DriftStateConflictError, match=r"expected the drift state absent \(If-None-Match: \*\)"):
+        with drift_state(root, "m") as state:
+            created_meanwhile(state)
+    assert location.read_bytes() == b""
+
+
+def test_a_drift_check_that_lost_a_race_is_decided_again_without_testing_twice(s3, monkeypatch):
+    """Another run's check lands while this one tests: this one re-reads, keeps both runs' shards and
+    re-decides on the fresh state with the report it already has."""
+    import sys
+
+    import seqae.anomaly
+
+    module = sys.modules["seqae.drift"]  # seqae.drift, the attribute, may be the function seqae.anomaly.drift
+    root = f"s3://{s3.bucket}/models"
+    location = Location.of(f"{root}/m/drift.json")
+    calls = []
+
+    def test_once(model_dir, shards, alpha, device):
+        calls.append(list(shards))
+        if len(calls) == 1:  # the other run's write, between this check's read and its write
+            other = DriftState(seen=["other-shard"])
+            with location.filesystem.open_output_stream(location.path) as stream:
+                stream.write(json.dumps(other.to_dict()).encode())
+        return SHIFTED
+
+    monkeypatch.setattr(seqae.anomaly, "drift", test_once)
+    monkeypatch.setattr(module, "_shard_key", lambda uri: f"key-of-{uri}")
+    decision = check_drift("model", "m1", {"a.parquet": 150}, POLICY, models_root=root, name="m", now=T0)
+    assert calls == [["a.parquet"]]  # tested once, whatever the retry
+    assert (decision.verdict, decision.retrain) == (DRIFT_RETRAIN, True)
+    state = read_state(root, "m")
+    assert state.seen == ["other-shard", "key-of-a.parquet"] and state.episode.id == decision.episode
+
+
+def test_a_drift_state_on_a_store_without_conditional_writes_is_refused():
+    with pytest.raises(SeqaeError, match=r"^mock://models/m/drift\.json: the drift state needs conditional writes "
+                                         r"\(S3\) or a local filesystem; found mock, which has none in pyarrow\.fs\. "
+                                         r"Keep the models root on S3 or a local disk, or turn the drift check off "
+                                         r"\(drift=None\)$"):
+        update_state("mock:///models", "m", _pending("a"))
+
+
+def test_a_drift_state_uri_with_credentials_is_refused_and_never_shown():
+    with pytest.raises(SeqaeError, match=r"^s3://\*\*\*@bucket/models: credentials in a URI are refused") as caught:
+        read_state("s3://AKIA:Zq9s3cr3t@bucket/models", "m")
+    assert "Zq9s3cr3t" not in str(caught.value)
 
 
 @pytest.fixture()

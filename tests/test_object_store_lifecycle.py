@@ -263,3 +263,42 @@ def test_object_store_requests_of_one_shard(s3, model_dir, sine_dir, tmp_path, m
         print("\nobject-store requests:", json.dumps({k: {"total": sum(v.values()), **v} for k, v in figures.items()},
                                                       indent=1))
     assert sum(figures["embed one shard"].values()) > 0
+
+
+@slow
+def test_object_store_requests_of_the_flows(prefect_harness, s3, model_dir, sine_dir, tmp_path, monkeypatch, capsys):
+    """The embed flow's figures in docs/scaling-out.md (registry and drift state on S3 too):
+    ``pytest -m slow -s tests/test_object_store_lifecycle.py -k requests``."""
+    from flows.definitions import embed as embed_flow
+    from seqae.drift import DriftPolicy, check_drift, read_state
+    from seqae.modelstore import upload_model_dir
+
+    monkeypatch.setenv("SEQAE_CACHE_DIR", str(tmp_path / "cache"))
+    counter = RequestCounter(monkeypatch, s3.bucket)
+    bucket = f"s3://{s3.bucket}"
+    upload(sine_dir, f"{bucket}/data")
+    for i in range(2):
+        upload(sine_dir / "part-0.parquet", f"{bucket}/two/part-{i}.parquet")
+    upload_model_dir(model_dir, f"{bucket}/staging")
+    promotion = ModelRegistry(f"{bucket}/models").promote(f"{bucket}/staging", "ecg")
+    waits = DriftPolicy(min_rows=10**9)  # the state is read and written, no test runs
+    counter.take()
+
+    def run(data, out):
+        embed_flow(data, out, f"{bucket}/models", "ecg", config=EmbedConfig(device="cpu"), drift=waits)
+        return counter.take()
+
+    figures = {"embed flow, one shard": run(f"{bucket}/data", f"{bucket}/out"),
+               "embed flow, rerun (skips)": run(f"{bucket}/data", f"{bucket}/out"),
+               "embed flow, two shards": run(f"{bucket}/two", f"{bucket}/out2")}
+    check_drift(promotion.location, promotion.model_id, {f"{bucket}/data/part-0.parquet": 96}, waits,
+                models_root=f"{bucket}/models", name="other")
+    figures["drift state, first check (one shard)"] = counter.take()
+    check_drift(promotion.location, promotion.model_id, {f"{bucket}/two/part-0.parquet": 96}, waits,
+                models_root=f"{bucket}/models", name="other")
+    figures["drift state, next check (one shard)"] = counter.take()
+    with capsys.disabled():
+        print("\nobject-store requests of the flows:", json.dumps(
+            {k: {"total": sum(v.values()), **v} for k, v in figures.items()}, indent=1))
+    assert [p["rows"] for p in read_state(f"{bucket}/models", "ecg").pending] == [96, 96, 96]
+    assert figures["drift state, next check (one shard)"] == {"GET models": 1, "HEAD two": 1, "PUT models": 1}

@@ -36,12 +36,17 @@ def test_the_event_path_of_embed_on_arrival_passes_when_it_carries_none():
 @pytest.mark.parametrize("data, models, out, line", [
     (f"s3://AKIA:{SECRET}@bucket/d", "models/", "out/", "s3://***@bucket/d: credentials in a URI are refused"),
     ("data/", "models/", f"s3://b/o#token={SECRET}", "s3://b/o#token=***: credentials in a URI are refused"),
-    ("data/", "s3://bucket/models", "out/", "s3://bucket/models: models (the model registry) takes a local path"),
+    ("data/", f"s3://bucket/models?secret_key={SECRET}", "out/",
+     "s3://bucket/models?secret_key=***: credentials in a URI are refused"),
 ])
-def test_serve_refuses_credentials_and_a_registry_uri_before_any_deployment(data, models, out, line):
+def test_serve_refuses_credentials_before_any_deployment(data, models, out, line):
     with pytest.raises(SeqaeError) as caught:
         deployments(data, models, out)
     assert str(caught.value).startswith(line) and SECRET not in str(caught.value)
+
+
+def test_serve_takes_a_registry_uri():  # the model lifecycle runs on object stores (issue #26)
+    assert {d.name for d in deployments("data/", "s3://bucket/models", "out/")} >= {"retrain", "embed-on-promotion"}
 
 
 @pytest.mark.slow

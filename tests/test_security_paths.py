@@ -121,9 +121,9 @@ def test_emit_shard_landed_checks_then_emits(data, monkeypatch, capsys):
     (["promote", "{tmp}/no-model", "--models", "{tmp}/models"], "error: "),  # the registry's own words
     (["promote", "s3://KEY:Zq9s3cr3t/x@bucket/m", "--models", "{tmp}/models"],
      "error: s3://***@bucket/m: credentials in a URI are refused (user info (KEY:SECRET@));"),
-    (["promote", "{tmp}/m", "--models", "s3://bucket/models"],
-     "error: s3://bucket/models: --models (the model registry) takes a local path; expected a local path, found a "
-     "URI (object stores are not supported there yet)"),
+    # the registry takes URIs (issue #26), with the same credential rules as the data
+    (["promote", "{tmp}/m", "--models", "s3://bucket/models?secret_key=Zq9s3cr3t/x"],
+     "error: s3://bucket/models?secret_key=***: credentials in a URI are refused (query key 'secret_key');"),
     (["pipeline", "--data", "s3://bucket/d#secret_key=Zq9s3cr3t/x", "--models", "{tmp}/m", "--out", "{tmp}/o"],
      "error: s3://bucket/d#secret_key=***: credentials in a URI are refused (fragment key 'secret_key');"),
     (["serve", "--data", "{tmp}/d", "--models", "{tmp}/m", "--out", "s3://bucket/o?session_token=Zq9s3cr3t/x"],

@@ -75,3 +75,22 @@ def test_a_remote_cluster_without_a_prefect_server_is_refused():
         with pytest.raises(ValueError, match="a Ray cluster needs a Prefect server its workers can reach"):
             shard_task_runner("ray://head:10001")
 
+
+
+def test_a_setup_hook_reaches_the_workers_through_ray_client_too(monkeypatch):
+    """Ray Client drops ``worker_process_setup_hook`` (the driver-side step that turns it into an
+    environment variable never runs there): the flow sets that variable itself for ``ray://``."""
+    monkeypatch.setenv("SEQAE_RAY_RUNTIME_ENV", json.dumps({"worker_process_setup_hook": "pkg.setup"}))
+    with temporary_settings({PREFECT_API_URL: "http://prefect:4200/api"}):
+        client, _ = shard_task_runner("ray://head:10001")
+        attached, _ = shard_task_runner("head:6379")
+        local, _ = shard_task_runner("local")
+    assert client.init_kwargs["runtime_env"]["env_vars"]["__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"] == "pkg.setup"
+    for runner in (attached, local):  # a driver of its own: ray.init does it
+        assert "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR" not in runner.init_kwargs["runtime_env"]["env_vars"]
+        assert runner.init_kwargs["runtime_env"]["worker_process_setup_hook"] == "pkg.setup"
+    monkeypatch.setenv("SEQAE_RAY_RUNTIME_ENV", json.dumps({"worker_process_setup_hook": ["pkg.setup"]}))
+    with temporary_settings({PREFECT_API_URL: "http://prefect:4200/api"}):
+        with pytest.raises(ValueError, match=r"^SEQAE_RAY_RUNTIME_ENV: worker_process_setup_hook: expected a module "
+                                             r"path such as 'mypackage.setup_worker', got \['pkg.setup'\]$"):
+            shard_task_runner("ray://head:10001")

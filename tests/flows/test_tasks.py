@@ -75,3 +75,29 @@ def test_promotion_needs_a_passed_parity_gate_and_keeps_history(model_dir, tmp_p
     with pytest.raises(PromotionError, match="the parity gate did not pass"):
         registry.promote(failed, "ecg")
     assert registry.current("ecg") == again
+
+
+def test_the_flows_entry_points_take_a_models_root_at_a_uri(s3, tmp_path, monkeypatch):
+    """Issue #26: the registry (and the drift state beside it) on S3 is taken by ``python -m flows``
+    and by the served deployments, as local folders are; credentials in it are still refused."""
+    from typer.testing import CliRunner
+
+    import flows.tasks as tasks
+    from flows import __main__ as entry
+    from flows.serve import deployments
+    from tests.test_registry import fake_model
+
+    models = f"s3://{s3.bucket}/models"
+    for deployment in deployments("s3://b/data", models, "s3://b/out"):
+        assert deployment.parameters["models_root"] == models, deployment.name
+    emitted = []
+    monkeypatch.setattr(tasks, "emit_event", lambda **event: emitted.append(event))
+    result = CliRunner().invoke(entry.app, ["promote", str(fake_model(tmp_path / "m")), "--models", models])
+    assert result.exit_code == 0, result.output
+    promotion = json.loads(result.output)
+    assert promotion["location"].startswith(f"{models}/default/versions/0123abcd-") and promotion["model_version"] == 1
+    assert ModelRegistry(models).current("default").location == promotion["location"]
+    assert [e["payload"]["location"] for e in emitted] == [promotion["location"]]
+    refused = CliRunner().invoke(entry.app, ["promote", str(tmp_path / "m"), "--models",
+                                             "s3://AKIA:Zq9s3cr3t@bucket/models"])
+    assert refused.exit_code != 0 and "Zq9s3cr3t" not in refused.output
