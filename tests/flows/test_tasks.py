@@ -94,7 +94,7 @@ def test_the_flows_entry_points_take_a_models_root_at_a_uri(s3, tmp_path, monkey
     monkeypatch.setattr(tasks, "emit_event", lambda **event: emitted.append(event))
     result = CliRunner().invoke(entry.app, ["promote", str(fake_model(tmp_path / "m")), "--models", models])
     assert result.exit_code == 0, result.output
-    promotion = json.loads(result.output)
+    promotion = json.loads(result.stdout)  # stdout alone: output interleaves the log lines on stderr
     assert promotion["location"].startswith(f"{models}/default/versions/0123abcd-") and promotion["model_version"] == 1
     assert ModelRegistry(models).current("default").location == promotion["location"]
     assert [e["payload"]["location"] for e in emitted] == [promotion["location"]]
