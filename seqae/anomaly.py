@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqae import names
-from seqae.config import Device, EmbedConfig
+from seqae.config import Device, EmbedConfig, SessionOptions
 from seqae.data import RowFilter, SequenceBatch, ShardReader, empty_rejects, resolve_shards
 from seqae.errors import SeqaeError
-from seqae.infer.model import InferenceModel
+from seqae.infer.model import DEFAULT_BATCH, InferenceModel
+from seqae.infer.session import Scorer, ScorerSession
 from seqae.infer.stages import ReadBatch, score
 from seqae.storage import Location, utc_now, write_bytes
 from seqae.thresholds import Threshold, ThresholdConfig
@@ -32,14 +33,15 @@ from seqae.thresholds import Threshold, ThresholdConfig
 REFERENCE_ROWS = 20_000
 
 
-def score_rows(model: InferenceModel, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+def score_rows(scorer: Scorer, batch_size: int, batches: Iterator[tuple[np.ndarray, np.ndarray]],
                limit: int | None = None) -> dict[str, np.ndarray]:
-    """Run the scorer over ``(values, lengths)`` batches; the outputs concatenated (at most ``limit`` rows)."""
+    """Run ``scorer`` over ``(values, lengths)`` batches, ``batch_size`` sequences per call; the outputs
+    concatenated (at most ``limit`` rows)."""
     parts: dict[str, list[np.ndarray]] = {}
     have = 0
     for values, lengths in batches:
         batch = SequenceBatch("", pa.table({}), pa.table({}), values, lengths, np.zeros(len(lengths), np.int64))
-        for name, array in score(model.scorer, ReadBatch(batch, empty_rejects()), model.batch_size).outputs.items():
+        for name, array in score(scorer, ReadBatch(batch, empty_rejects()), batch_size).outputs.items():
             parts.setdefault(name, []).append(array)
         have += len(lengths)
         if limit is not None and have >= limit:
@@ -64,9 +66,11 @@ def iter_dataset(model: InferenceModel, data: str | list[str], row_filter: str |
 
 def write_reference(model_dir: str | os.PathLike, batches: Iterator[tuple[np.ndarray, np.ndarray]],
                     source: str) -> dict[str, Any]:
-    """Score held-out rows with the exported scorer (CPU) and write ``reference.parquet``."""
-    model = InferenceModel.open(model_dir, EmbedConfig(device="cpu"))
-    outputs = score_rows(model, batches, REFERENCE_ROWS)
+    """Score held-out rows with the model directory's exported scorer (``scorer.onnx``, on the CPU) and
+    write ``reference.parquet`` there. Reads no ``seqae.json``: export scores the reference in its
+    staging folder before it writes one."""
+    scorer = ScorerSession(model_dir, SessionOptions(device="cpu"))
+    outputs = score_rows(scorer, DEFAULT_BATCH[scorer.provider], batches, REFERENCE_ROWS)
     if not outputs:
         raise SeqaeError(f"{model_dir}: no held-out row to build the reference from")
     embedding = np.ascontiguousarray(outputs[names.EMBEDDING], np.float32)
@@ -101,7 +105,8 @@ def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = Thresh
         errors = read_reference(model_dir).column(names.RECON_ERROR).to_numpy()
     else:
         model = InferenceModel.open(model_dir, EmbedConfig(device=device))
-        errors = score_rows(model, iter_dataset(model, data, row_filter)).get(names.RECON_ERROR, np.zeros(0))
+        outputs = score_rows(model.scorer, model.batch_size, iter_dataset(model, data, row_filter))
+        errors = outputs.get(names.RECON_ERROR, np.zeros(0))
     try:
         threshold = Threshold(config).fit(errors)
     except SeqaeError as exc:
@@ -138,7 +143,7 @@ def drift(model_dir: str | os.PathLike, data: str | list[str], *, row_filter: st
 
     reference = read_reference(model_dir)
     model = InferenceModel.open(model_dir, EmbedConfig(device=device))
-    outputs = score_rows(model, iter_dataset(model, data, row_filter), limit)
+    outputs = score_rows(model.scorer, model.batch_size, iter_dataset(model, data, row_filter), limit)
     if not outputs:
         raise SeqaeError(f"{data}: no accepted row to compare with the reference")
     ref_err = reference.column(names.RECON_ERROR).to_numpy()

@@ -90,7 +90,7 @@ def score_labelled(model_dir: str | os.PathLike, data: str, label_column: str, *
         for batch, _ in reader:
             if not len(batch):
                 continue
-            out = score_rows(model, iter([(batch.values, batch.lengths)]))
+            out = score_rows(model.scorer, model.batch_size, iter([(batch.values, batch.lengths)]))
             label_array = batch.passthrough.column(label_column)
             batch_labels = label_array.to_numpy(zero_copy_only=False)
             batch_keys = batch.keys.column(0).to_numpy(zero_copy_only=False)

@@ -647,10 +647,7 @@ def _export(model_dir: Path, config: ExportConfig, data: str | None) -> dict[str
                                                  lengths, cfg)
         files.update(variant_files)
         export_meta = export_record(info, config, protos, files, report, variants)
-        # The reference is scored through the staged folder as a model directory, which needs its
-        # seqae.json: written here without the reference, then once more with it.
-        write_metadata(staging, {**info.metadata, "export": export_meta})
-        export_meta["reference"] = _reference(staging, info, data)
+        export_meta["reference"] = _reference(staging, info, data)  # scored by the staged scorer.onnx
         write_metadata(staging, {**info.metadata, "export": export_meta})
         _commit(staging, directory, files)
     return export_meta
