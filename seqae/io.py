@@ -54,8 +54,8 @@ def column_options(schema: pa.Schema) -> dict[str, list[str]]:
 
     Model outputs are continuous floats: a dictionary never pays for them (pyarrow tries one per
     column chunk, then falls back to plain after filling it) and their min/max per embedding element
-    serves no query. Writing outputs with 64-float embeddings ran 2.7-3.8x the rows per second, with
-    128-float ones 1.9-2.6x, and files were 8-14% smaller (``benchmarks/write_outputs.py``, 5 runs).
+    serves no query: without either, outputs are written faster and smaller (figures in the docs'
+    benchmarks page, from ``benchmarks/write_outputs.py``).
     Keys, passthrough and the scalar outputs keep statistics (``score > 0.99`` can skip row groups);
     nested columns, which pyarrow addresses by leaf path, get neither.
     """
