@@ -2,10 +2,12 @@
 both images run one pinned CPython and every base image is pinned by digest; the CUDA image's build
 check loads the CUDA libraries onnxruntime-gpu needs and its default command is the GPU pool; the
 compose file has the Prefect server on PostgreSQL (password from a secret file, never in a URL), health
-checks and no secret; every Service, namespace, claim and secret the Kubernetes files name is created
-there or documented; the work-pool template passes Prefect's own validation and renders through the
-kubernetes worker's job configuration with its GPU requests; the Ray cluster asks for GPUs from the CUDA
-image and keeps its dashboard on loopback; each image's Python dependency set resolves with
+checks and no secret; every Service, namespace and secret the Kubernetes files name is created there or
+documented; the Kubernetes pods share nothing but object storage (no claim but PostgreSQL's, no volume in
+the work pool's job or the Ray pods); the work-pool template passes Prefect's own validation and renders
+through the kubernetes worker's job configuration with its GPU requests and the Ray token; the Ray
+cluster asks for GPUs from the CUDA image, runs with token authentication from the Secret the work pool
+reads, and keeps its dashboard on loopback; each image's Python dependency set resolves with
 constraints.txt to the pinned versions."""
 
 import asyncio
@@ -105,9 +107,13 @@ def test_no_secret_is_written_in_infra():
             assert not re.search(r"AKIA[0-9A-Z]{16}", text), path  # an AWS access key id
             # credentials inside a URL (the README writes a built URL's password as "...")
             assert not re.search(r"://[^/\s:@]+:(?!\.\.\.@)[^/\s@]+@", text), path
-            for key, value in re.findall(r"^\s*(\w*(?:PASSWORD|SECRET_ACCESS_KEY|SESSION_TOKEN)):\s*(\S+)", text,
-                                         re.MULTILINE):
+            for key, value in re.findall(r"^\s*(\w*(?:PASSWORD|SECRET_ACCESS_KEY|SESSION_TOKEN|AUTH_TOKEN)):\s*(\S+)",
+                                         text, re.MULTILINE):
                 assert value.startswith("${") or value in ("|", ">"), (path, key, value)
+            assert not re.search(r"^\s*auth_token:", text, re.MULTILINE), path  # a Secret's data, the Ray token
+            # a Secret created from the command line takes a generated value or a placeholder, never a literal
+            for key, value in re.findall(r"--from-literal=(\w+)=(\S+)", text):
+                assert value.startswith('"$(') or value == "...", (path, key, value)
 
 
 def test_both_images_run_one_pinned_cpython_from_one_digest():
@@ -306,7 +312,7 @@ def test_every_long_running_service_has_a_health_check():
             assert "wget" not in json.dumps(container)  # not in these images
 
 
-def test_every_namespace_service_claim_and_secret_referenced_exists_or_is_documented():
+def test_every_namespace_service_and_secret_referenced_exists_or_is_documented():
     documents = kubernetes_documents()
     defined = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in documents}
     namespaces = {name for kind, _, name in defined if kind == "Namespace"}
@@ -323,29 +329,92 @@ def test_every_namespace_service_claim_and_secret_referenced_exists_or_is_docume
     for service, namespace in set(re.findall(r"\b([a-z0-9-]+)\.([a-z0-9-]+)\.svc\b", text + readme)):
         assert ("Service", namespace, service) in defined, f"{service}.{namespace}.svc"
     assert set(re.findall(r"ray://([a-z0-9-]+?)(?:\.seqae\.svc)?:10001", readme)) == ray_services
-    # claims, in the namespace of the pod that mounts them
-    for document in documents:
-        for claim in re.findall(r'"claimName": "([^"]+)"', json.dumps(document)):
-            assert ("PersistentVolumeClaim", document["metadata"]["namespace"], claim) in defined, claim
-    # secrets are never in a file: each one named is created by a documented command in its namespace
+    # secrets are never in a file: each one named (the Ray cluster's authOptions.secretName included) is
+    # created by a documented command in its namespace
     secrets = {*re.findall(r'"(?:secretRef|secretKeyRef)": \{"name": "([^"]+)"', text),
                *re.findall(r'"secretName": "([^"]+)"', text)}
     template = json.loads((INFRA / "k8s" / "gpu-work-pool.json").read_text())["variables"]["properties"]
-    secrets.add(template["storage_secret"]["default"])
-    assert secrets == {"seqae-object-storage", "seqae-postgres"}
+    secrets |= {template["storage_secret"]["default"], template["ray_auth_secret"]["default"]}
+    assert secrets == {"seqae-object-storage", "seqae-postgres", "seqae-ray-auth"}
+    assert "Secret" not in {kind for kind, _, _ in defined}
     for secret in secrets:
         assert re.search(rf"kubectl -n seqae create secret generic {secret}\b", readme), secret
-    # the work pool's flow-run pods go where the claim and the secret are
+    # the work pool's flow-run pods go where the secrets are
     assert template["namespace"]["default"] in namespaces
-    assert ("PersistentVolumeClaim", template["namespace"]["default"], template["data_claim"]["default"]) in defined
+
+
+def pod_specs(document: dict) -> list[dict]:
+    """The pod templates of a Kubernetes document (a RayCluster's head and worker groups included)."""
+    spec = document.get("spec", {})
+    if document["kind"] == "RayCluster":
+        return [g["template"]["spec"] for g in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]]
+    if document["kind"] in ("Deployment", "StatefulSet"):
+        return [spec["template"]["spec"]]
+    return []
+
+
+def test_the_kubernetes_pods_share_nothing_but_object_storage():
+    """Data, models and outputs are s3:// URIs: the only claim is PostgreSQL's own (its StatefulSet's
+    volumeClaimTemplates, ReadWriteOnce), and neither the work pool's flow-run pods nor any Ray pod
+    mounts a volume. Fails if a shared data volume comes back."""
+    documents = kubernetes_documents()
+    assert [d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"] == []
+    templates = {(d["kind"], d["metadata"]["name"]): d["spec"]["volumeClaimTemplates"]
+                 for d in documents if d.get("spec", {}).get("volumeClaimTemplates")}
+    assert list(templates) == [("StatefulSet", "postgres")]
+    assert [t["spec"]["accessModes"] for t in templates["StatefulSet", "postgres"]] == [["ReadWriteOnce"]]
+    assert "ReadWriteMany" not in json.dumps(documents)
+    for document in documents:
+        for pod in pod_specs(document):
+            # a pod may mount a Secret (PostgreSQL's password file), never a claim or a host or network folder
+            for volume in pod.get("volumes", []):
+                assert set(volume) <= {"name", "secret"}, (document["metadata"]["name"], volume)
+            if document["kind"] == "RayCluster":
+                assert "volumes" not in pod, document["metadata"]["name"]
+                assert all("volumeMounts" not in c for c in pod["containers"]), document["metadata"]["name"]
+    template = json.loads((INFRA / "k8s" / "gpu-work-pool.json").read_text())
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert "volumes" not in pod and all("volumeMounts" not in c for c in pod["containers"])
+    assert not {name for name in template["variables"]["properties"] if "claim" in name or "volume" in name}
+    assert "{{ data_claim }}" not in json.dumps(template)
+
+
+def test_ray_cluster_uses_token_auth_from_the_secret_the_work_pool_reads():
+    """KubeRay (v1.6+) sets RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from the Secret named by
+    authOptions.secretName on every Ray container; the work pool's flow-run pods, the clients that
+    drive the cluster, read the same key of the same Secret. No token value is written anywhere."""
+    (cluster,) = [d for d in kubernetes_documents() if d["kind"] == "RayCluster"]
+    template = json.loads((INFRA / "k8s" / "gpu-work-pool.json").read_text())
+    secret = template["variables"]["properties"]["ray_auth_secret"]["default"]
+    assert cluster["spec"]["authOptions"] == {"mode": "token", "secretName": secret} == {
+        "mode": "token", "secretName": "seqae-ray-auth"}
+    # KubeRay adds the two variables only where a container lacks them: none may set its own
+    for container in containers(cluster):
+        assert not [e for e in container.get("env", []) if e["name"].startswith("RAY_AUTH")], container["name"]
+    (container,) = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"]
+    assert container["env"] == [
+        {"name": "RAY_AUTH_MODE", "value": "token"},
+        {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": "{{ ray_auth_secret }}", "key": "auth_token", "optional": True}}},
+    ]
+    assert template["job_configuration"]["env"] == "{{ env }}"  # the env variable still reaches the worker
+    for path in [*INFRA.rglob("*"), ROOT / "docs" / "scaling-out.md"]:
+        if path.is_file() and "__pycache__" not in path.parts:
+            text = path.read_text()
+            # RAY_AUTH_TOKEN=<value> or auth_token=<value>: only a generated value ("$(openssl ...)")
+            for value in re.findall(r"(?:RAY_AUTH_TOKEN|auth_token)=(\S+)", text):
+                assert value.startswith('"$('), (path, value)
 
 
 def test_gpu_work_pool_template_validates_and_renders_with_gpu_requests(prefect_harness):
     """Validated the way Prefect does: the server's WorkPoolCreate schema (every placeholder of the
     job configuration declared as a variable), the variables as a JSON Schema with valid defaults,
     then rendered by prefect-kubernetes' KubernetesWorkerJobConfiguration, which checks the job
-    manifest, exactly as the kubernetes worker does for each flow run."""
+    manifest, and prepared for a flow run, exactly as the kubernetes worker does for each flow run."""
+    import uuid
+
     import jsonschema
+    from prefect.client.schemas.objects import FlowRun
     from prefect.server.schemas.actions import WorkPoolCreate
     from prefect_kubernetes.worker import KubernetesWorker, KubernetesWorkerJobConfiguration
 
@@ -358,8 +427,11 @@ def test_gpu_work_pool_template_validates_and_renders_with_gpu_requests(prefect_
     assert set(default["variables"]["properties"]) <= set(template["variables"]["properties"])
     assert set(default["job_configuration"]) == set(template["job_configuration"])
 
+    ray_token = {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "seqae-ray-auth", "key": "auth_token", "optional": True}}}
     config = asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(
-        template, {"image": "seqae-cuda:test", "gpu_count": 2}))
+        template, {"image": "seqae-cuda:test", "gpu_count": 2,
+                   "env": {"SEQAE_RAY_ADDRESS": "ray://seqae-ray-head-svc:10001", "RAY_AUTH_MODE": "disabled"}}))
     assert config.namespace == "seqae"
     pod = config.job_manifest["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -369,9 +441,29 @@ def test_gpu_work_pool_template_validates_and_renders_with_gpu_requests(prefect_
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert container["envFrom"] == [{"secretRef": {"name": "seqae-object-storage", "optional": True}}]
-    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "seqae-data"
+    assert "volumes" not in pod and "volumeMounts" not in container
+    assert container["env"] == [{"name": "RAY_AUTH_MODE", "value": "token"}, ray_token]
+    # What the worker does before it creates the Job: the env variable's entries (Prefect's settings and
+    # the deployment's env) go first, the template's list after them, one entry per name, the
+    # deployment's winning; the secretKeyRef reaches the pod as it is.
+    config.prepare_for_flow_run(FlowRun(flow_id=uuid.uuid4(), name="seqae-test"))
+    env = config.job_manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names)), names
+    assert {"name": "SEQAE_RAY_ADDRESS", "value": "ray://seqae-ray-head-svc:10001"} in env
+    assert {"name": "RAY_AUTH_MODE", "value": "disabled"} in env and ray_token in env
+    assert {"PREFECT_API_URL", "PREFECT__FLOW_RUN_ID", "TF_CPP_MIN_LOG_LEVEL"} <= set(names)
     with pytest.raises(Exception, match="minimum|greater than or equal"):
         jsonschema.validate({"gpu_count": -1}, template["variables"])
+
+    # retrains on the same template (docs/scaling-out.md): the CPU image, no GPU, any node, no volume
+    config = asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(
+        template, {"image": "seqae-cpu:test", "gpu_count": 0, "node_selector": {}}))
+    pod = config.job_manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "seqae-cpu:test"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 0
+    assert not pod.get("nodeSelector") and "volumes" not in pod and "volumeMounts" not in container
 
 
 def test_ray_cluster_puts_gpu_workers_on_the_cuda_image_and_keeps_the_dashboard_on_loopback():
@@ -380,7 +472,7 @@ def test_ray_cluster_puts_gpu_workers_on_the_cuda_image_and_keeps_the_dashboard_
     assert cluster["apiVersion"] == "ray.io/v1"
     assert cluster["spec"]["rayVersion"] == constraints()["ray"]  # the cluster runs the Ray the driver pins
     head_params = cluster["spec"]["headGroupSpec"]["rayStartParams"]
-    assert head_params["dashboard-host"] == "127.0.0.1"  # Ray's dashboard has no authentication
+    assert head_params["dashboard-host"] == "127.0.0.1"  # loopback beside the token: a second layer
     head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"].startswith("seqae-cpu:")
     assert 8265 not in {p["containerPort"] for p in head["ports"]}
