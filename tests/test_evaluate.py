@@ -13,7 +13,7 @@ import pytest
 from seqae.anomaly import drift, fit_threshold, read_reference
 from seqae.config import EmbedConfig
 from seqae.errors import SeqaeError
-from seqae.evaluate import Scored, check_scalar_labels, evaluate, labelled_rows, markdown, metrics, score_labels
+from seqae.evaluate import Scored, check_scalar_labels, evaluate, labelled_rows, markdown, metrics, probe, score_labels
 from seqae.infer import embed
 from seqae.thresholds import ThresholdConfig
 
@@ -114,6 +114,24 @@ def scored_rows(labels, errors):
     n = len(labels)
     return Scored(np.asarray(labels), np.asarray(errors, dtype=np.float64), np.zeros((n, 2)), [], [], [], [], [],
                   np.arange(n), "id")
+
+
+def test_the_probe_scores_each_classifier_on_its_own_features():
+    """Two classes on concentric rings in the embedding: a 1-NN separates them, a linear model cannot;
+    the raw values are noise that says nothing of the class."""
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = np.arange(n) % 2
+    angle = rng.uniform(0, 2 * np.pi, n)
+    radius = np.where(labels == 1, 3.0, 1.0) + rng.normal(0, 0.05, n)
+    scored = scored_rows(labels, np.zeros(n))
+    scored.embeddings = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    raw = rng.normal(size=(n, 5, 1)), np.full(n, 5)
+    result = probe(scored, np.arange(n) < n // 2, raw)
+    assert result["train_rows"] == result["test_rows"] == n // 2
+    assert result["one_nn_euclidean_on_embeddings"] == 1.0
+    assert result["logistic_regression_on_embeddings"] < 0.7
+    assert result["one_nn_euclidean_on_raw_values"] < 0.65 and result["logistic_regression_on_raw_values"] < 0.65
 
 
 @pytest.mark.parametrize("label_type", [pa.list_(pa.int32()), pa.struct([("a", pa.int32())]),
