@@ -105,11 +105,11 @@ def export_model(model_dir: str, config: ExportConfig) -> dict[str, Any]:
     from seqae.export import export
 
     result = export(model_dir, config)
-    parity = result["parity"]
+    parity = result.parity
     create_table_artifact(key="seqae-parity-report", description=f"ONNX against Keras, {parity['rows']} rows, "
                           f"passed: {parity['passed']}", table=[
                               {"output": name, **worst} for name, worst in parity["worst"].items()])
-    return {"model_dir": model_dir, "files": result["files"], "parity_passed": parity["passed"]}
+    return {"model_dir": model_dir, "files": result.files, "parity_passed": parity["passed"]}
 
 
 @task(name="fit-threshold", **IO_RETRIES)

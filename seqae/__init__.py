@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from seqae.data.config import DataConfig
     from seqae.errors import SeqaeError
     from seqae.evaluate import evaluate
-    from seqae.export import export
+    from seqae.export import ExportResult, export
     from seqae.infer import EmbedReport, InferenceModel, ShardResult, embed, embed_shard
     from seqae.registry import ModelRegistry
     from seqae.thresholds import Threshold, ThresholdConfig
@@ -53,6 +53,7 @@ _LAZY: dict[str, str] = {
     "ThresholdConfig": "seqae.thresholds",
     # what the functions return, and what serves a model
     "TrainResult": "seqae.train",
+    "ExportResult": "seqae.export",
     "EmbedReport": "seqae.infer",
     "ShardResult": "seqae.infer",
     "Threshold": "seqae.thresholds",
@@ -67,7 +68,7 @@ _LAZY: dict[str, str] = {
 _SHADOWED = frozenset(_LAZY) & frozenset(info.name for info in pkgutil.iter_modules(__path__))
 
 __all__ = [
-    "DataConfig", "EmbedConfig", "EmbedReport", "ExportConfig", "InferenceModel", "MissingDependencyError",
+    "DataConfig", "EmbedConfig", "EmbedReport", "ExportConfig", "ExportResult", "InferenceModel", "MissingDependencyError",
     "ModelConfig", "ModelRegistry", "SeqaeError", "SessionOptions", "ShardResult", "Threshold", "ThresholdConfig",
     "TrainConfig", "TrainResult", "__version__", "drift", "embed", "embed_shard", "evaluate", "export",
     "fit_threshold", "load_model", "train",

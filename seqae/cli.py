@@ -435,10 +435,10 @@ def train_cmd(
     with progress_bar("train", train_config.max_epochs, unit="epochs") as advance:
         result = train(data, model_dir, model_config=model_config, data_config=data_config,
                        train_config=train_config, on_epoch=lambda epoch, logs: advance(1))
-    t = result.metadata["training"]
-    _print_json({"model_dir": str(result.model_dir), "model_id": result.metadata["model_id"],
-                 "model_version": result.metadata["model_version"], "model": result.metadata["model"],
-                 "epochs": t["epochs"], "best_epoch": t["best_epoch"], "metrics": t["metrics"],
+    t = result.training
+    _print_json({"model_dir": str(result.model_dir), "model_id": result.model_id,
+                 "model_version": result.model_version, "model": result.metadata["model"],
+                 "epochs": result.epochs, "best_epoch": result.best_epoch, "metrics": result.metrics,
                  "train_rows": t["train_rows"], "validation_rows": t["validation_rows"],
                  "validation": t["validation"], "warnings": t["warnings"], "seconds": t["seconds"]})
 
@@ -461,10 +461,10 @@ def export_cmd(
     from seqae.export import export
 
     result = export(model_dir, config, data=data)
-    _print_json({"model_dir": str(model_dir), "files": result["files"], "parity": {
-        k: v for k, v in result["parity"].items() if k in ("passed", "rows", "worst", "checks")},
-        **({"fp16_parity": result["fp16_parity"]} if config.fp16 else {}),
-        **({"int8_parity": result["int8_parity"]} if config.int8 else {})})
+    _print_json({"model_dir": str(model_dir), "files": result.files, "parity": {
+        k: v for k, v in result.parity.items() if k in ("passed", "rows", "worst", "checks")},
+        **({"fp16_parity": result.fp16_parity} if config.fp16 else {}),
+        **({"int8_parity": result.int8_parity} if config.int8 else {})})
 
 
 def option_fields(cls: type) -> list[str]:

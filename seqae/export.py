@@ -590,8 +590,37 @@ def export_record(info: ModelInfo, config: ExportConfig, protos: dict[str, Any],
     }
 
 
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and measured: ``seqae.json``'s ``export`` section, its parts named.
+
+    Attributes:
+        model_dir: the model directory as given (a local path or a URI).
+        files: each ONNX file's record by name (``sha256``, ``bytes``, ``precision``, ``kind``).
+        parity: the parity gate's summary against Keras (``passed``, ``rows``, ``checks``, ``worst``,
+            ``failures``).
+        reference: the held-out reference it scored (``rows``, ``source``, ``recon_error_median``).
+        fp16_parity: the fp16 scorer's parity (``--fp16``; ``measured`` is false without CUDA), else None.
+        int8_parity: the int8 scorer's parity (``--int8``), else None.
+        record: the whole ``export`` section as written to ``seqae.json``.
+    """
+
+    model_dir: Path | str
+    files: dict[str, dict[str, Any]]
+    parity: dict[str, Any]
+    reference: dict[str, Any]
+    fp16_parity: dict[str, Any] | None
+    int8_parity: dict[str, Any] | None
+    record: dict[str, Any]
+
+    @classmethod
+    def of(cls, model_dir: Path | str, record: dict[str, Any]) -> ExportResult:
+        return cls(model_dir, record["files"], record["parity"], record["reference"], record.get("fp16_parity"),
+                   record.get("int8_parity"), record)
+
+
 def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), *,
-           data: str | None = None) -> dict[str, Any]:
+           data: str | None = None) -> ExportResult:
     """Write ``encoder.onnx`` and ``scorer.onnx`` (and ``scorer.fp16.onnx``) into ``model_dir``.
 
     ``model_dir`` is a local folder or a URI (``s3://bucket/models/ecg``; credentials in it are
@@ -620,7 +649,8 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
     for module in ("tensorflow", "keras", "tf2onnx", "onnx"):  # before anything is downloaded or staged
         import_optional(module, "train", needed_for="seqae.export")
     with staged_model_dir(model_dir) as local:
-        return _export(local, config, data)
+        record = _export(local, config, data)
+    return ExportResult.of(model_dir if isinstance(model_dir, str) else Path(model_dir), record)
 
 
 def _export(model_dir: Path, config: ExportConfig, data: str | None) -> dict[str, Any]:

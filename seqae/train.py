@@ -469,8 +469,41 @@ def _previous_version(model_dir: str | os.PathLike) -> int:
 
 @dataclass
 class TrainResult:
-    model_dir: Path | str  # a local path, or the URI the directory was uploaded to
+    """A trained model directory and what training recorded in its ``seqae.json``.
+
+    Attributes:
+        model_dir: a local path, or the URI the directory was uploaded to.
+        metadata: the whole ``seqae.json``; the properties below name the parts a caller reads.
+    """
+
+    model_dir: Path | str
     metadata: dict[str, Any]
+
+    @property
+    def model_id(self) -> str:
+        return self.metadata["model_id"]
+
+    @property
+    def model_version(self) -> str:
+        return self.metadata["model_version"]
+
+    @property
+    def training(self) -> dict[str, Any]:
+        """``seqae.json``'s ``training`` section: data, config, split, epochs, metrics, warnings, seconds."""
+        return self.metadata["training"]
+
+    @property
+    def epochs(self) -> int:
+        return self.training["epochs"]
+
+    @property
+    def best_epoch(self) -> int:
+        return self.training["best_epoch"]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The best epoch's losses (``loss``, ``val_loss`` and one per output)."""
+        return self.training["metrics"]
 
 
 def _library_versions() -> dict[str, str]:

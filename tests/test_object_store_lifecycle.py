@@ -179,7 +179,7 @@ def test_train_export_threshold_evaluate_promote_and_embed_on_s3(s3, sine_dir, t
     assert sorted(meta["artifacts"]) == [names.LOSS_PLOT_FILE, names.MODEL_FILE]
 
     exported = export(staging)
-    assert exported["parity"]["passed"] is True
+    assert exported.parity["passed"] is True
     assert {names.ENCODER_ONNX, names.SCORER_ONNX, names.REFERENCE_FILE} <= set(keys(staging))
     fitted = fit_threshold(staging, ThresholdConfig(method="percentile", false_alarm_rate=0.05), data=data,
                            device="cpu")  # the tiny reference holds 8 rows

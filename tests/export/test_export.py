@@ -47,8 +47,11 @@ def exported(tmp_path_factory, sine_dir):
 def test_every_member_exports_with_parity_and_fused_lstms(exported, index):
     path, meta = exported[index]
     cfg = ModelConfig.from_dict(json.loads((path / names.METADATA_FILE).read_text())["model"])
-    assert meta["parity"]["passed"] and meta["parity"]["failures"] == []
-    assert meta["parity"]["checks"] == 2 * 2 * (1 + len(cfg.output_names))  # cases x batch sizes x outputs
+    assert meta.parity["passed"] and meta.parity["failures"] == []
+    assert meta.parity["checks"] == 2 * 2 * (1 + len(cfg.output_names))  # cases x batch sizes x outputs
+    assert meta.record == json.loads((path / names.METADATA_FILE).read_text())["export"]  # what seqae.json holds
+    assert meta.reference["rows"] > 0 and set(meta.files) >= {names.ENCODER_ONNX, names.SCORER_ONNX}
+    assert meta.fp16_parity is None and meta.int8_parity is None
     for file, graph in ((names.ENCODER_ONNX, "encoder"), (names.SCORER_ONNX, "scorer")):
         proto = onnx.load(path / file)
         ops = collections.Counter(n.op_type for n in proto.graph.node)
@@ -186,10 +189,10 @@ def test_int8_scorer_is_written_with_its_own_parity_and_used_on_request(exported
     model = tmp_path / "m"
     shutil.copytree(exported[0][0], model)  # reconstruct, units 4, no bottleneck: embedding in (-1, 1)
     meta = export(model, ExportConfig(int8=True, **GENEROUS))
-    parity = meta["int8_parity"]
+    parity = meta.int8_parity
     assert parity["passed"] and parity["quantized"] == "all LSTM and MatMul weights"
     assert parity["tolerance"] == {"embedding_atol": 2.0, "error_rtol_median": 1e9, "error_rtol_p99": 1e9}
-    assert meta["files"]["scorer.int8.onnx"]["precision"] == "int8"
+    assert meta.files["scorer.int8.onnx"]["precision"] == "int8"
     ops = collections.Counter(n.op_type for n in onnx.load(model / names.SCORER_INT8_ONNX).graph.node)
     assert ops["DynamicQuantizeLSTM"] >= 1  # the LSTM weights really are int8
     full = embed(model, str(sine_dir), tmp_path / "fp32", EmbedConfig(device="cpu"))
@@ -202,8 +205,8 @@ def test_int8_scorer_is_written_with_its_own_parity_and_used_on_request(exported
     assert entry["onnx_file"] == "scorer.int8.onnx"
 
     meta = export(model, ExportConfig(int8=True, **TINY))  # both candidates tried, neither kept
-    assert meta["int8_parity"]["passed"] is False and meta["int8_parity"]["quantized"] == "the encoder's LSTM weights"
-    assert "scorer.int8.onnx" not in meta["files"] and not (model / names.SCORER_INT8_ONNX).exists()
+    assert meta.int8_parity["passed"] is False and meta.int8_parity["quantized"] == "the encoder's LSTM weights"
+    assert "scorer.int8.onnx" not in meta.files and not (model / names.SCORER_INT8_ONNX).exists()
     with pytest.raises(ModelDirError, match=r"scorer\.int8\.onnx: missing; .*export dropped it"):
         embed(model, str(sine_dir), tmp_path / "int8b", EmbedConfig(int8=True))
     export(model)  # without --int8: asking for it says how to get it
