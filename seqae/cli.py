@@ -395,12 +395,16 @@ def _check_first_shard(data: str, data_config, train_config) -> None:
     ShardReader(resolve_shards(data)[0], data_config, row_filter=row_filter)
 
 
+def option_fields(cls: type) -> list[str]:
+    """Every field of ``cls`` made with ``configbase.option()``, in the class's order: a command that
+    offers them all (``seqae embed``) gets a new one, such as the option of an optional output column,
+    with no change here."""
+    return [f.name for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
 @command("train")
-@config_options(model_fields=(ModelConfig, ["mode", "horizon", "decoder", "reverse_target", "units", "latent_dim",
-                                            "num_layers", "dropout", "activation", "learning_rate"], "Model"),
-                train_fields=(TrainConfig, ["max_epochs", "patience", "lr_patience", "batch_size",
-                                            "validation_fraction", "validation_split", "row_filter", "seed",
-                                            "cache_mb"], "Training"),
+@config_options(model_fields=(ModelConfig, option_fields(ModelConfig), "Model"),
+                train_fields=(TrainConfig, option_fields(TrainConfig), "Training"),
                 data_fields=DATA_OPTIONS)
 def train_cmd(
     data: Annotated[str, typer.Option(help="Parquet file, directory, glob or URI.")],
@@ -465,13 +469,6 @@ def export_cmd(
         k: v for k, v in result.parity.items() if k in ("passed", "rows", "worst", "checks")},
         **({"fp16_parity": result.fp16_parity} if config.fp16 else {}),
         **({"int8_parity": result.int8_parity} if config.int8 else {})})
-
-
-def option_fields(cls: type) -> list[str]:
-    """Every field of ``cls`` made with ``configbase.option()``, in the class's order: a command that
-    offers them all (``seqae embed``) gets a new one, such as the option of an optional output column,
-    with no change here."""
-    return [f.name for f in dataclasses.fields(cls) if "help" in f.metadata]
 
 
 @command("embed")
