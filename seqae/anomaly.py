@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqae import names
-from seqae.config import Device, EmbedConfig, SessionOptions
+from seqae.config import Device, DriftPolicy, EmbedConfig, SessionOptions
 from seqae.data import RowFilter, SequenceBatch, ShardReader, empty_rejects, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.model import DEFAULT_BATCH, InferenceModel
@@ -127,7 +127,8 @@ def fit_threshold_from_reference(model_dir: str | os.PathLike,
         return None, f"no threshold: {exc}"
 
 
-def drift(model_dir: str | os.PathLike, data: str | list[str], *, row_filter: str | None = None, alpha: float = 0.01,
+def drift(model_dir: str | os.PathLike, data: str | list[str], *, row_filter: str | None = None,
+          alpha: float = DriftPolicy.alpha,
           device: Device = "auto", limit: int = REFERENCE_ROWS) -> dict[str, Any]:
     """Compare the errors and embeddings of ``data`` with the model's held-out reference.
 

@@ -39,6 +39,7 @@ from seqae._version import __version__
 from seqae.config import (
     MODES,
     DataConfig,
+    DriftPolicy,
     EmbedConfig,
     ExportConfig,
     ModelConfig,
@@ -586,17 +587,17 @@ def evaluate_cmd(
 
 
 @command("drift")
-@config_options(session=DEVICE_OPTION)
+@config_options(session=DEVICE_OPTION, policy=(DriftPolicy, ["alpha"], None))
 def drift_cmd(
     model: Annotated[str, typer.Option(help="Exported model directory.")],
     data: Annotated[str, typer.Option(help="New Parquet shards to compare with the model's reference.")],
     filter: Annotated[Optional[str], typer.Option("--filter", help="Compare matching rows only.")] = None,
-    alpha: Annotated[float, typer.Option(min=1e-9, max=0.5, help="Significance level of the tests.")] = 0.01,
-    *, session: dict,
+    *, session: dict, policy: dict,
 ) -> None:
     """Compare errors and embeddings of new data with the held-out reference (KS tests); exit 3 on drift."""
     _no_credentials(model)
     device = SessionOptions(**session).device
+    alpha = DriftPolicy.from_dict(policy, "drift options").alpha
     from seqae.anomaly import drift
 
     report = drift(model, data, row_filter=filter, alpha=alpha, device=device)

@@ -49,9 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from seqae.config import Device
-from seqae.configbase import Config, check_positive, check_range
-from seqae.errors import ConfigError, SeqaeError
+from seqae.config import Device, DriftPolicy  # DriftPolicy is defined with the other configs
+from seqae.errors import SeqaeError
 from seqae.lease import ObjectStore
 from seqae.modelstore import location_of
 from seqae.storage import Location, read_json, write_json
@@ -76,35 +75,6 @@ T = TypeVar("T")
 
 class DriftStateConflictError(SeqaeError):
     """Another writer changed the drift state between this one's read and its conditional write."""
-
-
-@dataclass(frozen=True)
-class DriftPolicy(Config):
-    """When a drift test counts and when it retrains.
-
-    Args:
-        alpha: level of the KS tests (``scipy.stats.ks_2samp``).
-        min_rows: rows a test needs; fewer wait (as pending shards) for the next embed run.
-        min_effect: smallest KS statistic of the reconstruction errors that counts, in [0, 1]: the
-            share of rows by which the two distributions differ at most (0.2: a fifth).
-        cooldown_seconds: after a retrain was requested, drift requests none for this long.
-        calm_checks: counted tests in a row without drift that close an episode.
-    """
-
-    alpha: float = 0.01
-    min_rows: int = 1000
-    min_effect: float = 0.2
-    cooldown_seconds: float = 6 * 3600.0
-    calm_checks: int = 2
-
-    def __post_init__(self) -> None:
-        check_range("alpha", self.alpha, 0.0, 1.0)
-        if self.alpha == 0:
-            raise ConfigError("alpha: expected a value in (0, 1), got 0")
-        check_positive("min_rows", self.min_rows)
-        check_range("min_effect", self.min_effect, 0.0, 1.0, high_open=False)
-        check_range("cooldown_seconds", self.cooldown_seconds, 0.0, float("inf"))
-        check_positive("calm_checks", self.calm_checks)
 
 
 @dataclass
