@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqae import names
+from seqae._optional import import_optional
 from seqae.config import Device, EmbedConfig
 from seqae.data import RowFilter, ShardReader, pad_concat, resolve_shards
 from seqae.errors import SeqaeError
@@ -311,6 +312,7 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
             own train part); the other rows are its test rows. ``None``: no probe.
     """
     location_of(model_dir)  # credentials in a URI are refused before any work
+    import_optional("matplotlib", "train", needed_for="seqae.evaluate (its plots)")
     with staged_output(out) as local_out:
         return _evaluate(model_dir, data, local_out, label_column=label_column,
                          normal_value=normal_value, row_filter=row_filter, probe_train=probe_train, device=device)

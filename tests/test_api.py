@@ -79,6 +79,17 @@ def test_the_issue_23_names_are_public():
     assert wanted <= set(seqae.__all__)
 
 
+def test_seqae_infer_exports_only_what_a_user_of_the_embed_job_needs():
+    # The plumbing the flows, the CLI and the tests share (OutputFolder, plan_embed, reuse_key, ...)
+    # is imported from its submodule, so it can change without a deprecation.
+    import seqae.infer
+
+    assert sorted(seqae.infer.__all__) == [
+        "CommitConflictError", "EmbedConfig", "EmbedReport", "FolderBusyError", "InferenceModel", "SessionOptions",
+        "ShardResult", "committed_outputs", "embed", "embed_shard", "plan_outputs"]
+    assert not {"OutputFolder", "plan_embed", "prepare_embed", "reuse_key", "write_summary"} & set(vars(seqae.infer))
+
+
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match=r"^module 'seqae' has no attribute 'no_such_name'$"):
         seqae.no_such_name  # noqa: B018
@@ -135,6 +146,13 @@ def test_a_training_entry_point_without_tensorflow_names_the_pip_install(call, n
     assert raised == {"type": "MissingDependencyError", "name": "tensorflow", "extra": "train", "seqae": True,
                       "import_error": True,
                       "message": f"{needed_for} needs tensorflow, which is not installed; {TRAIN_EXTRA}"}
+
+
+def test_evaluate_without_matplotlib_names_the_pip_install():
+    raised = call_without_tensorflow("sys.modules['matplotlib'] = None\n    seqae.evaluate('model', 'data', 'out')")
+    assert raised == {"type": "MissingDependencyError", "name": "matplotlib", "extra": "train", "seqae": True,
+                      "import_error": True,
+                      "message": f"seqae.evaluate (its plots) needs matplotlib, which is not installed; {TRAIN_EXTRA}"}
 
 
 def test_without_tensorflow_the_inference_names_still_import():
