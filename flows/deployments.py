@@ -87,7 +87,7 @@ class Deployment:
 
 
 def declare(settings: DeploymentSettings) -> list[Deployment]:
-    """The five deployments that ``settings`` make."""
+    """Every deployment that ``settings`` make."""
     s = settings
     model: dict[str, str | list[str]] = {"prefect.resource.id": f"seqae.model.{s.name}"}
     embed = {"data": s.data, "out": s.out, "models_root": s.models, "model_name": s.name,

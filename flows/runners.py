@@ -38,7 +38,7 @@ RAY_RUNTIME_ENV_ENV = "SEQAE_RAY_RUNTIME_ENV"
 RAY_MAX_RETRIES_ENV = "SEQAE_RAY_MAX_RETRIES"
 #: Shard tasks sharing one GPU (default 1: each task asks for a whole GPU). One task embeds one shard
 #: in one thread (read, score, write in turn), which cannot keep an H200 busy; 4 tasks per GPU (each
-#: process with its own session) can (README, "Scaling out").
+#: process with its own session) can (docs/scaling-out.md).
 RAY_TASKS_PER_GPU_ENV = "SEQAE_RAY_TASKS_PER_GPU"
 #: Ray's environment variable for a setup hook given by module path: what ``ray.init`` turns
 #: ``runtime_env["worker_process_setup_hook"]`` into on a driver (Ray 2.60,

@@ -1,11 +1,6 @@
 """Every deployment of ``flows/deployments.py`` served from one process (``python -m flows serve``):
-the same declaration ``prefect.yaml`` is rendered from.
-
-    embed-new-shards    cron, every 15 minutes: embeds what arrived since the last run (done shards skip)
-    retrain             cron, Mondays 03:00: train -> export -> threshold -> promote
-    embed-on-promotion  trigger on seqae.model.promoted: re-embeds everything with the new model
-    embed-on-arrival    trigger on seqae.shard.landed: embeds the shard the event names
-    retrain-on-drift    trigger on seqae.drift.detected: train -> export -> threshold -> promote
+the same declaration ``prefect.yaml`` is rendered from (its names, schedules and triggers are listed
+there and in docs/orchestration.md).
 
 Schedules and triggers need a Prefect server (``PREFECT_API_URL``); stopping ``serve`` pauses the
 deployments.
@@ -27,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def deployments(data: str, models: str, out: str, name: str = "default", **settings: Any) -> list:
-    """The five deployments for these locations; ``settings`` are the other fields of
+    """Every deployment for these locations; ``settings`` are the other fields of
     ``flows.deployments.DeploymentSettings`` (``row_filter``, ``max_epochs``, ``drift``, ...).
 
     Each location is a local path or a URI (``s3://bucket/models``: the registry and the drift state

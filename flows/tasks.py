@@ -23,16 +23,9 @@ from seqae.config import DataConfig, EmbedConfig, ExportConfig, ModelConfig, Tra
 from seqae.data import resolve_shards
 from seqae.drift import DriftPolicy
 from seqae.errors import InputNotFoundError, SeqaeError, is_transient
-from seqae.infer import (
-    EmbedReport,
-    InferenceModel,
-    OutputFolder,
-    ShardResult,
-    embed_shard,
-    prepare_embed,
-    reuse_key,
-    write_summary,
-)
+from seqae.infer import EmbedReport, InferenceModel, ShardResult, embed_shard
+from seqae.infer.commit import OutputFolder, reuse_key
+from seqae.infer.job import prepare_embed, write_summary
 from seqae.modeldir import ModelInfo
 from seqae.registry import ModelRegistry
 from seqae.storage import Location, redact_uri
