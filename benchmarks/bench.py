@@ -88,7 +88,8 @@ def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
 def inference_peers(model_dir: Path, data: Path, values: np.ndarray, repeats: int) -> dict[str, float]:
     import tensorflow as tf
 
-    from seqae.infer import EmbedConfig, ScorerSession, SessionOptions, embed
+    from seqae.infer import EmbedConfig, SessionOptions, embed
+    from seqae.infer.session import ScorerSession
     from seqae.model import load_model
 
     rows = len(values)

@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from seqae.infer import EmbedConfig, ScorerSession, SessionOptions, embed
+    from seqae.infer import EmbedConfig, SessionOptions, embed
+    from seqae.infer.session import ScorerSession
 
     big = ecg_rows(args.rows)
     values = np.stack(big.column("values").to_numpy(zero_copy_only=False))[..., None].astype(np.float32)

@@ -167,8 +167,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="fp32 at the most workers; '' for none")
     args = parser.parse_args()
 
-    from seqae.infer import EmbedConfig, ScorerSession, SessionOptions, embed
+    from seqae.infer import EmbedConfig, SessionOptions, embed
     from seqae.infer.runtime import preload_cuda
+    from seqae.infer.session import ScorerSession
     from seqae.modeldir import ModelInfo
 
     cuda = args.device == "cuda"

@@ -57,7 +57,7 @@ IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_b
 
 def _shard_key(context, parameters: dict[str, Any]) -> str:
     """Never stale: the shard's fingerprint, the model identity, the options and the committed
-    output entry itself (``seqae.infer.reuse_key``); a fresh key while nothing is committed."""
+    output entry itself (``seqae.infer.commit.reuse_key``); a fresh key while nothing is committed."""
     config = parameters["config"]
     identity = InferenceModel.identity_of(parameters["model_dir"], config)
     shard = resolve_shards(parameters["shard"])[0]
@@ -190,7 +190,7 @@ def current_promotion(models_root: str, name: str) -> dict[str, Any] | None:
 @task(name="plan-shards", **IO_RETRIES)
 def plan_shards(data: str, out: str, only: str | None = None) -> list[tuple[str, str]]:
     """``(shard URI, output name)`` for every input shard, or just ``only`` (one file under ``data``),
-    after withdrawing outputs of renamed or deleted sources: ``seqae.infer.prepare_embed``, the
+    after withdrawing outputs of renamed or deleted sources: ``seqae.infer.job.prepare_embed``, the
     planner ``embed`` uses. An empty data folder plans nothing (a scheduled run before the first shard)."""
     try:
         plan = prepare_embed(data, out, only)

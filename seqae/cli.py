@@ -521,7 +521,7 @@ def embed_cmd(
 
 def _end_with_problems(report) -> None:
     """Exit 1 naming every quarantined file, or when every input row was rejected (nothing written)."""
-    from seqae.infer import OutputFolder
+    from seqae.infer.commit import OutputFolder
 
     totals = report.totals
     if totals["rows_in"] and not totals["rows_written"] and not report.quarantined:

@@ -21,7 +21,7 @@ SCORER_INT8_ONNX = "scorer.int8.onnx"
 THRESHOLD_FILE = "threshold.json"
 REFERENCE_FILE = "reference.parquet"  # errors and embeddings of held-out rows: the drift reference
 
-# An output folder of `seqae embed` (seqae.infer.OutputFolder is the one owner of this layout). Each
+# An output folder of `seqae embed` (seqae.infer.commit.OutputFolder is the one owner of this layout). Each
 # folder below OUT holds Parquet files of one schema and nothing else, so that every engine reads it
 # as a folder; seqae's own records sit beside them, under CONTROL_DIR, never inside.
 EMBEDDINGS_DIR = "embeddings"  # OUT/embeddings/<output>.parquet: the data (one file per input shard)

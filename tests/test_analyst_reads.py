@@ -14,7 +14,9 @@ import pytest
 
 from seqae import names
 from seqae.config import EmbedConfig
-from seqae.infer import OutputFolder, committed_outputs, embed, embed_shard, prepare_embed
+from seqae.infer import committed_outputs, embed, embed_shard
+from seqae.infer.commit import OutputFolder
+from seqae.infer.job import prepare_embed
 
 pytestmark = pytest.mark.slow  # uses the trained model of tests/conftest.py
 

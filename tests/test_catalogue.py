@@ -229,7 +229,7 @@ def test_a_symlink_loop_reads_each_file_once(model_dir, two_good, tmp_path):
 
 
 def test_out_that_is_a_file_and_a_locked_out_are_one_line_errors(model_dir, two_good, tmp_path):
-    from seqae.infer import OutputFolder
+    from seqae.infer.commit import OutputFolder
 
     (tmp_path / "file").write_text("")
     with pytest.raises(SeqaeError, match="--out is a file"):

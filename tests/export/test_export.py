@@ -13,7 +13,7 @@ from seqae import names
 from seqae.config import ExportConfig
 from seqae.errors import ChecksumError, ModelDirError, ParityError
 from seqae.export import check_graph, export, validate_parity
-from seqae.infer import ModelArtifacts
+from seqae.infer.artifacts import ModelArtifacts
 from seqae.model import ModelConfig, load_model
 from seqae.train import TrainConfig, train
 

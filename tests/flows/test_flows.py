@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqae.config import EmbedConfig, ModelConfig, TrainConfig
-from seqae.infer import OutputFolder, committed_outputs
+from seqae.infer import committed_outputs
+from seqae.infer.commit import OutputFolder
 from seqae.registry import ModelRegistry
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqae.config import EmbedConfig
-from seqae.infer import OutputFolder, committed_outputs
+from seqae.infer import committed_outputs
+from seqae.infer.commit import OutputFolder
 from seqae.storage import is_temporary
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,8 @@ import pytest
 
 from seqae.data import resolve_shards
 from seqae.errors import SeqaeError
-from seqae.infer import OutputFolder, RunIdentity, committed_outputs
+from seqae.infer import committed_outputs
+from seqae.infer.commit import OutputFolder, RunIdentity
 from seqae.io import output_names_for
 
 IDENTITY = RunIdentity("m1", 3, "scorer.onnx", "ab" * 32, False, "c0ffee")
@@ -152,7 +153,7 @@ def test_a_lock_file_that_is_a_symlink_is_refused_and_never_followed(tmp_path):
 
 @pytest.mark.parametrize("how", ["relative", "file-uri", "symlink"])
 def test_an_output_folder_inside_the_data_is_never_read_as_input(tmp_path, monkeypatch, how):
-    from seqae.infer import plan_embed
+    from seqae.infer.commit import plan_embed
 
     data = tmp_path / "data"
     (data / "out").mkdir(parents=True)
@@ -168,7 +169,7 @@ def test_an_output_folder_inside_the_data_is_never_read_as_input(tmp_path, monke
 
 def test_only_must_name_exactly_one_shard_of_the_data(tmp_path):
     from seqae.errors import ConfigError
-    from seqae.infer import plan_embed
+    from seqae.infer.commit import plan_embed
 
     for name in ("a", "b"):
         pq.write_table(pa.table({"id": [1]}), tmp_path / f"{name}.parquet")
@@ -182,7 +183,8 @@ def test_only_must_name_exactly_one_shard_of_the_data(tmp_path):
 
 def test_only_outside_the_data_is_refused_before_it_is_opened(tmp_path, monkeypatch):
     from seqae.errors import ConfigError
-    from seqae.infer import commit, plan_embed
+    from seqae.infer import commit
+    from seqae.infer.commit import plan_embed
 
     pq.write_table(pa.table({"id": [1]}), tmp_path / "a.parquet")
     opened = []
@@ -202,7 +204,7 @@ def _commit(folder, shard, name):
 
 
 def test_outputs_of_renamed_or_deleted_sources_are_withdrawn(tmp_path):
-    from seqae.infer import plan_embed
+    from seqae.infer.commit import plan_embed
 
     data = tmp_path / "data"
     data.mkdir()

@@ -25,7 +25,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import seqae.infer.stages as stages
 from seqae.config import EmbedConfig
 from seqae.errors import SeqaeError
-from seqae.infer import InferenceModel, OutputFolder, embed, embed_shard, prepare_embed
+from seqae.infer import InferenceModel, embed, embed_shard
+from seqae.infer.commit import OutputFolder
+from seqae.infer.job import prepare_embed
 from seqae.io import AtomicParquetWriter, read_metadata
 from seqae.storage import Location, read_json
 

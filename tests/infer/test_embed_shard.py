@@ -12,7 +12,8 @@ from seqae import names
 from seqae.config import EmbedConfig
 from seqae.data import resolve_shards
 from seqae.errors import ContractError, SeqaeError
-from seqae.infer import InferenceModel, OutputFolder, committed_outputs, embed, embed_shard, plan_outputs
+from seqae.infer import InferenceModel, committed_outputs, embed, embed_shard, plan_outputs
+from seqae.infer.commit import OutputFolder
 from seqae.infer.stages import ShardOutput
 from seqae.storage import Location
 

@@ -299,7 +299,7 @@ def test_fp16_parity_step_runs_up_to_the_gpu_here(model_dir, mixed_dir, tmp_path
 def committed_accounts(out):
     """Every committed entry against its files: data rows == rows_written, rejects rows == rows_rejected
     (no rejects file when none); returns {source: rows_in}."""
-    from seqae.infer import OutputFolder
+    from seqae.infer.commit import OutputFolder
 
     folder, found = OutputFolder(out), {}
     for name in folder.entry_names():
@@ -318,7 +318,8 @@ def test_a_kill_during_a_recompute_leaves_no_stale_file_under_the_older_entry(mo
                                                                               monkeypatch):
     import dataclasses
 
-    from seqae.infer import InferenceModel, OutputFolder
+    from seqae.infer import InferenceModel
+    from seqae.infer.commit import OutputFolder
 
     data, _ = mixed_dir
     out = tmp_path / "out"

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqae.config import EmbedConfig
-from seqae.infer import InferenceModel, OutputFolder, committed_outputs, embed
+from seqae.infer import InferenceModel, committed_outputs, embed
+from seqae.infer.commit import OutputFolder
 from seqae.storage import Location
 
 slow = pytest.mark.slow  # trains the tiny model (tests/conftest.py)
@@ -69,7 +70,8 @@ KILLER = """
 import os, signal, sys
 from seqae.config import EmbedConfig
 import seqae.lease
-from seqae.infer import OutputFolder, embed
+from seqae.infer import embed
+from seqae.infer.commit import OutputFolder
 
 seqae.lease.LEASE_SECONDS = 3.0  # the dead run's lease runs out soon
 commit = OutputFolder.commit
