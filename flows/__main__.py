@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from seqae import names
 from seqae.errors import SeqaeError
 from seqae.storage import redact_text, refuse_credentials
 
@@ -26,7 +27,7 @@ def pipeline_cmd(
     data: DataOpt,
     models: ModelsOpt,
     out: OutOpt,
-    name: NameOpt = "default",
+    name: NameOpt = names.DEFAULT_MODEL_NAME,
     filter: Annotated[Optional[str], typer.Option("--filter", help="Train on matching rows, e.g. \"label == 1\".")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Most epochs (default: the TrainConfig default).")] = None,
     label_column: Annotated[str, typer.Option(help="Evaluate against this column when the outputs have it.")] = "label",
@@ -95,7 +96,7 @@ def serve_cmd(
     data: DataOpt,
     models: ModelsOpt,
     out: OutOpt,
-    name: NameOpt = "default",
+    name: NameOpt = names.DEFAULT_MODEL_NAME,
     drift_alpha: DriftAlphaOpt = None,
     drift_min_rows: DriftRowsOpt = None,
     drift_min_effect: DriftEffectOpt = None,
@@ -153,7 +154,7 @@ def deployments_cmd(
 def promote_cmd(
     model_dir: Annotated[str, typer.Argument(help="An exported model directory whose parity gate passed.")],
     models: ModelsOpt,
-    name: NameOpt = "default",
+    name: NameOpt = names.DEFAULT_MODEL_NAME,
 ) -> None:
     """Promote a model by hand and emit seqae.model.promoted (embed-on-promotion re-embeds)."""
     _check_locations(models=models, model_dir=model_dir)

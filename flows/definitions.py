@@ -31,6 +31,7 @@ from flows.tasks import (
     tidy_output,
     train_model,
 )
+from seqae import names
 from seqae.config import DataConfig, EmbedConfig, ExportConfig, ModelConfig, TrainConfig
 from seqae.drift import DriftPolicy, record_retrain, retrain_needed
 from seqae.registry import ModelRegistry
@@ -53,7 +54,7 @@ def export(model_dir: str, config: ExportConfig = ExportConfig()) -> dict[str, A
 
 
 @flow(name="seqae-retrain", timeout_seconds=25 * HOUR)
-def retrain(data: str, models_root: str, model_name: str = "default", model: ModelConfig = ModelConfig(),
+def retrain(data: str, models_root: str, model_name: str = names.DEFAULT_MODEL_NAME, model: ModelConfig = ModelConfig(),
             data_config: DataConfig = DataConfig(), train: TrainConfig = TrainConfig(),
             export_config: ExportConfig = ExportConfig(), threshold: ThresholdConfig = ThresholdConfig(),
             drift_episode: str | None = None, drift_model_id: str | None = None) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def retrain(data: str, models_root: str, model_name: str = "default", model: Mod
 
 
 @flow(name="seqae-embed", timeout_seconds=12 * HOUR)
-def embed(data: str, out: str, models_root: str | None = None, model_name: str = "default",
+def embed(data: str, out: str, models_root: str | None = None, model_name: str = names.DEFAULT_MODEL_NAME,
           model_dir: str | None = None, only: str | None = None, config: EmbedConfig = EmbedConfig(),
           concurrency: int = 4, drift: DriftPolicy | None = DriftPolicy(), ray_address: str | None = None,
           wait_seconds: float | None = None, label_column: str | None = None,
@@ -214,7 +215,7 @@ def embed_shards(model_dir: str, out: str, planned: list[tuple[str, str]], confi
 
 
 @flow(name="seqae-pipeline", timeout_seconds=37 * HOUR)
-def pipeline(data: str, models_root: str, out: str, model_name: str = "default",
+def pipeline(data: str, models_root: str, out: str, model_name: str = names.DEFAULT_MODEL_NAME,
              model: ModelConfig = ModelConfig(), data_config: DataConfig = DataConfig(),
              train: TrainConfig = TrainConfig(), export_config: ExportConfig = ExportConfig(),
              embed_config: EmbedConfig = EmbedConfig(), threshold: ThresholdConfig = ThresholdConfig(),

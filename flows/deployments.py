@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from flows.tasks import DRIFT_EVENT, PROMOTED_EVENT, SHARD_LANDED_EVENT
+from seqae import names
 from seqae.drift import DriftPolicy
 
 EMBED_CRON = "*/15 * * * *"
@@ -46,7 +47,7 @@ class DeploymentSettings:
     data: str
     models: str
     out: str
-    name: str = "default"
+    name: str = names.DEFAULT_MODEL_NAME
     row_filter: str | None = None
     max_epochs: int | None = None
     drift: DriftPolicy | None = DriftPolicy()

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import serve
 
 from flows.deployments import EMBED_CRON, RETRAIN_CRON, DeploymentSettings, to_runner_deployments
+from seqae import names
 from seqae.storage import refuse_credentials
 
 __all__ = ["EMBED_CRON", "RETRAIN_CRON", "deployments", "serve_all"]
@@ -21,7 +22,7 @@ __all__ = ["EMBED_CRON", "RETRAIN_CRON", "deployments", "serve_all"]
 log = logging.getLogger(__name__)
 
 
-def deployments(data: str, models: str, out: str, name: str = "default", **settings: Any) -> list:
+def deployments(data: str, models: str, out: str, name: str = names.DEFAULT_MODEL_NAME, **settings: Any) -> list:
     """Every deployment for these locations; ``settings`` are the other fields of
     ``flows.deployments.DeploymentSettings`` (``row_filter``, ``max_epochs``, ``drift``, ...).
 

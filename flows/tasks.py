@@ -120,7 +120,7 @@ def fit_threshold_task(model_dir: str, config: ThresholdConfig) -> dict[str, Any
 
 @task(name="check-drift", **IO_RETRIES)
 def check_drift(model_dir: str, shards: dict[str, int], policy: DriftPolicy, models_root: str | None = None,
-                model_name: str = "default") -> dict[str, Any]:
+                model_name: str = names.DEFAULT_MODEL_NAME) -> dict[str, Any]:
     """The drift policy on the shards just embedded (``{shard: rows written}``): ``seqae.drift``
     decides whether a retrain is due and says why. Emits ``seqae.drift.detected`` when it is (a
     deployment trigger retrains on it) and ``seqae.drift.suppressed`` when the data drifted but no
@@ -243,7 +243,7 @@ def ray_node_id() -> str | None:
 @task(name="summarize-run", **IO_RETRIES)
 def summarize_run(model_dir: str, data: str, out: str, config: EmbedConfig, results: list[dict[str, Any]],
                   failed: list[dict[str, str]], models_root: str | None = None,
-                  model_name: str = "default") -> dict[str, Any]:
+                  model_name: str = names.DEFAULT_MODEL_NAME) -> dict[str, Any]:
     """``_manifest.json`` (counts reconciled) and the run's artifacts: the reconciliation table and
     where the embeddings are."""
     model = InferenceModel.shared(model_dir, config)

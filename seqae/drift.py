@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from seqae import names
 from seqae.config import Device, DriftPolicy  # DriftPolicy is defined with the other configs
 from seqae.errors import SeqaeError
 from seqae.lease import ObjectStore
@@ -359,7 +360,7 @@ def _test(model_dir: str, shards: list[str], rows: int, state: DriftState | None
 
 
 def check_drift(model_dir: str | os.PathLike, model_id: str, new_shards: dict[str, int], policy: DriftPolicy, *,
-                models_root: str | os.PathLike | None = None, name: str = "default", now: float | None = None,
+                models_root: str | os.PathLike | None = None, name: str = names.DEFAULT_MODEL_NAME, now: float | None = None,
                 device: Device = "cpu", max_tries: int = MAX_TRIES) -> DriftDecision:
     """Add the shards an embed run wrote (``{shard: rows written}``) to what waits for a test, test
     the pending shards against the reference of ``model_dir`` once they hold ``min_rows`` rows, and

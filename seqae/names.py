@@ -69,3 +69,6 @@ STEP_ERROR_MEAN = "step_error_mean"
 STEP_ERROR_MAX = "step_error_max"
 WINDOWS = "windows"
 WINDOW_ERROR_MEAN = "window_error_mean"  # the step's score: the mean error of the windows covering it
+
+#: The registry name the flows, their deployments and `python -m flows` use when none is given.
+DEFAULT_MODEL_NAME = "default"
