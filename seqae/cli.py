@@ -128,6 +128,9 @@ app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True, pre
                   help="seqae: LSTM sequence autoencoders on Parquet, exported to ONNX, run as batch jobs.")
 datasets_app = typer.Typer(cls=HelpGroup, no_args_is_help=True, help="Write a bundled dataset as Parquet shards.")
 app.add_typer(datasets_app, name="datasets")
+registry_app = typer.Typer(cls=HelpGroup, no_args_is_help=True,
+                           help="The registry of promoted models under a models root (a path or a URI).")
+app.add_typer(registry_app, name="registry")
 command = functools.partial(app.command, cls=HelpCommand)
 
 
@@ -346,6 +349,54 @@ def datasets_ecg5000(
 
     paths = write_dataset("ecg5000", out_dir, shards=shards, overwrite=overwrite)
     typer.echo(f"wrote {len(paths)} shard(s) of ECG5000 to {out_dir}")
+
+
+ModelsRootOption = Annotated[str, typer.Option("--models", help="The models root: a local folder or a URI "
+                                               "(s3://bucket/models).")]
+ModelNameOption = Annotated[str, typer.Option(help="The model name in the registry.")]
+
+
+@registry_app.command("promote", cls=HelpCommand)
+def registry_promote(
+    model_dir: Annotated[str, typer.Argument(help="An exported model directory whose parity gate passed (path or "
+                                                  "URI).")],
+    models: ModelsRootOption,
+    name: ModelNameOption = names.DEFAULT_MODEL_NAME,
+    single_writer: Annotated[bool, typer.Option(help="Allow a store without conditional writes, on the promise that "
+                                                     "nothing else promotes under this root.")] = False,
+) -> None:
+    """Copy MODEL_DIR into the registry as the next version of NAME and make it current (an earlier
+    version's location promotes it again: a rollback). Emits no event; `python -m flows promote`
+    does the same and tells the embed-on-promotion deployment."""
+    _no_credentials(model_dir)
+    _no_credentials(models)
+    from seqae.registry import ModelRegistry
+
+    _print_json(ModelRegistry(models, single_writer=single_writer).promote(model_dir, name).to_dict())
+
+
+@registry_app.command("current", cls=HelpCommand)
+def registry_current(models: ModelsRootOption, name: ModelNameOption = names.DEFAULT_MODEL_NAME) -> None:
+    """The current promotion of NAME; its location is what `seqae embed --model` takes. Exit 1 before
+    the first promotion."""
+    _no_credentials(models)
+    from seqae.registry import ModelRegistry
+
+    registry = ModelRegistry(models)
+    current = registry.current(name)
+    if current is None:
+        raise SeqaeError(f"{registry.root}: no model promoted under the name {name!r}; promote one first "
+                         "(seqae registry promote)")
+    _print_json({**current.to_dict(), "model_dir": str(registry.current_dir(name))})
+
+
+@registry_app.command("history", cls=HelpCommand)
+def registry_history(models: ModelsRootOption, name: ModelNameOption = names.DEFAULT_MODEL_NAME) -> None:
+    """Every promotion of NAME, oldest first (an empty list before the first)."""
+    _no_credentials(models)
+    from seqae.registry import ModelRegistry
+
+    _print_json([p.to_dict() for p in ModelRegistry(models).history(name)])
 
 
 #: The data contract's options, the same for validate and train.

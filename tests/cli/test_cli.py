@@ -173,6 +173,9 @@ URI = "s3://AKIA:Zq9s3cr3t/def+ghi@bucket/m"
     ["evaluate", "--model", URI, "--data", "x"],
     ["evaluate", "--model", "m", "--data", "x", "--out", URI],
     ["drift", "--model", URI, "--data", "x"],
+    ["registry", "promote", URI, "--models", "models"],
+    ["registry", "current", "--models", URI],
+    ["registry", "history", "--models", URI],
 ])
 def test_commands_on_uris_refuse_credentials_in_one_line(tmp_path, args):
     """Model directories and reports take URIs as embed does (issue #26), never with credentials in them."""
@@ -197,3 +200,33 @@ def test_commands_on_local_folders_refuse_a_uri_in_one_line(tmp_path, args, what
         "not supported there yet)"]
     assert "Zq9s3cr3t" not in result.stderr + result.stdout
     assert list(tmp_path.iterdir()) == []  # never a local folder s3:/AKIA:...
+
+
+def test_the_registry_commands_promote_show_and_list_on_an_object_store(model_dir, s3, tmp_path):
+    """Promote twice and roll back by promoting version 1's snapshot: history grows, current follows."""
+    from seqae.modelstore import upload_model_dir
+
+    models = f"s3://{s3.bucket}/models"
+    upload_model_dir(model_dir, f"s3://{s3.bucket}/staging/m")
+
+    def cli(*args):
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    empty = runner.invoke(app, ["registry", "current", "--models", models, "--name", "ecg"])
+    assert empty.exit_code == 1 and str(empty.exception) == (f"{models}: no model promoted under the name 'ecg'; "
+                                                             "promote one first (seqae registry promote)")
+    assert cli("registry", "history", "--models", models, "--name", "ecg") == []
+    first = cli("registry", "promote", f"s3://{s3.bucket}/staging/m", "--models", models, "--name", "ecg")
+    second = cli("registry", "promote", str(model_dir), "--models", models, "--name", "ecg")
+    assert (first["model_version"], second["model_version"]) == (1, 2)
+    assert first["location"].startswith(f"{models}/") and first["location"] != second["location"]
+    current = cli("registry", "current", "--models", models, "--name", "ecg")
+    assert current["model_version"] == 2 and current["model_dir"] == second["location"]
+    rollback = cli("registry", "promote", first["location"], "--models", models, "--name", "ecg")
+    assert rollback["model_version"] == 3 and rollback["model_id"] == first["model_id"]
+    history = cli("registry", "history", "--models", models, "--name", "ecg")
+    assert [h["model_version"] for h in history] == [1, 2, 3]
+    assert cli("registry", "current", "--models", models, "--name", "ecg")["model_version"] == 3
+    assert list(tmp_path.iterdir()) == []  # nothing local: the registry is the bucket
