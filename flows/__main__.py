@@ -156,8 +156,13 @@ def promote_cmd(
     models: ModelsOpt,
     name: NameOpt = names.DEFAULT_MODEL_NAME,
 ) -> None:
-    """Promote a model by hand and emit seqae.model.promoted (embed-on-promotion re-embeds)."""
+    """Promote a model by hand and emit seqae.model.promoted (embed-on-promotion re-embeds); needs
+    the Prefect server (PREFECT_API_URL). Without one: seqae registry promote."""
     _check_locations(models=models, model_dir=model_dir)
+    if not _prefect_api_url():  # Prefect would start a temporary server that no deployment listens to
+        raise SeqaeError("python -m flows promote emits seqae.model.promoted to the Prefect server, and no "
+                         "PREFECT_API_URL is set: set it (prefect config set PREFECT_API_URL=...), or promote "
+                         f"without the event: seqae registry promote {model_dir} --models {models} --name {name}")
     from flows.tasks import promote_model
 
     typer.echo(json.dumps(promote_model.fn(models, name, model_dir), indent=2))
@@ -192,6 +197,13 @@ def check_landed_shard(path: str, data: str) -> None:
         raise SeqaeError(f"{shown}: expected a Parquet file, found no file there")
     if not has_magic(shard, b"PAR1"):
         raise SeqaeError(f"{shown}: expected a Parquet file, found no Parquet magic bytes (PAR1) at its start and end")
+
+
+def _prefect_api_url() -> str | None:
+    """The Prefect API this process would talk to (environment or profile), None without one."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
 
 
 def _check_locations(**locations: str) -> None:

@@ -92,7 +92,13 @@ def test_the_flows_entry_points_take_a_models_root_at_a_uri(s3, tmp_path, monkey
         assert deployment.parameters["models_root"] == models, deployment.name
     emitted = []
     monkeypatch.setattr(tasks, "emit_event", lambda **event: emitted.append(event))
-    result = CliRunner().invoke(entry.app, ["promote", str(fake_model(tmp_path / "m")), "--models", models])
+    monkeypatch.setattr(entry, "_prefect_api_url", lambda: None)
+    model = str(fake_model(tmp_path / "m"))
+    without = CliRunner().invoke(entry.app, ["promote", model, "--models", models])
+    assert without.exit_code != 0 and "no PREFECT_API_URL is set" in str(without.exception)
+    assert "seqae registry promote" in str(without.exception) and ModelRegistry(models).current("default") is None
+    monkeypatch.setattr(entry, "_prefect_api_url", lambda: "http://127.0.0.1:4200/api")
+    result = CliRunner().invoke(entry.app, ["promote", model, "--models", models])
     assert result.exit_code == 0, result.output
     promotion = json.loads(result.stdout)  # stdout alone: output interleaves the log lines on stderr
     assert promotion["location"].startswith(f"{models}/default/versions/0123abcd-") and promotion["model_version"] == 1
