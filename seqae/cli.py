@@ -325,12 +325,12 @@ def _load_tensorflow(required: bool = True) -> None:
 
 @datasets_app.command("ucr-anomaly", cls=HelpCommand)
 def datasets_ucr_anomaly(
-    out: Annotated[str, typer.Option(help="Directory to write train/ and test/ into.")],
+    out: Annotated[str, typer.Option(help="Folder or URI to write train/ and test/ into.")],
     overwrite: Annotated[bool, typer.Option(help="Replace Parquet files already there.")] = False,
 ) -> None:
     """UCR anomaly archive series 135 (InternalBleeding16), long layout: columns series, time, value,
     is_anomaly (1 on the labelled anomaly); train/ is steps 0..1199 (no anomaly), test/ the rest."""
-    out_dir = _local_path(out, "--out of seqae datasets")
+    out_dir = out  # a folder or a URI; credentials in it and a missing bucket are refused by the library
     from seqae.datasets import write_long_dataset
 
     paths = write_long_dataset("ucr-anomaly", out_dir, overwrite=overwrite)
@@ -339,12 +339,12 @@ def datasets_ucr_anomaly(
 
 @datasets_app.command("ecg5000", cls=HelpCommand)
 def datasets_ecg5000(
-    out: Annotated[str, typer.Option(help="Directory to write part-NNNNN.parquet files into.")],
+    out: Annotated[str, typer.Option(help="Folder or URI to write part-NNNNN.parquet files into.")],
     shards: Annotated[int, typer.Option(min=1, help="Number of shards.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace Parquet files already in OUT.")] = False,
 ) -> None:
     """ECG5000 (UCR archive): 5000 heartbeats x 140 steps; columns id, label (1 = normal), values."""
-    out_dir = _local_path(out, "--out of seqae datasets")
+    out_dir = out  # a folder or a URI; credentials in it and a missing bucket are refused by the library
     from seqae.datasets import write_dataset
 
     paths = write_dataset("ecg5000", out_dir, shards=shards, overwrite=overwrite)
@@ -467,7 +467,10 @@ def train_cmd(
 ) -> None:
     """Train an LSTM autoencoder on Parquet shards; print the result as JSON (with --verbose, the
     effective config on stderr first)."""
-    _no_credentials(model_dir)  # a local folder or a URI (s3://bucket/models/ecg), as embed takes
+    from seqae.modelstore import require_bucket
+
+    # a local folder or a URI (s3://bucket/models/ecg), as embed takes: no credentials in it, its bucket there
+    require_bucket(model_dir, "the model directory")
     config_file = _local_path(config, "--config of seqae train")
     from seqae.config import load_config_file
 

@@ -29,9 +29,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from seqae import names
-from seqae.errors import ModelDirError
-from seqae.storage import Location, has_uri_scheme, is_temporary, refuse_credentials, write_bytes
+from seqae.errors import ModelDirError, SeqaeError, one_line
+from seqae.storage import (
+    Location,
+    has_uri_scheme,
+    is_temporary,
+    redact_text,
+    redact_uri,
+    refuse_credentials,
+    write_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,9 @@ log = logging.getLogger(__name__)
 ARTIFACTS_KEY = "artifacts"
 #: Environment variable naming the cache of downloaded model files.
 CACHE_ENV = "SEQAE_CACHE_DIR"
+#: ``pyarrow.fs`` filesystems (``type_name``) whose first path part is a bucket (an Azure container),
+#: which seqae never creates, and the word a message uses for it.
+BUCKET_WORDS = {"s3": "bucket", "gcs": "bucket", "abfs": "container"}
 
 
 def location_of(where: str | os.PathLike | Location) -> Location:
@@ -46,6 +59,54 @@ def location_of(where: str | os.PathLike | Location) -> Location:
     if not isinstance(where, Location):
         refuse_credentials(os.fspath(where))
     return Location.of(where)
+
+
+def _endpoint_hint() -> str:
+    """Where an ``s3://`` request went, for a message about an unreachable store."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        return f"; check AWS_ENDPOINT_URL (set to {redact_uri(endpoint)}), the network and the credentials"
+    return ("; AWS_ENDPOINT_URL is unset, so AWS's own endpoint was asked: set it to reach MinIO or another "
+            "S3-compatible server")
+
+
+def require_bucket(where: str | os.PathLike | Location, what: str) -> Location:
+    """``where`` as a ``Location``, once the bucket (or container) it writes into is known to exist.
+
+    A cheap check before long work whose result goes to ``where`` (``seqae train`` uploads only after
+    training): one request, pyarrow's ``get_file_info`` on the bucket (a ``HeadBucket`` on S3). Local
+    paths and filesystems without buckets pass unchecked; seqae creates no bucket.
+
+    Args:
+        what: what will be written there, as the message names it (``"the model directory"``).
+
+    Raises:
+        SeqaeError: credentials in the URI; the bucket does not exist; or the store cannot be reached
+            (a closed port, an unknown host, refused credentials). One line; for ``s3://`` it names
+            ``AWS_ENDPOINT_URL``.
+    """
+    text = where.uri if isinstance(where, Location) else os.fspath(where)
+    refuse_credentials(text)
+    s3 = text.split("://", 1)[0].lower() == "s3" if has_uri_scheme(text) else False
+    try:
+        location = location_of(where)
+    except SeqaeError as exc:  # pyarrow asks AWS for the bucket's region when no endpoint is set
+        if not s3:
+            raise
+        raise SeqaeError(f"{exc}{_endpoint_hint()}") from None
+    word = BUCKET_WORDS.get(location.filesystem.type_name)
+    if word is None:
+        return location
+    bucket = location.path.lstrip("/").split("/", 1)[0]
+    try:
+        info = location.filesystem.get_file_info(bucket)
+    except OSError as exc:
+        raise SeqaeError(f"{location.uri}: cannot reach the {word} {bucket!r} to check that it exists "
+                         f"({redact_text(one_line(exc))}){_endpoint_hint() if s3 else ''}") from None
+    if info.type == pafs.FileType.NotFound:
+        raise SeqaeError(f"{location.uri}: expected an existing {word} {bucket!r} to write {what} to, found none; "
+                         f"create it first (seqae creates no {word})")
+    return location
 
 
 def is_remote(where: str | os.PathLike | Location) -> bool:
@@ -99,18 +160,19 @@ def upload_model_dir(local: str | os.PathLike, target: str | os.PathLike | Locat
         raise ModelDirError(f"{local}: {names.METADATA_FILE} is missing; nothing to upload")
     metadata = json.loads(files.pop(names.METADATA_FILE).read_bytes())
     previous = previous or {}
-    artifacts = {}
+    artifacts, sent = {}, 0
     for name, path in files.items():
         artifacts[name] = {"sha256": _sha256_file(path), "size": path.stat().st_size}
         if (previous.get(name) or {}).get("sha256") == artifacts[name]["sha256"]:
             continue
         with open(path, "rb") as source, target.filesystem.open_output_stream(target.join(name).path) as sink:
             shutil.copyfileobj(source, sink, 1 << 22)
+        sent += 1
     metadata[ARTIFACTS_KEY] = artifacts
     write_bytes(target.join(names.METADATA_FILE), json.dumps(metadata, indent=2, default=str).encode())
     for stale in sorted(set(previous) - set(artifacts)):
         target.join(stale).delete()
-    log.info("uploaded %s (%d file(s) and %s)", target, len(artifacts), names.METADATA_FILE)
+    log.info("uploaded %s: %d changed file(s) of %d, then %s", target, sent, len(artifacts), names.METADATA_FILE)
     return metadata
 
 

@@ -33,7 +33,7 @@ from seqae.config import DataConfig, ModelConfig, TrainConfig, load_config_file
 from seqae.data import Normalizer, RowFilter, ShardReader, key_runs, pad_concat, resolve_shards
 from seqae.errors import ConfigError, ModelDirError, SeqaeError
 from seqae.modeldir import FORMAT, ModelInfo
-from seqae.modelstore import location_of, staged_model_dir
+from seqae.modelstore import location_of, require_bucket, staged_model_dir
 from seqae.storage import has_uri_scheme, replace_directory, utc_now, write_json
 
 #: The longest sequence a model accepts, as a multiple of the longest it was trained on.
@@ -546,7 +546,7 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
         model_dir: where ``model.keras``, ``seqae.json`` and ``loss.png`` go: a local folder (replaced
             atomically) or a URI such as ``s3://bucket/models/ecg`` (written in a local temporary
             folder, then uploaded file by file with ``seqae.json`` last; see ``seqae.modelstore``).
-            Credentials in a URI are refused.
+            Credentials in a URI are refused; the URI's bucket must exist (checked before training).
         model_config: the autoencoder; ``num_features=None`` (the default) takes it from the data.
         data_config: the data contract (default: sequence layout, ``id`` / ``values``).
         train_config: fitting options.
@@ -555,13 +555,15 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
     Returns:
         The model directory and its metadata (as written to ``seqae.json``).
     """
+    # Before any data is read or TensorFlow loads: credentials in a URI are refused, and a bucket that
+    # does not exist (or a store that cannot be reached) fails now, not at the upload after training.
+    target = require_bucket(model_dir, "the model directory")
     for module in ("tensorflow", "keras", "matplotlib"):  # before any work: the plot comes after training
         import_optional(module, "train", needed_for="seqae.train")
     import keras
 
     from seqae.model import build_autoencoder, compile_autoencoder, training_loss
 
-    target = location_of(model_dir)  # credentials in a URI are refused before any work
     started = time.time()
     data_config = data_config or DataConfig()
     train_config = train_config or TrainConfig()
