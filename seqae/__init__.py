@@ -6,8 +6,8 @@ The public API is this package's namespace: ``seqae.train``, ``seqae.export``, `
 use (PEP 562), so ``import seqae`` stays cheap and the inference install (no TensorFlow, no Prefect)
 imports neither; a function that needs an extra says which ``pip install`` to run when it is called.
 
-``seqae.train``, ``seqae.export`` and ``seqae.evaluate`` are the functions, not the modules of the
-same names: reach those through ``from seqae.train import ...`` or ``importlib.import_module``.
+``seqae.train``, ``seqae.export``, ``seqae.evaluate`` and ``seqae.drift`` are the functions, not the
+modules of the same names: reach those through ``from seqae.train import ...`` or ``importlib.import_module``.
 """
 
 from __future__ import annotations

@@ -100,7 +100,22 @@ def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = Thresh
                   data: str | None = None, row_filter: str | None = None, device: Device = "auto") -> Threshold:
     """Fit a threshold on the errors of ``data`` (rows the user says are normal, or all rows with
     ``config.contamination``), or by default on the model's held-out reference, and save it as
-    ``threshold.json`` in the model directory; ``embed`` then writes ``score`` and ``is_anomaly``."""
+    ``threshold.json`` in the model directory; ``embed`` then writes ``score`` and ``is_anomaly``.
+
+    Args:
+        model_dir: an exported model directory (a path or a URI).
+        config: the method (``pot`` or ``percentile``), the false-alarm rate and the rest.
+        data: rows to fit on instead of the held-out reference (a path, URI or glob).
+        row_filter: the normal rows of ``data``, e.g. ``"label == 1"``.
+        device: where the scorer runs when ``data`` is given.
+
+    Returns:
+        The fitted ``Threshold`` (``threshold_``, ``n_samples_``), saved as ``threshold.json``.
+
+    Raises:
+        SeqaeError: too few errors for the method (it says how many and what to pass instead); an
+            input file that cannot be read (named in one line).
+    """
     if data is None:
         errors = read_reference(model_dir).column(names.RECON_ERROR).to_numpy()
     else:
@@ -138,7 +153,16 @@ def drift(model_dir: str | os.PathLike, data: str | list[str], *, row_filter: st
     small on any difference: the KS statistics (the largest gap between the two distributions, 0 to
     1; for the embedding the largest over its dimensions), the shift of the median error, and the
     Wasserstein distance of the errors relative to the reference's interquartile range.
-    ``seqae.drift`` decides from these whether a drift is worth a retrain.
+    ``seqae.drift.DriftPolicy`` (the module, used by the flows) decides from these whether a drift is
+    worth a retrain.
+
+    Returns:
+        A dict: ``drifted``, ``rows``, ``reference_rows``, ``alpha`` and one entry per test
+        (``recon_error``, ``embedding``) with its statistic, p-value and effect sizes.
+
+    Raises:
+        SeqaeError: no accepted row in ``data``; the model has no reference (export it again); an
+            input file that cannot be read (named in one line; unlike ``embed``, nothing is set aside).
     """
     from scipy.stats import ks_2samp, wasserstein_distance
 

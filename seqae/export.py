@@ -593,7 +593,7 @@ class ExportResult:
 
     Attributes:
         model_dir: the model directory as given (a local path or a URI).
-        files: each ONNX file's record by name (``sha256``, ``bytes``, ``precision``, ``kind``).
+        files: each ONNX file's record by name (``sha256``, ``precision``, ``graph``).
         parity: the parity gate's summary against Keras (``passed``, ``rows``, ``checks``, ``worst``,
             ``failures``).
         reference: the held-out reference it scored (``rows``, ``source``, ``recon_error_median``).

@@ -102,7 +102,19 @@ class ShardResult:
 
 @dataclass
 class EmbedReport:
-    """A run over many shards: per-shard results and totals (also written to ``_seqae/runs/<time>.json``)."""
+    """A run over many shards: per-shard results and totals (also written to ``_seqae/runs/<time>.json``).
+
+    Attributes:
+        out: the output folder or URI.
+        provider: the onnxruntime provider that ran the scorer.
+        batch_size: sequences per inference call.
+        shards: one ``ShardResult`` per input shard (done, skipped or quarantined).
+        seconds: the run's wall time.
+        fp16_parity: the fp16 scorer's parity measured on this run's rows (``fp16`` runs only).
+        totals: the counts over every shard: ``rows_in`` = ``rows_written`` + ``rows_rejected`` (+
+            ``rows_quarantined`` when a file was set aside).
+        quarantined: the shards whose input file was set aside, each with its reason.
+    """
 
     out: str
     provider: str

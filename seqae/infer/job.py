@@ -295,7 +295,9 @@ def embed(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | Loca
 
     Raises:
         DeviceError: ``device="cuda"`` without a usable CUDA provider, or heavy nodes off the GPU.
-        ContractError: an input file breaks the contract as a whole (shards already finished stay).
+        ContractError, CorruptFileError: with ``config.fail_fast`` only, the first input file that
+            cannot be used as a whole (shards already finished stay); by default such a file is
+            quarantined and counted in the report instead.
     """
     started = time.perf_counter()
     model = InferenceModel.open(model_dir, config, data_config=data_config, null_scorer=null_scorer)
