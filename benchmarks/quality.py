@@ -655,6 +655,10 @@ def target_lines(record: dict) -> list[str]:
     for r in _by(record, "ucr-135/").get("ucr-135", []):
         lines.append(f"| series 135 hit (seed {r['seed']}) | top-scored step {r['top_time']}, labelled "
                      f"{r['anomaly_times'][0]}-{r['anomaly_times'][1]} | {'yes' if r['hit'] else 'no'} |")
+        if "false_alarm_rate_asked" in r:
+            rate, asked = r["false_alarm_rate_normal_steps"], r["false_alarm_rate_asked"]
+            lines.append(f"| series 135 normal steps flagged within 2x of the rate asked (seed {r['seed']}) | "
+                         f"{rate:.2%} at {asked:.0%} | {'yes' if rate <= 2 * asked else 'no'} |")
     for r in _by(record, "long-ecg/").get("long-ecg", []):
         s, p = r["seqae"], r["peer"]
         lines.append(f"| long ECG step ROC-AUC >= the nearest-window peer (seed {r['seed']}) | {s['roc_auc']} vs "
