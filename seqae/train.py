@@ -484,7 +484,7 @@ class TrainResult:
         return self.metadata["model_id"]
 
     @property
-    def model_version(self) -> str:
+    def model_version(self) -> int:
         return self.metadata["model_version"]
 
     @property
