@@ -1,7 +1,7 @@
 """`make quality`: how good the library's defaults are, on every data set we hold, in one resumable run.
 
     python benchmarks/quality.py [--quick] [--out bench/results] [--cases PATTERN,...] [--date YYYY-MM-DD]
-        [--data-root ../shared/data] [--threads 2]
+        [--data-root ../shared/data] [--threads 2] [--set FIELD=VALUE ... --label NAME]
 
 Every case trains with the library's defaults (``ModelConfig()``, ``TrainConfig()``: no setting tuned
 per set; only what a data set needs to be read at all, the long layout's window and stride, is given).
@@ -32,6 +32,11 @@ Thresholds are the library's default (POT at 1% false alarms on the held-out ref
 held-out windows are too few for a tail fit (series 135), the empirical percentile, as ``make
 demo-long`` does; the method used is recorded.
 
+**Candidate recipes**: ``--set FIELD=VALUE`` (repeatable; a ``ModelConfig`` or ``TrainConfig`` field)
+runs the same cases with that change to the defaults, into ``quality-<date>-<label>.*`` (``--label``,
+required with ``--set``), to set beside the defaults' run: a default changes only when the suite as a
+whole says so.
+
 Resumable: each finished case is written to ``<out>/quality-<date>.json`` as it completes (atomically)
 and a rerun with the same ``--date`` skips it (a case finished under other defaults is rerun); a failed
 case is recorded with its error and retried next time. ``<out>/quality-<date>.md`` holds the tables,
@@ -45,6 +50,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import fnmatch  # noqa: E402
 import gc  # noqa: E402
 import gzip  # noqa: E402
@@ -91,7 +97,8 @@ class LongEcgShape:
 
 @dataclass(frozen=True)
 class Plan:
-    """What one run covers: the sets, the seeds per kind of case, the epoch cap (None: the default)."""
+    """What one run covers: the sets, the seeds per kind of case, the epoch cap (None: the default),
+    and the candidate's changes to the defaults (``--set``)."""
 
     probe_sets: list
     probe_seeds: list
@@ -100,6 +107,7 @@ class Plan:
     long_seeds: list
     max_epochs: int | None = None
     long_shape: LongEcgShape = field(default_factory=LongEcgShape)
+    overrides: tuple = ()  # "FIELD=VALUE" strings
 
 
 FULL = Plan(PROBE_SETS, [0, 1], [0, 1, 2], [0], [0])
@@ -270,10 +278,13 @@ def step_scores_metrics(scores: np.ndarray, anomalous: np.ndarray, keys: np.ndar
 # --- cases ------------------------------------------------------------------------------------------
 
 def configs(seed: int, plan: Plan, **train):
+    from ecg5000_family import split_overrides
+
     from seqae.config import ModelConfig, TrainConfig
 
     capped = {"max_epochs": plan.max_epochs} if plan.max_epochs else {}
-    return ModelConfig(), TrainConfig(seed=seed, **capped, **train)
+    model_set, train_set = split_overrides(list(plan.overrides))
+    return ModelConfig(**model_set), TrainConfig(**{"seed": seed, **capped, **train, **train_set})
 
 
 def training_summary(trained) -> dict:
@@ -316,7 +327,7 @@ def ecg_anomaly_case(seed: int, plan: Plan, work: Path) -> dict:
     if not (folder / "data").exists():
         write_dataset("ecg5000", folder / "data.tmp", shards=4, overwrite=True)
         (folder / "data.tmp").rename(folder / "data")
-    return run("default", seed, plan.max_epochs or TrainConfig().max_epochs, folder)
+    return run("default", seed, plan.max_epochs or TrainConfig().max_epochs, folder, list(plan.overrides))
 
 
 def fit_long_threshold(model_dir: Path) -> tuple[Any, str]:
@@ -457,11 +468,25 @@ def build_cases(plan: Plan, root: Path, work: Path) -> list[Case]:
 
 # --- the run ----------------------------------------------------------------------------------------
 
-def defaults() -> dict:
+def defaults(overrides: tuple = ()) -> dict:
+    """What every case ran with: the library's defaults, with a candidate's changes (``--set``)."""
+    from ecg5000_family import split_overrides
+
     from seqae.config import ModelConfig, TrainConfig
     from seqae.thresholds import ThresholdConfig
 
-    return {"model": ModelConfig().to_dict(), "train": TrainConfig().to_dict(), "threshold": ThresholdConfig().to_dict()}
+    model_set, train_set = split_overrides(list(overrides))
+    return {"model": ModelConfig(**model_set).to_dict(), "train": TrainConfig(**train_set).to_dict(),
+            "threshold": ThresholdConfig().to_dict()}
+
+
+def same_defaults(stored: dict | None, current: dict) -> bool:
+    """Whether a case finished under ``stored`` ran what ``current`` runs: equal, apart from fields added
+    since that are off (``None``) by default, which change nothing that ran."""
+    if not isinstance(stored, dict) or stored.keys() != current.keys():
+        return False
+    return all(stored[section] == {k: v for k, v in current[section].items() if k in stored[section] or v is not None}
+               for section in current)
 
 
 def machine(threads: int) -> dict:
@@ -478,18 +503,18 @@ def machine(threads: int) -> dict:
             "keras": keras.__version__, "onnxruntime": onnxruntime.__version__, "scikit-learn": sklearn.__version__}
 
 
-def load_record(path: Path, quick: bool, current: dict) -> dict:
+def load_record(path: Path, quick: bool, current: dict, overrides: tuple = ()) -> dict:
     """The results so far; cases finished under other defaults are dropped (they will be rerun)."""
     from seqae.storage import read_json
 
     record = read_json(path) if path.exists() else {}
     record.setdefault("cases", {})
     record.setdefault("failed", {})
-    stale = [k for k, v in record["cases"].items() if v.get("defaults") != current]
+    stale = [k for k, v in record["cases"].items() if not same_defaults(v.get("defaults"), current)]
     for k in stale:
         print(f"{k}: finished under other defaults, rerun", flush=True)
         del record["cases"][k]
-    record.update({"quick": quick, "defaults": current})
+    record.update({"quick": quick, "defaults": current, "overrides": list(overrides)})
     return record
 
 
@@ -518,7 +543,12 @@ def main() -> None:
     parser.add_argument("--cases", default="*", help="comma-separated patterns of case names, e.g. 'probe/*,ucr-135/*'")
     parser.add_argument("--data-root", default=str(DATA_ROOT), help="holds ucr-suite/, uea/ and ucr/")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (inter-op: 1)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a candidate recipe: change this ModelConfig or TrainConfig default in every case")
+    parser.add_argument("--label", help="names the candidate's results (quality-<date>-<label>.*); needed with --set")
     args = parser.parse_args()
+    if bool(args.set) != bool(args.label):
+        raise SystemExit("--set and --label go together: a candidate's results are kept apart from the defaults'")
     root = Path(args.data_root)
     missing = [p for p in ("ucr-suite", "uea", "ucr") if not (root / p).is_dir()]
     if missing:
@@ -532,12 +562,13 @@ def main() -> None:
 
     from seqae.storage import write_json
 
-    plan = QUICK if args.quick else FULL
+    plan = dataclasses.replace(QUICK if args.quick else FULL, overrides=tuple(args.set))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"quality-{args.date}{'-quick' if args.quick else ''}"
-    current = defaults()
-    record = load_record(stem.with_suffix(".json"), args.quick, current)
+    suffix = "".join(f"-{part}" for part in (args.label, "quick" if args.quick else None) if part)
+    stem = out / f"quality-{args.date}{suffix}"
+    current = defaults(plan.overrides)  # fails on a wrong field name before any training
+    record = load_record(stem.with_suffix(".json"), args.quick, current, plan.overrides)
     record["machine"] = machine(args.threads)
     work = Path(tempfile.mkdtemp(prefix="seqae-quality-"))
     patterns = args.cases.split(",")
@@ -741,7 +772,9 @@ def long_lines(record: dict) -> list[str]:
 def markdown(record: dict) -> str:
     m = record.get("machine", {})
     total = sum(v["seconds"] for v in record["cases"].values())
-    lines = [f"# seqae quality{' (--quick)' if record['quick'] else ''}: the library's defaults on every data set", "",
+    changes = record.get("overrides") or []
+    what = f"a candidate recipe ({', '.join(changes)})" if changes else "the library's defaults"
+    lines = [f"# seqae quality{' (--quick)' if record['quick'] else ''}: {what} on every data set", "",
              f"{len(record['cases'])} cases finished, {len(record['failed'])} failed; {total / 60:.1f} minutes of case "
              f"time on {m.get('cores')} cores ({m.get('threads')} TensorFlow threads); seqae {m.get('seqae')}, "
              f"TensorFlow {m.get('tensorflow')}, onnxruntime {m.get('onnxruntime')}. Defaults: units "

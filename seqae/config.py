@@ -217,6 +217,9 @@ class TrainConfig(Config):
             one pass is shorter (the data then flows on into the next pass): the validation loss of
             a set of 40 rows is evaluated every ``min_epoch_steps`` steps, not after every step.
         warmup_steps: the learning rate rises linearly from 0 over this many first steps (0: none).
+        ema: keep an exponential moving average of the weights with this momentum (Polyak averaging,
+            Keras' ``use_ema``; 0.99 averages over about the last 100 steps): validation, the restored
+            best weights and the saved model use the averaged weights. ``None``: off.
         min_learning_rate: the floor of the halvings.
         min_delta: smallest relative decrease of the monitored loss that counts as improvement
             (1e-3: 0.1%), the same on every data set whatever the scale of its loss.
@@ -246,6 +249,8 @@ class TrainConfig(Config):
     min_steps: int = option(1000, "Optimizer steps trained before early stopping may stop.", min=0)
     min_epoch_steps: int = 20
     warmup_steps: int = option(0, "Steps over which the learning rate rises linearly from 0.", min=0)
+    ema: float | None = option(None, "Average the weights with this momentum (e.g. 0.99); validate and keep the "
+                                     "average.", min=0.0, max=0.9999)
     min_learning_rate: float = 1e-5
     min_delta: float = 1e-3
     validation_fraction: float = option(0.1, "Share held out for validation.", min=0.0, max=0.99)
@@ -269,6 +274,8 @@ class TrainConfig(Config):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name}: expected an integer >= 0 (optimizer steps), got {value!r}")
         check_positive_number("min_learning_rate", self.min_learning_rate)
+        if self.ema is not None:
+            check_range("ema", self.ema, 0.0, 1.0)
         if not isinstance(self.cache_mb, int) or self.cache_mb < 0:
             raise ConfigError(f"cache_mb: expected an integer >= 0, got {self.cache_mb!r}")
         check_range("validation_fraction", self.validation_fraction, 0.0, 1.0)

@@ -323,9 +323,12 @@ def _identity_loss(y_true, y_pred):
     return y_pred
 
 
-def compile_autoencoder(model: keras.Model, config: ModelConfig) -> keras.Model:
+def compile_autoencoder(model: keras.Model, config: ModelConfig, *, ema: float | None = None) -> keras.Model:
+    """Compile with Adam; ``ema``: also keep a moving average of the weights with this momentum
+    (``TrainConfig.ema``; ``keras.callbacks.SwapEMAWeights`` puts it in the model)."""
     losses, weights = training_loss(config)
-    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
+    averaging: dict[str, Any] = {"use_ema": True, "ema_momentum": ema} if ema is not None else {}
+    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm, **averaging)
     model.compile(optimizer=optimizer, loss=losses, loss_weights=weights)
     return model
 

@@ -587,7 +587,7 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
 
     keras.utils.set_random_seed(train_config.seed)
     model = build_autoencoder(cfg, plan.normalizer.mean_, plan.normalizer.std_)
-    compile_autoencoder(model, cfg)
+    compile_autoencoder(model, cfg, ema=train_config.ema)
     targets = tuple(training_loss(cfg)[0])
     train_ds = make_dataset(plan, data_config, train_config, validation=False, targets=targets)
     val_ds = (make_dataset(plan, data_config, train_config, validation=True, targets=targets)
@@ -596,7 +596,10 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
     rule = StepPlateau.of(train_config)
     schedule = step_schedule(rule, monitor=monitor, learning_rate=cfg.learning_rate,
                              warmup_steps=train_config.warmup_steps, min_learning_rate=train_config.min_learning_rate)
-    callbacks: list = [schedule]
+    # With weight averaging, the average is in the model while it is validated and at each epoch end,
+    # so the schedule keeps (and at the end restores) averaged weights; it must come first.
+    callbacks: list = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if train_config.ema is not None else []
+    callbacks.append(schedule)
     # One pass over a small set is a few steps: an epoch is then min_epoch_steps steps of the data
     # repeated, so that validation runs every so many steps, not after each one.
     pass_steps = -(-plan.train_rows // train_config.batch_size)
