@@ -25,8 +25,8 @@ demo: $(STAMP)
 	# The pipeline flow in this process (Prefect starts a temporary local server; no server to run):
 	# train -> export (parity gate) -> threshold -> promote -> embed -> evaluate.
 	# --epochs 50: the demo's own stated budget (about 2,000 optimizer steps, as the earlier defaults took).
-	# The library's defaults trained ECG5000 for about 3,500 steps (ROC-AUC 0.990, seed 0): estimated, not
-	# measured, at 5-6 minutes of training on 2 cores, from the earlier demo's time per step.
+	# The library's defaults cannot make 5 minutes here: make quality (2026-12-03) trained ECG5000's normal
+	# beats for 91 to 287 epochs with them, 7 to 34 minutes a case on 2 cores (docs/benchmarks.md).
 	$(PY) -m flows pipeline --data $(DEMO)/data --models $(DEMO)/models --out $(DEMO)/out \
 		--filter "label == 1" --epochs 50 > $(DEMO)/pipeline.json
 	$(PY) -c "import duckdb; g='$(DEMO)/out/embeddings/*.parquet'; \

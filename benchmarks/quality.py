@@ -787,10 +787,10 @@ def markdown(record: dict) -> str:
     total = sum(v["seconds"] for v in record["cases"].values())
     changes = record.get("overrides") or []
     what = f"a candidate recipe ({', '.join(changes)})" if changes else "the library's defaults"
-    lines = [f"# seqae quality{' (--quick)' if record['quick'] else ''}: {what} on every data set", "",
+    lines = [f"# seqae quality{' (--quick)' if record['quick'] else ''}: {what} on data it was not chosen on", "",
              f"{len(record['cases'])} cases finished, {len(record['failed'])} failed; {total / 60:.1f} minutes of case "
-             f"time on {m.get('cores')} cores ({m.get('threads')} TensorFlow threads); seqae {m.get('seqae')}, "
-             f"TensorFlow {m.get('tensorflow')}, onnxruntime {m.get('onnxruntime')}. Defaults: units "
+             f"time on {m.get('cores')} cores (TensorFlow threads: {m.get('threads')}); seqae {m.get('seqae')}, "
+             f"TensorFlow {m.get('tensorflow')}, onnxruntime {m.get('onnxruntime')}. {'With' if changes else 'Defaults'}: units "
              f"{record['defaults']['model']['units']}, batch {record['defaults']['train']['batch_size']}, learning rate "
              f"{record['defaults']['model']['learning_rate']}, patience {record['defaults']['train']['patience']}.", ""]
     lines += target_lines(record) + probe_lines(record) + ecg_lines(record) + ucr_lines(record) + long_lines(record)
