@@ -27,6 +27,7 @@ demo: $(STAMP)
 	# --epochs 50: the demo's own stated budget (about 2,000 optimizer steps, as the earlier defaults took).
 	# The library's defaults cannot make 5 minutes here: make quality (2026-12-03) trained ECG5000's normal
 	# beats for 91 to 287 epochs with them, 7 to 34 minutes a case on 2 cores (docs/benchmarks.md).
+	# With the cap, make demo took 3 min 56 s on 2 quiet cores (2026-12-03, .venv in place; /usr/bin/time -v).
 	$(PY) -m flows pipeline --data $(DEMO)/data --models $(DEMO)/models --out $(DEMO)/out \
 		--filter "label == 1" --epochs 50 > $(DEMO)/pipeline.json
 	$(PY) -c "import duckdb; g='$(DEMO)/out/embeddings/*.parquet'; \

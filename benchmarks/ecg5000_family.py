@@ -59,6 +59,15 @@ def split_overrides(pairs: list[str]) -> tuple[dict, dict]:
     return model, train
 
 
+def parity_max_rel(model_dir: Path) -> dict[str, float]:
+    """The export's worst relative difference from Keras, per ``file:output`` (its tolerance is in
+    ``ExportConfig``): how near a trained model came to failing the parity gate."""
+    from seqae.modeldir import ModelInfo
+
+    worst = ModelInfo.read(model_dir).metadata["export"]["parity"]["worst"]
+    return {key: float(f"{w['max_rel']:.3g}") for key, w in sorted(worst.items())}
+
+
 def run(config_name: str, seed: int, epochs: int, work: Path, overrides: list[str] = ()) -> dict:
     import pyarrow as pa
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
@@ -94,7 +103,7 @@ def run(config_name: str, seed: int, epochs: int, work: Path, overrides: list[st
             "pr_auc": round(float(average_precision_score(anomalous, errors)), 4),
             "f1_at_unsupervised_threshold": round(float(f1_score(anomalous, flagged)), 4),
             "false_alarm_rate_on_unseen_normal": round(float(flagged[~anomalous].mean()), 4),
-            "threshold": threshold.threshold_,
+            "threshold": threshold.threshold_, "parity_max_rel": parity_max_rel(model_dir),
             "probe": probe(scored, scored.keys < 500, raw_values(model_dir, str(work / "data")))}
 
 

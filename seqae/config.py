@@ -297,7 +297,8 @@ class ExportConfig(Config):
         fp16: also write ``scorer.fp16.onnx`` (CUDA serving).
         parity_rows: real rows the gate compares (also cut to random lengths).
         embedding_atol: absolute, per embedding value.
-        error_rtol: relative, per sequence, on ``recon_error`` and ``pred_error``.
+        error_rtol: relative, per sequence, on ``recon_error`` and ``pred_error`` (the same bound as on
+            the steps: 1e-4 failed trained ECG5000 models by chance, docs/export.md).
         step_error_rtol: relative to the largest step error of the same sequence, per step (an
             elementwise relative bound means nothing for steps whose error is near zero; two float32
             LSTM implementations drift by about 1e-4 of the signal over 140 steps).
@@ -316,7 +317,7 @@ class ExportConfig(Config):
                                "parity.")
     parity_rows: int = 256
     embedding_atol: float = option(1e-4, "Parity: absolute tolerance on embeddings.", min=0.0)
-    error_rtol: float = option(1e-4, "Parity: relative tolerance on errors.", min=0.0)
+    error_rtol: float = option(1e-3, "Parity: relative tolerance on errors.", min=0.0)
     step_error_rtol: float = 1e-3
     error_atol_floor: float = 1e-6
     int8_embedding_atol: float = 2e-2
