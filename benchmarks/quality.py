@@ -832,7 +832,7 @@ def parity_sentence(record: dict) -> str:
              if "scorer.onnx:recon_error" in v.get("parity_max_rel", {})]
     if not worst:
         return ""
-    return (f" Parity with Keras: the worst relative difference on `recon_error` in {len(worst)} exports "
+    return (f" Parity with Keras: the worst relative difference on `recon_error` in {len(worst)} export{'s' if len(worst) > 1 else ''} "
             f"{max(worst):.2g} (median {np.median(worst):.2g}; the gate's bound {ExportConfig().error_rtol:g}).")
 
 
