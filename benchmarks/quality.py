@@ -833,7 +833,7 @@ def parity_sentence(record: dict) -> str:
     if not worst:
         return ""
     return (f" Parity with Keras: the worst relative difference on `recon_error` in {len(worst)} export{'s' if len(worst) > 1 else ''} "
-            f"{max(worst):.2g} (median {np.median(worst):.2g}; the gate's bound {ExportConfig().error_rtol:g}).")
+            f"was {max(worst):.2g} (median {np.median(worst):.2g}; the gate's bound {ExportConfig().error_rtol:g}).")
 
 
 if __name__ == "__main__":

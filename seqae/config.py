@@ -298,7 +298,7 @@ class ExportConfig(Config):
         parity_rows: real rows the gate compares (also cut to random lengths).
         embedding_atol: absolute, per embedding value.
         error_rtol: relative, per sequence, on ``recon_error`` and ``pred_error`` (the same bound as on
-            the steps: 1e-4 failed trained ECG5000 models by chance, docs/export.md).
+            the steps: 1e-4 failed a trained ECG5000 model by chance, docs/export.md).
         step_error_rtol: relative to the largest step error of the same sequence, per step (an
             elementwise relative bound means nothing for steps whose error is near zero; two float32
             LSTM implementations drift by about 1e-4 of the signal over 140 steps).
