@@ -59,14 +59,12 @@ def split_overrides(pairs: list[str]) -> tuple[dict, dict]:
     return model, train
 
 
-def parity_max_rel(model_dir: Path) -> dict[str, float]:
-    """The export's worst relative difference from Keras on the sequence errors, per ``file:output``:
-    how near a trained model came to the parity gate's ``ExportConfig.error_rtol`` (embeddings have an
-    absolute bound and steps one relative to the row, so an elementwise ratio says nothing of them)."""
-    from seqae.modeldir import ModelInfo
-
-    worst = ModelInfo.read(model_dir).metadata["export"]["parity"]["worst"]
-    return {key: float(f"{w['max_rel']:.3g}") for key, w in sorted(worst.items())
+def parity_max_rel(exported) -> dict[str, float]:
+    """An export's worst relative difference from Keras on the sequence errors, per ``file:output``
+    (from its ``ExportResult``): how near a trained model came to the parity gate's
+    ``ExportConfig.error_rtol`` (embeddings have an absolute bound and steps one relative to the row,
+    so an elementwise ratio says nothing of them)."""
+    return {key: float(f"{w['max_rel']:.3g}") for key, w in sorted(exported.parity["worst"].items())
             if key.endswith((":recon_error", ":pred_error"))}
 
 
@@ -87,7 +85,7 @@ def run(config_name: str, seed: int, epochs: int, work: Path, overrides: list[st
     trained = train(str(work / "data"), model_dir, model_config=ModelConfig(**{**CONFIGS[config_name], **model_set}),
                     train_config=TrainConfig(**{"row_filter": "label == 1 and id < 3000", "seed": seed,
                                                 "max_epochs": epochs, **train_set}))
-    export(model_dir)
+    exported = export(model_dir)
     threshold = fit_threshold(model_dir, ThresholdConfig(method="pot", false_alarm_rate=0.01))
     scored = score_labelled(model_dir, str(work / "data"), "label", device="cpu")
     held_out = split_of(pa.array(scored.keys), seed, 0.1)
@@ -105,7 +103,7 @@ def run(config_name: str, seed: int, epochs: int, work: Path, overrides: list[st
             "pr_auc": round(float(average_precision_score(anomalous, errors)), 4),
             "f1_at_unsupervised_threshold": round(float(f1_score(anomalous, flagged)), 4),
             "false_alarm_rate_on_unseen_normal": round(float(flagged[~anomalous].mean()), 4),
-            "threshold": threshold.threshold_, "parity_max_rel": parity_max_rel(model_dir),
+            "threshold": threshold.threshold_, "parity_max_rel": parity_max_rel(exported),
             "probe": probe(scored, scored.keys < 500, raw_values(model_dir, str(work / "data")))}
 
 

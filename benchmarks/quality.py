@@ -305,10 +305,10 @@ def probe_case(set_name: str, seed: int, plan: Plan, root: Path, work: Path) -> 
     model_dir = work / "models" / f"probe-{set_name}-{seed}"
     model_config, train_config = configs(seed, plan, row_filter=f"id < {TEST_IDS}")
     trained = train(str(folder), model_dir, model_config=model_config, train_config=train_config)
-    export(model_dir)
+    exported = export(model_dir)
     scored = score_labelled(model_dir, str(folder), "label", device="cpu")
     values, lengths = raw_values(model_dir, str(folder))
-    result = {"set": set_name, "seed": seed, **training_summary(trained), "parity_max_rel": parity_max_rel(model_dir),
+    result = {"set": set_name, "seed": seed, **training_summary(trained), "parity_max_rel": parity_max_rel(exported),
               "length": [int(lengths.min()), int(lengths.max())], "features": int(values.shape[-1]),
               "classes": int(len(np.unique(scored.labels))),
               "probe": probe(scored, scored.keys < TEST_IDS, (values, lengths))}
@@ -357,9 +357,9 @@ def long_model(name: str, data: Path, seed: int, plan: Plan, window: int, stride
     model_config, train_config = configs(seed, plan)
     trained = train(str(data / "train"), model_dir, model_config=model_config, data_config=data_config,
                     train_config=train_config)
-    export(model_dir)
+    exported = export(model_dir)
     threshold, method = fit_long_threshold(model_dir)
-    return model_dir, trained, threshold, method
+    return model_dir, trained, exported, threshold, method
 
 
 def ucr_case(seed: int, plan: Plan, work: Path) -> dict:
@@ -370,12 +370,12 @@ def ucr_case(seed: int, plan: Plan, work: Path) -> dict:
 
     folder = work / "ucr-135"
     write_long_dataset("ucr-anomaly", folder, overwrite=True)
-    model_dir, trained, threshold, method = long_model(f"ucr-135-{seed}", folder, seed, plan, UCR_WINDOW, 1, work)
+    model_dir, trained, exported, threshold, method = long_model(f"ucr-135-{seed}", folder, seed, plan, UCR_WINDOW, 1, work)
     scored = points.score_steps(model_dir, str(folder / "test"), "is_anomaly", 0, device="cpu")
     m = points.point_metrics(scored, None)
     hit = m["ucr"]["per_series"][0]
     peer = peer_scores(folder, scored, UCR_WINDOW, 1)
-    return {"seed": seed, **training_summary(trained), "parity_max_rel": parity_max_rel(model_dir),
+    return {"seed": seed, **training_summary(trained), "parity_max_rel": parity_max_rel(exported),
             "window": UCR_WINDOW, "stride": 1,
             "threshold_method": method, "steps": m["steps"], "anomalous_steps": m["anomalous_steps"],
             "roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
@@ -419,7 +419,7 @@ def long_ecg_case(seed: int, plan: Plan, work: Path) -> dict:
         built = long_ecg_set(folder, plan.long_shape)
         (folder / "built.json").write_text(json.dumps(built))
     built = json.loads((folder / "built.json").read_text())
-    model_dir, trained, threshold, method = long_model(f"long-ecg-{seed}", folder, seed, plan, LONG_WINDOW,
+    model_dir, trained, exported, threshold, method = long_model(f"long-ecg-{seed}", folder, seed, plan, LONG_WINDOW,
                                                        LONG_STRIDE, work)
     scored = points.score_steps(model_dir, str(folder / "test"), "is_anomaly", 0, device="cpu")
     m = points.point_metrics(scored, None)
@@ -427,7 +427,7 @@ def long_ecg_case(seed: int, plan: Plan, work: Path) -> dict:
     started = time.perf_counter()
     peer = peer_scores(folder, scored, LONG_WINDOW, LONG_STRIDE)
     peer_seconds = round(time.perf_counter() - started, 1)
-    return {"seed": seed, **training_summary(trained), "parity_max_rel": parity_max_rel(model_dir),
+    return {"seed": seed, **training_summary(trained), "parity_max_rel": parity_max_rel(exported),
             "data": built, "threshold_method": method,
             "threshold": threshold.threshold_, "steps": m["steps"], "anomalous_steps": m["anomalous_steps"],
             "seqae": {"score": m["score"], "roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
