@@ -289,7 +289,8 @@ def configs(seed: int, plan: Plan, **train):
 
 def training_summary(trained) -> dict:
     t = trained.metadata["training"]
-    return {"epochs": t["epochs"], "best_epoch": t["best_epoch"], "train_rows": t["train_rows"],
+    return {"epochs": t["epochs"], "best_epoch": t["best_epoch"], "patch": trained.metadata["model"].get("patch"),
+            "train_rows": t["train_rows"],
             "validation_rows": t["validation_rows"], "validation": t["validation"]["method"],
             "train_seconds": t["seconds"]}
 
@@ -488,12 +489,18 @@ def defaults(overrides: tuple = ()) -> dict:
             "threshold": ThresholdConfig().to_dict()}
 
 
+#: Fields whose ``None`` default is a choice, not "off": ``patch=None`` picks patches by the row length,
+#: where the cases run before the field existed read one step at a time.
+NONE_CHOOSES = {"patch"}
+
+
 def same_defaults(stored: dict | None, current: dict) -> bool:
     """Whether a case finished under ``stored`` ran what ``current`` runs: equal, apart from fields added
     since that are off (``None``) by default, which change nothing that ran."""
     if not isinstance(stored, dict) or stored.keys() != current.keys():
         return False
-    return all(stored[section] == {k: v for k, v in current[section].items() if k in stored[section] or v is not None}
+    return all(stored[section] == {k: v for k, v in current[section].items()
+                                   if k in stored[section] or (v is not None or k in NONE_CHOOSES)}
                for section in current)
 
 
@@ -804,6 +811,12 @@ def long_lines(record: dict) -> list[str]:
     return lines + [""]
 
 
+def patch_words(patch: int | None) -> str:
+    from seqae.config import PATCH_STEPS
+
+    return f"{patch}" if patch is not None else f"chosen by training (the longest row in {PATCH_STEPS} LSTM steps)"
+
+
 def markdown(record: dict) -> str:
     m = record.get("machine", {})
     total = sum(v["seconds"] for v in record["cases"].values())
@@ -814,7 +827,8 @@ def markdown(record: dict) -> str:
              f"time on {m.get('cores')} cores (TensorFlow threads: {m.get('threads')}); seqae {m.get('seqae')}, "
              f"TensorFlow {m.get('tensorflow')}, onnxruntime {m.get('onnxruntime')}. {'With' if changes else 'Defaults'}: units "
              f"{record['defaults']['model']['units']}, batch {record['defaults']['train']['batch_size']}, learning rate "
-             f"{record['defaults']['model']['learning_rate']}, patience {record['defaults']['train']['patience']}."
+             f"{record['defaults']['model']['learning_rate']}, patience {record['defaults']['train']['patience']}, "
+             f"patch {patch_words(record['defaults']['model'].get('patch', 1))}."
              f"{parity_sentence(record)}", ""]
     lines += target_lines(record) + probe_lines(record) + ecg_lines(record) + ucr_lines(record) + long_lines(record)
     if record["failed"]:

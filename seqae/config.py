@@ -11,6 +11,7 @@ options from these fields and writes none of them again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -99,6 +100,10 @@ class ModeSpec:
 
 _OUTPUTS = (names.EMBEDDING, names.RECON_ERROR, names.STEP_ERROR)
 
+#: ``ModelConfig.patch=None`` fits the longest training row into this many LSTM steps (chosen on the
+#: ``make quality`` suite: 32 was worse on both long outline sets, docs/models.md).
+PATCH_STEPS = 64
+
 #: One entry per ``Mode``, in its order (a test checks the two agree).
 MODES: dict[str, ModeSpec] = {
     "reconstruct": ModeSpec(trains=(RECONSTRUCTION,), outputs=_OUTPUTS,
@@ -125,6 +130,13 @@ class ModelConfig(Config):
             sets the decoder's initial state and it receives no input: the paper's unconditioned
             decoder, about a third less decoder work) or ``conditioned`` (state from the embedding, and
             fed the previous target step: teacher forcing in training, its own output when scoring).
+        patch: time steps side by side in one LSTM step (a ``(time, features)`` row is read as
+            ``(ceil(time / patch), patch * features)``; the decoders emit patches, and errors stay per
+            time step). Long rows then take fewer LSTM steps: an LSTM's final state keeps the start of
+            a short sequence better than that of a long one, and training is faster. ``None`` (the
+            default): training chooses the smallest that fits the longest training row (the window in
+            the long layout) into ``PATCH_STEPS`` (64) LSTM steps, and 1 in the modes that predict.
+            Patches of more than one step need the ``reconstruct`` mode.
         units: LSTM units per layer.
         latent_dim: embedding size; ``None`` uses the last encoder layer's state (``units``),
             smaller values add a linear bottleneck.
@@ -142,6 +154,8 @@ class ModelConfig(Config):
     horizon: int = option(0, "Steps to predict (predict, composite).")
     reverse_target: bool = option(True, "Reconstruct in reverse order.", flag="reverse")
     decoder: DecoderKind = option("unconditioned", "Decoder kind.")
+    patch: int | None = option(None, "Time steps per LSTM step (default: fit the longest row into 64 LSTM steps).",
+                               min=1)
     units: int = option(64, "LSTM units per layer.", min=1)
     latent_dim: int | None = option(None, "Embedding size (bottleneck).", min=1)
     num_layers: int = option(1, "Stacked LSTM layers.", flag="layers", min=1)
@@ -164,10 +178,26 @@ class ModelConfig(Config):
         elif not isinstance(self.horizon, int) or isinstance(self.horizon, bool) or self.horizon < 1:
             raise ConfigError(f"horizon: the {self.mode} mode needs a positive integer, got {self.horizon!r}")
         check_positive("latent_dim", self.latent_dim, allow_none=True)
+        check_positive("patch", self.patch, allow_none=True)
+        if (self.patch or 1) > 1 and self.mode_spec.predicts:
+            raise ConfigError(f"patch: the {self.mode} mode predicts steps one by one; expected 1 or None, got "
+                              f"{self.patch}")
         check_range("dropout", self.dropout, 0.0, 1.0)
         check_positive_number("learning_rate", self.learning_rate)
         check_positive_number("clipnorm", self.clipnorm, allow_none=True)
         check_positive_number("predict_weight", self.predict_weight)
+
+    @property
+    def patch_size(self) -> int:
+        """Time steps per LSTM step (``patch``; 1 until training resolves ``None``)."""
+        return self.patch or 1
+
+    def resolve_patch(self, longest: int) -> ModelConfig:
+        """This config with ``patch`` chosen for rows of at most ``longest`` steps when it is ``None``."""
+        if self.patch is not None:
+            return self
+        size = 1 if self.mode_spec.predicts else max(1, -(-longest // PATCH_STEPS))
+        return dataclasses.replace(self, patch=size)
 
     @property
     def embedding_dim(self) -> int:

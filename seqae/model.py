@@ -4,6 +4,7 @@ One builder, driven by ``ModelConfig``, makes every member of the family as one 
 
     values (batch, time, features), lengths (batch,)
       -> Standardize (training statistics, frozen)
+      -> Patch (``patch`` steps side by side per LSTM step; none with patch 1)
       -> encoder: stacked LSTMs over the whole padded batch, state gathered at step ``length - 1``
       -> embedding (batch, latent_dim)
       -> decoders: reconstruct the input (optionally reversed) and/or predict ``horizon`` steps
@@ -78,6 +79,38 @@ class StepGather(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "offset": self.offset}
+
+
+@_serializable
+class Patch(keras.layers.Layer):
+    """``size`` consecutive time steps side by side as one LSTM step: ``(batch, time, features)`` and
+    ``lengths`` -> ``(batch, ceil(time / size), size * features)`` and ``ceil(lengths / size)``.
+
+    Steps past a row's length are zeroed first, so that its last, partly padded patch (the one the
+    embedding is gathered at) holds the same whatever the padding held: the causal gather still makes
+    the embedding independent of the padding. ``unpatch`` is the inverse, cut back to ``time`` steps.
+    """
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+
+    def call(self, x, lengths):
+        lengths = tf.cast(lengths, tf.int32)
+        time = tf.shape(x)[1]
+        x = x * tf.cast(tf.sequence_mask(lengths, time), x.dtype)[..., None]
+        padded = (time + self.size - 1) // self.size * self.size  # non-negative operands only: ONNX's Mod differs
+        x = tf.pad(x, [[0, 0], [0, padded - time], [0, 0]])
+        patches = tf.reshape(x, tf.stack([tf.shape(x)[0], -1, self.size * x.shape[-1]]))
+        return patches, (lengths + self.size - 1) // self.size
+
+    def unpatch(self, patches, time):
+        """``(batch, patches, size * features)`` -> ``(batch, time, features)``."""
+        steps = tf.reshape(patches, tf.stack([tf.shape(patches)[0], -1, patches.shape[-1] // self.size]))
+        return steps[:, :time]
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
 
 
 @_serializable
@@ -198,7 +231,8 @@ class AutoencoderHead(keras.layers.Layer):
         self.config = dict(config)
         cfg = ModelConfig.from_dict(self.config)
         self.cfg = cfg
-        common: dict[str, Any] = dict(num_features=cfg.num_features, units=cfg.units, num_layers=cfg.num_layers,
+        self.patch = Patch(cfg.patch_size, name="patch") if cfg.patch_size > 1 else None
+        common: dict[str, Any] = dict(num_features=cfg.num_features * cfg.patch_size, units=cfg.units, num_layers=cfg.num_layers,
                                       conditioned=cfg.decoder == "conditioned", from_state=cfg.decoder == "state",
                                       activation=cfg.activation, dropout=cfg.dropout)
         for decoder in DECODERS:
@@ -206,7 +240,7 @@ class AutoencoderHead(keras.layers.Layer):
                     SequenceDecoder(**common, name=decoder) if decoder in cfg.mode_spec.decoders else None)
 
     def build(self, x_shape, lengths_shape=None, embedding_shape=None):
-        targets = (None, None, self.cfg.num_features)
+        targets = (None, None, self.cfg.num_features * self.cfg.patch_size)
         for name in DECODERS:  # a fixed order: the seeded initial weights do not depend on the mode's order
             decoder = getattr(self, name)
             if decoder is not None:
@@ -219,10 +253,15 @@ class AutoencoderHead(keras.layers.Layer):
         cfg = self.cfg
         task = task or next(t for t in cfg.mode_spec.trains if t.target == "input")
         encoded = tf.cast(lengths, tf.int32) - cfg.horizon
+        steps = x
+        if self.patch is not None:  # the decoder emits patches (``patch`` needs horizon 0: encoded == lengths)
+            x, encoded = self.patch(x, encoded)
         target = tf.reverse_sequence(x, encoded, seq_axis=1, batch_axis=0) if cfg.reverse_target else x
         output = getattr(self, task.decoder)(embedding, target, training=training)
         if cfg.reverse_target:
             output = tf.reverse_sequence(output, encoded, seq_axis=1, batch_axis=0)
+        if self.patch is not None:
+            output = self.patch.unpatch(output, tf.shape(steps)[1])
         return output
 
     def _input_errors(self, task, x, lengths, encoded, embedding, training):
@@ -281,7 +320,9 @@ def build_autoencoder(config: ModelConfig, mean=None, std=None) -> keras.Model:
     values = keras.Input((None, f), name=names.INPUT_VALUES, dtype="float32")
     lengths = keras.Input((), name=names.INPUT_LENGTHS, dtype="int32")
     x = Standardize(mean, std, name="standardize")(values)
-    seq = x
+    seq, steps = x, lengths  # what the encoder reads, and how many of its steps each row fills
+    if config.patch_size > 1:
+        seq, steps = Patch(config.patch_size, name="encoder_patch")(x, lengths)
     for i in range(config.num_layers):
         seq = keras.layers.LSTM(config.units, activation=config.activation, return_sequences=True,
                                 name=f"encoder_lstm_{i}")(seq)
@@ -292,10 +333,10 @@ def build_autoencoder(config: ModelConfig, mean=None, std=None) -> keras.Model:
     def embed(state):
         return bottleneck(state) if bottleneck is not None else state
 
-    embedding = keras.layers.Identity(name=names.EMBEDDING)(embed(StepGather(name="last_step")(seq, lengths)))
+    embedding = keras.layers.Identity(name=names.EMBEDDING)(embed(StepGather(name="last_step")(seq, steps)))
     encoded = embedding
     if config.predicts:  # decoders start from the state before the predicted steps
-        encoded = embed(StepGather(config.horizon, name="encoded_step")(seq, lengths))
+        encoded = embed(StepGather(config.horizon, name="encoded_step")(seq, steps))  # patch 1 (ModelConfig)
     if config.dropout:
         encoded = keras.layers.Dropout(config.dropout, name="embedding_dropout")(encoded)
     errors = dict(zip(HEAD_OUTPUTS, AutoencoderHead(config.to_dict(), name="head")(x, lengths, encoded)))

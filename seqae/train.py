@@ -572,16 +572,16 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
         # Predicting ``horizon`` steps needs at least one more step to encode; shorter rows are rejects.
         data_config = dataclasses.replace(data_config, min_length=model_config.min_length)
     plan = plan_data(data, data_config, train_config, num_features=model_config.num_features)
-    cfg = dataclasses.replace(model_config, num_features=plan.num_features)
+    cfg = dataclasses.replace(model_config, num_features=plan.num_features).resolve_patch(plan.longest)
     if data_config.max_length is None:
         # Recorded with the model and enforced when embedding (too_long rejects): one outlier row can
         # no longer pad a whole read batch to its length. Twice the longest training row; set
         # DataConfig.max_length to choose another.
         data_config = dataclasses.replace(data_config, max_length=max(LENGTH_MARGIN * plan.longest,
                                                                       data_config.window or 1))
-    log.info("training on %d rows, validating on %d (%s split; %d shards, %d features, longest %d)",
-             plan.train_rows, plan.validation_rows, plan.split.method, len(plan.shards), plan.num_features,
-             plan.longest)
+    log.info("training on %d rows, validating on %d (%s split; %d shards, %d features, longest %d; %d steps per "
+             "LSTM step)", plan.train_rows, plan.validation_rows, plan.split.method, len(plan.shards),
+             plan.num_features, plan.longest, cfg.patch_size)
     for warning in plan.warnings:
         log.warning("%s", warning)
 

@@ -83,7 +83,7 @@ def test_from_dict_unknown_key_message_and_source():
         ModelConfig.from_dict({"unitz": 4, "units": 4})
     assert str(err.value) == (
         "model config: unknown key(s) unitz; expected some of activation, clipnorm, decoder, dropout, horizon, "
-        "latent_dim, learning_rate, mode, num_features, num_layers, predict_weight, reverse_target, units"
+        "latent_dim, learning_rate, mode, num_features, num_layers, patch, predict_weight, reverse_target, units"
     )
     with pytest.raises(ConfigError, match=r"^cfg\.toml \[train\]: unknown key\(s\) epochs; "):
         TrainConfig.from_dict({"epochs": 1}, "cfg.toml [train]")
@@ -196,7 +196,7 @@ def test_model_info_missing_directory(tmp_path):
     ("", "not a valid seqae.json (Expecting value at line 1)"),
     ({**GOOD, "model": {"units": 4}}, "model.num_features is missing; expected the feature count of the data"),
     ({**GOOD, "model": {"num_features": 1, "unitz": 4}}, "model: unknown key(s) unitz; expected some of activation, "
-     "clipnorm, decoder, dropout, horizon, latent_dim, learning_rate, mode, num_features, num_layers, "
+     "clipnorm, decoder, dropout, horizon, latent_dim, learning_rate, mode, num_features, num_layers, patch, "
      "predict_weight, reverse_target, units"),
     ({**GOOD, "model": []}, "model: expected a mapping of option names to values, got list"),
 ])

@@ -14,7 +14,11 @@ FAMILY = [
     dict(mode=mode, horizon=0 if mode == "reconstruct" else 2, decoder=decoder, reverse_target=reverse)
     for mode, decoder, reverse in itertools.product(
         ("reconstruct", "predict", "composite"), ("unconditioned", "state", "conditioned"), (True, False))
+] + [  # patches of 3 steps over a time axis of 8: the last patch is partly padded
+    dict(mode="reconstruct", horizon=0, decoder=decoder, reverse_target=reverse, patch=3)
+    for decoder, reverse in (("unconditioned", True), ("state", False), ("conditioned", True))
 ]
+PATCHED = [family for family in FAMILY if "patch" in family]
 
 
 def batch(n=32, time=8, features=2, seed=0, min_length=3):
@@ -43,7 +47,7 @@ def test_every_member_builds_trains_and_lowers_its_loss(family):
     assert out["embedding"].shape == (32, 4) and out["step_error"].shape == (32, 8)
 
 
-@pytest.mark.parametrize("family", FAMILY[::3], ids=lambda f: "-".join(str(v) for v in f.values()))
+@pytest.mark.parametrize("family", FAMILY[:18:3] + PATCHED, ids=lambda f: "-".join(str(v) for v in f.values()))
 def test_padding_changes_neither_embedding_nor_errors(family):
     cfg = ModelConfig(num_features=2, units=6, **family)
     model = build_autoencoder(cfg, mean=[0.5, -1.0], std=[2.0, 3.0])
@@ -123,6 +127,27 @@ def test_config_round_trips_and_refuses_bad_values():
         ModelConfig(mode="predict")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) unit"):
         ModelConfig.from_dict({"unit": 3})
+    with pytest.raises(ConfigError, match=r"^patch: the composite mode predicts steps one by one; expected 1 or None, "
+                                          r"got 2$"):
+        ModelConfig(mode="composite", horizon=1, patch=2)
+
+
+@pytest.mark.parametrize(("longest", "mode", "patch", "expected"), [
+    (64, "reconstruct", None, 1), (65, "reconstruct", None, 2), (140, "reconstruct", None, 3),
+    (1460, "reconstruct", None, 23), (1, "reconstruct", None, 1), (500, "predict", None, 1),
+    (500, "composite", None, 1), (500, "reconstruct", 5, 5), (10, "reconstruct", 4, 4),
+])
+def test_training_fits_the_longest_row_into_64_lstm_steps_unless_told(longest, mode, patch, expected):
+    cfg = ModelConfig(mode=mode, horizon=0 if mode == "reconstruct" else 1, patch=patch).resolve_patch(longest)
+    assert cfg.patch == expected
+    assert -(-longest // cfg.patch) <= 64 or patch is not None or mode != "reconstruct"
+
+
+def test_a_model_saved_before_patches_existed_reads_as_patch_1():
+    old = {k: v for k, v in ModelConfig(num_features=1).to_dict().items() if k != "patch"}
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.patch is None and cfg.patch_size == 1
+    assert not [layer for layer in build_autoencoder(cfg).layers if "patch" in layer.name]
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILY if f["mode"] != "predict"],
