@@ -231,8 +231,11 @@ class AutoencoderHead(keras.layers.Layer):
         self.config = dict(config)
         cfg = ModelConfig.from_dict(self.config)
         self.cfg = cfg
+        if cfg.num_features is None:
+            raise ConfigError("num_features: expected a positive integer to build a model, got None")
         self.patch = Patch(cfg.patch_size, name="patch") if cfg.patch_size > 1 else None
-        common: dict[str, Any] = dict(num_features=cfg.num_features * cfg.patch_size, units=cfg.units, num_layers=cfg.num_layers,
+        self.width = cfg.num_features * cfg.patch_size  # what the decoders emit per step: one patch
+        common: dict[str, Any] = dict(num_features=self.width, units=cfg.units, num_layers=cfg.num_layers,
                                       conditioned=cfg.decoder == "conditioned", from_state=cfg.decoder == "state",
                                       activation=cfg.activation, dropout=cfg.dropout)
         for decoder in DECODERS:
@@ -240,7 +243,7 @@ class AutoencoderHead(keras.layers.Layer):
                     SequenceDecoder(**common, name=decoder) if decoder in cfg.mode_spec.decoders else None)
 
     def build(self, x_shape, lengths_shape=None, embedding_shape=None):
-        targets = (None, None, self.cfg.num_features * self.cfg.patch_size)
+        targets = (None, None, self.width)
         for name in DECODERS:  # a fixed order: the seeded initial weights do not depend on the mode's order
             decoder = getattr(self, name)
             if decoder is not None:
