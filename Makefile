@@ -24,12 +24,11 @@ demo: $(STAMP)
 	$(VENV)/bin/seqae validate --data $(DEMO)/data --rejects-dir $(DEMO)/checked > $(DEMO)/validate.json
 	# The pipeline flow in this process (Prefect starts a temporary local server; no server to run):
 	# train -> export (parity gate) -> threshold -> promote -> embed -> evaluate.
-	# --epochs 50: the demo's own stated budget (about 2,000 optimizer steps, as the earlier defaults took).
-	# The library's defaults cannot make 5 minutes here: make quality (2026-12-03) trained ECG5000's normal
-	# beats for 91 to 287 epochs with them, 7 to 34 minutes a case on 2 cores (docs/benchmarks.md).
-	# With the cap, make demo took 3 min 56 s on 2 quiet cores (2026-12-03, .venv in place; /usr/bin/time -v).
+	# --epochs 100: the demo's own stated budget (about 4,100 optimizer steps). The library's defaults
+	# cannot make 5 minutes here: make quality (2026-12-04) trained ECG5000's normal beats for 151 to
+	# 300 epochs with them, 5 to 10 minutes a case on 2 cores (docs/benchmarks.md).
 	$(PY) -m flows pipeline --data $(DEMO)/data --models $(DEMO)/models --out $(DEMO)/out \
-		--filter "label == 1" --epochs 50 > $(DEMO)/pipeline.json
+		--filter "label == 1" --epochs 100 > $(DEMO)/pipeline.json
 	$(PY) -c "import duckdb; g='$(DEMO)/out/embeddings/*.parquet'; \
 	duckdb.sql(f\"SELECT label, count(*) AS n, round(avg(recon_error), 4) AS mean_recon_error FROM read_parquet('{g}') GROUP BY label ORDER BY label\").show(); \
 	duckdb.sql(f\"SELECT id, label, round(recon_error, 4) AS recon_error FROM read_parquet('{g}') ORDER BY recon_error DESC LIMIT 5\").show()"
