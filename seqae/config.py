@@ -100,8 +100,8 @@ class ModeSpec:
 
 _OUTPUTS = (names.EMBEDDING, names.RECON_ERROR, names.STEP_ERROR)
 
-#: ``ModelConfig.patch=None`` fits the longest training row into this many LSTM steps (chosen on the
-#: ``make quality`` suite: 32 was worse on both long outline sets, docs/models.md).
+#: ``ModelConfig.patch=None`` fits the longest training row into this many LSTM steps (judged on the
+#: ``make quality`` suite: 32 was no better on the two long outline sets, docs/benchmarks.md).
 PATCH_STEPS = 64
 
 #: One entry per ``Mode``, in its order (a test checks the two agree).
