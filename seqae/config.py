@@ -135,8 +135,9 @@ class ModelConfig(Config):
             time step). Long rows then take fewer LSTM steps: an LSTM's final state keeps the start of
             a short sequence better than that of a long one, and training is faster. ``None`` (the
             default): training chooses the smallest that fits the longest training row (the window in
-            the long layout) into ``PATCH_STEPS`` (64) LSTM steps, and 1 in the modes that predict.
-            Patches of more than one step need the ``reconstruct`` mode.
+            the long layout) into ``PATCH_STEPS`` (64) LSTM steps, and 1 in the modes that predict and
+            with the conditioned decoder. Patches of more than one step need the ``reconstruct`` mode
+            and a decoder that is not ``conditioned``.
         units: LSTM units per layer.
         latent_dim: embedding size; ``None`` uses the last encoder layer's state (``units``),
             smaller values add a linear bottleneck.
@@ -182,6 +183,11 @@ class ModelConfig(Config):
         if (self.patch or 1) > 1 and self.mode_spec.predicts:
             raise ConfigError(f"patch: the {self.mode} mode predicts steps one by one; expected 1 or None, got "
                               f"{self.patch}")
+        if (self.patch or 1) > 1 and self.decoder == "conditioned":
+            # Scoring, it would feed its own output back, padded slots of the last patch included, where
+            # training fed zeros: errors would depend on length % patch.
+            raise ConfigError(f"patch: the conditioned decoder feeds back one step at a time; expected 1 or None, "
+                              f"got {self.patch}")
         check_range("dropout", self.dropout, 0.0, 1.0)
         check_positive_number("learning_rate", self.learning_rate)
         check_positive_number("clipnorm", self.clipnorm, allow_none=True)
@@ -196,7 +202,7 @@ class ModelConfig(Config):
         """This config with ``patch`` chosen for rows of at most ``longest`` steps when it is ``None``."""
         if self.patch is not None:
             return self
-        size = 1 if self.mode_spec.predicts else max(1, -(-longest // PATCH_STEPS))
+        size = 1 if self.mode_spec.predicts or self.decoder == "conditioned" else max(1, -(-longest // PATCH_STEPS))
         return dataclasses.replace(self, patch=size)
 
     @property

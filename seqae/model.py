@@ -257,7 +257,7 @@ class AutoencoderHead(keras.layers.Layer):
         task = task or next(t for t in cfg.mode_spec.trains if t.target == "input")
         encoded = tf.cast(lengths, tf.int32) - cfg.horizon
         steps = x
-        if self.patch is not None:  # the decoder emits patches (``patch`` needs horizon 0: encoded == lengths)
+        if self.patch is not None:  # the decoder emits patches (``patch`` needs horizon 0 and no conditioned decoder)
             x, encoded = self.patch(x, encoded)
         target = tf.reverse_sequence(x, encoded, seq_axis=1, batch_axis=0) if cfg.reverse_target else x
         output = getattr(self, task.decoder)(embedding, target, training=training)

@@ -29,7 +29,7 @@ FAMILY = [
     {"mode": "reconstruct", "decoder": "state"},
     {"mode": "composite", "horizon": 2, "decoder": "state", "num_layers": 2},
     {"mode": "reconstruct", "patch": 3},
-    {"mode": "reconstruct", "patch": 4, "decoder": "conditioned", "num_layers": 2},
+    {"mode": "reconstruct", "patch": 4, "decoder": "state", "num_layers": 2, "reverse_target": False},
 ]
 PATCHED = [i for i, family in enumerate(FAMILY) if family.get("patch", 1) > 1]
 
