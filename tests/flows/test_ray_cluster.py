@@ -76,10 +76,7 @@ def ray_cluster(s3):
            "AWS_ENDPOINT_URL": s3.endpoint, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
            "TF_CPP_MIN_LOG_LEVEL": "2", "RAY_USAGE_STATS_ENABLED": "0",
            # a dead node is declared dead after about 3 s, not Ray's default 15 s and more
-           "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-           # the head's client proxy gives a client's own server process 30 s to answer by default: on 2
-           # cores shared with a training run that start failed once ("Starting Ray client server failed")
-           "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "120"}
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
     started = time.monotonic()
     cluster = None
     with ray_token(token):
