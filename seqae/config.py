@@ -180,14 +180,8 @@ class ModelConfig(Config):
             raise ConfigError(f"horizon: the {self.mode} mode needs a positive integer, got {self.horizon!r}")
         check_positive("latent_dim", self.latent_dim, allow_none=True)
         check_positive("patch", self.patch, allow_none=True)
-        if (self.patch or 1) > 1 and self.mode_spec.predicts:
-            raise ConfigError(f"patch: the {self.mode} mode predicts steps one by one; expected 1 or None, got "
-                              f"{self.patch}")
-        if (self.patch or 1) > 1 and self.decoder == "conditioned":
-            # Scoring, it would feed its own output back, padded slots of the last patch included, where
-            # training fed zeros: errors would depend on length % patch.
-            raise ConfigError(f"patch: the conditioned decoder feeds back one step at a time; expected 1 or None, "
-                              f"got {self.patch}")
+        if (self.patch or 1) > 1 and self._one_step_only():
+            raise ConfigError(f"patch: {self._one_step_only()}; expected 1 or None, got {self.patch}")
         check_range("dropout", self.dropout, 0.0, 1.0)
         check_positive_number("learning_rate", self.learning_rate)
         check_positive_number("clipnorm", self.clipnorm, allow_none=True)
@@ -198,11 +192,21 @@ class ModelConfig(Config):
         """Time steps per LSTM step (``patch``; 1 until training resolves ``None``)."""
         return self.patch or 1
 
+    def _one_step_only(self) -> str | None:
+        """Why this member must read one time step per LSTM step, or ``None``."""
+        if self.mode_spec.predicts:
+            return f"the {self.mode} mode predicts steps one by one"
+        if self.decoder == "conditioned":
+            # Scoring, it would feed its own output back, padded slots of the last patch included, where
+            # training fed zeros: errors would depend on length % patch.
+            return "the conditioned decoder feeds back one step at a time"
+        return None
+
     def resolve_patch(self, longest: int) -> ModelConfig:
         """This config with ``patch`` chosen for rows of at most ``longest`` steps when it is ``None``."""
         if self.patch is not None:
             return self
-        size = 1 if self.mode_spec.predicts or self.decoder == "conditioned" else max(1, -(-longest // PATCH_STEPS))
+        size = 1 if self._one_step_only() else max(1, -(-longest // PATCH_STEPS))
         return dataclasses.replace(self, patch=size)
 
     @property
