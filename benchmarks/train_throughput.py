@@ -60,7 +60,7 @@ def measure(data: str, batch_size: int, epochs: int, jit: bool = False, tutorial
     tc = TrainConfig(batch_size=batch_size, row_filter="label == 1", max_epochs=epochs)
     dc = DataConfig()
     plan = plan_data(data, dc, tc)
-    cfg = ModelConfig(num_features=plan.num_features)
+    cfg = ModelConfig(num_features=plan.num_features).resolve_patch(plan.longest)  # as train() builds it
     targets = tuple(training_loss(cfg)[0])
     # the same training rows as the Parquet pipeline sees (the filter applies in the reader there)
     arrays = list(iter_split(plan.shards, dc, tc, validation=False, num_features=1,

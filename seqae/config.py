@@ -100,7 +100,7 @@ class ModeSpec:
 
 _OUTPUTS = (names.EMBEDDING, names.RECON_ERROR, names.STEP_ERROR)
 
-#: ``ModelConfig.patch=None`` fits the longest training row into this many LSTM steps (judged on the
+#: ``ModelConfig.patch=None`` fits the longest row training reads (either split) into this many LSTM steps (judged on the
 #: ``make quality`` suite: 32 was no better on the two long outline sets, docs/benchmarks.md).
 PATCH_STEPS = 64
 
@@ -134,8 +134,8 @@ class ModelConfig(Config):
             ``(ceil(time / patch), patch * features)``; the decoders emit patches, and errors stay per
             time step). Long rows then take fewer LSTM steps: an LSTM's final state keeps the start of
             a short sequence better than that of a long one, and training is faster. ``None`` (the
-            default): training chooses the smallest that fits the longest training row (the window in
-            the long layout) into ``PATCH_STEPS`` (64) LSTM steps, and 1 in the modes that predict and
+            default): training chooses the smallest that fits the longest row it reads (the window in
+            the long layout; validation rows included) into ``PATCH_STEPS`` (64) LSTM steps, and 1 in the modes that predict and
             with the conditioned decoder. Patches of more than one step need the ``reconstruct`` mode
             and a decoder that is not ``conditioned``.
         units: LSTM units per layer.

@@ -568,7 +568,7 @@ def onnx_props(info: ModelInfo, opset: int) -> dict[str, Any]:
         "seqae.num_features": str(cfg.num_features), "seqae.min_length": str(data_config.min_length),
         "seqae.max_length": str(data_config.max_length), "seqae.opset": str(opset),
         "seqae.activation": cfg.activation, "seqae.mode": cfg.mode, "seqae.decoder": cfg.decoder,
-        "seqae.horizon": str(cfg.horizon), "seqae.error_units": "standardised",
+        "seqae.horizon": str(cfg.horizon), "seqae.patch": str(cfg.patch_size), "seqae.error_units": "standardised",
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 from seqae import names
 from seqae.config import ExportConfig
 from seqae.errors import ChecksumError, ModelDirError, ParityError
-from seqae.export import check_graph, export, validate_parity
+from seqae.export import Tolerance, check_graph, export, validate_parity
 from seqae.infer.artifacts import ModelArtifacts
 from seqae.model import ModelConfig, load_model
 from seqae.train import TrainConfig, train
@@ -67,6 +67,7 @@ def test_every_member_exports_with_parity_and_fused_lstms(exported, index):
         assert isinstance(dims[0], str) and isinstance(dims[1], str) and dims[2] == cfg.num_features
         props = {p.key: p.value for p in proto.metadata_props}
         assert props["seqae.activation"] == "tanh" and props["seqae.opset"] == "17"
+        assert props["seqae.patch"] == str(cfg.patch_size)  # a reader of the file alone knows the time patches
         assert props["seqae.model_id"] == json.loads((path / names.METADATA_FILE).read_text())["model_id"]
     scorer = ort.InferenceSession(str(path / names.SCORER_ONNX), providers=["CPUExecutionProvider"])
     assert sorted(o.name for o in scorer.get_outputs()) == sorted(cfg.output_names)
@@ -80,6 +81,7 @@ def test_patched_members_agree_with_keras_whatever_the_time_axis_holds(exported,
     path, _ = exported[index]
     trained = load_model(path)
     rng = np.random.default_rng(1)
+    tolerance = Tolerance.of(ExportConfig())
     for time in range(9, 9 + trained.config.patch_size + 1):
         values = rng.normal(size=(12, time, 1)).astype(np.float32)
         lengths = np.array([time, *rng.integers(1, time + 1, size=11)], np.int32)
@@ -91,8 +93,9 @@ def test_patched_members_agree_with_keras_whatever_the_time_axis_holds(exported,
             for case in (values, garbage):
                 got = dict(zip([o.name for o in session.get_outputs()],
                                session.run(None, {names.INPUT_VALUES: case, names.INPUT_LENGTHS: lengths})))
-                for name, array in got.items():
-                    np.testing.assert_allclose(array, want[name], rtol=1e-3, atol=1e-5, err_msg=f"{file} {name} {time}")
+                for name, array in got.items():  # the parity gate's own bounds
+                    over = np.abs(array - want[name]) - tolerance.allowed(name, want[name])
+                    assert (over <= 0).all(), f"{file} {name} time {time}: {over.max():.3g} over the gate's bound"
 
 
 def test_graph_check_catches_loops_and_missing_fusion():
