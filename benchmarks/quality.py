@@ -21,12 +21,12 @@ per set; only what a data set needs to be read at all, the long layout's window 
   end to end, with abnormal beats inserted in the test part (window 140, stride 10): step metrics,
   event metrics and the per-step false-alarm rate on normal steps at the fitted step threshold,
   beside the nearest-training-window peer (each test window's distance to its nearest training window,
-  the matrix profile's idea, spread to steps by the mean over the windows covering each step, as
-  seqae's step score ``window_error_mean`` spreads window errors).
+  the matrix profile's idea, spread to steps the way seqae's step score ``window_error_min`` spreads
+  window errors: the least over the windows covering each step; and, as before 2026-12-04, the mean).
 
-Both long cases score steps by ``window_error_mean`` and also report ``step_error_mean`` (the step
-score before it) and, at the same rate, what the window threshold flagged when applied to single-step
-errors (the step flag before step thresholds).
+Both long cases score steps by ``window_error_min`` and also report ``window_error_mean`` (the step
+score until 2026-12-04), ``step_error_mean`` (the one before it) and, at the same rate, what the window
+threshold flagged when applied to single-step errors (the step flag before step thresholds).
 
 Thresholds are the library's default (POT at 1% false alarms on the held-out reference); where the
 held-out windows are too few for a tail fit (series 135), the empirical percentile, as ``make
@@ -216,8 +216,10 @@ def nearest_window_peer(train: list[np.ndarray], test: list[np.ndarray], window:
     every training window at stride 1: the matrix profile's join, in numpy, chunked).
 
     Returns, per test series, ``step``: the squared difference to the nearest window per step, the
-    mean over the windows covering the step (what ``step_error_mean`` is for seqae), and ``window``:
-    the window's mean squared distance, the mean over the windows covering the step.
+    mean over the windows covering the step (what ``step_error_mean`` is for seqae); ``window_min``:
+    the window's mean squared distance, the least over the windows covering the step (what
+    ``window_error_min``, seqae's step score, is); ``window``: the same, the mean over them (what
+    ``window_error_mean`` is).
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
@@ -234,11 +236,13 @@ def nearest_window_peer(train: list[np.ndarray], test: list[np.ndarray], window:
             d = bank_sq[None, :] - 2.0 * w @ bank.T  # + |w|^2, the same for every candidate
             per_step[a:a + chunk] = (w - bank[np.argmin(d, axis=1)]) ** 2
         total, covered, spread = np.zeros(len(x)), np.zeros(len(x)), np.zeros(len(x))
+        least = np.full(len(x), np.inf)
         for i, s in enumerate(starts):
             total[s:s + window] += per_step[i]
             spread[s:s + window] += per_step[i].mean()
+            least[s:s + window] = np.minimum(least[s:s + window], per_step[i].mean())
             covered[s:s + window] += 1
-        out.append({"step": total / covered, "window": spread / covered})
+        out.append({"step": total / covered, "window": spread / covered, "window_min": least})
     return out
 
 
@@ -379,13 +383,13 @@ def ucr_case(seed: int, plan: Plan, work: Path) -> dict:
     return {"seed": seed, **training_summary(trained), "parity_max_rel": parity_max_rel(exported),
             "window": UCR_WINDOW, "stride": 1,
             "threshold_method": method, "steps": m["steps"], "anomalous_steps": m["anomalous_steps"],
-            "roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
+            "score": m["score"], "roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
+            "roc_auc_of_window_error_mean": m["roc_auc_of_window_error_mean"],
             "roc_auc_of_step_error_mean": m["roc_auc_of_step_error_mean"], "roc_auc_of_max": m["roc_auc_of_max"],
             "hit": hit["hit"], "top_time": hit["top_time"], "anomaly_times": hit["anomaly_times"],
             "f1_at_threshold": m["at_threshold"]["f1"], "f1_point_adjusted": m["point_adjusted"]["f1"],
             **false_alarms(scored, threshold, UCR_WINDOW),
-            "peer": {**step_scores_metrics(peer["window"], scored.anomalous, scored.keys),
-                     "per_step_difference": step_scores_metrics(peer["step"], scored.anomalous, scored.keys)}}
+            "peer": peer_metrics(peer, scored.anomalous, scored.keys)}
 
 
 def false_alarms(scored, threshold, window: int) -> dict:
@@ -400,7 +404,7 @@ def false_alarms(scored, threshold, window: int) -> dict:
     away = normal.copy()
     for a, b in segments(scored.anomalous, key_runs(scored.keys)):
         away[max(a - window, 0):b + window] = False
-    flagged = scored.window_mean > threshold.steps_.threshold_
+    flagged = scored.score > threshold.steps_.threshold_
     before = (scored.mean > threshold.threshold_)[normal].mean()
     return {"step_threshold": threshold.steps_.threshold_, "step_threshold_fitted_on": threshold.steps_.n_samples_,
             "false_alarm_rate_asked": threshold.config.false_alarm_rate,
@@ -424,7 +428,7 @@ def long_ecg_case(seed: int, plan: Plan, work: Path) -> dict:
                                                        LONG_STRIDE, work)
     scored = points.score_steps(model_dir, str(folder / "test"), "is_anomaly", 0, device="cpu")
     m = points.point_metrics(scored, None)
-    y, flagged = scored.anomalous, scored.window_mean > threshold.steps_.threshold_
+    y, flagged = scored.anomalous, scored.score > threshold.steps_.threshold_
     started = time.perf_counter()
     peer = peer_scores(folder, scored, LONG_WINDOW, LONG_STRIDE)
     peer_seconds = round(time.perf_counter() - started, 1)
@@ -432,16 +436,23 @@ def long_ecg_case(seed: int, plan: Plan, work: Path) -> dict:
             "data": built, "threshold_method": method,
             "threshold": threshold.threshold_, "steps": m["steps"], "anomalous_steps": m["anomalous_steps"],
             "seqae": {"score": m["score"], "roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
+                      "roc_auc_of_window_error_mean": m["roc_auc_of_window_error_mean"],
                       "roc_auc_of_step_error_mean": m["roc_auc_of_step_error_mean"],
                       "roc_auc_of_max": m["roc_auc_of_max"],
                       "hit_rate": m["ucr"]["hit_rate"], "at_threshold": m["at_threshold"],
                       "point_adjusted": m["point_adjusted"], **false_alarms(scored, threshold, LONG_WINDOW),
                       **event_metrics(flagged, y, scored.keys, LONG_WINDOW)},
-            "peer": {"what": "each test window's mean squared Euclidean distance to its nearest training window "
-                             "(every training window, stride 1), the mean over the windows covering a step",
-                     **step_scores_metrics(peer["window"], y, scored.keys),
-                     "per_step_difference": step_scores_metrics(peer["step"], y, scored.keys),
-                     "seconds": peer_seconds}}
+            "peer": {**peer_metrics(peer, y, scored.keys), "seconds": peer_seconds}}
+
+
+def peer_metrics(peer: dict[str, np.ndarray], y: np.ndarray, keys: np.ndarray) -> dict:
+    """The peer's step metrics, spread to steps as seqae's score is (the least over the covering
+    windows), and the other ways: the mean over them, and the per-step difference."""
+    return {"what": "each test window's mean squared Euclidean distance to its nearest training window (every "
+                    "training window, stride 1), the least over the windows covering a step",
+            "spread": "least", **step_scores_metrics(peer["window_min"], y, keys),
+            "mean_over_covering_windows": step_scores_metrics(peer["window"], y, keys),
+            "per_step_difference": step_scores_metrics(peer["step"], y, keys)}
 
 
 def peer_scores(folder: Path, scored, window: int, stride: int) -> dict[str, np.ndarray]:
@@ -456,7 +467,7 @@ def peer_scores(folder: Path, scored, window: int, stride: int) -> dict[str, np.
     for k, t, p in zip(keys, test_tables, peers):
         by_key[k] = (int(t.column("time")[0].as_py()), p)
     out = {}
-    for what in ("step", "window"):
+    for what in ("step", "window", "window_min"):
         out[what] = np.array([by_key[k][1][what][int(t) - by_key[k][0]] for k, t in zip(scored.keys, scored.times)])
     return out
 
@@ -706,18 +717,28 @@ def target_lines(record: dict) -> list[str]:
             rate, asked = r["false_alarm_rate_normal_steps"], r["false_alarm_rate_asked"]
             lines.append(f"| series 135 normal steps flagged within 2x of the rate asked (seed {r['seed']}) | "
                          f"{rate:.2%} at {asked:.0%}{_held_out(r, r['window'], r['stride'], asked)} | "
-                         f"{'yes' if rate <= 2 * asked else 'no'} |")
+                         f"{_within_2x(rate, asked)} |")
     for r in _by(record, "long-ecg/").get("long-ecg", []):
         s, p = r["seqae"], r["peer"]
+        spread = "" if "spread" not in p else " (both: the least over the covering windows)"
         lines.append(f"| long ECG step ROC-AUC >= the nearest-window peer (seed {r['seed']}) | {s['roc_auc']} vs "
-                     f"{p['roc_auc']} | {'yes' if s['roc_auc'] >= p['roc_auc'] else 'no'} |")
+                     f"{p['roc_auc']}{spread} | {'yes' if s['roc_auc'] >= p['roc_auc'] else 'no'} |")
         if "false_alarm_rate_asked" not in s:  # recorded before step thresholds
             continue
         rate, asked = s["false_alarm_rate_normal_steps"], s["false_alarm_rate_asked"]
         lines.append(f"| long ECG normal steps flagged within 2x of the rate asked (seed {r['seed']}) | {rate:.2%} at "
                      f"{asked:.0%}{_held_out(r, r['data']['window'], r['data']['stride'], asked)} | "
-                     f"{'yes' if rate <= 2 * asked else 'no'} |")
+                     f"{_within_2x(rate, asked)} |")
     return lines + [""] if len(lines) > 4 else []
+
+
+def _within_2x(rate: float, asked: float) -> str:
+    """Met when the rate is within a factor of 2 of the one asked, either way: a threshold that flags
+    far fewer normal steps than asked is as miscalibrated as one that flags far more (and misses what
+    the rate asked for would catch)."""
+    if rate > 2 * asked:
+        return "no (more than twice the rate)"
+    return "yes" if rate >= asked / 2 else "no (under half the rate: stricter than asked)"
 
 
 def _also_below(gaps: dict[str, tuple[float, float]], worst: str) -> str:
@@ -767,18 +788,20 @@ def ucr_lines(record: dict) -> list[str]:
     if not rows:
         return []
     lines = ["## UCR anomaly series 135, long layout (window 64, stride 1), default training", "",
-             "Step score `window_error_mean`; `step_error_mean` was the step score before it. Normal steps "
-             "flagged: at the step threshold (asked: 1%); before: the window threshold on `step_error_mean`.", "",
-             "| seed | epochs | step ROC-AUC | PR-AUC | ROC-AUC of `step_error_mean` | hit (top-scored time; "
-             "labelled) | threshold | F1 at it (point-adjusted) | normal steps flagged (before) | peer step ROC-AUC | "
-             "peer PR-AUC | minutes |", "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+             f"Step score `{rows[0].get('score', 'window_error_mean')}`; `window_error_mean` and before it "
+             "`step_error_mean` were the step scores before it. Normal steps flagged: at the step threshold "
+             "(asked: 1%); before: the window threshold on `step_error_mean`. The peer's windows are spread to "
+             "steps as seqae's (the least over the covering windows; in brackets, the mean).", "",
+             "| seed | epochs | step ROC-AUC | PR-AUC | ROC-AUC of `window_error_mean` | ROC-AUC of `step_error_mean` | "
+             "hit (top-scored time; labelled) | threshold | F1 at it (point-adjusted) | normal steps flagged (before) | "
+             "peer step ROC-AUC | peer PR-AUC | minutes |", "|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['seed']} | {r['epochs']} | {r['roc_auc']} | {r['pr_auc']} | "
-                     f"{r['roc_auc_of_step_error_mean']} | "
+                     f"{r.get('roc_auc_of_window_error_mean', '')} | {r['roc_auc_of_step_error_mean']} | "
                      f"{'yes' if r['hit'] else 'no'} ({r['top_time']}; {r['anomaly_times'][0]}-{r['anomaly_times'][1]}) | "
                      f"{r['threshold_method'].split(' ')[0]} | {r['f1_at_threshold']} ({r['f1_point_adjusted']}) | "
                      f"{r['false_alarm_rate_normal_steps']:.2%} ({r['before']['false_alarm_rate_normal_steps']:.2%}) | "
-                     f"{r['peer']['roc_auc']} | {r['peer']['pr_auc']} | {r['seconds'] / 60:.1f} |")
+                     f"{_peer(r['peer'], 'roc_auc')} | {_peer(r['peer'], 'pr_auc')} | {r['seconds'] / 60:.1f} |")
     return lines + [""]
 
 
@@ -792,23 +815,30 @@ def long_lines(record: dict) -> list[str]:
              f"{d['train_beats_per_series']} normal beats per series to train on, {d['test_beats_per_series']} beats per "
              f"series to score; abnormal classes {d['abnormal_classes']}. Events: labelled beats with a flagged step; "
              f"false events: flagged runs farther than one window from every labelled beat. Step score "
-             f"`window_error_mean` (`step_error_mean` before it); normal steps flagged at the step threshold "
-             f"(asked: 1%), all and those farther than one window from the abnormal beats; before: the window "
-             f"threshold on `step_error_mean`.", "",
-             "| seed | epochs | step ROC-AUC | PR-AUC | ROC-AUC of `step_error_mean` | hit rate | threshold | "
-             "F1 (point-adjusted) | events caught | false events | normal steps flagged (away; before) | "
-             "peer step ROC-AUC | peer PR-AUC | peer hit rate | minutes |",
-             "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"`{rows[0]['seqae']['score']}` (`window_error_mean` and `step_error_mean` before it); normal steps "
+             f"flagged at the step threshold (asked: 1%), all and those farther than one window from the abnormal "
+             f"beats; before: the window threshold on `step_error_mean`. The peer's windows are spread to steps as "
+             f"seqae's (the least over the covering windows; in brackets, the mean).", "",
+             "| seed | epochs | step ROC-AUC | PR-AUC | ROC-AUC of `window_error_mean` | ROC-AUC of `step_error_mean` | "
+             "hit rate | threshold | F1 (point-adjusted) | events caught | false events | normal steps flagged (away; "
+             "before) | peer step ROC-AUC | peer PR-AUC | peer hit rate | minutes |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         s, p = r["seqae"], r["peer"]
         lines.append(f"| {r['seed']} | {r['epochs']} | {s['roc_auc']} | {s['pr_auc']} | "
-                     f"{s['roc_auc_of_step_error_mean']} | {s['hit_rate']} | "
+                     f"{s.get('roc_auc_of_window_error_mean', '')} | {s['roc_auc_of_step_error_mean']} | {s['hit_rate']} | "
                      f"{r['threshold_method'].split(' ')[0]} | {s['at_threshold']['f1']} ({s['point_adjusted']['f1']}) | "
                      f"{s['events_caught']}/{s['events']} | {s['false_events']} | "
                      f"{s['false_alarm_rate_normal_steps']:.2%} ({s['false_alarm_rate_normal_steps_away']:.2%}; "
-                     f"{s['before']['false_alarm_rate_normal_steps']:.2%}) | {p['roc_auc']} | {p['pr_auc']} | "
-                     f"{p['hit_rate']} | {r['seconds'] / 60:.1f} |")
+                     f"{s['before']['false_alarm_rate_normal_steps']:.2%}) | {_peer(p, 'roc_auc')} | "
+                     f"{_peer(p, 'pr_auc')} | {_peer(p, 'hit_rate')} | {r['seconds'] / 60:.1f} |")
     return lines + [""]
+
+
+def _peer(peer: dict, metric: str) -> str:
+    """The peer's figure spread as seqae's score is, with the mean over the covering windows beside it."""
+    mean = peer.get("mean_over_covering_windows")
+    return f"{peer[metric]} ({mean[metric]})" if mean else str(peer[metric])
 
 
 def patch_words(patch: int | None) -> str:

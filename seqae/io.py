@@ -285,7 +285,7 @@ _LINEAGE = (OutputColumn(names.MODEL_ID, pa.string(), LINEAGE, functools.partial
             OutputColumn(names.MODEL_VERSION, pa.int32(), LINEAGE, functools.partial(_lineage, "model_version", int)))
 LINEAGE_FIELDS = tuple(column.field(0) for column in _LINEAGE)
 #: With a fitted threshold: the calibrated score in [0, 1] and the flag, which the write stage makes
-#: from ``recon_error`` (per-timestamp rows: from ``window_error_mean``, against the step threshold).
+#: from ``recon_error`` (per-timestamp rows: from ``window_error_min``, against the step threshold).
 _SCORED = (OutputColumn(names.SCORE, pa.float32(), SCORED),
            OutputColumn(names.IS_ANOMALY, pa.bool_(), SCORED))
 
@@ -302,12 +302,13 @@ OUTPUT_COLUMNS: tuple[OutputColumn, ...] = (
 
 #: The columns of the per-timestamp output (``seqae embed --step-scores``) after the series key and
 #: time: over the windows covering the step, the mean and max step error, how many windows, and the
-#: mean of their window errors (the step's score, ``seqae.infer.steps``).
+#: mean and the least of their window errors (the least is the step's score, ``seqae.infer.steps``).
 STEP_SCORE_COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn(names.STEP_ERROR_MEAN, pa.float32(), ALWAYS, needs=names.STEP_ERROR),
     OutputColumn(names.STEP_ERROR_MAX, pa.float32(), ALWAYS, needs=names.STEP_ERROR),
     OutputColumn(names.WINDOWS, pa.int32(), ALWAYS),
     OutputColumn(names.WINDOW_ERROR_MEAN, pa.float32(), ALWAYS, needs=names.RECON_ERROR),
+    OutputColumn(names.WINDOW_ERROR_MIN, pa.float32(), ALWAYS, needs=names.RECON_ERROR),
     *_SCORED,
     *_LINEAGE,
 )
@@ -424,9 +425,10 @@ def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, ou
 def step_scores_schema(key: pa.Field, time: pa.Field, scored: bool = False, *, lineage: bool = False) -> pa.Schema:
     """The per-timestamp output of ``seqae embed --step-scores`` (long layout): the series key and time
     in their input types, then ``STEP_SCORE_COLUMNS``: ``step_error_mean`` and ``step_error_max``
-    float32 over the windows covering the step, ``windows`` int32 (how many), ``window_error_mean``
-    float32 (the mean ``recon_error`` of those windows: the step's score), and with a fitted threshold
-    ``score`` float32 and ``is_anomaly`` bool of ``window_error_mean`` against the step threshold
+    float32 over the windows covering the step, ``windows`` int32 (how many), ``window_error_mean`` and
+    ``window_error_min`` float32 (the mean and the least ``recon_error`` of those windows; the least is
+    the step's score), and with a fitted threshold ``score`` float32 and ``is_anomaly`` bool of the
+    statistic the step threshold names (``window_error_min`` unless fitted before 2026-12-04) against it
     (fitted on held-out step scores, ``seqae.thresholds``), and with ``lineage`` (what ``seqae
     embed`` writes) ``model_id`` and ``model_version``."""
     columns = select_columns(scored=scored, lineage=lineage, steps=True)

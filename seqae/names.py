@@ -68,7 +68,8 @@ WINDOW_END = "window_end"
 STEP_ERROR_MEAN = "step_error_mean"
 STEP_ERROR_MAX = "step_error_max"
 WINDOWS = "windows"
-WINDOW_ERROR_MEAN = "window_error_mean"  # the step's score: the mean error of the windows covering it
+WINDOW_ERROR_MEAN = "window_error_mean"  # the mean error of the windows covering the step
+WINDOW_ERROR_MIN = "window_error_min"  # the step's score: the least error of the windows covering it
 
 #: The registry name the flows, their deployments and `python -m flows` use when none is given.
 DEFAULT_MODEL_NAME = "default"

@@ -1,8 +1,9 @@
 """Point-anomaly evaluation of the long layout: per-time-step scores against per-time-step labels.
 
-The score of a step is ``window_error_mean``, the mean error of the windows covering it (see
-``seqae.infer.steps``); ROC-AUC is also given for ``step_error_mean`` and ``step_error_max``, the
-covering windows' errors at the step itself. Metrics, over every scored step:
+The score of a step is ``window_error_min``, the least error of the windows covering it (see
+``seqae.infer.steps``); ROC-AUC is also given for ``window_error_mean`` (their mean, the score before
+2026-12-04) and for ``step_error_mean`` and ``step_error_max``, the covering windows' errors at the
+step itself. Metrics, over every scored step:
 
 - ROC-AUC and PR-AUC (scikit-learn);
 - precision, recall, F1 and the share of normal steps flagged at the stored *step* threshold (fitted
@@ -33,7 +34,7 @@ from seqae.data import key_runs, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ShardInput, score
-from seqae.infer.steps import WINDOW_ERROR_MEAN, StepScores
+from seqae.infer.steps import WINDOW_ERROR_MEAN, WINDOW_ERROR_MIN, StepScores
 
 #: The UCR anomaly archive's tolerance around a labelled anomaly, in steps.
 UCR_MARGIN = 100
@@ -48,7 +49,8 @@ class ScoredSteps:
     keys: np.ndarray
     times: np.ndarray
     values: np.ndarray  # the first feature, raw units
-    window_mean: np.ndarray  # window_error_mean: the score
+    window_mean: np.ndarray  # window_error_mean
+    window_min: np.ndarray  # window_error_min
     mean: np.ndarray  # step_error_mean
     max: np.ndarray  # step_error_max
     anomalous: np.ndarray  # bool, from the labels
@@ -59,8 +61,14 @@ class ScoredSteps:
     unlabelled: int = 0  # scored steps whose label is null: left out of every metric
     anomalous_unscored: int = 0  # labelled anomalous steps that no accepted window covers
     label_values: tuple = ()  # the distinct labels seen (at most 10), for messages
-    step_threshold: float | None = None  # the model's threshold on window_error_mean (None: none stored)
+    step_threshold: float | None = None  # the model's step threshold (None: none stored)
     windows: np.ndarray | None = None  # int32: how many windows covered each step
+    statistic: str = WINDOW_ERROR_MIN  # the score: what the model's step threshold applies to
+
+    @property
+    def score(self) -> np.ndarray:
+        """Each step's anomaly score: the statistic the step threshold was fitted on."""
+        return self.window_min if self.statistic == WINDOW_ERROR_MIN else self.window_mean
 
 
 def normal_scalar(normal_value: Any, label_type: pa.DataType, label_column: str, where: str,
@@ -104,6 +112,7 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
             cfg.time_column: pa.array(np.concatenate([r.times for r in rows])).cast(
                 source.reader.schema.field(cfg.time_column).type),
             WINDOW_ERROR_MEAN: np.concatenate([r.window_mean for r in rows]),
+            WINDOW_ERROR_MIN: np.concatenate([r.window_min for r in rows]),
             names.STEP_ERROR_MEAN: np.concatenate([r.mean for r in rows]),
             names.STEP_ERROR_MAX: np.concatenate([r.max for r in rows]),
             names.WINDOWS: np.concatenate([r.windows for r in rows]),
@@ -131,15 +140,18 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
         raise SeqaeError(f"{data}: no labelled time step was scored (too few steps for one window, or every label "
                          "null?)")
     table = pa.concat_tables([t for t, _ in parts])
-    steps = model.threshold.steps_ if model.threshold is not None else None
+    threshold = model.threshold
+    steps = threshold.steps_ if threshold is not None else None
     return ScoredSteps(table.column(cfg.key_column).to_numpy(zero_copy_only=False),
                        table.column(cfg.time_column).to_numpy(zero_copy_only=False),
                        table.column(features[0]).to_numpy(zero_copy_only=False).astype(np.float64),
-                       table.column(WINDOW_ERROR_MEAN).to_numpy(), table.column(names.STEP_ERROR_MEAN).to_numpy(),
+                       table.column(WINDOW_ERROR_MEAN).to_numpy(), table.column(WINDOW_ERROR_MIN).to_numpy(),
+                       table.column(names.STEP_ERROR_MEAN).to_numpy(),
                        table.column(names.STEP_ERROR_MAX).to_numpy(), np.concatenate([a for _, a in parts]), steps_in,
                        cfg.key_column, cfg.time_column, features[0], unlabelled, anomalous_unscored,
                        tuple(sorted(label_values, key=str))[:10], steps.threshold_ if steps is not None else None,
-                       table.column(names.WINDOWS).to_numpy())
+                       table.column(names.WINDOWS).to_numpy(),
+                       (threshold.statistic_ if threshold is not None else None) or WINDOW_ERROR_MIN)
 
 
 def segments(anomalous: np.ndarray, bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -182,14 +194,14 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
     scored steps; with one class only, the AUCs are None and ``undefined`` says why, with the counts.
 
     Args:
-        threshold: flags steps whose ``window_error_mean`` is above it when the model holds no step
+        threshold: flags steps whose score is above it when the model holds no step
             threshold (``scored.step_threshold``, which is used when there is one): a window
             threshold (a ``threshold.json`` written before step thresholds), with a warning that its
             false-alarm rate does not hold per step.
     """
     from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
-    y, s = scored.anomalous, scored.window_mean.astype(np.float64)
+    y, s = scored.anomalous, scored.score.astype(np.float64)
     bounds = key_runs(scored.keys)
     warnings = []
     fitted_on = "held-out step scores"
@@ -212,15 +224,17 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
         "steps": int(len(y)), "steps_unscored": int(scored.steps_in - len(y) - scored.unlabelled),
         "steps_unlabelled": scored.unlabelled, "anomalous_steps": int(y.sum()),
         "anomalous_steps_unscored": scored.anomalous_unscored,
-        "series": len(bounds), "segments": len(segments(y, bounds)), "score": WINDOW_ERROR_MEAN,
+        "series": len(bounds), "segments": len(segments(y, bounds)), "score": scored.statistic,
     }
     if y.all() or not y.any():
-        result.update(roc_auc=None, pr_auc=None, roc_auc_of_step_error_mean=None, roc_auc_of_max=None, undefined=(
+        result.update(roc_auc=None, pr_auc=None, roc_auc_of_window_error_mean=None, roc_auc_of_step_error_mean=None,
+                      roc_auc_of_max=None, undefined=(
             f"ROC-AUC and PR-AUC are undefined: the labels have one class only ({int(y.sum())} of {len(y)} scored "
             f"steps are anomalous; labels found: {', '.join(repr(v) for v in scored.label_values)}): is "
             "--normal-value the label of normal steps?"))
     else:
         result.update(roc_auc=round(float(roc_auc_score(y, s)), 4), pr_auc=round(float(average_precision_score(y, s)), 4),
+                      roc_auc_of_window_error_mean=round(float(roc_auc_score(y, scored.window_mean.astype(np.float64))), 4),
                       roc_auc_of_step_error_mean=round(float(roc_auc_score(y, scored.mean.astype(np.float64))), 4),
                       roc_auc_of_max=round(float(roc_auc_score(y, scored.max.astype(np.float64))), 4))
     if threshold is not None:
@@ -271,7 +285,7 @@ def plot_series(scored: ScoredSteps, threshold: float | None, out: Path) -> str:
         top, bottom = axes[2 * i, 0], axes[2 * i + 1, 0]
         x = scored.times[a:b]  # real times: steps without a score leave a visible gap
         top.plot(x, scored.values[a:b], lw=0.6)
-        bottom.plot(x, scored.window_mean[a:b], lw=0.6, c="tab:red", label=WINDOW_ERROR_MEAN)
+        bottom.plot(x, scored.score[a:b], lw=0.6, c="tab:red", label=scored.statistic)
         if threshold is not None:
             bottom.axhline(threshold, c="k", ls="--", lw=0.8, label="threshold")
         for s, e in segments(scored.anomalous[a:b], [(0, b - a)]):

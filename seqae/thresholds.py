@@ -16,14 +16,16 @@ error at least this large: 1 - the tail probability), ``predict(errors)`` flags 
 ``contamination`` share of the errors is left out before fitting (either method).
 
 **Long layout: a second threshold for the steps.** ``embed --step-scores`` scores each time step by
-``window_error_mean``, the mean error of the windows that cover it (``seqae.infer.steps``). That is
-another statistic than a window's error: averaged over a dozen overlapping windows it varies less, and
-a threshold fitted on window errors flags far fewer steps than it promises (or, applied to single-step
-errors as before, far more). So a long-layout model's threshold also holds ``steps_``, fitted the
-same way (same method and rate) on held-out *step* scores: ``fit_steps`` takes the fitting windows'
-errors in their series' order (the held-out reference is: one series after another, each in time
-order), and each run of consecutive windows that covers one step away from a series' ends
-(``covering_runs``) gives one held-out step score, the mean of the run's errors. ``save`` does this
+``window_error_min``, the least error of the windows that cover it (``seqae.infer.steps``). That is
+another statistic than a window's error: taken over a dozen overlapping windows it is lower and
+varies less, and a threshold fitted on window errors flags far fewer steps than it promises (or,
+applied to single-step errors as before, far more). So a long-layout model's threshold also holds
+``steps_``, fitted the same way (same method and rate) on held-out *step* scores: ``fit_steps`` takes
+the fitting windows' errors in their series' order (the held-out reference is: one series after
+another, each in time order), and each run of consecutive windows that covers one step away from a
+series' ends (``covering_runs``) gives one held-out step score, the least of the run's errors.
+``steps.statistic`` in ``threshold.json`` names it; a file written before 2026-12-04 says
+``window_error_mean`` (the mean of the run), and its step threshold still applies to that column. ``save`` does this
 for a model of the long layout, so ``seqae threshold`` fits both. Runs that straddle two held-out
 series (at most ``covering - 1`` per series boundary; the reference does not record where series
 change) mix two series' normal windows: a small share where series are long.
@@ -35,7 +37,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,8 +53,11 @@ KEYS = ("format", "model_id", "config", "threshold", "n_samples", "tail", "refer
 #: Written for a long-layout model only (and absent from files written before step thresholds).
 OPTIONAL_KEYS = ("steps",)
 STEPS_KEYS = ("statistic", "covering_windows", "threshold", "n_samples", "tail", "reference")
-#: What the step threshold is fitted on and applied to (``seqae.infer.steps``).
-STEP_STATISTIC = "window_error_mean"
+#: What a step threshold is fitted on and applied to (``seqae.infer.steps``), and how a run of covering
+#: windows' errors makes it; new fits use ``STEP_STATISTIC``, files name theirs.
+STEP_STATISTICS: dict[str, Callable[..., np.ndarray]] = {names.WINDOW_ERROR_MIN: np.min,
+                                                          names.WINDOW_ERROR_MEAN: np.mean}
+STEP_STATISTIC = names.WINDOW_ERROR_MIN
 TAIL_KEYS = ("start", "shape", "scale", "share")
 
 log = logging.getLogger(__name__)
@@ -80,20 +85,20 @@ def covering_runs(window: int, stride: int) -> tuple[int, ...]:
     return (runs,) if window % stride == 0 or stride > window else (runs, runs + 1)
 
 
-def run_means(window_errors: np.ndarray, covering: tuple[int, ...]) -> np.ndarray:
-    """The step scores that windows with these errors give, in their series' order: the mean of every
-    run of ``k`` consecutive errors for each ``k`` in ``covering`` (runs holding a NaN are left out).
+def run_scores(window_errors: np.ndarray, covering: tuple[int, ...], statistic: str = STEP_STATISTIC) -> np.ndarray:
+    """The step scores that windows with these errors give, in their series' order: ``statistic``
+    (``STEP_STATISTICS``: the least or the mean) of every run of ``k`` consecutive errors for each
+    ``k`` in ``covering`` (runs holding a NaN are left out).
 
     Returns:
         ``(sum of (n - k + 1),)`` float64, unsorted.
     """
+    from numpy.lib.stride_tricks import sliding_window_view
+
     errors = np.asarray(window_errors, dtype=np.float64)
-    out = []
-    for k in covering:
-        if len(errors) >= k:
-            sums = np.convolve(errors, np.ones(k), mode="valid")  # NaN spreads over the runs that hold it
-            out.append(sums / k)
-    scores = np.concatenate(out) if out else np.zeros(0)
+    reduce = STEP_STATISTICS[statistic]
+    out = [reduce(sliding_window_view(errors, k), axis=1) for k in covering if len(errors) >= k]
+    scores = np.concatenate(out) if out else np.zeros(0)  # NaN spreads over the runs that hold it
     return scores[np.isfinite(scores)]
 
 
@@ -109,8 +114,10 @@ class Threshold:
         n_samples_: errors fitted on.
         reference_: the sorted fitting errors (kept for the empirical part of ``score``).
         tail_: pot only: ``{"start", "shape", "scale", "share"}`` of the fitted generalized Pareto tail.
-        steps_: long layout: the threshold on step scores (``window_error_mean``), fitted by
-            ``fit_steps`` on held-out step scores with the same config; None otherwise.
+        steps_: long layout: the threshold on step scores, fitted by ``fit_steps`` on held-out step
+            scores with the same config; None otherwise.
+        statistic_: with ``steps_``: the step statistic it applies to (``STEP_STATISTIC`` when fitted
+            here; a file written before it says ``window_error_mean``).
         covering_: with ``steps_``: the runs of covering windows the held-out step scores were made of.
     """
 
@@ -122,6 +129,7 @@ class Threshold:
         self.tail_: dict[str, float] | None = None
         self.steps_: Threshold | None = None
         self.covering_: tuple[int, ...] | None = None
+        self.statistic_: str | None = None
         self._errors_in_order: np.ndarray | None = None  # what fit was given, for fit_steps at save
 
     def fit(self, errors: np.ndarray) -> Threshold:
@@ -184,7 +192,7 @@ class Threshold:
         if errors is None:
             raise SeqaeError("threshold: fit_steps needs the held-out windows' errors in their series' order; "
                              "call fit() first or pass them")
-        scores = run_means(errors, covering)
+        scores = run_scores(errors, covering)
         steps = Threshold(self.config)
         try:
             steps.fit(scores)
@@ -193,7 +201,7 @@ class Threshold:
                              f"(a step away from a series' ends is covered by {' or '.join(map(str, covering))} "
                              f"windows); {str(exc).removeprefix('threshold: ')}") from exc
         steps._errors_in_order = None
-        self.steps_, self.covering_ = steps, tuple(int(k) for k in covering)
+        self.steps_, self.covering_, self.statistic_ = steps, tuple(int(k) for k in covering), STEP_STATISTIC
         # Overlapping runs share windows: only runs that share none are independent scores.
         independent = len(errors) // max(covering)
         if independent * self.config.false_alarm_rate < 5:
@@ -244,7 +252,7 @@ class Threshold:
                 "fitted_at": utc_now()}
         if self.steps_ is not None:
             steps_threshold, steps_reference = self.steps_._fitted()
-            body["steps"] = {"statistic": STEP_STATISTIC, "covering_windows": list(self.covering_ or ()),
+            body["steps"] = {"statistic": self.statistic_, "covering_windows": list(self.covering_ or ()),
                              "threshold": steps_threshold, "n_samples": self.steps_.n_samples_,
                              "tail": self.steps_.tail_, "reference": steps_reference.tolist()}
         return body
@@ -289,6 +297,7 @@ class Threshold:
         threshold = cls._checked_fields(data, source, bad)
         if "steps" in data:
             threshold.steps_, threshold.covering_ = cls._checked_steps(data, source, bad)
+            threshold.statistic_ = data["steps"]["statistic"]
         if data["sha256"] != actual:
             raise ThresholdFileError(f"{source}: sha256: expected {str(actual)[:16]}... (the checksum of the content), "
                                      f"found {str(data['sha256'])[:16]}...: the file was edited after seqae threshold "
@@ -346,8 +355,8 @@ class Threshold:
         steps = data["steps"]
         if not isinstance(steps, dict) or sorted(steps) != sorted(STEPS_KEYS):
             raise bad("steps", f"an object with {', '.join(STEPS_KEYS)}", steps)
-        if steps["statistic"] != STEP_STATISTIC:
-            raise bad("steps.statistic", repr(STEP_STATISTIC), steps["statistic"])
+        if steps["statistic"] not in STEP_STATISTICS:
+            raise bad("steps.statistic", " or ".join(map(repr, STEP_STATISTICS)), steps["statistic"])
         covering = steps["covering_windows"]
         if (not isinstance(covering, list) or not covering
                 or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in covering)):

@@ -284,7 +284,8 @@ def test_step_scores_carry_the_lineage_too():
 
     schema = step_scores_schema(pa.field("k", pa.string()), pa.field("t", pa.int64()), lineage=True)
     table = step_scores_table(schema, pa.array(["a", "a"]), [1, 2], [0.5, 0.5], [1.0, 1.0], [1, 2],
-                              lineage=Lineage("m", 3), window_error_mean=[0.25, 0.5])
+                              lineage=Lineage("m", 3), window_error_mean=[0.25, 0.5],
+                              window_error_min=[0.25, 0.25])
     assert table.column("model_id").to_pylist() == ["m", "m"] and table.column("model_version").to_pylist() == [3, 3]
 
 

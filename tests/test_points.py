@@ -9,10 +9,11 @@ from seqae.points import ScoredSteps, normal_scalar, point_adjust, point_metrics
 
 
 def scored(keys, scores, labels, steps_in=None, step_threshold=None):
-    """Steps scored ``scores`` (window_error_mean); their own step errors rank them the other way round."""
+    """Steps scored ``scores`` (window_error_min); their own step errors rank them the other way round, and
+    so does their covering windows' mean error."""
     keys = np.asarray(keys)
     scores = np.asarray(scores, dtype=np.float32)
-    return ScoredSteps(keys, np.arange(len(keys)), np.zeros(len(keys)), scores, 1 - scores, scores * 2,
+    return ScoredSteps(keys, np.arange(len(keys)), np.zeros(len(keys)), 2 - scores, scores, 1 - scores, scores * 2,
                        np.asarray(labels, dtype=bool), steps_in or len(keys), "k", "t", "x",
                        step_threshold=step_threshold)
 
@@ -49,8 +50,9 @@ def test_point_metrics_on_a_known_case():
     m = point_metrics(scored(keys, scores, labels, steps_in=14), threshold=0.5)
     assert m["steps"] == 12 and m["steps_unscored"] == 2 and m["series"] == 2 and m["segments"] == 1
     # ROC-AUC: 0.9 beats all 10 normals, 0.3 beats the 9 below it (not b's 0.4) -> 19/20.
-    assert m["roc_auc"] == pytest.approx(0.95) and m["score"] == "window_error_mean"
+    assert m["roc_auc"] == pytest.approx(0.95) and m["score"] == "window_error_min"
     assert m["roc_auc_of_step_error_mean"] == pytest.approx(0.05)
+    assert m["roc_auc_of_window_error_mean"] == pytest.approx(0.05)
     assert m["at_threshold"] == {"threshold": 0.5, "fitted_on": "held-out window errors", "precision": 1.0,
                                  "recall": 0.5, "f1": 0.6667, "flagged_steps": 1, "false_alarms_normal_steps": 0.0}
     assert "not on step scores" in m["warnings"][0]
@@ -136,7 +138,7 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
                   data=str(tmp_path / "train"))
     fitted = json.loads((tmp_path / "m" / "threshold.json").read_text())
     # A long-layout model's threshold holds a step threshold, on the steps' own score (window 16, stride 2).
-    assert fitted["steps"]["covering_windows"] == [8] and fitted["steps"]["statistic"] == "window_error_mean"
+    assert fitted["steps"]["covering_windows"] == [8] and fitted["steps"]["statistic"] == "window_error_min"
     report = evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval", label_column="y", normal_value=0)
     m = report["points"]
     assert m["at_threshold"]["threshold"] == fitted["steps"]["threshold"]
@@ -155,14 +157,16 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     steps = pq.read_table(tmp_path / "out" / "steps" / "p.parquet")
     entry = json.loads((tmp_path / "out" / "_seqae" / "manifest" / "p.parquet.json").read_text())
     assert entry["steps_written"] == steps.num_rows == 300 - entry["steps_unscored"] and entry["steps_unscored"] > 0
-    assert {"score", "is_anomaly", "window_error_mean"} <= set(steps.column_names)
+    assert {"score", "is_anomaly", "window_error_mean", "window_error_min"} <= set(steps.column_names)
     # The flag is the step threshold on the step score, as the report's.
-    flagged = steps.column("window_error_mean").to_numpy() > fitted["steps"]["threshold"]
+    flagged = steps.column("window_error_min").to_numpy() > fitted["steps"]["threshold"]
     assert steps.column("is_anomaly").to_numpy().tolist() == flagged.tolist()
     labels = dict(zip(range(300, 600), y[300:]))
     keep = [labels[t] is not None for t in steps.column("t").to_pylist()]
     truth = np.array([labels[t] == 1 for t in steps.column("t").to_pylist()])[keep]
     expected = roc_auc_score(truth, steps.column("step_error_mean").to_numpy()[keep])
     assert m["roc_auc_of_step_error_mean"] == pytest.approx(expected, abs=1e-4)
-    expected = roc_auc_score(truth, steps.column("window_error_mean").to_numpy()[keep])
+    expected = roc_auc_score(truth, steps.column("window_error_min").to_numpy()[keep])
     assert m["roc_auc"] == pytest.approx(expected, abs=1e-4)
+    expected = roc_auc_score(truth, steps.column("window_error_mean").to_numpy()[keep])
+    assert m["roc_auc_of_window_error_mean"] == pytest.approx(expected, abs=1e-4)

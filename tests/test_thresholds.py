@@ -214,7 +214,7 @@ def long_normal_errors(folder, rng, n_series=6, steps=2000, window=16, stride=2)
         rows.append(fold.add(batch, step_error, window_errors[-1]))
     rows.append(fold.finish())
     return np.concatenate(window_errors), {f: np.concatenate([getattr(r, f) for r in rows])
-                                           for f in ("window_mean", "mean", "windows")}
+                                           for f in ("window_min", "window_mean", "mean", "windows")}
 
 
 @pytest.mark.parametrize("method", ["percentile", "pot"])
@@ -235,18 +235,20 @@ def test_the_step_threshold_keeps_its_false_alarm_rate_per_step_on_other_normal_
     assert fitted.covering_ == (8,) and fitted.steps_.n_samples_ == len(held_out_errors) - 7
     full = other["windows"] == 8  # the series' first and last steps are covered by fewer windows
     for steps in (full, slice(None)):
-        assert rate / 2 <= fitted.steps_.predict(other["window_mean"][steps]).mean() <= rate * 2
+        assert rate / 2 <= fitted.steps_.predict(other["window_min"][steps]).mean() <= rate * 2
     assert fitted.predict(other["mean"]).mean() > rate * 3  # window threshold on single-step errors
-    assert fitted.predict(other["window_mean"]).mean() < rate / 3  # window threshold on the step score
+    assert fitted.predict(other["window_min"]).mean() < rate / 3  # window threshold on the step score
+    assert fitted.predict(other["window_mean"]).mean() < rate / 3  # and on the step score before it
 
 
-def test_step_scores_of_held_out_windows_are_the_means_of_covering_runs(caplog):
-    from seqae.thresholds import run_means
+def test_step_scores_of_held_out_windows_are_the_least_of_covering_runs(caplog):
+    from seqae.thresholds import run_scores
 
-    errors = np.array([1.0, 2.0, 3.0, 4.0, np.nan, 6.0, 7.0])
-    assert run_means(errors, (2,)).tolist() == [1.5, 2.5, 3.5, 6.5]  # runs holding the NaN are left out
-    assert sorted(run_means(errors, (1, 2))) == sorted([1, 2, 3, 4, 6, 7, 1.5, 2.5, 3.5, 6.5])
-    assert run_means(errors[:2], (3,)).size == 0
+    errors = np.array([1.0, 3.0, 2.0, 4.0, np.nan, 6.0, 7.0])
+    assert run_scores(errors, (2,)).tolist() == [1.0, 2.0, 2.0, 6.0]  # runs holding the NaN are left out
+    assert sorted(run_scores(errors, (1, 2))) == sorted([1, 3, 2, 4, 6, 7, 1, 2, 2, 6])
+    assert run_scores(errors, (2,), "window_error_mean").tolist() == [2.0, 2.5, 3.0, 6.5]  # the statistic before
+    assert run_scores(errors[:2], (3,)).size == 0
     with caplog.at_level(logging.WARNING, logger="seqae.thresholds"):
         Threshold(ThresholdConfig(method="percentile")).fit(np.arange(113.0)).fit_steps((64,))
     assert ("the 113 held-out windows hold 1 runs of 64 windows that share none (independent step scores); a "
@@ -263,16 +265,20 @@ def test_a_step_threshold_round_trips_and_its_fields_are_checked(tmp_path):
     fitted.fit_steps((4, 5))
     fitted.save(tmp_path)  # no seqae.json here: bound to no model, the step part as fitted
     data = json.loads((tmp_path / "threshold.json").read_text())
-    assert data["steps"]["statistic"] == "window_error_mean" and data["steps"]["covering_windows"] == [4, 5]
+    assert data["steps"]["statistic"] == "window_error_min" and data["steps"]["covering_windows"] == [4, 5]
     back = Threshold.load(tmp_path)
     assert back.steps_.threshold_ == fitted.steps_.threshold_ and back.covering_ == (4, 5)
+    assert back.statistic_ == fitted.statistic_ == "window_error_min"
+    # A file fitted before 2026-12-04 names the mean of the covering windows: it loads, and says so.
+    older = Threshold.from_dict(resign({**data, "steps": {**data["steps"], "statistic": "window_error_mean"}}))
+    assert older.statistic_ == "window_error_mean" and older.steps_.threshold_ == fitted.steps_.threshold_
     assert back.steps_.tail_ == fitted.steps_.tail_ and back.fingerprint() == fitted.fingerprint()
     assert Threshold(ThresholdConfig(method="pot")).fit(np.random.default_rng(7).exponential(size=400)).fingerprint() \
         != fitted.fingerprint()  # the step part is part of what outputs depend on
     for edit, message in (
             (lambda s: {**s, "threshold": float("nan")}, "steps.threshold: expected a finite number, found nan"),
             (lambda s: {**s, "statistic": "step_error_mean"},
-             "steps.statistic: expected 'window_error_mean', found 'step_error_mean'"),
+             "steps.statistic: expected 'window_error_min' or 'window_error_mean', found 'step_error_mean'"),
             (lambda s: {**s, "covering_windows": [0]}, "steps.covering_windows: expected a list of window counts >= 1"),
             (lambda s: {k: v for k, v in s.items() if k != "tail"}, "steps: expected an object with statistic, ")):
         edited = resign({**data, "steps": edit(data["steps"])})

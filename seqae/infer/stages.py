@@ -166,13 +166,16 @@ class ShardOutput:
             self._steps_writer = self._writer_for(self.folder.steps_file(self.name), self.steps_schema)
         if not len(rows):
             return
-        # The step threshold, fitted on held-out step scores; a threshold.json written before there was
-        # one has the window threshold only (window_error_mean is in its units, its rate is not per step).
+        # The step threshold, fitted on held-out step scores of the statistic it names; a threshold.json
+        # written before there was one has the window threshold only (applied to the step score, which is
+        # in its units; its rate is not per step).
         threshold = self.model.threshold
         steps = (threshold.steps_ or threshold) if threshold is not None else None
-        scored = ({"score": steps.score(rows.window_mean), "is_anomaly": steps.predict(rows.window_mean)}
+        statistic = rows.statistic((threshold.statistic_ if threshold is not None else None) or names.WINDOW_ERROR_MIN)
+        scored = ({"score": steps.score(statistic), "is_anomaly": steps.predict(statistic)}
                   if steps is not None else {})
         scored[names.WINDOW_ERROR_MEAN] = rows.window_mean
+        scored[names.WINDOW_ERROR_MIN] = rows.window_min
         self._steps_writer.write(step_scores_table(self.steps_schema, rows.keys, rows.times, rows.mean, rows.max,
                                                    rows.windows, **scored, lineage=self.lineage))
         self.steps_written += len(rows)

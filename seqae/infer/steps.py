@@ -7,12 +7,16 @@ time step:
 
 - ``step_error_mean`` and ``step_error_max``: the mean and the max of the covering windows' step
   errors *at that step*;
-- ``window_error_mean``: the mean of the covering windows' *window* errors, the step's anomaly score.
-  A step is anomalous when the windows around it are, as a whole: this is the nearest-window
-  baseline's rule (the matrix profile's distance spread to steps) with seqae's window error in place
-  of the distance. It ranks anomalous steps far better than a single step's error, which is large
-  wherever the signal is sharp, normal or not, and which depends on where in the window the step
-  sits (measured in ``docs/long-series.md``);
+- ``window_error_min``: the least of the covering windows' *window* errors, the step's anomaly score.
+  A step is anomalous when every window around it is, as a whole: a window that reaches into an
+  anomaly raises the mean of every step it covers, normal neighbours included, but not their least,
+  since a normal step next to an anomaly is also covered by windows that miss it. This is the
+  nearest-window baseline's rule (the matrix profile's distance spread to steps) with seqae's window
+  error in place of the distance. It ranks anomalous steps far better than a single step's error,
+  which is large wherever the signal is sharp, normal or not, and which depends on where in the
+  window the step sits (measured in ``docs/long-series.md``);
+- ``window_error_mean``: the mean of the covering windows' window errors (the step score before
+  2026-12-04; a step threshold fitted then applies to it);
 - ``windows``: how many windows covered the step.
 
 The step threshold is fitted on the same statistic over held-out normal windows
@@ -38,8 +42,8 @@ import pyarrow as pa
 from seqae import names
 from seqae.data import SequenceBatch
 
-#: The step anomaly score's column (beside ``step_error_mean`` and ``step_error_max``).
-WINDOW_ERROR_MEAN = names.WINDOW_ERROR_MEAN
+#: The step anomaly score's column, and the one before it (beside ``step_error_mean`` and ``step_error_max``).
+WINDOW_ERROR_MIN, WINDOW_ERROR_MEAN = names.WINDOW_ERROR_MIN, names.WINDOW_ERROR_MEAN
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,12 @@ class StepRows:
     mean: np.ndarray  # float32: step_error_mean
     max: np.ndarray  # float32: step_error_max
     windows: np.ndarray  # int32
-    window_mean: np.ndarray  # float32: window_error_mean, the step's anomaly score
+    window_mean: np.ndarray  # float32: window_error_mean
+    window_min: np.ndarray  # float32: window_error_min, the step's anomaly score
+
+    def statistic(self, name: str) -> np.ndarray:
+        """The column of a step statistic by its name (``window_error_min`` or ``window_error_mean``)."""
+        return {WINDOW_ERROR_MIN: self.window_min, WINDOW_ERROR_MEAN: self.window_mean}[name]
 
     def __len__(self) -> int:
         return len(self.times)
@@ -66,8 +75,9 @@ class _Pending:
     step_max: np.ndarray
     count: np.ndarray
     window_sum: np.ndarray
+    window_min: np.ndarray
 
-    FIELDS = ("times", "step_sum", "step_max", "count", "window_sum")
+    FIELDS = ("times", "step_sum", "step_max", "count", "window_sum", "window_min")
 
     def take(self, keep: np.ndarray) -> _Pending:
         return _Pending(*(getattr(self, f)[keep] for f in self.FIELDS))
@@ -112,8 +122,9 @@ class StepScores:
         run = np.cumsum(new_run) - 1  # 0, 1, ... per series, in order of appearance in the batch
         run_keys = keys[new_run]
         errors = step[valid]
-        steps = _Pending(batch.times[valid], errors, errors, np.ones(len(errors), dtype=np.int64),
-                         np.broadcast_to(np.asarray(window_error, np.float64)[:, None], valid.shape)[valid])
+        per_window = np.broadcast_to(np.asarray(window_error, np.float64)[:, None], valid.shape)[valid]
+        steps = _Pending(batch.times[valid], errors, errors, np.ones(len(errors), dtype=np.int64), per_window,
+                         per_window)
         runs = np.broadcast_to(run[:, None], valid.shape)[valid]
         finished: list[StepRows] = []
         if self._pending is not None:
@@ -130,7 +141,7 @@ class StepScores:
         starts = np.flatnonzero(first)
         folded = _Pending(steps.times[starts], np.add.reduceat(steps.step_sum, starts),
                           np.maximum.reduceat(steps.step_max, starts), np.add.reduceat(steps.count, starts),
-                          np.add.reduceat(steps.window_sum, starts))
+                          np.add.reduceat(steps.window_sum, starts), np.minimum.reduceat(steps.window_min, starts))
         g_run = runs[starts]
         # Later windows of the last series start after its last window here: steps up to that start are final.
         hold = (g_run == run[-1]) & (folded.times > batch.times[n - 1, 0])
@@ -156,11 +167,13 @@ class StepScores:
         count = folded.count
         return StepRows(pa.array(keys, self.key_type) if len(keys) else pa.array([], self.key_type), folded.times,
                         (folded.step_sum / count).astype(np.float32), folded.step_max.astype(np.float32),
-                        count.astype(np.int32), (folded.window_sum / count).astype(np.float32))
+                        count.astype(np.int32), (folded.window_sum / count).astype(np.float32),
+                        folded.window_min.astype(np.float32))
 
     def _empty(self) -> StepRows:
         return StepRows(pa.array([], self.key_type), np.array([], dtype=np.int64), np.array([], np.float32),
-                        np.array([], np.float32), np.array([], np.int32), np.array([], np.float32))
+                        np.array([], np.float32), np.array([], np.int32), np.array([], np.float32),
+                        np.array([], np.float32))
 
     def _concat(self, parts: list[StepRows]) -> StepRows:
         parts = [p for p in parts if len(p)]
@@ -170,4 +183,4 @@ class StepScores:
             return parts[0]
         return StepRows(pa.concat_arrays([p.keys for p in parts]),
                         *(np.concatenate([getattr(p, f) for p in parts])
-                          for f in ("times", "mean", "max", "windows", "window_mean")))
+                          for f in ("times", "mean", "max", "windows", "window_mean", "window_min")))

@@ -58,16 +58,18 @@ def test_streaming_fold_equals_brute_force(tmp_path, seed):
                 expected_windows[(key, int(t))].append(windows[i])
         got.append(fold.add(batch, errors, windows) if seed % 2 else fold.add(batch, errors))
     got.append(fold.finish())
-    rows = [(k, int(t), m, x, w, s) for part in got for k, t, m, x, w, s in
-            zip(part.keys.to_pylist(), part.times, part.mean, part.max, part.windows, part.window_mean)]
+    rows = [(k, int(t), m, x, w, s, lo) for part in got for k, t, m, x, w, s, lo in
+            zip(part.keys.to_pylist(), part.times, part.mean, part.max, part.windows, part.window_mean,
+                part.window_min)]
     assert [(k, t) for k, t, *_ in rows] == sorted(expected, key=lambda kt: (table.column("k").to_pylist().index(kt[0]),
                                                                               kt[1]))
-    for key, t, mean, maximum, count, window_mean in rows:
+    for key, t, mean, maximum, count, window_mean, window_min in rows:
         errors = expected[(key, t)]
         assert count == len(errors)
         assert mean == pytest.approx(np.mean(errors), rel=1e-5)
         assert maximum == pytest.approx(max(errors))
         assert window_mean == pytest.approx(np.mean(expected_windows[(key, t)]), rel=1e-5)
+        assert window_min == pytest.approx(min(expected_windows[(key, t)]), rel=1e-6)
 
 
 @pytest.mark.parametrize(("window", "stride"), [(8, 1), (8, 2), (10, 4), (7, 3), (4, 4), (3, 5)])
