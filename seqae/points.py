@@ -64,10 +64,14 @@ class ScoredSteps:
     step_threshold: float | None = None  # the model's step threshold (None: none stored)
     windows: np.ndarray | None = None  # int32: how many windows covered each step
     statistic: str = WINDOW_ERROR_MIN  # the score: what the model's step threshold applies to
+    adjusted: np.ndarray | None = None  # the statistic as the step threshold reads it (Threshold.adjust_steps)
 
     @property
     def score(self) -> np.ndarray:
-        """Each step's anomaly score: the statistic the step threshold was fitted on."""
+        """Each step's anomaly score: the statistic the step threshold was fitted on, with partly covered
+        steps scaled to their own run's threshold where the model's threshold holds those."""
+        if self.adjusted is not None:
+            return self.adjusted
         return self.window_min if self.statistic == WINDOW_ERROR_MIN else self.window_mean
 
 
@@ -142,6 +146,10 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     table = pa.concat_tables([t for t, _ in parts])
     threshold = model.threshold
     steps = threshold.steps_ if threshold is not None else None
+    statistic = (threshold.statistic_ if threshold is not None else None) or WINDOW_ERROR_MIN
+    windows = table.column(names.WINDOWS).to_numpy()
+    adjusted = (threshold.adjust_steps(table.column(statistic).to_numpy(), windows).astype(np.float32)
+                if threshold is not None else None)
     return ScoredSteps(table.column(cfg.key_column).to_numpy(zero_copy_only=False),
                        table.column(cfg.time_column).to_numpy(zero_copy_only=False),
                        table.column(features[0]).to_numpy(zero_copy_only=False).astype(np.float64),
@@ -150,8 +158,7 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
                        table.column(names.STEP_ERROR_MAX).to_numpy(), np.concatenate([a for _, a in parts]), steps_in,
                        cfg.key_column, cfg.time_column, features[0], unlabelled, anomalous_unscored,
                        tuple(sorted(label_values, key=str))[:10], steps.threshold_ if steps is not None else None,
-                       table.column(names.WINDOWS).to_numpy(),
-                       (threshold.statistic_ if threshold is not None else None) or WINDOW_ERROR_MIN)
+                       windows, statistic, adjusted)
 
 
 def segments(anomalous: np.ndarray, bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:

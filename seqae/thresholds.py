@@ -25,7 +25,14 @@ the fitting windows' errors in their series' order (the held-out reference is: o
 another, each in time order), and each run of consecutive windows that covers one step away from a
 series' ends (``covering_runs``) gives one held-out step score, the least of the run's errors.
 ``steps.statistic`` in ``threshold.json`` names it; a file written before 2026-12-04 says
-``window_error_mean`` (the mean of the run), and its step threshold still applies to that column. ``save`` does this
+``window_error_mean`` (the mean of the run), and its step threshold still applies to that column.
+
+Steps near a series' ends are covered by fewer windows, and the least of fewer errors runs higher: a
+threshold fitted on full runs would flag them far more often than asked. So ``fit_steps`` also fits,
+the same way, one threshold per shorter run (``partial_``: runs of 1, 2, ... windows, made
+non-increasing, as the true quantiles are), and ``adjust_steps`` scales a partly covered step's score
+by the ratio of the full run's threshold to its own run's: it is flagged exactly when it is above its
+own run's threshold, and its calibrated ``score`` is exact there and close elsewhere. ``save`` does this
 for a model of the long layout, so ``seqae threshold`` fits both. Runs that straddle two held-out
 series (at most ``covering - 1`` per series boundary; the reference does not record where series
 change) mix two series' normal windows: a small share where series are long.
@@ -33,6 +40,8 @@ change) mix two series' normal windows: a small share where series are long.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -53,6 +62,8 @@ KEYS = ("format", "model_id", "config", "threshold", "n_samples", "tail", "refer
 #: Written for a long-layout model only (and absent from files written before step thresholds).
 OPTIONAL_KEYS = ("steps",)
 STEPS_KEYS = ("statistic", "covering_windows", "threshold", "n_samples", "tail", "reference")
+#: Written by fits since partly covered steps got their own thresholds (absent before: no adjustment).
+STEPS_OPTIONAL_KEYS = ("partial_thresholds",)
 #: What a step threshold is fitted on and applied to (``seqae.infer.steps``), and how a run of covering
 #: windows' errors makes it; new fits use ``STEP_STATISTIC``, files name theirs.
 STEP_STATISTICS: dict[str, Callable[..., np.ndarray]] = {names.WINDOW_ERROR_MIN: np.min,
@@ -102,6 +113,16 @@ def run_scores(window_errors: np.ndarray, covering: tuple[int, ...], statistic: 
     return scores[np.isfinite(scores)]
 
 
+@contextlib.contextmanager
+def _quiet():
+    """This module's warnings off (fits whose few scores it would warn about once each, in a loop)."""
+    was, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = was
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
@@ -118,6 +139,8 @@ class Threshold:
             scores with the same config; None otherwise.
         statistic_: with ``steps_``: the step statistic it applies to (``STEP_STATISTIC`` when fitted
             here; a file written before it says ``window_error_mean``).
+        partial_: with ``steps_``: the thresholds of steps covered by 1, 2, ... ``min(covering_) - 1``
+            windows (``adjust_steps``); None in files written before them.
         covering_: with ``steps_``: the runs of covering windows the held-out step scores were made of.
     """
 
@@ -130,6 +153,7 @@ class Threshold:
         self.steps_: Threshold | None = None
         self.covering_: tuple[int, ...] | None = None
         self.statistic_: str | None = None
+        self.partial_: tuple[float, ...] | None = None
         self._errors_in_order: np.ndarray | None = None  # what fit was given, for fit_steps at save
 
     def fit(self, errors: np.ndarray) -> Threshold:
@@ -202,6 +226,7 @@ class Threshold:
                              f"windows); {str(exc).removeprefix('threshold: ')}") from exc
         steps._errors_in_order = None
         self.steps_, self.covering_, self.statistic_ = steps, tuple(int(k) for k in covering), STEP_STATISTIC
+        self.partial_ = self._partial_thresholds(errors, min(covering), steps._fitted()[0])
         # Overlapping runs share windows: only runs that share none are independent scores.
         independent = len(errors) // max(covering)
         if independent * self.config.false_alarm_rate < 5:
@@ -212,6 +237,45 @@ class Threshold:
                         len(errors), independent, max(covering), self.config.false_alarm_rate,
                         int(np.ceil(5 / self.config.false_alarm_rate)), steps.threshold_)
         return self
+
+    def _partial_thresholds(self, errors: np.ndarray, full: int, threshold: float) -> tuple[float, ...]:
+        """The thresholds of runs of 1 .. ``full - 1`` windows, fitted as ``steps_`` was (the empirical
+        percentile where the method cannot fit), made non-increasing towards the full run's."""
+        fitted = []
+        least = np.asarray(errors, dtype=np.float64)  # the least of each run of k windows, k = 1, 2, ...
+        for k in range(1, full):
+            if k > 1:
+                least = np.minimum(least[:-1], errors[k - 1:])  # NaN spreads over the runs that hold it
+            scores = least[np.isfinite(least)]
+            value = threshold
+            for method in dict.fromkeys((self.config.method, "percentile")):
+                try:
+                    with _quiet():
+                        value = Threshold(dataclasses.replace(self.config, method=method)).fit(scores)._fitted()[0]
+                    break
+                except SeqaeError:
+                    continue
+            fitted.append(value)
+        # The least of fewer windows is never lower: the quantiles fall as the run grows.
+        return tuple(float(v) for v in np.maximum.accumulate(np.r_[threshold, fitted[::-1]])[1:][::-1])
+
+    def adjust_steps(self, scores: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """Step scores as the step threshold reads them: a step covered by fewer windows than a full
+        run, scaled by the full run's threshold over its own run's (unchanged without ``partial_``).
+
+        Args:
+            scores: ``(steps,)`` the step statistic (``statistic_``'s column).
+            windows: ``(steps,)`` how many windows covered each step.
+        """
+        scores = np.asarray(scores, dtype=np.float64)
+        if not self.partial_ or self.steps_ is None or self.steps_.threshold_ is None:
+            return scores
+        partial = np.asarray(self.partial_, dtype=np.float64)
+        windows = np.asarray(windows)
+        short = (windows >= 1) & (windows <= len(partial))
+        own = partial[np.clip(windows, 1, len(partial)) - 1]
+        scale = np.where(short & (own > 0), self.steps_.threshold_ / np.where(own > 0, own, 1.0), 1.0)
+        return scores * scale
 
     def _check_fitted(self) -> None:
         self._fitted()
@@ -255,6 +319,8 @@ class Threshold:
             body["steps"] = {"statistic": self.statistic_, "covering_windows": list(self.covering_ or ()),
                              "threshold": steps_threshold, "n_samples": self.steps_.n_samples_,
                              "tail": self.steps_.tail_, "reference": steps_reference.tolist()}
+            if self.partial_ is not None:
+                body["steps"]["partial_thresholds"] = list(self.partial_)
         return body
 
     def to_dict(self, model_id: str | None = None) -> dict[str, Any]:
@@ -296,7 +362,7 @@ class Threshold:
             actual = None
         threshold = cls._checked_fields(data, source, bad)
         if "steps" in data:
-            threshold.steps_, threshold.covering_ = cls._checked_steps(data, source, bad)
+            threshold.steps_, threshold.covering_, threshold.partial_ = cls._checked_steps(data, source, bad)
             threshold.statistic_ = data["steps"]["statistic"]
         if data["sha256"] != actual:
             raise ThresholdFileError(f"{source}: sha256: expected {str(actual)[:16]}... (the checksum of the content), "
@@ -351,10 +417,12 @@ class Threshold:
         return threshold
 
     @classmethod
-    def _checked_steps(cls, data: dict[str, Any], source: str, bad) -> tuple[Threshold, tuple[int, ...]]:
+    def _checked_steps(cls, data: dict[str, Any], source: str,
+                       bad) -> tuple[Threshold, tuple[int, ...], tuple[float, ...] | None]:
         steps = data["steps"]
-        if not isinstance(steps, dict) or sorted(steps) != sorted(STEPS_KEYS):
-            raise bad("steps", f"an object with {', '.join(STEPS_KEYS)}", steps)
+        if not isinstance(steps, dict) or sorted(set(steps) - set(STEPS_OPTIONAL_KEYS)) != sorted(STEPS_KEYS):
+            raise bad("steps", f"an object with {', '.join(STEPS_KEYS)} (and optionally "
+                               f"{', '.join(STEPS_OPTIONAL_KEYS)})", steps)
         if steps["statistic"] not in STEP_STATISTICS:
             raise bad("steps.statistic", " or ".join(map(repr, STEP_STATISTICS)), steps["statistic"])
         covering = steps["covering_windows"]
@@ -368,7 +436,12 @@ class Threshold:
         fields = {k: steps[k] for k in ("threshold", "n_samples", "tail", "reference")}
         threshold = cls._checked_fields({**fields, "config": data["config"], "fitted_at": data["fitted_at"]}, source,
                                         steps_bad)
-        return threshold, tuple(covering)
+        partial = steps.get("partial_thresholds")
+        if partial is not None and (not isinstance(partial, list) or len(partial) != min(covering) - 1
+                                    or not all(_finite(v) and v >= 0 for v in partial)):
+            raise bad("steps.partial_thresholds", f"a list of {min(covering) - 1} finite thresholds >= 0 (runs of 1 to "
+                                                  f"{min(covering) - 1} windows)", partial)
+        return threshold, tuple(covering), None if partial is None else tuple(float(v) for v in partial)
 
     def save(self, model_dir: str | os.PathLike) -> Path | str:
         """Write ``threshold.json`` into ``model_dir``, bound to the model there (its ``model_id``).

@@ -158,15 +158,21 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     entry = json.loads((tmp_path / "out" / "_seqae" / "manifest" / "p.parquet.json").read_text())
     assert entry["steps_written"] == steps.num_rows == 300 - entry["steps_unscored"] and entry["steps_unscored"] > 0
     assert {"score", "is_anomaly", "window_error_mean", "window_error_min"} <= set(steps.column_names)
-    # The flag is the step threshold on the step score, as the report's.
-    flagged = steps.column("window_error_min").to_numpy() > fitted["steps"]["threshold"]
+    # The flag is the step threshold on the step score (partly covered steps against their own run's
+    # threshold), as the report's.
+    from seqae.thresholds import Threshold
+
+    adjusted = Threshold.load(tmp_path / "m").adjust_steps(steps.column("window_error_min").to_numpy(),
+                                                          steps.column("windows").to_numpy())
+    assert (adjusted != steps.column("window_error_min").to_numpy()).any()  # the series' ends
+    flagged = adjusted > fitted["steps"]["threshold"]
     assert steps.column("is_anomaly").to_numpy().tolist() == flagged.tolist()
     labels = dict(zip(range(300, 600), y[300:]))
     keep = [labels[t] is not None for t in steps.column("t").to_pylist()]
     truth = np.array([labels[t] == 1 for t in steps.column("t").to_pylist()])[keep]
     expected = roc_auc_score(truth, steps.column("step_error_mean").to_numpy()[keep])
     assert m["roc_auc_of_step_error_mean"] == pytest.approx(expected, abs=1e-4)
-    expected = roc_auc_score(truth, steps.column("window_error_min").to_numpy()[keep])
+    expected = roc_auc_score(truth, adjusted[keep])
     assert m["roc_auc"] == pytest.approx(expected, abs=1e-4)
     expected = roc_auc_score(truth, steps.column("window_error_mean").to_numpy()[keep])
     assert m["roc_auc_of_window_error_mean"] == pytest.approx(expected, abs=1e-4)

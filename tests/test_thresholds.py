@@ -260,6 +260,28 @@ def test_step_scores_of_held_out_windows_are_the_least_of_covering_runs(caplog):
         few.fit_steps((16,))
 
 
+@pytest.mark.parametrize("method", ["percentile", "pot"])
+def test_steps_covered_by_fewer_windows_keep_the_rate_against_their_own_run(method):
+    """The least of fewer windows runs higher: against the full run's threshold a step covered by one
+    window is flagged half the time. Scaled to its own run's threshold (``adjust_steps``), each
+    coverage is flagged at about the asked rate."""
+    rng = np.random.default_rng(3)
+    rate, full = 0.01, 8
+    fitted = Threshold(ThresholdConfig(method=method, false_alarm_rate=rate)).fit(rng.lognormal(0, 0.5, 20000))
+    fitted.fit_steps((full,))
+    assert len(fitted.partial_) == full - 1
+    assert list(fitted.partial_) == sorted(fitted.partial_, reverse=True)  # fewer windows: a higher threshold
+    assert fitted.partial_[-1] >= fitted.steps_.threshold_
+    other = rng.lognormal(0, 0.5, 200_000)  # windows of other normal data, independent here
+    for covered in (1, 3, 7, 8):
+        scores = np.lib.stride_tricks.sliding_window_view(other, covered).min(axis=1)
+        windows = np.full(len(scores), covered)
+        assert rate / 2 <= fitted.steps_.predict(fitted.adjust_steps(scores, windows)).mean() <= rate * 2, covered
+    one = other[:1000]
+    assert fitted.steps_.predict(one).mean() > 0.3  # unadjusted, one window against the full run's threshold
+    assert (fitted.adjust_steps(one, np.full(1000, full)) == one).all()  # a full run is left as it is
+
+
 def test_a_step_threshold_round_trips_and_its_fields_are_checked(tmp_path):
     fitted = Threshold(ThresholdConfig(method="pot")).fit(np.random.default_rng(7).exponential(size=400))
     fitted.fit_steps((4, 5))
@@ -269,9 +291,12 @@ def test_a_step_threshold_round_trips_and_its_fields_are_checked(tmp_path):
     back = Threshold.load(tmp_path)
     assert back.steps_.threshold_ == fitted.steps_.threshold_ and back.covering_ == (4, 5)
     assert back.statistic_ == fitted.statistic_ == "window_error_min"
+    assert back.partial_ == fitted.partial_ and len(back.partial_) == 3  # runs of 1, 2 and 3 windows
     # A file fitted before 2026-12-04 names the mean of the covering windows: it loads, and says so.
-    older = Threshold.from_dict(resign({**data, "steps": {**data["steps"], "statistic": "window_error_mean"}}))
+    steps_then = {k: v for k, v in data["steps"].items() if k != "partial_thresholds"}
+    older = Threshold.from_dict(resign({**data, "steps": {**steps_then, "statistic": "window_error_mean"}}))
     assert older.statistic_ == "window_error_mean" and older.steps_.threshold_ == fitted.steps_.threshold_
+    assert older.partial_ is None and (older.adjust_steps(np.ones(3), np.array([1, 2, 9])) == 1).all()
     assert back.steps_.tail_ == fitted.steps_.tail_ and back.fingerprint() == fitted.fingerprint()
     assert Threshold(ThresholdConfig(method="pot")).fit(np.random.default_rng(7).exponential(size=400)).fingerprint() \
         != fitted.fingerprint()  # the step part is part of what outputs depend on
@@ -280,6 +305,8 @@ def test_a_step_threshold_round_trips_and_its_fields_are_checked(tmp_path):
             (lambda s: {**s, "statistic": "step_error_mean"},
              "steps.statistic: expected 'window_error_min' or 'window_error_mean', found 'step_error_mean'"),
             (lambda s: {**s, "covering_windows": [0]}, "steps.covering_windows: expected a list of window counts >= 1"),
+            (lambda s: {**s, "partial_thresholds": [1.0]},
+             "steps.partial_thresholds: expected a list of 3 finite thresholds >= 0 (runs of 1 to 3 windows)"),
             (lambda s: {k: v for k, v in s.items() if k != "tail"}, "steps: expected an object with statistic, ")):
         edited = resign({**data, "steps": edit(data["steps"])})
         with pytest.raises(ThresholdFileError, match=re.escape(message)):

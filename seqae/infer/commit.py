@@ -64,11 +64,12 @@ class RunIdentity:
     threshold: str = "none"  # fingerprint of the fitted threshold (score and is_anomaly depend on it)
     step_scores: bool = False  # per-timestamp scores written beside the data file (long layout)
     options: tuple[str, ...] = ()  # other EmbedConfig options that add output columns (seqae.io.output_options)
+    steps_format: int = 0  # with step_scores: seqae.infer.steps.STEPS_FORMAT (what the step rows hold)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         if not self.step_scores:  # entries written before the option existed match a run without it
-            del out["step_scores"]
+            del out["step_scores"], out["steps_format"]
         if self.options:  # as JSON reads it back; recorded only when one is on, like step_scores
             out["options"] = list(self.options)
         else:

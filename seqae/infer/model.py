@@ -17,6 +17,7 @@ from seqae.errors import ConfigError, ModelDirError
 from seqae.infer.artifacts import ModelArtifacts
 from seqae.infer.commit import RunIdentity
 from seqae.infer.session import NullScorer, Scorer, ScorerSession
+from seqae.infer.steps import STEPS_FORMAT
 from seqae.io import (
     OutputColumn,
     output_options,
@@ -52,7 +53,8 @@ def _identity(info: ModelInfo, config: EmbedConfig, onnx_sha256: str, data: Data
     # step_errors has its own field (entries recorded it before optional columns had a table).
     options = tuple(o for o in output_options(config) if o != "step_errors")
     return RunIdentity(info.model_id, info.model_version, config.session_options.scorer_file, onnx_sha256,
-                       config.step_errors, contract_id(data), threshold_id(threshold), config.step_scores, options)
+                       config.step_errors, contract_id(data), threshold_id(threshold), config.step_scores, options,
+                       STEPS_FORMAT if config.step_scores else 0)
 
 
 def model_location(info: ModelInfo) -> Location:

@@ -172,6 +172,8 @@ class ShardOutput:
         threshold = self.model.threshold
         steps = (threshold.steps_ or threshold) if threshold is not None else None
         statistic = rows.statistic((threshold.statistic_ if threshold is not None else None) or names.WINDOW_ERROR_MIN)
+        if threshold is not None:  # steps covered by fewer windows than a full run, against their own run's threshold
+            statistic = threshold.adjust_steps(statistic, rows.windows)
         scored = ({"score": steps.score(statistic), "is_anomaly": steps.predict(statistic)}
                   if steps is not None else {})
         scored[names.WINDOW_ERROR_MEAN] = rows.window_mean

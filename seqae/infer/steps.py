@@ -42,6 +42,11 @@ import pyarrow as pa
 from seqae import names
 from seqae.data import SequenceBatch
 
+#: What a step row holds, in the run identity: shards whose step rows were written to another format
+#: are computed again, never mixed in one folder. 1 (unrecorded): ``window_error_mean`` was the score;
+#: 2: ``window_error_min`` is, beside it.
+STEPS_FORMAT = 2
+
 #: The step anomaly score's column, and the one before it (beside ``step_error_mean`` and ``step_error_max``).
 WINDOW_ERROR_MIN, WINDOW_ERROR_MEAN = names.WINDOW_ERROR_MIN, names.WINDOW_ERROR_MEAN
 

@@ -251,6 +251,15 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
     (tmp_path / "out" / "steps" / "s.parquet").unlink()
     assert embed(tmp_path / "m", str(data), tmp_path / "out",
                  EmbedConfig(device="cpu", step_errors=True, step_scores=True)).totals["shards_done"] == 1
+    # Step rows written before window_error_min (an entry without steps_format) are computed again, so a
+    # folder never holds step files of two formats.
+    manifest = tmp_path / "out" / "_seqae" / "manifest" / "s.parquet.json"
+    assert json.loads(manifest.read_text())["steps_format"] == 2
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "steps_format"}))
+    assert embed(tmp_path / "m", str(data), tmp_path / "out",
+                 EmbedConfig(device="cpu", step_errors=True, step_scores=True)).totals["shards_done"] == 1
+    assert embed(tmp_path / "m", str(data), tmp_path / "out",
+                 EmbedConfig(device="cpu", step_errors=True)).totals["shards_skipped"] == 1
 
 
 def steps_per_series(table, key):
