@@ -6,7 +6,8 @@ by, against the nearest-training-window peer, on ``make quality``'s long ECG set
 Trains (or reuses, from ``--work``) the default model on the long ECG set with the training windows
 at the set's stride (10) and at stride 1 (every phase of the beat: ten times the rows, the same step
 budget), then scores the test windows (stride 10) five ways, each spread to steps as seqae's
-``window_error_mean`` is (the mean over the windows covering a step):
+``window_error_mean`` is (the mean over the windows covering a step; seqae's step score was that mean
+when this was measured, 2026-12-03, and is the least since 2026-12-04):
 
 - ``recon``: the window's reconstruction error (what seqae scores by);
 - ``embedding_nn``: the squared distance of the window's embedding to its nearest training window's

@@ -319,7 +319,8 @@ def markdown(report: dict[str, Any]) -> str:
              *([m["undefined"], ""] if m.get("undefined") else []),
              "| metric | value |", "|---|---:|", f"| ROC-AUC (steps) | {m['roc_auc']} |",
              f"| PR-AUC (steps) | {m['pr_auc']} |",
-             f"| ROC-AUC of `window_error_mean` | {m['roc_auc_of_window_error_mean']} |",
+             *([f"| ROC-AUC of `window_error_mean` | {m['roc_auc_of_window_error_mean']} |"]
+               if m["score"] != WINDOW_ERROR_MEAN else []),  # a threshold fitted before: the score itself
              f"| ROC-AUC of `step_error_mean` | {m['roc_auc_of_step_error_mean']} |",
              f"| ROC-AUC of `step_error_max` | {m['roc_auc_of_max']} |",
              f"| UCR hit rate (top score within {m['ucr']['margin']} steps) | {m['ucr']['hit_rate']} "
