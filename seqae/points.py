@@ -148,8 +148,7 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     steps = threshold.steps_ if threshold is not None else None
     statistic = (threshold.statistic_ if threshold is not None else None) or WINDOW_ERROR_MIN
     windows = table.column(names.WINDOWS).to_numpy()
-    adjusted = (threshold.adjust_steps(table.column(statistic).to_numpy(), windows).astype(np.float32)
-                if threshold is not None else None)
+    adjusted = threshold.adjust_steps(table.column(statistic).to_numpy(), windows) if threshold is not None else None
     return ScoredSteps(table.column(cfg.key_column).to_numpy(zero_copy_only=False),
                        table.column(cfg.time_column).to_numpy(zero_copy_only=False),
                        table.column(features[0]).to_numpy(zero_copy_only=False).astype(np.float64),

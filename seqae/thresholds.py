@@ -32,7 +32,8 @@ threshold fitted on full runs would flag them far more often than asked. So ``fi
 the same way, one threshold per shorter run (``partial_``: runs of 1, 2, ... windows, made
 non-increasing, as the true quantiles are), and ``adjust_steps`` scales a partly covered step's score
 by the ratio of the full run's threshold to its own run's: it is flagged exactly when it is above its
-own run's threshold, and its calibrated ``score`` is exact there and close elsewhere. ``save`` does this
+own run's threshold; its calibrated ``score`` is exact at the threshold only (the least of fewer
+windows is not a rescaled copy of the full run's). ``save`` does this
 for a model of the long layout, so ``seqae threshold`` fits both. Runs that straddle two held-out
 series (at most ``covering - 1`` per series boundary; the reference does not record where series
 change) mix two series' normal windows: a small share where series are long.
@@ -364,6 +365,11 @@ class Threshold:
         if "steps" in data:
             threshold.steps_, threshold.covering_, threshold.partial_ = cls._checked_steps(data, source, bad)
             threshold.statistic_ = data["steps"]["statistic"]
+            if (threshold.statistic_ == names.WINDOW_ERROR_MIN and threshold.partial_ is None
+                    and min(threshold.covering_) > 1):
+                log.warning("%s: the step threshold has no thresholds for the steps near a series' ends (fitted "
+                            "before seqae fitted those), so they are flagged far more often than asked; refit it "
+                            "(seqae threshold)", source)
         if data["sha256"] != actual:
             raise ThresholdFileError(f"{source}: sha256: expected {str(actual)[:16]}... (the checksum of the content), "
                                      f"found {str(data['sha256'])[:16]}...: the file was edited after seqae threshold "

@@ -282,7 +282,7 @@ def test_steps_covered_by_fewer_windows_keep_the_rate_against_their_own_run(meth
     assert (fitted.adjust_steps(one, np.full(1000, full)) == one).all()  # a full run is left as it is
 
 
-def test_a_step_threshold_round_trips_and_its_fields_are_checked(tmp_path):
+def test_a_step_threshold_round_trips_and_its_fields_are_checked(tmp_path, caplog):
     fitted = Threshold(ThresholdConfig(method="pot")).fit(np.random.default_rng(7).exponential(size=400))
     fitted.fit_steps((4, 5))
     fitted.save(tmp_path)  # no seqae.json here: bound to no model, the step part as fitted
@@ -294,9 +294,14 @@ def test_a_step_threshold_round_trips_and_its_fields_are_checked(tmp_path):
     assert back.partial_ == fitted.partial_ and len(back.partial_) == 3  # runs of 1, 2 and 3 windows
     # A file fitted before 2026-12-04 names the mean of the covering windows: it loads, and says so.
     steps_then = {k: v for k, v in data["steps"].items() if k != "partial_thresholds"}
-    older = Threshold.from_dict(resign({**data, "steps": {**steps_then, "statistic": "window_error_mean"}}))
+    with caplog.at_level(logging.WARNING, logger="seqae.thresholds"):
+        older = Threshold.from_dict(resign({**data, "steps": {**steps_then, "statistic": "window_error_mean"}}))
     assert older.statistic_ == "window_error_mean" and older.steps_.threshold_ == fitted.steps_.threshold_
     assert older.partial_ is None and (older.adjust_steps(np.ones(3), np.array([1, 2, 9])) == 1).all()
+    assert "steps near a series' ends" not in caplog.text  # the mean's level does not depend on the windows
+    with caplog.at_level(logging.WARNING, logger="seqae.thresholds"):  # the least, fitted before the ends had theirs
+        Threshold.from_dict(resign({**data, "steps": steps_then}))
+    assert "no thresholds for the steps near a series' ends" in caplog.text
     assert back.steps_.tail_ == fitted.steps_.tail_ and back.fingerprint() == fitted.fingerprint()
     assert Threshold(ThresholdConfig(method="pot")).fit(np.random.default_rng(7).exponential(size=400)).fingerprint() \
         != fitted.fingerprint()  # the step part is part of what outputs depend on
