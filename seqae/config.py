@@ -438,7 +438,8 @@ class EmbedConfig(Config):
         threads: CPU intra-op threads for onnxruntime.
         step_errors: also write ``step_error`` (one error per valid step).
         step_scores: long layout: also write per-timestamp scores, one row per series and time step
-            with the mean and max step error over the windows covering it (``steps/<output>``).
+            with the step's score (the least error of the windows covering it) and the mean and max
+            of their step errors at it (``steps/<output>``).
         overwrite: recompute every shard, even those done.
         allow_cpu_nodes: on CUDA, warn instead of failing when a heavy node runs on the CPU.
         fail_fast: stop at the first input file that cannot be used as a whole; by default such a
@@ -454,8 +455,8 @@ class EmbedConfig(Config):
     workers: int | None = option(None, "Shards read and written at once (default: cores, at most 8).", min=1)
     threads: int | None = _session_field("threads")
     step_errors: bool = option(False, "Also write step_error per valid step.")
-    step_scores: bool = option(False, "Long layout: also write one row per series and time step (mean and max step "
-                                      "error over the windows covering it) to OUT/steps/.")
+    step_scores: bool = option(False, "Long layout: also write one row per series and time step (its score, the "
+                                      "least error of the windows covering it) to OUT/steps/.")
     overwrite: bool = option(False, "Recompute shards already done.")
     allow_cpu_nodes: bool = _session_field("allow_cpu_nodes")
     fail_fast: bool = option(False, "Stop at the first unusable input file instead of quarantining it.")
