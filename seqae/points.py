@@ -35,6 +35,7 @@ from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ShardInput, score
 from seqae.infer.steps import WINDOW_ERROR_MEAN, WINDOW_ERROR_MIN, StepScores
+from seqae.thresholds import step_score
 
 #: The UCR anomaly archive's tolerance around a labelled anomaly, in steps.
 UCR_MARGIN = 100
@@ -64,12 +65,11 @@ class ScoredSteps:
     step_threshold: float | None = None  # the model's step threshold (None: none stored)
     windows: np.ndarray | None = None  # int32: how many windows covered each step
     statistic: str = WINDOW_ERROR_MIN  # the score: what the model's step threshold applies to
-    adjusted: np.ndarray | None = None  # the statistic as the step threshold reads it (Threshold.adjust_steps)
+    adjusted: np.ndarray | None = None  # the score as the step threshold reads it (seqae.thresholds.step_score)
 
     @property
     def score(self) -> np.ndarray:
-        """Each step's anomaly score: the statistic the step threshold was fitted on, with partly covered
-        steps scaled to their own run's threshold where the model's threshold holds those."""
+        """Each step's anomaly score: ``adjusted``; a ScoredSteps made by hand without it, ``statistic``'s column."""
         if self.adjusted is not None:
             return self.adjusted
         return self.window_min if self.statistic == WINDOW_ERROR_MIN else self.window_mean
@@ -146,18 +146,18 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     table = pa.concat_tables([t for t, _ in parts])
     threshold = model.threshold
     steps = threshold.steps_ if threshold is not None else None
-    statistic = (threshold.statistic_ if threshold is not None else None) or WINDOW_ERROR_MIN
     windows = table.column(names.WINDOWS).to_numpy()
-    adjusted = threshold.adjust_steps(table.column(statistic).to_numpy(), windows) if threshold is not None else None
+    columns = {name: table.column(name).to_numpy() for name in (WINDOW_ERROR_MIN, WINDOW_ERROR_MEAN)}
+    statistic, scores = step_score(threshold, columns, windows)
     return ScoredSteps(table.column(cfg.key_column).to_numpy(zero_copy_only=False),
                        table.column(cfg.time_column).to_numpy(zero_copy_only=False),
                        table.column(features[0]).to_numpy(zero_copy_only=False).astype(np.float64),
-                       table.column(WINDOW_ERROR_MEAN).to_numpy(), table.column(WINDOW_ERROR_MIN).to_numpy(),
+                       columns[WINDOW_ERROR_MEAN], columns[WINDOW_ERROR_MIN],
                        table.column(names.STEP_ERROR_MEAN).to_numpy(),
                        table.column(names.STEP_ERROR_MAX).to_numpy(), np.concatenate([a for _, a in parts]), steps_in,
                        cfg.key_column, cfg.time_column, features[0], unlabelled, anomalous_unscored,
                        tuple(sorted(label_values, key=str))[:10], steps.threshold_ if steps is not None else None,
-                       windows, statistic, adjusted)
+                       windows, statistic, scores)
 
 
 def segments(anomalous: np.ndarray, bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -46,8 +46,9 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +113,21 @@ def run_scores(window_errors: np.ndarray, covering: tuple[int, ...], statistic: 
     out = [reduce(sliding_window_view(errors, k), axis=1) for k in covering if len(errors) >= k]
     scores = np.concatenate(out) if out else np.zeros(0)  # NaN spreads over the runs that hold it
     return scores[np.isfinite(scores)]
+
+
+def step_score(threshold: Threshold | None, columns: Mapping[str, np.ndarray],
+               windows: np.ndarray) -> tuple[str, np.ndarray]:
+    """The step score a model's threshold reads, with its statistic's name: the column the step
+    threshold was fitted on (``STEP_STATISTIC`` without one), partly covered steps scaled to their own
+    run's threshold (``Threshold.adjust_steps``). What ``seqae embed`` flags and ``seqae evaluate`` ranks.
+
+    Args:
+        columns: ``(steps,)`` arrays by statistic name (``window_error_min``, ``window_error_mean``).
+        windows: ``(steps,)`` how many windows covered each step.
+    """
+    name = (threshold.statistic_ if threshold is not None else None) or STEP_STATISTIC
+    values = np.asarray(columns[name], dtype=np.float64)
+    return name, values if threshold is None else threshold.adjust_steps(values, windows)
 
 
 @contextlib.contextmanager

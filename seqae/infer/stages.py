@@ -36,6 +36,7 @@ from seqae.io import (
     write_rejects,
 )
 from seqae.storage import utc_now
+from seqae.thresholds import step_score
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +172,9 @@ class ShardOutput:
         # in its units; its rate is not per step).
         threshold = self.model.threshold
         steps = (threshold.steps_ or threshold) if threshold is not None else None
-        statistic = rows.statistic((threshold.statistic_ if threshold is not None else None) or names.WINDOW_ERROR_MIN)
-        if threshold is not None:  # steps covered by fewer windows than a full run, against their own run's threshold
-            statistic = threshold.adjust_steps(statistic, rows.windows)
-        scored = ({"score": steps.score(statistic), "is_anomaly": steps.predict(statistic)}
-                  if steps is not None else {})
+        _, values = step_score(threshold, {names.WINDOW_ERROR_MIN: rows.window_min,
+                                           names.WINDOW_ERROR_MEAN: rows.window_mean}, rows.windows)
+        scored = {"score": steps.score(values), "is_anomaly": steps.predict(values)} if steps is not None else {}
         scored[names.WINDOW_ERROR_MEAN] = rows.window_mean
         scored[names.WINDOW_ERROR_MIN] = rows.window_min
         self._steps_writer.write(step_scores_table(self.steps_schema, rows.keys, rows.times, rows.mean, rows.max,

@@ -63,10 +63,6 @@ class StepRows:
     window_mean: np.ndarray  # float32: window_error_mean
     window_min: np.ndarray  # float32: window_error_min, the step's anomaly score
 
-    def statistic(self, name: str) -> np.ndarray:
-        """The column of a step statistic by its name (``window_error_min`` or ``window_error_mean``)."""
-        return {WINDOW_ERROR_MIN: self.window_min, WINDOW_ERROR_MEAN: self.window_mean}[name]
-
     def __len__(self) -> int:
         return len(self.times)
 
