@@ -114,7 +114,7 @@ def fit_threshold_task(model_dir: str, config: ThresholdConfig) -> dict[str, Any
     if fitted is None:
         _log().warning("%s", note)
         return {"threshold": None, "note": note}
-    return {"threshold": fitted.threshold_, "method": config.method, "false_alarm_rate": config.false_alarm_rate,
+    return {"threshold": fitted.threshold_, "method": fitted.method_, "false_alarm_rate": config.false_alarm_rate,
             "fitted_on": fitted.n_samples_, "note": note}
 
 

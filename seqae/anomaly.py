@@ -104,7 +104,7 @@ def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = Thresh
 
     Args:
         model_dir: an exported model directory (a path or a URI).
-        config: the method (``pot`` or ``percentile``), the false-alarm rate and the rest.
+        config: the method (``auto``, ``pot`` or ``percentile``), the false-alarm rate and the rest.
         data: rows to fit on instead of the held-out reference (a path, URI or glob).
         row_filter: the normal rows of ``data``, e.g. ``"label == 1"``.
         device: where the scorer runs when ``data`` is given.

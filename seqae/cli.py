@@ -611,7 +611,7 @@ def threshold_cmd(
     from seqae.anomaly import fit_threshold
 
     fitted = fit_threshold(model, config, data=data, row_filter=filter, device=device)
-    _print_json({"model": str(model), "threshold": fitted.threshold_, "method": config.method,
+    _print_json({"model": str(model), "threshold": fitted.threshold_, "method": fitted.method_,
                  "false_alarm_rate": config.false_alarm_rate, "fitted_on": fitted.n_samples_, "tail": fitted.tail_,
                  "data": data or "the held-out reference"})
 

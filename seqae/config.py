@@ -36,7 +36,7 @@ DecoderKind = Literal["unconditioned", "state", "conditioned"]
 Device = Literal["auto", "cuda", "cpu"]
 ValidationSplit = Literal["auto", "key", "time"]
 Activation = Literal["tanh", "relu"]
-ThresholdMethod = Literal["percentile", "pot"]
+ThresholdMethod = Literal["auto", "percentile", "pot"]
 
 __all__ = ["MODES", "DataConfig", "DecoderTask", "EmbedConfig", "ExportConfig", "ModeSpec", "ModelConfig",
            "SessionOptions", "ThresholdConfig", "TrainConfig", "load_config_file"]
@@ -478,16 +478,19 @@ class ThresholdConfig(Config):
     """How to fit an anomaly threshold (``seqae.thresholds.Threshold``).
 
     Args:
-        method: ``percentile`` or ``pot``.
+        method: ``pot`` (a generalized Pareto tail), ``percentile`` (the empirical quantile), or
+            ``auto``: ``pot`` where the errors hold a tail to fit (at least 10 above ``tail_start``: 200
+            errors at 0.95), else ``percentile``, as on a short series' few held-out windows.
         false_alarm_rate: the share of normal sequences that may be flagged (0 < rate < 1).
         contamination: expected share of anomalies in the fitting data (0: the data is normal).
         tail_start: pot only: the quantile above which the tail is modelled (typically 0.9 to 0.98).
     """
 
-    method: ThresholdMethod = option("pot", "pot: generalized Pareto tail; percentile: empirical.")
+    method: ThresholdMethod = option("auto", "pot: generalized Pareto tail; percentile: empirical; auto: pot where "
+                                             "at least 10 errors lie above --tail-start, else percentile.")
     false_alarm_rate: float = option(0.01, "Share of normal rows that may be flagged.")
     contamination: float = option(0.0, "Expected share of anomalies in the fitting rows.")
-    tail_start: float = option(0.95, "pot: the quantile above which the tail is modelled.")
+    tail_start: float = option(0.95, "pot (and auto): the quantile above which the tail is modelled.")
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, ThresholdMethod)

@@ -11,6 +11,11 @@ error at least this large: 1 - the tail probability), ``predict(errors)`` flags 
   the threshold is where its tail probability equals ``false_alarm_rate``, so rates far below
   1 / n_samples are still meaningful. The score uses the empirical CDF below the tail start and the
   fitted tail above it.
+- ``auto`` (the default): ``pot`` where the errors hold a tail to fit (at least 10 above the tail
+  start, so 200 errors at 0.95, and a generalized Pareto fit that converges), else ``percentile``. A
+  short series or a small data set holds out too few rows for a tail fit, and the default must still
+  fit a threshold there; ``method_`` says which was used, and the file records it by its ``tail``
+  (present for ``pot``, null for ``percentile``).
 
 ``contamination``: fitting on all data with an expected share of anomalies; the largest
 ``contamination`` share of the errors is left out before fitting (either method).
@@ -183,18 +188,13 @@ class Threshold:
             raise SeqaeError(f"threshold: expected at least 20 finite errors to fit on, got {len(errors)}")
         if cfg.contamination:
             errors = errors[: max(int(round(len(errors) * (1 - cfg.contamination))), 20)]
-        self.reference_, self.n_samples_ = errors, len(errors)
+        self.reference_, self.n_samples_, self.tail_ = errors, len(errors), None
         if errors[0] == errors[-1]:
             raise SeqaeError(f"threshold: all {len(errors)} errors equal {errors[0]:.6g}; expected errors that vary "
                              "(a threshold separates the larger ones): check that the rows differ (constant or "
                              "all-padding rows?) and that the model is the one trained on them")
         if cfg.method == "percentile":
-            self.threshold_ = float(np.quantile(errors, 1 - cfg.false_alarm_rate))
-            if len(errors) * cfg.false_alarm_rate < 5:
-                log.warning("threshold: %d rows hold fewer than 5 errors above the %g quantile: the threshold "
-                            "(%.4g) is close to their maximum and the false-alarm rate is not measured",
-                            len(errors), 1 - cfg.false_alarm_rate, self.threshold_)
-            return self
+            return self._fit_percentile(errors)
         from scipy.stats import genpareto
 
         start = float(np.quantile(errors, cfg.tail_start))
@@ -203,13 +203,21 @@ class Threshold:
             ties = int(np.count_nonzero(errors == start))
             found = (f"{len(excess)} of {len(errors)} errors are above it ({start:.6g}; {ties} errors equal it)"
                      if ties > 1 else f"{len(excess)} of {len(errors)} errors are above it ({start:.6g})")
+            if cfg.method == "auto":
+                log.info("threshold: %s, fewer than the 10 a tail fit needs: the empirical percentile instead of pot",
+                         found)
+                return self._fit_percentile(errors)
             raise SeqaeError(f"threshold: pot needs at least 10 errors above the tail start (quantile "
                              f"{cfg.tail_start}); {found}. Fit on more rows, lower --tail-start, or use the "
-                             "empirical percentile (--method percentile)")
+                             "empirical percentile (--method percentile, or auto)")
         shape, _, scale = genpareto.fit(excess, floc=0.0)
         if not (np.isfinite(shape) and np.isfinite(scale) and scale > 0):
+            if cfg.method == "auto":
+                log.info("threshold: the generalized Pareto fit on the %d errors above the tail start failed (shape %s, "
+                         "scale %s): the empirical percentile instead of pot", len(excess), shape, scale)
+                return self._fit_percentile(errors)
             raise SeqaeError(f"threshold: the generalized Pareto fit on the {len(excess)} errors above the tail start "
-                             f"failed (shape {shape}, scale {scale}); use --method percentile")
+                             f"failed (shape {shape}, scale {scale}); use --method percentile (or auto)")
         share = len(excess) / len(errors)  # P(error > start)
         self.tail_ = {"start": start, "shape": float(shape), "scale": float(scale), "share": share}
         if cfg.false_alarm_rate >= share:  # the threshold lies below the modelled tail: empirical
@@ -217,6 +225,22 @@ class Threshold:
         else:
             self.threshold_ = start + float(genpareto.isf(cfg.false_alarm_rate / share, shape, 0.0, scale))
         return self
+
+    def _fit_percentile(self, errors: np.ndarray) -> Threshold:
+        """The ``1 - false_alarm_rate`` quantile of the sorted ``errors`` (``reference_`` already set)."""
+        rate = self.config.false_alarm_rate
+        self.threshold_ = float(np.quantile(errors, 1 - rate))
+        if len(errors) * rate < 5:
+            log.warning("threshold: %d rows hold fewer than 5 errors above the %g quantile: the threshold "
+                        "(%.4g) is close to their maximum and the false-alarm rate is not measured",
+                        len(errors), 1 - rate, self.threshold_)
+        return self
+
+    @property
+    def method_(self) -> str:
+        """The method the fit used: ``pot`` (a fitted tail) or ``percentile`` (what ``auto`` resolved to)."""
+        self._fitted()
+        return "pot" if self.tail_ is not None else "percentile"
 
     def fit_steps(self, covering: tuple[int, ...], window_errors: np.ndarray | None = None) -> Threshold:
         """Fit ``steps_``, the threshold on step scores, on held-out step scores made of window errors.
@@ -416,7 +440,7 @@ class Threshold:
         if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples != len(reference):
             raise bad("n_samples", f"the length of reference ({len(reference)})", n_samples)
         tail = data["tail"]
-        if (tail is not None) != (config.method == "pot"):
+        if config.method != "auto" and (tail is not None) != (config.method == "pot"):  # auto: either
             raise bad("tail", "the fitted tail (start, shape, scale, share)" if config.method == "pot" else
                       "null (a percentile threshold has no fitted tail)", tail)
         if tail is not None:

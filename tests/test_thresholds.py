@@ -76,7 +76,7 @@ def test_round_trip_and_errors(tmp_path):
         Threshold().fit(np.ones(5))
     with pytest.raises(SeqaeError, match="not fitted"):
         Threshold().predict([1.0])
-    with pytest.raises(ConfigError, match=r"^method: expected 'percentile' or 'pot', got 'iqr'$"):
+    with pytest.raises(ConfigError, match=r"^method: expected 'auto', 'percentile' or 'pot', got 'iqr'$"):
         ThresholdConfig(method="iqr")
     with pytest.raises(ConfigError, match=r"^false_alarm_rate: expected a value in \(0, 0.5\), got 0$"):
         ThresholdConfig(false_alarm_rate=0)
@@ -92,6 +92,32 @@ def test_identical_errors_say_what_was_found_and_what_to_do():
                                          r"of 100 errors are above it \(0\.5; 98 errors equal it\)\. Fit on more rows, "
                                          r"lower --tail-start, or use the empirical percentile"):
         Threshold(ThresholdConfig(method="pot")).fit(np.r_[np.full(98, 0.5), 1.0, 2.0])
+
+
+def test_auto_fits_a_tail_where_there_is_one_and_the_percentile_where_there_is_not(tmp_path, caplog):
+    rng = np.random.default_rng(11)
+    many, few = rng.exponential(size=2000), rng.exponential(size=130)  # 100 and 7 errors above the 0.95 quantile
+    auto, pot = Threshold().fit(many), Threshold(ThresholdConfig(method="pot")).fit(many)
+    assert ThresholdConfig().method == "auto" and auto.method_ == "pot"
+    assert auto.threshold_ == pot.threshold_ and auto.tail_ == pot.tail_
+    with pytest.raises(SeqaeError, match=r"pot needs at least 10 errors above the tail start \(quantile 0\.95\); 7 of "
+                                         r"130 errors are above it .*\(--method percentile, or auto\)$"):
+        Threshold(ThresholdConfig(method="pot")).fit(few)
+    with caplog.at_level("INFO", logger="seqae.thresholds"):
+        small = Threshold().fit(few)
+    assert small.method_ == "percentile" and small.tail_ is None
+    assert small.threshold_ == Threshold(ThresholdConfig(method="percentile")).fit(few).threshold_
+    assert "7 of 130 errors are above it" in caplog.text and "the empirical percentile instead of pot" in caplog.text
+    # Ties at the tail start leave no tail either.
+    assert Threshold().fit(np.r_[np.full(98, 0.5), 1.0, 2.0]).method_ == "percentile"
+    # Either kind saves and loads with its method; a file that says pot still needs its tail.
+    for name, fitted in (("pot", auto), ("percentile", small)):
+        fitted.save(tmp_path / name)
+        loaded = Threshold.load(tmp_path / name)
+        assert loaded.config.method == "auto" and loaded.method_ == name and loaded.threshold_ == fitted.threshold_
+    data = json.loads((tmp_path / "percentile" / "threshold.json").read_text())
+    with pytest.raises(ThresholdFileError, match="tail: expected the fitted tail"):
+        Threshold.from_dict(resign({**data, "config": {**data["config"], "method": "pot"}}))
 
 
 def test_float16_errors_fit_and_score_without_a_numpy_warning(recwarn):
@@ -145,7 +171,7 @@ FILE_CASES = {
     "tail_scale_zero": (lambda d: {**d, "tail": {**d["tail"], "scale": 0.0}},
                         "tail.scale: expected a positive number, found 0.0"),
     "config_method": (lambda d: {**d, "config": {**d["config"], "method": "iqr"}},
-                      "config: method: expected 'percentile' or 'pot', got 'iqr'; re-run seqae threshold"),
+                      "config: method: expected 'auto', 'percentile' or 'pot', got 'iqr'; re-run seqae threshold"),
     "config_not_an_object": (lambda d: {**d, "config": []}, "config: expected a mapping of option names to values, "
                                                             "got list"),
 }
