@@ -611,8 +611,12 @@ def threshold_cmd(
     from seqae.anomaly import fit_threshold
 
     fitted = fit_threshold(model, config, data=data, row_filter=filter, device=device)
+    steps = fitted.steps_
     _print_json({"model": str(model), "threshold": fitted.threshold_, "method": fitted.method_,
                  "false_alarm_rate": config.false_alarm_rate, "fitted_on": fitted.n_samples_, "tail": fitted.tail_,
+                 **({} if steps is None else {"steps": {"threshold": steps.threshold_, "method": steps.method_,
+                                                        "statistic": fitted.statistic_,
+                                                        "fitted_on": steps.n_samples_}}),
                  "data": data or "the held-out reference"})
 
 

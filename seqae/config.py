@@ -479,11 +479,11 @@ class ThresholdConfig(Config):
 
     Args:
         method: ``pot`` (a generalized Pareto tail), ``percentile`` (the empirical quantile), or
-            ``auto``: ``pot`` where the errors hold a tail to fit (at least 10 above ``tail_start``: 200
-            errors at 0.95), else ``percentile``, as on a short series' few held-out windows.
+            ``auto``: ``pot`` where the errors hold a tail to fit (at least 10 above ``tail_start``: about
+            200 errors at 0.95), else ``percentile``, as on a short series' few held-out windows.
         false_alarm_rate: the share of normal sequences that may be flagged (0 < rate < 1).
         contamination: expected share of anomalies in the fitting data (0: the data is normal).
-        tail_start: pot only: the quantile above which the tail is modelled (typically 0.9 to 0.98).
+        tail_start: pot (and auto): the quantile above which the tail is modelled (typically 0.9 to 0.98).
     """
 
     method: ThresholdMethod = option("auto", "pot: generalized Pareto tail; percentile: empirical; auto: pot where "

@@ -326,7 +326,7 @@ def _evaluate(model_dir, data: str, out: Path, *, label_column: str, normal_valu
     report: dict[str, Any] = {"model": str(model_dir), "data": data, "label_column": label_column,
                               "normal_value": normal_value, "created_at": utc_now(),
                               "threshold": None if threshold is None else {
-                                  "method": threshold.config.method, "value": threshold.threshold_,
+                                  "method": threshold.method_, "value": threshold.threshold_,
                                   "false_alarm_rate": threshold.config.false_alarm_rate}}
     if ModelInfo.read(model_dir).data.layout == "long":
         return _evaluate_points(report, model_dir, data, out, threshold, row_filter, probe_train, device)

@@ -12,7 +12,8 @@ error at least this large: 1 - the tail probability), ``predict(errors)`` flags 
   1 / n_samples are still meaningful. The score uses the empirical CDF below the tail start and the
   fitted tail above it.
 - ``auto`` (the default): ``pot`` where the errors hold a tail to fit (at least 10 above the tail
-  start, so 200 errors at 0.95, and a generalized Pareto fit that converges), else ``percentile``. A
+  start, so about 200 errors at 0.95, and a generalized Pareto fit that gives a finite threshold),
+  else ``percentile``. A
   short series or a small data set holds out too few rows for a tail fit, and the default must still
   fit a threshold there; ``method_`` says which was used, and the file records it by its ``tail``
   (present for ``pot``, null for ``percentile``).
@@ -179,24 +180,40 @@ class Threshold:
         self._errors_in_order: np.ndarray | None = None  # what fit was given, for fit_steps at save
 
     def fit(self, errors: np.ndarray) -> Threshold:
-        """Fit on normal errors ``(n,)``; their order is kept for ``fit_steps`` (windows in series order)."""
-        self._errors_in_order = np.asarray(errors, dtype=np.float64).copy()
-        errors = np.sort(self._errors_in_order)
+        """Fit on normal errors ``(n,)``; their order is kept for ``fit_steps`` (windows in series order).
+        A fit replaces everything an earlier one learned (a step threshold included: ``save`` fits it
+        anew); one that fails leaves the object as it was."""
+        in_order = np.asarray(errors, dtype=np.float64).copy()
+        errors = np.sort(in_order)
         errors = errors[np.isfinite(errors)]
         cfg = self.config
         if len(errors) < 20:
             raise SeqaeError(f"threshold: expected at least 20 finite errors to fit on, got {len(errors)}")
         if cfg.contamination:
             errors = errors[: max(int(round(len(errors) * (1 - cfg.contamination))), 20)]
-        self.reference_, self.n_samples_, self.tail_ = errors, len(errors), None
         if errors[0] == errors[-1]:
             raise SeqaeError(f"threshold: all {len(errors)} errors equal {errors[0]:.6g}; expected errors that vary "
                              "(a threshold separates the larger ones): check that the rows differ (constant or "
                              "all-padding rows?) and that the model is the one trained on them")
-        if cfg.method == "percentile":
-            return self._fit_percentile(errors)
+        threshold, tail = self._fit_tail(errors) if cfg.method != "percentile" else (None, None)
+        if threshold is None:
+            threshold = float(np.quantile(errors, 1 - cfg.false_alarm_rate))
+            if len(errors) * cfg.false_alarm_rate < 5:
+                log.warning("threshold: %d rows hold fewer than 5 errors above the %g quantile: the threshold "
+                            "(%.4g) is close to their maximum and the false-alarm rate is not measured",
+                            len(errors), 1 - cfg.false_alarm_rate, threshold)
+        self.threshold_, self.tail_, self.reference_, self.n_samples_ = threshold, tail, errors, len(errors)
+        self._errors_in_order = in_order
+        self.steps_ = self.covering_ = self.statistic_ = self.partial_ = None
+        return self
+
+    def _fit_tail(self, errors: np.ndarray) -> tuple[float | None, dict[str, float] | None]:
+        """pot on the sorted ``errors``: the threshold and the fitted tail; ``(None, None)`` where
+        ``auto`` takes the percentile instead (too few errors above the tail start, or a fit that fails
+        or puts the threshold at infinity), said in the log. ``pot`` raises there."""
         from scipy.stats import genpareto
 
+        cfg = self.config
         start = float(np.quantile(errors, cfg.tail_start))
         excess = errors[errors > start] - start
         if len(excess) < 10:
@@ -206,35 +223,33 @@ class Threshold:
             if cfg.method == "auto":
                 log.info("threshold: %s, fewer than the 10 a tail fit needs: the empirical percentile instead of pot",
                          found)
-                return self._fit_percentile(errors)
+                return None, None
             raise SeqaeError(f"threshold: pot needs at least 10 errors above the tail start (quantile "
                              f"{cfg.tail_start}); {found}. Fit on more rows, lower --tail-start, or use the "
                              "empirical percentile (--method percentile, or auto)")
-        shape, _, scale = genpareto.fit(excess, floc=0.0)
-        if not (np.isfinite(shape) and np.isfinite(scale) and scale > 0):
-            if cfg.method == "auto":
-                log.info("threshold: the generalized Pareto fit on the %d errors above the tail start failed (shape %s, "
-                         "scale %s): the empirical percentile instead of pot", len(excess), shape, scale)
-                return self._fit_percentile(errors)
-            raise SeqaeError(f"threshold: the generalized Pareto fit on the {len(excess)} errors above the tail start "
-                             f"failed (shape {shape}, scale {scale}); use --method percentile (or auto)")
-        share = len(excess) / len(errors)  # P(error > start)
-        self.tail_ = {"start": start, "shape": float(shape), "scale": float(scale), "share": share}
-        if cfg.false_alarm_rate >= share:  # the threshold lies below the modelled tail: empirical
-            self.threshold_ = float(np.quantile(errors, 1 - cfg.false_alarm_rate))
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # judged below: a fit that overflows is refused
+                shape, _, scale = genpareto.fit(excess, floc=0.0)
+        except (ValueError, RuntimeError) as exc:  # scipy's FitError is a RuntimeError
+            shape, scale, why = np.nan, np.nan, f"{type(exc).__name__}: {exc}"
         else:
-            self.threshold_ = start + float(genpareto.isf(cfg.false_alarm_rate / share, shape, 0.0, scale))
-        return self
-
-    def _fit_percentile(self, errors: np.ndarray) -> Threshold:
-        """The ``1 - false_alarm_rate`` quantile of the sorted ``errors`` (``reference_`` already set)."""
-        rate = self.config.false_alarm_rate
-        self.threshold_ = float(np.quantile(errors, 1 - rate))
-        if len(errors) * rate < 5:
-            log.warning("threshold: %d rows hold fewer than 5 errors above the %g quantile: the threshold "
-                        "(%.4g) is close to their maximum and the false-alarm rate is not measured",
-                        len(errors), 1 - rate, self.threshold_)
-        return self
+            why = f"shape {shape}, scale {scale}"
+        share = len(excess) / len(errors)  # P(error > start)
+        threshold = None
+        if np.isfinite(shape) and np.isfinite(scale) and scale > 0:
+            if cfg.false_alarm_rate >= share:  # the threshold lies below the modelled tail: empirical
+                threshold = float(np.quantile(errors, 1 - cfg.false_alarm_rate))
+            else:
+                threshold = start + float(genpareto.isf(cfg.false_alarm_rate / share, shape, 0.0, scale))
+            why = f"{why}: a threshold of {threshold}"
+        if threshold is None or not np.isfinite(threshold):
+            if cfg.method == "auto":
+                log.info("threshold: the generalized Pareto fit on the %d errors above the tail start failed (%s): the "
+                         "empirical percentile instead of pot", len(excess), why)
+                return None, None
+            raise SeqaeError(f"threshold: the generalized Pareto fit on the {len(excess)} errors above the tail start "
+                             f"failed ({why}); use --method percentile (or auto)")
+        return threshold, {"start": start, "shape": float(shape), "scale": float(scale), "share": share}
 
     @property
     def method_(self) -> str:

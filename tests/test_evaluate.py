@@ -78,9 +78,10 @@ def test_a_fitted_threshold_adds_score_and_is_anomaly_to_the_outputs(model, labe
 
 @slow
 def test_the_report_holds_metrics_plots_and_the_probe(model, labelled, tmp_path):
-    fit_threshold(model, ThresholdConfig(method="percentile", false_alarm_rate=0.05), data=str(labelled),
-                  row_filter="label == 1", device="cpu")
+    fit_threshold(model, ThresholdConfig(false_alarm_rate=0.05), data=str(labelled), row_filter="label == 1",
+                  device="cpu")
     report = evaluate(model, str(labelled), tmp_path / "report", probe_train="id < 60", device="cpu")
+    assert report["threshold"]["method"] == "percentile"  # what auto used on 80 normal rows, not "auto"
     a = report["anomaly"]
     assert a["rows"] == 120 and a["anomalous"] == 40
     assert a["roc_auc"] > 0.9  # noise is far from a sine to any autoencoder of sines

@@ -107,12 +107,10 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     import pyarrow.parquet as pq
     from sklearn.metrics import roc_auc_score
 
-    from seqae.anomaly import fit_threshold
     from seqae.config import DataConfig, EmbedConfig, ModelConfig, TrainConfig
     from seqae.evaluate import evaluate
     from seqae.export import export
     from seqae.infer import embed
-    from seqae.thresholds import ThresholdConfig
     from seqae.train import train
 
     rng = np.random.default_rng(0)
@@ -134,9 +132,20 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
                    train_config=TrainConfig(max_epochs=2))
     assert result.metadata["training"]["validation"]["method"] == "time"
     export(tmp_path / "m")
-    fit_threshold(tmp_path / "m", ThresholdConfig(method="percentile", false_alarm_rate=0.05),
-                  data=str(tmp_path / "train"))
+    # Through the CLI, with the default method: it prints what each threshold used (auto resolves per fit).
+    from typer.testing import CliRunner
+
+    from seqae.cli import app
+
+    printed = CliRunner().invoke(app, ["--quiet", "threshold", "--model", str(tmp_path / "m"), "--data",
+                                       str(tmp_path / "train"), "--false-alarm-rate", "0.05", "--device", "cpu"])
+    assert printed.exit_code == 0, printed.output
     fitted = json.loads((tmp_path / "m" / "threshold.json").read_text())
+    shown = json.loads(printed.stdout)
+    assert shown["method"] == ("pot" if fitted["tail"] else "percentile") and fitted["config"]["method"] == "auto"
+    assert shown["steps"] == {"threshold": fitted["steps"]["threshold"], "statistic": "window_error_min",
+                              "method": "pot" if fitted["steps"]["tail"] else "percentile",
+                              "fitted_on": fitted["steps"]["n_samples"]}
     # A long-layout model's threshold holds a step threshold, on the steps' own score (window 16, stride 2).
     assert fitted["steps"]["covering_windows"] == [8] and fitted["steps"]["statistic"] == "window_error_min"
     report = evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval", label_column="y", normal_value=0)

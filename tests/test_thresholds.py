@@ -120,6 +120,29 @@ def test_auto_fits_a_tail_where_there_is_one_and_the_percentile_where_there_is_n
         Threshold.from_dict(resign({**data, "config": {**data["config"], "method": "pot"}}))
 
 
+def test_a_failed_fit_changes_nothing_and_a_new_fit_forgets_the_old_step_threshold():
+    rng = np.random.default_rng(12)
+    fitted = Threshold().fit(rng.exponential(size=2000)).fit_steps((4,))
+    before = (fitted.threshold_, fitted.method_, fitted.n_samples_, fitted.steps_)
+    with pytest.raises(SeqaeError, match="all 50 errors equal 1"):
+        fitted.fit(np.ones(50))
+    assert (fitted.threshold_, fitted.method_, fitted.n_samples_, fitted.steps_) == before
+    fitted.fit(rng.exponential(size=100))
+    assert fitted.method_ == "percentile" and fitted.n_samples_ == 100
+    assert fitted.steps_ is None and fitted.partial_ is None and fitted.covering_ is None
+
+
+def test_a_tail_that_puts_the_threshold_at_infinity_is_not_a_threshold(caplog):
+    errors = np.r_[np.zeros(190), 10.0 ** np.arange(290, 300)]  # a heavy tail: the fitted quantile overflows
+    with pytest.raises(SeqaeError, match=r"generalized Pareto fit on the 10 errors .* a threshold of inf\); use "
+                                         r"--method percentile \(or auto\)$"):
+        Threshold(ThresholdConfig(method="pot")).fit(errors)
+    with caplog.at_level("INFO", logger="seqae.thresholds"):
+        fitted = Threshold().fit(errors)
+    assert fitted.method_ == "percentile" and np.isfinite(fitted.threshold_)
+    assert "the empirical percentile instead of pot" in caplog.text
+
+
 def test_float16_errors_fit_and_score_without_a_numpy_warning(recwarn):
     errors = np.random.default_rng(7).exponential(size=2000).astype(np.float16)
     for method in ("pot", "percentile"):
