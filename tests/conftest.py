@@ -14,6 +14,24 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_as_it_was():
+    """The root logger's handlers and level as before each test. An in-process CLI call (typer's
+    CliRunner) runs ``logging.basicConfig(force=True, stream=sys.stderr)`` with the runner's stream,
+    which closes when the call returns; a later log record from another thread of the same worker
+    (Prefect's log shipper, through httpx) would then print '--- Logging error ---'. Only the plain
+    stream handlers a test added are taken off (pytest's own capture handlers come and go per phase)."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = set(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
 def sine_table(n=96, length=12, seed=0, vary=True, num_features=1):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(length // 2, length + 1, size=n) if vary else np.full(n, length)
