@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 
 from flows.concurrency import SlotBusy, embed_slot_name, one_at_a_time, retrain_slot_name
 from flows.credentials import apply_storage_credentials
-from flows.runners import resolve_ray_address, shard_resources, shard_task_runner
+from flows.runners import ray_client_connection, resolve_ray_address, shard_resources, shard_task_runner
 from flows.tasks import (
     check_drift,
     current_promotion,
@@ -155,8 +155,9 @@ def _embed_holding_the_slot(data: str, out: str, models_root: str | None, model_
         return {"status": "no shard", "out": out}
     progress: Any = create_progress_artifact(progress=0.0, key="seqae-embed-progress",
                                         description=f"{len(planned)} shard(s) to {out}")
-    results, failed = embed_shards.with_options(task_runner=runner)(model_dir, out, planned, config, concurrency,
-                                                                     address is not None, progress)
+    with ray_client_connection(runner):
+        results, failed = embed_shards.with_options(task_runner=runner)(model_dir, out, planned, config, concurrency,
+                                                                         address is not None, progress)
     summary = summarize_run(model_dir, data, out, config, results, failed, models_root, model_name)
     nodes = Counter(where["node"] for where in summary["placement"].values() if where.get("node"))
     if nodes:  # which Ray node ran which shard: summary["placement"], and the reconciliation table

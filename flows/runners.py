@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from prefect.settings import get_current_settings
@@ -134,6 +137,44 @@ def shard_task_runner(address: str | None) -> tuple[TaskRunner, int]:
             init_kwargs["num_cpus"] = int(os.environ[RAY_NUM_CPUS_ENV])
         return RayTaskRunner(init_kwargs=init_kwargs), MAX_RAY_CONCURRENCY
     return RayTaskRunner(address=address, init_kwargs=init_kwargs), MAX_RAY_CONCURRENCY
+
+
+#: Ray Client connection attempts. The head's client proxy forks a server for each client, and in Ray
+#: 2.60 that fork dies at start a few percent of the time (a gRPC poller race, ray-project/ray#63202,
+#: open): ``ray.init`` raises "Initialization failure from server" before any work is sent, so
+#: connecting again is safe.
+RAY_CLIENT_ATTEMPTS = 3
+_CLIENT_START_FAILED = "Initialization failure from server"
+
+
+@contextlib.contextmanager
+def ray_client_connection(runner: Any) -> Iterator[None]:
+    """Connect this process to the ``ray://`` cluster of ``runner`` (a ``RayTaskRunner``) before the
+    runner does, retrying a client server that died at start (``RAY_CLIENT_ATTEMPTS``), and disconnect
+    after; the runner uses the connection it finds. Any other runner: nothing."""
+    address = getattr(runner, "address", None)
+    if not (isinstance(address, str) and address.startswith("ray://")):
+        yield
+        return
+    import ray
+
+    for attempt in range(1, RAY_CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address, **runner.init_kwargs)
+            break
+        except ConnectionAbortedError as exc:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            if attempt == RAY_CLIENT_ATTEMPTS or _CLIENT_START_FAILED not in str(exc):
+                raise
+            logging.getLogger(__name__).warning(
+                "Ray Client: the cluster's server for this client failed to start (attempt %d of %d; "
+                "ray-project/ray#63202), connecting again", attempt, RAY_CLIENT_ATTEMPTS)
+            time.sleep(attempt)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def shard_resources(device: str, on_ray: bool) -> contextlib.AbstractContextManager:

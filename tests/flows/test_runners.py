@@ -94,3 +94,54 @@ def test_a_setup_hook_reaches_the_workers_through_ray_client_too(monkeypatch):
         with pytest.raises(ValueError, match=r"^SEQAE_RAY_RUNTIME_ENV: worker_process_setup_hook: expected a module "
                                              r"path such as 'mypackage.setup_worker', got \['pkg.setup'\]$"):
             shard_task_runner("ray://head:10001")
+
+
+def test_a_ray_client_server_that_dies_at_start_is_connected_again(monkeypatch, caplog):
+    """Ray 2.60's client proxy loses the server it forks for a client a few percent of the time
+    (ray-project/ray#63202): ``ray.init`` fails before any work is sent, and the flow connects again."""
+    import ray
+
+    from flows import runners
+
+    calls, shutdowns = [], []
+
+    def init(address, **kwargs):
+        calls.append((address, kwargs))
+        if len(calls) < runners.RAY_CLIENT_ATTEMPTS:
+            raise ConnectionAbortedError("Initialization failure from server:\nTraceback ... ZombieProcess")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(len(calls)))
+    monkeypatch.setattr(runners.time, "sleep", lambda seconds: None)
+    with temporary_settings({PREFECT_API_URL: "http://prefect:4200/api"}):
+        client, _ = shard_task_runner("ray://head:10001")
+        local, _ = shard_task_runner("local")
+    with caplog.at_level("WARNING", logger="flows.runners"), runners.ray_client_connection(client):
+        assert len(calls) == runners.RAY_CLIENT_ATTEMPTS and shutdowns == [1, 2]  # each failed try let go
+    assert calls[-1] == ("ray://head:10001", client.init_kwargs) and shutdowns == [1, 2, 3]  # disconnected after
+    assert caplog.text.count("failed to start (attempt") == runners.RAY_CLIENT_ATTEMPTS - 1
+    # Every attempt failing, or another failure: the error as Ray raised it.
+    def dies(address, **kwargs):
+        calls.append(address)
+        raise ConnectionAbortedError("Initialization failure from server:\nTraceback ... ZombieProcess")
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", dies)
+    with pytest.raises(ConnectionAbortedError, match="Initialization failure"):
+        with runners.ray_client_connection(client):
+            pass
+    assert len(calls) == runners.RAY_CLIENT_ATTEMPTS
+
+    def refused(address, **kwargs):
+        calls.append(address)
+        raise ConnectionAbortedError("the token was refused")
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", refused)
+    with pytest.raises(ConnectionAbortedError, match="refused"):
+        with runners.ray_client_connection(client):
+            pass
+    assert calls == ["ray://head:10001"]
+    with runners.ray_client_connection(local):  # a runtime of its own: the runner starts it
+        pass
+    assert calls == ["ray://head:10001"]
