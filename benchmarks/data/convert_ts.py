@@ -56,17 +56,16 @@ def table(rows: list[np.ndarray], labels: list[str], first_id: int) -> pa.Table:
 
 
 def one_nn(train: list[np.ndarray], train_y: list[str], test: list[np.ndarray], test_y: list[str]) -> float:
-    longest = max(len(r) for r in train + test)
+    """1-NN Euclidean accuracy on ``test``, every row zero-padded to the longest of both (as
+    ``seqae.evaluate.probe`` pads the raw values: ``seqae.data.batch.pad_concat``)."""
+    from sklearn.neighbors import KNeighborsClassifier
 
-    def padded(rows):
-        out = np.zeros((len(rows), longest, rows[0].shape[1]), np.float64)
-        for i, r in enumerate(rows):
-            out[i, :len(r)] = r
-        return out.reshape(len(rows), -1)
+    from seqae.data.batch import pad_concat
 
-    a, b = padded(train), padded(test)
-    distance = (b ** 2).sum(1)[:, None] - 2 * b @ a.T + (a ** 2).sum(1)[None, :]
-    return float(np.mean(np.asarray(train_y)[distance.argmin(axis=1)] == np.asarray(test_y)))
+    values, _ = pad_concat([(r[None], np.array([len(r)])) for r in train + test], train[0].shape[1])
+    flat = values.reshape(len(values), -1)
+    fitted = KNeighborsClassifier(n_neighbors=1).fit(flat[:len(train)], train_y)
+    return float(fitted.score(flat[len(train):], test_y))
 
 
 def main() -> None:
