@@ -107,7 +107,8 @@ def run(config_name: str, seed: int, epochs: int, work: Path, overrides: list[st
     t = trained.metadata["training"]
     return {"config": config_name + "".join(f" {o}" for o in overrides), "seed": seed,
             "model": trained.metadata["model"], "batch_size": t["config"]["batch_size"], "epochs": t["epochs"],
-            "best_epoch": t["best_epoch"], "train_rows": t["train_rows"], "pool": [low, high], "minutes": round((time.time() - started) / 60, 1),
+            "best_epoch": t["best_epoch"], "train_rows": t["train_rows"],
+            "validation_rows": t["validation_rows"], "pool": [low, high], "minutes": round((time.time() - started) / 60, 1),
             "unseen_rows": int(unseen.sum()), "unseen_anomalous": int(anomalous.sum()),
             "roc_auc": round(float(roc_auc_score(anomalous, errors)), 4),
             "pr_auc": round(float(average_precision_score(anomalous, errors)), 4),

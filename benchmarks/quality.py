@@ -1,7 +1,7 @@
 """`make quality`: how good the library's defaults are, on every data set we hold, in one resumable run.
 
     python benchmarks/quality.py [--quick] [--out bench/results] [--cases PATTERN,...] [--date YYYY-MM-DD]
-        [--data-root ../shared/data] [--threads 2] [--set FIELD=VALUE ... --label NAME]
+        [--data-root ../shared/data] [--threads 2] [--jobs 1] [--set FIELD=VALUE ... --label NAME]
 
 Every case trains with the library's defaults (``ModelConfig()``, ``TrainConfig()``: no setting tuned
 per set; only what a data set needs to be read at all, the long layout's window and stride, is given).
@@ -45,6 +45,11 @@ series 135 and ``make demo-long``); the method used is recorded.
 runs the same cases with that change to the defaults, into ``quality-<date>-<label>.*`` (``--label``,
 required with ``--set``), to set beside the defaults' run: a default changes only when the suite as a
 whole says so.
+
+``--jobs N`` runs N cases at once, each in a process of its own (spawned, with ``--threads``
+TensorFlow threads) and a work folder of its own. The LSTMs here are small: one case keeps about one
+core busy, so on 2 cores ``--jobs 2 --threads 1`` (``make quality``) finishes the suite in about half
+the time of one case at a time with 2 threads. Each case records the threads and jobs it ran with.
 
 Resumable: each finished case is written to ``<out>/quality-<date>.json`` as it completes (atomically)
 and a rerun with the same ``--date`` skips it (a case finished under other defaults is rerun); a failed
@@ -521,11 +526,24 @@ def defaults(overrides: tuple = ()) -> dict:
 NONE_CHOOSES = {"patch"}
 
 
-def same_defaults(stored: dict | None, current: dict) -> bool:
+def validation_rows(case: dict) -> float:
+    """The rows a finished case held out for validation: recorded, or (ECG5000 cases before they
+    recorded it) the validation share of the normal beats it trained on."""
+    if case.get("validation_rows") is not None:
+        return case["validation_rows"]
+    fraction = case["defaults"]["train"]["validation_fraction"]
+    return case.get("train_rows", 0) * fraction / (1 - fraction)
+
+
+def same_defaults(stored: dict | None, current: dict, case: dict | None = None) -> bool:
     """Whether a case finished under ``stored`` ran what ``current`` runs: equal, apart from fields added
-    since that are off (``None``) by default, which change nothing that ran."""
+    since that are off (``None``) by default, which change nothing that ran, and ``min_validation_rows``
+    (2026-12-04) where the case held out at least as many rows: it watched the validation loss, as before."""
     if not isinstance(stored, dict) or stored.keys() != current.keys():
         return False
+    rows = current["train"].get("min_validation_rows")
+    if "min_validation_rows" not in stored["train"] and case is not None and validation_rows(case) >= rows:
+        stored = {**stored, "train": {**stored["train"], "min_validation_rows": rows}}
     if stored.get("threshold", {}).get("method") == "pot" and current["threshold"].get("method") == "auto":
         # Before auto (2026-12-04) the default was pot, and this harness fell back to the percentile where
         # pot could not fit (series 135), which is what auto does: the same thresholds.
@@ -556,7 +574,7 @@ def load_record(path: Path, quick: bool, current: dict, overrides: tuple = ()) -
     record = read_json(path) if path.exists() else {}
     record.setdefault("cases", {})
     record.setdefault("failed", {})
-    stale = [k for k, v in record["cases"].items() if not same_defaults(v.get("defaults"), current)]
+    stale = [k for k, v in record["cases"].items() if not same_defaults(v.get("defaults"), current, v)]
     for k in stale:
         print(f"{k}: finished under other defaults, rerun", flush=True)
         del record["cases"][k]
@@ -581,6 +599,23 @@ def run_case(case: Case, current: dict) -> dict:
     return result
 
 
+def _init_worker(threads: int) -> None:
+    """A ``--jobs`` worker process: the same TensorFlow thread settings as a run of its own."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def run_named_case(name: str, plan: Plan, root: Path, work: Path, current: dict) -> dict:
+    """Run the case called ``name`` in a work folder of its own (a ``--jobs`` worker: no two cases
+    share a file)."""
+    case_work = work / name.replace("/", "-")
+    case = next(c for c in build_cases(plan, root, case_work) if c.name == name)
+    return run_case(case, current)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="two small sets, one seed, 3 epochs, short long series")
@@ -588,7 +623,10 @@ def main() -> None:
     parser.add_argument("--date", default=date.today().isoformat(), help="names the results files (resume a run)")
     parser.add_argument("--cases", default="*", help="comma-separated patterns of case names, e.g. 'probe/*,ucr-135/*'")
     parser.add_argument("--data-root", default=str(DATA_ROOT), help="holds ucr-suite/, uea/ and ucr/")
-    parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (inter-op: 1)")
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads per case (inter-op: 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cases run at once, each in a process of its own with --threads threads (small LSTMs "
+                             "keep one thread busy, not two: --jobs 2 --threads 1 uses 2 cores better)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a candidate recipe: change this ModelConfig or TrainConfig default in every case")
     parser.add_argument("--label", help="names the candidate's results (quality-<date>-<label>.*); needed with --set")
@@ -615,31 +653,52 @@ def main() -> None:
     stem = out / f"quality-{args.date}{suffix}"
     current = defaults(plan.overrides)  # fails on a wrong field name before any training
     record = load_record(stem.with_suffix(".json"), args.quick, current, plan.overrides)
-    record["machine"] = machine(args.threads)
+    for case in record["cases"].values():  # finished before cases recorded how they ran: as the run said
+        case.setdefault("threads", record.get("machine", {}).get("threads", args.threads))
+        case.setdefault("jobs", 1)
+    record["machine"] = {**machine(args.threads), "jobs": args.jobs}
     work = Path(tempfile.mkdtemp(prefix="seqae-quality-"))
     patterns = args.cases.split(",")
     cases = [c for c in build_cases(plan, root, work) if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
     todo = [c for c in cases if c.name not in record["cases"]]
     print(f"{len(cases)} cases, {len(cases) - len(todo)} already done; work in {work}", flush=True)
-    for i, case in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {case.name} ...", flush=True)
+    started = time.perf_counter()
+
+    def finished(name: str, outcome: Callable[[], dict]) -> None:
+        """Record one case's result, or its failure (retried on the next run; the other cases go on)."""
         try:
-            record["cases"][case.name] = run_case(case, current)
-            record["failed"].pop(case.name, None)
-            print(f"    done in {record['cases'][case.name]['seconds']} s: {headline(case.name, record['cases'][case.name])}",
+            record["cases"][name] = {**outcome(), "threads": args.threads, "jobs": args.jobs}
+            record["failed"].pop(name, None)
+            print(f"    {name} done in {record['cases'][name]['seconds']} s: {headline(name, record['cases'][name])}",
                   flush=True)
-        except Exception as exc:  # recorded and retried on the next run; the other cases go on
-            record["failed"][case.name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-                                           "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            print(f"    FAILED: {type(exc).__name__}: {exc}", flush=True)
+        except Exception as exc:
+            record["failed"][name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                                      "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            print(f"    {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
         write_json(stem.with_suffix(".json"), record)
         stem.with_suffix(".md").write_text(markdown(record))
+
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn, not fork: TensorFlow is loaded here and is not fork-safe
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(args.threads,), max_tasks_per_child=1) as pool:
+            futures = {pool.submit(run_named_case, c.name, plan, root, work, current): c.name for c in todo}
+            print(f"{len(todo)} cases, {args.jobs} at a time ...", flush=True)
+            for future in as_completed(futures):
+                finished(futures[future], future.result)
+    for i, case in enumerate(todo if args.jobs == 1 else [], 1):
+        print(f"[{i}/{len(todo)}] {case.name} ...", flush=True)
+        finished(case.name, lambda case=case: run_case(case, current))
     write_json(stem.with_suffix(".json"), record)
     stem.with_suffix(".md").write_text(markdown(record))
     shutil.rmtree(work, ignore_errors=True)
     total = sum(v["seconds"] for v in record["cases"].values())
-    print(f"wrote {stem}.json and .md: {len(record['cases'])} cases finished ({total / 60:.1f} min of case time), "
-          f"{len(record['failed'])} failed", flush=True)
+    print(f"wrote {stem}.json and .md: {len(record['cases'])} cases finished ({total / 60:.1f} min of case time; "
+          f"this run {(time.perf_counter() - started) / 60:.1f} min for {len(todo)}), {len(record['failed'])} failed",
+          flush=True)
     if record["failed"]:
         raise SystemExit(1)
 
@@ -894,7 +953,7 @@ def markdown(record: dict) -> str:
     what = f"a candidate recipe ({', '.join(changes)})" if changes else "the library's defaults"
     lines = [f"# seqae quality{' (--quick)' if record['quick'] else ''}: {what} on data it was not chosen on", "",
              f"{len(record['cases'])} cases finished, {len(record['failed'])} failed; {total / 60:.1f} minutes of case "
-             f"time on {m.get('cores')} cores (TensorFlow threads: {m.get('threads')}); seqae {m.get('seqae')}, "
+             f"time on {m.get('cores')} cores ({_threads_words(record)}); seqae {m.get('seqae')}, "
              f"TensorFlow {m.get('tensorflow')}, onnxruntime {m.get('onnxruntime')}. {'With' if changes else 'Defaults'}: units "
              f"{record['defaults']['model']['units']}, batch {record['defaults']['train']['batch_size']}, learning rate "
              f"{record['defaults']['model']['learning_rate']}, patience {record['defaults']['train']['patience']}, "
@@ -905,6 +964,17 @@ def markdown(record: dict) -> str:
         lines += ["## Failed (retried on the next run)", ""]
         lines += [f"- `{k}`: {v['error']}" for k, v in record["failed"].items()] + [""]
     return "\n".join(lines)
+
+
+def _threads_words(record: dict) -> str:
+    """How the cases ran: TensorFlow threads per case and cases at once (``--jobs``), as recorded per case
+    (cases finished before 2026-12-04 recorded neither: the run's threads, one case at a time)."""
+    runs: dict[tuple, int] = {}
+    for case in record["cases"].values():
+        key = (case.get("threads", record.get("machine", {}).get("threads")), case.get("jobs", 1))
+        runs[key] = runs.get(key, 0) + 1
+    return "; ".join(f"{n} case{'s' if n != 1 else ''} with {t} TensorFlow thread{'s' if t != 1 else ''}, "
+                     f"{'one at a time' if j == 1 else f'{j} at a time'}" for (t, j), n in sorted(runs.items(), key=str))
 
 
 def parity_sentence(record: dict) -> str:

@@ -79,7 +79,7 @@ def train_model(data: str, model_dir: str, model: ModelConfig, data_config: Data
     t = result.metadata["training"]
     create_table_artifact(key="seqae-training-metrics", description=f"Training of {model_dir}", table=[
         {"model_id": result.metadata["model_id"], "model_version": result.metadata["model_version"],
-         "epochs": t["epochs"], "best_epoch": t["best_epoch"], "train_rows": t["train_rows"],
+         "epochs": t["epochs"], "best_epoch": t["best_epoch"], "monitor": t["monitor"], "train_rows": t["train_rows"],
          "validation_rows": t["validation_rows"], "seconds": t["seconds"],
          **{k: round(v, 6) for k, v in t["metrics"].items()}}])
     plot = Location.of(str(result.model_dir)).join(names.LOSS_PLOT_FILE)  # a local path or a URI

@@ -497,8 +497,8 @@ def train_cmd(
     t = result.training
     _print_json({"model_dir": str(result.model_dir), "model_id": result.model_id,
                  "model_version": result.model_version, "model": result.metadata["model"],
-                 "epochs": result.epochs, "best_epoch": result.best_epoch, "metrics": result.metrics,
-                 "train_rows": t["train_rows"], "validation_rows": t["validation_rows"],
+                 "epochs": result.epochs, "best_epoch": result.best_epoch, "monitor": t["monitor"],
+                 "metrics": result.metrics, "train_rows": t["train_rows"], "validation_rows": t["validation_rows"],
                  "validation": t["validation"], "warnings": t["warnings"], "seconds": t["seconds"]})
 
 

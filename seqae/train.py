@@ -592,7 +592,11 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
     train_ds = make_dataset(plan, data_config, train_config, validation=False, targets=targets)
     val_ds = (make_dataset(plan, data_config, train_config, validation=True, targets=targets)
               if plan.validation_rows else None)
-    monitor = "val_loss" if val_ds is not None else "loss"
+    monitor = "val_loss" if plan.validation_rows >= train_config.min_validation_rows else "loss"
+    if val_ds is not None and monitor == "loss":
+        log.info("early stopping and the learning-rate schedule watch the training loss: %d held-out rows are fewer "
+                 "than min_validation_rows (%d), whose loss would pick the epoch to keep by chance; they stay the "
+                 "threshold and drift reference", plan.validation_rows, train_config.min_validation_rows)
     rule = StepPlateau.of(train_config)
     schedule = step_schedule(rule, monitor=monitor, learning_rate=cfg.learning_rate,
                              warmup_steps=train_config.warmup_steps, min_learning_rate=train_config.min_learning_rate)
@@ -635,6 +639,7 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
             "config": train_config.to_dict(),
             "train_rows": plan.train_rows,
             "validation_rows": plan.validation_rows,
+            "monitor": monitor,
             "validation": {**plan.split.to_dict(), "gap_rows": plan.gap_rows},
             "warnings": plan.warnings,
             "longest": plan.longest,

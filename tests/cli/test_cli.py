@@ -69,6 +69,7 @@ def test_train_export_embed_through_the_cli(tmp_path, sine_dir):
     recorded = json.loads((model / "seqae.json").read_text())["training"]["config"]
     assert recorded["lr_patience"] == 3 and recorded["cache_mb"] == 0 and recorded["batch_size"] == 16
     assert trained["train_rows"] + trained["validation_rows"] == 80
+    assert trained["monitor"] == "loss"  # about 8 held-out rows, fewer than min_validation_rows (64)
     result = runner.invoke(app, ["--quiet", "export", str(model)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["parity"]["passed"] is True

@@ -120,7 +120,7 @@ def test_weight_averaging_validates_and_keeps_the_average(tmp_path, make_sine_ta
     (tmp_path / "data").mkdir()
     pq.write_table(table, tmp_path / "data" / "p.parquet")
     common = dict(batch_size=16, min_steps=0, min_epoch_steps=10, max_epochs=3, patience=1000, lr_patience=1000,
-                  validation_fraction=0.25)
+                  validation_fraction=0.25, min_validation_rows=1)
     held_out = split_of(table.column("id"), 0, 0.25)
     values = np.stack(table.column("values").to_numpy(zero_copy_only=False))[held_out][..., None]
     runs = {}
@@ -133,3 +133,31 @@ def test_weight_averaging_validates_and_keeps_the_average(tmp_path, make_sine_ta
     # The same seed trains the same raw weights (the swap back rounds a little); only what is validated differs.
     assert runs[0.9]["history"]["loss"] == pytest.approx(runs[None]["history"]["loss"], rel=1e-3)
     assert runs[0.9]["history"]["val_loss"] != pytest.approx(runs[None]["history"]["val_loss"], rel=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("min_rows, monitor", [(None, "loss"), (10, "val_loss")])
+def test_a_few_held_out_rows_do_not_pick_the_epoch(tmp_path, make_sine_table, min_rows, monitor):
+    """About 16 held-out rows are fewer than the default 64: the schedule keeps the epoch of the
+    lowest training loss, and the held-out rows stay the reference; 10 is enough to watch them."""
+    import numpy as np
+
+    from seqae.train import train
+
+    (tmp_path / "data").mkdir()
+    pq.write_table(make_sine_table(n=64, length=8), tmp_path / "data" / "p.parquet")
+    extra = {} if min_rows is None else {"min_validation_rows": min_rows}
+    config = TrainConfig(batch_size=16, min_steps=0, min_epoch_steps=5, max_epochs=6, patience=1000,
+                         lr_patience=1000, min_delta=0.0, validation_fraction=0.25, **extra)
+    t = train(str(tmp_path / "data"), tmp_path / "m", model_config=ModelConfig(units=4, learning_rate=0.01),
+              train_config=config).metadata["training"]
+    assert 10 <= t["validation_rows"] < 64
+    assert t["monitor"] == monitor
+    assert len(t["history"]["val_loss"]) == 6  # still validated every epoch, whichever loss is watched
+    assert t["best_epoch"] == int(np.argmin(t["history"][monitor])) + 1
+
+
+def test_min_validation_rows_is_checked():
+    with pytest.raises(ConfigError, match="min_validation_rows"):
+        TrainConfig(min_validation_rows=0)
+    assert TrainConfig().min_validation_rows == 64
