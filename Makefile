@@ -78,7 +78,7 @@ bench: $(STAMP)
 
 # The library's defaults on every data set held (linear probe on 7 classification sets and 2 held out, ECG5000
 # anomaly over 3 seeds and on another split, UCR series 135, a long ECG set beside a nearest-window peer):
-# bench/results/quality-<date>.json and .md, about an hour on 2 cores (two cases at a time, one TensorFlow
+# bench/results/quality-<date>.json and .md, 46 minutes on 2 cores on 2026-12-04 (two cases at a time, one TensorFlow
 # thread each), resumable (a rerun the same day skips finished cases). QUALITY=--quick: a few minutes.
 quality: $(STAMP)
 	cd benchmarks && ../$(PY) quality.py --out ../bench/results --jobs 2 --threads 1 $(QUALITY)
