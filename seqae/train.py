@@ -594,8 +594,8 @@ def train(data: str, model_dir: str | os.PathLike, *, model_config: ModelConfig 
               if plan.validation_rows else None)
     monitor = "val_loss" if plan.validation_rows >= train_config.min_validation_rows else "loss"
     if val_ds is not None and monitor == "loss":
-        log.info("early stopping and the learning-rate schedule watch the training loss: %d held-out rows are fewer "
-                 "than min_validation_rows (%d), whose loss would pick the epoch to keep by chance; they stay the "
+        log.info("early stopping and the learning-rate schedule watch the training loss: the loss of %d held-out rows "
+                 "(fewer than min_validation_rows, %d) would pick the epoch to keep by chance; those rows stay the "
                  "threshold and drift reference", plan.validation_rows, train_config.min_validation_rows)
     rule = StepPlateau.of(train_config)
     schedule = step_schedule(rule, monitor=monitor, learning_rate=cfg.learning_rate,
