@@ -47,9 +47,10 @@ required with ``--set``), to set beside the defaults' run: a default changes onl
 whole says so.
 
 ``--jobs N`` runs N cases at once, each in a process of its own (spawned, with ``--threads``
-TensorFlow threads) and a work folder of its own. The LSTMs here are small: one case keeps about one
-core busy, so on 2 cores ``--jobs 2 --threads 1`` (``make quality``) finishes the suite in about half
-the time of one case at a time with 2 threads. Each case records the threads and jobs it ran with.
+TensorFlow threads) and a work folder of its own. The LSTMs here are small: one case with 2 threads
+keeps about one core busy, so on 2 cores ``--jobs 2 --threads 1`` (``make quality``) runs two cases in
+about the time of one (docs/benchmarks.md has the figures). Each case records the threads and jobs it
+ran with.
 
 Resumable: each finished case is written to ``<out>/quality-<date>.json`` as it completes (atomically)
 and a rerun with the same ``--date`` skips it (a case finished under other defaults is rerun); a failed
@@ -76,6 +77,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+from collections import Counter  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -689,9 +691,10 @@ def main() -> None:
             print(f"{len(todo)} cases, {args.jobs} at a time ...", flush=True)
             for future in as_completed(futures):
                 finished(futures[future], future.result)
-    for i, case in enumerate(todo if args.jobs == 1 else [], 1):
-        print(f"[{i}/{len(todo)}] {case.name} ...", flush=True)
-        finished(case.name, lambda case=case: run_case(case, current))
+    else:
+        for i, case in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {case.name} ...", flush=True)
+            finished(case.name, lambda case=case: run_case(case, current))
     write_json(stem.with_suffix(".json"), record)
     stem.with_suffix(".md").write_text(markdown(record))
     shutil.rmtree(work, ignore_errors=True)
@@ -967,12 +970,9 @@ def markdown(record: dict) -> str:
 
 
 def _threads_words(record: dict) -> str:
-    """How the cases ran: TensorFlow threads per case and cases at once (``--jobs``), as recorded per case
-    (cases finished before 2026-12-04 recorded neither: the run's threads, one case at a time)."""
-    runs: dict[tuple, int] = {}
-    for case in record["cases"].values():
-        key = (case.get("threads", record.get("machine", {}).get("threads")), case.get("jobs", 1))
-        runs[key] = runs.get(key, 0) + 1
+    """How the cases ran: TensorFlow threads per case and cases at once (``--jobs``), as each case
+    records (``main`` stamps the cases finished before they recorded it)."""
+    runs = Counter((case["threads"], case["jobs"]) for case in record["cases"].values())
     return "; ".join(f"{n} case{'s' if n != 1 else ''} with {t} TensorFlow thread{'s' if t != 1 else ''}, "
                      f"{'one at a time' if j == 1 else f'{j} at a time'}" for (t, j), n in sorted(runs.items(), key=str))
 

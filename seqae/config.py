@@ -267,11 +267,9 @@ class TrainConfig(Config):
             and the threshold and drift reference).
         min_validation_rows: held-out rows (windows in the long layout) the validation loss needs
             before early stopping and the learning-rate schedule watch it; with fewer, they watch the
-            training loss, and the held-out rows stay the threshold and drift reference. The loss of a
-            few rows picks the epoch to keep by chance: on GunPoint (5 and 6 held-out rows) two seeds'
-            probes differed by 0.11 that way, and by 0.013 watching the training loss
-            (docs/benchmarks.md). With ``ema``, the training loss is the raw weights' and the averaged
-            weights of the chosen epoch are kept.
+            training loss, and the held-out rows stay the threshold and drift reference: the loss of a
+            few rows picks the epoch to keep by chance (the figures: docs/benchmarks.md). With ``ema``,
+            the training loss is the raw weights' and the averaged weights of the chosen epoch are kept.
         validation_split: how it is held out. ``key``: by a seeded hash of the key (a sequence, or a
             whole series in the long layout). ``time`` (long layout): the last ``validation_fraction``
             of each series' windows, after a gap that drops the windows overlapping them, so that no
