@@ -25,8 +25,8 @@ demo: $(STAMP)
 	# The pipeline flow in this process (Prefect starts a temporary local server; no server to run):
 	# train -> export (parity gate) -> threshold -> promote -> embed -> evaluate.
 	# --epochs 100: the demo's own stated budget (about 4,100 optimizer steps). The library's defaults
-	# cannot make 5 minutes here: make quality (2026-12-04) trained ECG5000's normal beats for 151 to
-	# 300 epochs with them, 5 to 10 minutes a case on 2 cores (docs/benchmarks.md).
+	# cannot make 5 minutes here: make quality (2026-12-04) trained ECG5000's normal beats to the
+	# 300-epoch cap with them at all three seeds, 6 to 9 minutes a case on 2 cores (docs/benchmarks.md).
 	$(PY) -m flows pipeline --data $(DEMO)/data --models $(DEMO)/models --out $(DEMO)/out \
 		--filter "label == 1" --epochs 100 > $(DEMO)/pipeline.json
 	$(PY) -c "import duckdb; g='$(DEMO)/out/embeddings/*.parquet'; \
@@ -78,8 +78,9 @@ bench: $(STAMP)
 
 # The library's defaults on every data set held (linear probe on 7 classification sets and 2 held out, ECG5000
 # anomaly over 3 seeds and on another split, UCR series 135, a long ECG set beside a nearest-window peer):
-# bench/results/quality-<date>.json and .md, 46 minutes on 2 cores on 2026-12-04 (two cases at a time, one TensorFlow
-# thread each), resumable (a rerun the same day skips finished cases). QUALITY=--quick: a few minutes.
+# bench/results/quality-<date>.json and .md, about 53 minutes on 2 cores with the defaults of 2026-12-04 (93 minutes of
+# CPU time, two cases at a time, one TensorFlow thread each), resumable (a rerun the same day skips finished cases).
+# QUALITY=--quick: a few minutes.
 quality: $(STAMP)
 	cd benchmarks && ../$(PY) quality.py --out ../bench/results --jobs 2 --threads 1 $(QUALITY)
 

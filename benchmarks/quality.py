@@ -540,12 +540,19 @@ def validation_rows(case: dict) -> float:
 def same_defaults(stored: dict | None, current: dict, case: dict | None = None) -> bool:
     """Whether a case finished under ``stored`` ran what ``current`` runs: equal, apart from fields added
     since that are off (``None``) by default, which change nothing that ran, and ``min_validation_rows``
-    (2026-12-04) where the case held out at least as many rows: it watched the validation loss, as before."""
+    (2026-12-04) where the case held out at least as many rows: it watched the validation loss, as before;
+    a larger ``patience`` where the case trained to ``max_epochs``."""
     if not isinstance(stored, dict) or stored.keys() != current.keys():
         return False
     rows = current["train"].get("min_validation_rows")
     if "min_validation_rows" not in stored["train"] and case is not None and validation_rows(case) >= rows:
         stored = {**stored, "train": {**stored["train"], "min_validation_rows": rows}}
+    patience = current["train"].get("patience")
+    if (case is not None and case.get("epochs") == stored["train"].get("max_epochs") == current["train"].get("max_epochs")
+            and isinstance(patience, int) and stored["train"].get("patience", patience) < patience):
+        # patience only decides when to stop (2026-12-04: 300 -> 1000 steps): a case that trained to
+        # max_epochs under a smaller one never met the stop rule, and would not under a larger one.
+        stored = {**stored, "train": {**stored["train"], "patience": patience}}
     if stored.get("threshold", {}).get("method") == "pot" and current["threshold"].get("method") == "auto":
         # Before auto (2026-12-04) the default was pot, and this harness fell back to the percentile where
         # pot could not fit (series 135), which is what auto does: the same thresholds.

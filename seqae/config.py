@@ -289,7 +289,7 @@ class TrainConfig(Config):
 
     batch_size: int = option(64, "Sequences per step.", min=1)
     max_epochs: int = option(300, "Most epochs; early stopping usually ends sooner.", flag="epochs", min=1)
-    patience: int = option(300, "Optimizer steps without improvement before stopping (after --min-steps).", min=1)
+    patience: int = option(1000, "Optimizer steps without improvement before stopping (after --min-steps).", min=1)
     lr_patience: int = option(100, "Optimizer steps without improvement before the learning rate is halved.", min=1)
     min_steps: int = option(1000, "Optimizer steps trained before early stopping may stop.", min=0)
     min_epoch_steps: int = 20
