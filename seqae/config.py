@@ -244,7 +244,7 @@ class TrainConfig(Config):
 
     Args:
         batch_size: sequences per gradient step.
-        max_epochs: upper bound on epochs; early stopping usually ends sooner, and it wins over
+        max_epochs: upper bound on epochs; early stopping may end sooner, and it wins over
             ``min_steps`` (a quick run with ``max_epochs=1`` stays quick).
         patience: optimizer steps without improvement (by ``min_delta``) before stopping, once
             ``min_steps`` are done; the best weights are restored. The validation loss is evaluated
@@ -288,7 +288,7 @@ class TrainConfig(Config):
     """
 
     batch_size: int = option(64, "Sequences per step.", min=1)
-    max_epochs: int = option(300, "Most epochs; early stopping usually ends sooner.", flag="epochs", min=1)
+    max_epochs: int = option(300, "Most epochs; early stopping may end sooner.", flag="epochs", min=1)
     patience: int = option(1000, "Optimizer steps without improvement before stopping (after --min-steps).", min=1)
     lr_patience: int = option(100, "Optimizer steps without improvement before the learning rate is halved.", min=1)
     min_steps: int = option(1000, "Optimizer steps trained before early stopping may stop.", min=0)
