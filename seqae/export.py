@@ -280,7 +280,11 @@ def to_fp16(proto):
     """fp16 weights and compute, float32 inputs and outputs (Cast at the edges). CUDA only.
 
     onnxconverter-common leaves ``Cast(to=float)`` nodes of the graph as they are, which breaks
-    type inference downstream; inside the graph they must cast to float16.
+    type inference downstream; inside the graph they must cast to float16. Not where the converter
+    keeps the consumer in float32: it leaves the ops of its block list (``Min`` and ``Max`` among
+    them, which tf2onnx writes, with casts, for the integer step counts of a patched model) in
+    float32 behind casts of its own, and a count cast through float16 would lose its exactness
+    above 2048.
     """
     import onnx
     from onnx import TensorProto
@@ -289,18 +293,46 @@ def to_fp16(proto):
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     isolate_outputs(proto.graph)
     del proto.graph.value_info[:]
+
+    def casts(graph) -> set[str]:
+        found = {n.name for n in graph.node if n.op_type == "Cast"}
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    found |= casts(attr.g)
+        return found
+
+    own = casts(proto.graph)
     half = float16.convert_float_to_float16(proto, keep_io_types=True)
     outputs = {o.name for o in half.graph.output}
 
     def retarget(graph) -> None:
+        readers: dict[str, list] = {}
         for node in graph.node:
-            if node.op_type == "Cast" and not set(node.output) & outputs:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+
+        def float32_anyway(node) -> bool:  # read only by the converter's casts to float32
+            found = [r for o in node.output for r in readers.get(o, [])]
+            return bool(found) and all(r.op_type == "Cast" and r.name not in own
+                                       and any(a.name == "to" and a.i == TensorProto.FLOAT for a in r.attribute)
+                                       for r in found)
+
+        kept = set()
+        for node in graph.node:
+            if node.op_type == "Cast" and node.name in own and not set(node.output) & outputs:
+                if float32_anyway(node):
+                    kept.update(node.output)
+                    continue
                 for attr in node.attribute:
                     if attr.name == "to" and attr.i == TensorProto.FLOAT:
                         attr.i = TensorProto.FLOAT16
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.GRAPH:
                     retarget(attr.g)
+        for info in graph.value_info:  # the converter typed every float tensor float16
+            if info.name in kept and info.type.tensor_type.elem_type == TensorProto.FLOAT16:
+                info.type.tensor_type.elem_type = TensorProto.FLOAT
 
     retarget(half.graph)
     onnx.checker.check_model(half, full_check=True)
