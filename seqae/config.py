@@ -341,7 +341,9 @@ class ExportConfig(Config):
 
     Args:
         opset: ONNX opset (13 to 18, tested with tf2onnx 1.17).
-        fp16: also write ``scorer.fp16.onnx`` (CUDA serving).
+        fp16: also write ``scorer.fp16.onnx`` (CUDA serving), kept only if it passes its own parity
+            against the fp32 scorer, run by ONNX's reference evaluator on the CPU (64 parity rows;
+            ``seqae embed --device cuda --fp16`` measures CUDA's kernels):
         parity_rows: real rows the gate compares (also cut to random lengths).
         embedding_atol: absolute, per embedding value.
         error_rtol: relative, per sequence, on ``recon_error`` and ``pred_error`` (the same bound as on
@@ -356,6 +358,8 @@ class ExportConfig(Config):
         int8_embedding_atol: absolute, per embedding value;
         int8_error_rtol: relative, per sequence, on the errors: the median over the parity rows;
         int8_error_rtol_p99: the same, the 99th percentile.
+        fp16_embedding_atol, fp16_error_rtol, fp16_error_rtol_p99: the fp16 scorer's bounds, as the
+            int8 ones (on an H200, fp16 moved embeddings by at most 8e-4 and errors by 0.1%).
     """
 
     opset: int = option(17, "ONNX opset.", min=13, max=18)
@@ -370,13 +374,17 @@ class ExportConfig(Config):
     int8_embedding_atol: float = 2e-2
     int8_error_rtol: float = 1e-2
     int8_error_rtol_p99: float = 5e-2
+    fp16_embedding_atol: float = 1e-2
+    fp16_error_rtol: float = 1e-2
+    fp16_error_rtol_p99: float = 5e-2
 
     def __post_init__(self) -> None:
         if not isinstance(self.opset, int) or not 13 <= self.opset <= 18:
             raise ConfigError(f"opset: expected 13 to 18 (tested with tf2onnx 1.17), got {self.opset!r}")
         check_positive("parity_rows", self.parity_rows)
         for name in ("embedding_atol", "error_rtol", "step_error_rtol", "error_atol_floor", "int8_embedding_atol",
-                     "int8_error_rtol", "int8_error_rtol_p99"):
+                     "int8_error_rtol", "int8_error_rtol_p99", "fp16_embedding_atol", "fp16_error_rtol",
+                     "fp16_error_rtol_p99"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name}: expected a number >= 0, got {value!r}")

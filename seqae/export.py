@@ -241,22 +241,56 @@ def int8_parity(int8_path: Path, fp32_path: Path, values: np.ndarray, lengths: n
     wanted = [o for o in outputs if o != names.STEP_ERROR]
     quantized = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"]).run(wanted, feed)
     full = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).run(wanted, feed)
-    result: dict[str, Any] = {"rows": int(len(lengths)), "tolerance": {
-        "embedding_atol": config.int8_embedding_atol, "error_rtol_median": config.int8_error_rtol,
-        "error_rtol_p99": config.int8_error_rtol_p99}}
+    return variant_parity(dict(zip(wanted, quantized)), dict(zip(wanted, full)), config.int8_embedding_atol,
+                          config.int8_error_rtol, config.int8_error_rtol_p99, config.error_atol_floor)
+
+
+def variant_parity(variant: dict[str, np.ndarray], full: dict[str, np.ndarray], embedding_atol: float,
+                   error_rtol: float, error_rtol_p99: float, floor: float) -> dict[str, Any]:
+    """A lower-precision scorer's outputs against the fp32 scorer's on the same rows: the embedding
+    by its largest absolute difference, each error by the median and 99th percentile of its relative
+    differences (``passed`` when all are within the bounds; a non-finite output never passes)."""
+    result: dict[str, Any] = {"rows": int(len(next(iter(full.values())))), "tolerance": {
+        "embedding_atol": embedding_atol, "error_rtol_median": error_rtol, "error_rtol_p99": error_rtol_p99}}
     passed = True
-    for name, q, f in zip(wanted, quantized, full):
-        diff = np.abs(q.astype(np.float64) - f)
+    for name, f in full.items():
+        diff = np.abs(variant[name].astype(np.float64) - f)
+        passed &= bool(np.isfinite(diff).all())
         if name == names.EMBEDDING:
             result[name] = {"max_abs": float(diff.max())}
-            passed &= bool(diff.max() <= config.int8_embedding_atol)
+            passed &= bool(diff.max() <= embedding_atol)
         else:
-            rel = diff / np.maximum(np.abs(f), config.error_atol_floor)
+            rel = diff / np.maximum(np.abs(f), floor)
             result[name] = {"median_rel": float(np.median(rel)), "p99_rel": float(np.quantile(rel, 0.99)),
                             "max_rel": float(rel.max())}
-            passed &= bool(np.median(rel) <= config.int8_error_rtol and np.quantile(rel, 0.99) <= config.int8_error_rtol_p99)
+            passed &= bool(np.median(rel) <= error_rtol and np.quantile(rel, 0.99) <= error_rtol_p99)
     result["passed"] = passed
     return result
+
+
+def fp16_reference_parity(half, fp32_path: Path, values: np.ndarray, lengths: np.ndarray, outputs: list[str],
+                          config: ExportConfig, rows: int = 64) -> dict[str, Any]:
+    """The fp16 scorer against the fp32 one where no GPU is needed: the fp16 graph run by ONNX's
+    reference evaluator (numpy float16) on the first ``rows`` parity rows, the fp32 one by the CPU
+    provider (onnxruntime's CPU provider must never run an fp16 LSTM: it crashed in a trial). It
+    checks the graph, not CUDA's kernels: ``seqae embed --device cuda --fp16`` measures those."""
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    feed = {names.INPUT_VALUES: np.ascontiguousarray(values[:rows], dtype=np.float32),
+            names.INPUT_LENGTHS: np.ascontiguousarray(lengths[:rows], dtype=np.int32)}
+    wanted = [o for o in outputs if o != names.STEP_ERROR]
+    by = "the ONNX reference evaluator (numpy float16) against fp32 on the CPU provider"
+    try:
+        with np.errstate(all="ignore"):  # an overflow shows as a non-finite output, which fails
+            got = list(ReferenceEvaluator(half).run(wanted, feed))
+    except Exception as exc:  # noqa: BLE001 - a graph the evaluator cannot run is not vouched for
+        return {"measured": True, "by": by, "rows": int(len(feed[names.INPUT_LENGTHS])), "passed": False,
+                "error": f"{type(exc).__name__}: {exc}"[:500]}
+    full = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).run(wanted, feed)
+    return {"measured": True, "by": by,
+            **variant_parity(dict(zip(wanted, got)), dict(zip(wanted, full)), config.fp16_embedding_atol,
+                             config.fp16_error_rtol, config.fp16_error_rtol_p99, config.error_atol_floor)}
 
 
 def isolate_outputs(graph) -> None:
@@ -279,12 +313,14 @@ def isolate_outputs(graph) -> None:
 def to_fp16(proto):
     """fp16 weights and compute, float32 inputs and outputs (Cast at the edges). CUDA only.
 
-    onnxconverter-common leaves ``Cast(to=float)`` nodes of the graph as they are, which breaks
-    type inference downstream; inside the graph they must cast to float16. Not where the converter
-    keeps the consumer in float32: it leaves the ops of its block list (``Min`` and ``Max`` among
-    them, which tf2onnx writes, with casts, for the integer step counts of a patched model) in
-    float32 behind casts of its own, and a count cast through float16 would lose its exactness
-    above 2048.
+    Two things onnxconverter-common gets wrong for these graphs are mended here:
+
+    - It leaves the graph's own ``Cast(to=float)`` nodes as they are, which breaks type inference
+      downstream; inside the graph they must cast to float16.
+    - tf2onnx does some integer arithmetic in float (a patched model's step counts: ``Cast`` to
+      float, ``Max``, ``Cast`` back, with sentinels of 1e9). The converter keeps ``Max`` in float32
+      but passes its inputs and outputs through float16, where 1e9 is infinity and a count is exact
+      only to 2048: the scorer sliced no rows at all. Such islands (``float_islands``) stay float32.
     """
     import onnx
     from onnx import TensorProto
@@ -293,50 +329,99 @@ def to_fp16(proto):
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     isolate_outputs(proto.graph)
     del proto.graph.value_info[:]
-
-    def casts(graph) -> set[str]:
-        found = {n.name for n in graph.node if n.op_type == "Cast"}
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    found |= casts(attr.g)
-        return found
-
-    own = casts(proto.graph)
-    half = float16.convert_float_to_float16(proto, keep_io_types=True)
+    islands = float_islands(proto, float16.DEFAULT_OP_BLOCK_LIST)
+    own = {n.name for n in proto.graph.node if n.op_type == "Cast"}
+    half = float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=sorted(islands))
     outputs = {o.name for o in half.graph.output}
+    collapse_round_trips(half.graph, own)
 
     def retarget(graph) -> None:
-        readers: dict[str, list] = {}
         for node in graph.node:
-            for name in node.input:
-                readers.setdefault(name, []).append(node)
-
-        def float32_anyway(node) -> bool:  # read only by the converter's casts to float32
-            found = [r for o in node.output for r in readers.get(o, [])]
-            return bool(found) and all(r.op_type == "Cast" and r.name not in own
-                                       and any(a.name == "to" and a.i == TensorProto.FLOAT for a in r.attribute)
-                                       for r in found)
-
-        kept = set()
-        for node in graph.node:
-            if node.op_type == "Cast" and node.name in own and not set(node.output) & outputs:
-                if float32_anyway(node):
-                    kept.update(node.output)
-                    continue
+            if node.op_type == "Cast" and node.name in own and node.name not in islands \
+                    and not set(node.output) & outputs:
                 for attr in node.attribute:
                     if attr.name == "to" and attr.i == TensorProto.FLOAT:
                         attr.i = TensorProto.FLOAT16
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.GRAPH:
                     retarget(attr.g)
-        for info in graph.value_info:  # the converter typed every float tensor float16
-            if info.name in kept and info.type.tensor_type.elem_type == TensorProto.FLOAT16:
-                info.type.tensor_type.elem_type = TensorProto.FLOAT
 
     retarget(half.graph)
     onnx.checker.check_model(half, full_check=True)
     return half
+
+
+def float_islands(proto, kept_float32: list[str]) -> set[str]:
+    """Names of the nodes of ``proto``'s main graph that do integer arithmetic in float: from a
+    ``Cast`` of an integer or boolean tensor to float, every node its float values reach, when all
+    of them are casts or ops the fp16 converter keeps in float32 (``kept_float32``) and the float
+    values end in casts to a non-float type. A cast whose values meet real float compute (a mask
+    that multiplies activations) is no island: float16 serves it."""
+    import onnx
+    from onnx import TensorProto
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE}
+    readers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in proto.graph.output}
+    allowed = set(kept_float32) | {"Cast"}
+    found: set[str] = set()
+    for start in proto.graph.node:
+        if start.op_type != "Cast" or types.get(start.input[0]) in floats | {None} \
+                or not any(types.get(o) == TensorProto.FLOAT for o in start.output):
+            continue
+        island, todo, ok = {start.name}, [start], True
+        while todo and ok:
+            node = todo.pop()
+            for out in node.output:
+                if types.get(out) not in floats:
+                    continue
+                if out in graph_outputs or not readers.get(out):
+                    ok = False
+                for reader in readers.get(out, []):
+                    if reader.op_type not in allowed:
+                        ok = False
+                    elif reader.name not in island:
+                        island.add(reader.name)
+                        todo.append(reader)
+        if ok:
+            found |= island
+    return found
+
+
+def collapse_round_trips(graph, own: set[str]) -> None:
+    """Wire around the converter's float32 -> float16 -> float32 cast pairs (between two nodes it
+    keeps in float32): the round trip only loses precision and range."""
+    from onnx import TensorProto
+
+    def to(node) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    producer = {o: n for n in graph.node for o in n.output}
+    removed = []
+    for node in graph.node:
+        if node.op_type != "Cast" or node.name in own or to(node) != TensorProto.FLOAT:
+            continue
+        first = producer.get(node.input[0])
+        if first is None or first.op_type != "Cast" or first.name in own or to(first) != TensorProto.FLOAT16:
+            continue
+        source = first.input[0]
+        for reader in graph.node:
+            reader.input[:] = [source if i == node.output[0] else i for i in reader.input]
+        removed.append(node)
+    for node in removed:
+        graph.node.remove(node)
+    outputs = {o.name for o in graph.output}
+    consumed = {i for n in graph.node for i in n.input}
+    for node in [n for n in graph.node if n.op_type == "Cast" and n.name not in own
+                 and to(n) == TensorProto.FLOAT16 and not (set(n.output) & (consumed | outputs))]:
+        graph.node.remove(node)
 
 
 # --- parity -----------------------------------------------------------------------------------
@@ -546,14 +631,21 @@ def check_parity(trained, paths: dict[str, Path], values: np.ndarray, lengths: n
 
 
 def fp16_variant(scorer, props: dict[str, Any], staging: Path, fp32_path: Path, values: np.ndarray,
-                 lengths: np.ndarray, outputs: list[str]) -> tuple[Path, dict[str, Any]]:
-    """Write ``scorer.fp16.onnx`` from the fp32 scorer; returns its path and its parity with fp32
-    (measured on the CUDA provider only, else recorded as not measured)."""
+                 lengths: np.ndarray, config: ExportConfig, outputs: list[str]) -> tuple[Path | None, dict[str, Any]]:
+    """Write ``scorer.fp16.onnx`` from the fp32 scorer if it passes its parity with fp32
+    (``fp16_reference_parity``; also on the CUDA provider where one is usable, recorded as
+    ``cuda``); returns its path (``None`` when it failed: no file is left) and the parity."""
     half = to_fp16(scorer)
+    parity = fp16_reference_parity(half, fp32_path, values, lengths, outputs, config)
+    if not parity["passed"]:
+        log.warning("%s: the fp16 scorer is not kept, its parity with fp32 is beyond tolerance: %s",
+                    staging.parent, parity)
+        return None, parity
     _set_metadata(half, {**props, "seqae.graph": "scorer", "seqae.precision": "fp16"})
     path = staging / names.SCORER_FP16_ONNX
     _save(half, path)
-    return path, fp16_parity(path, fp32_path, values, lengths, outputs)
+    cuda = fp16_parity(path, fp32_path, values, lengths, outputs)
+    return path, {**parity, **({"cuda": cuda} if cuda["measured"] else {})}
 
 
 def int8_variant(scorer, staging: Path, fp32_path: Path, values: np.ndarray, lengths: np.ndarray,
@@ -576,13 +668,15 @@ def int8_variant(scorer, staging: Path, fp32_path: Path, values: np.ndarray, len
 def write_variants(config: ExportConfig, scorer, props: dict[str, Any], staging: Path, fp32_path: Path,
                    values: np.ndarray, lengths: np.ndarray, cfg: ModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """The variants ``config`` asks for: the fp16 scorer (``config.fp16``) and the int8 one
-    (``config.int8``, kept if its own parity passes). Returns the file records of those written and
+    (``config.int8``), each kept if its own parity passes. Returns the file records of those written and
     their parity records (``fp16_parity``, ``int8_parity``)."""
     files: dict[str, Any] = {}
     parity: dict[str, Any] = {}
     if config.fp16:
-        path, parity["fp16_parity"] = fp16_variant(scorer, props, staging, fp32_path, values, lengths, cfg.output_names)
-        files[path.name] = _file_record(path, "fp16", "scorer")
+        fp16_path, parity["fp16_parity"] = fp16_variant(scorer, props, staging, fp32_path, values, lengths, config,
+                                                        cfg.output_names)
+        if fp16_path is not None:
+            files[fp16_path.name] = _file_record(fp16_path, "fp16", "scorer")
     if config.int8:
         int8_path, parity["int8_parity"] = int8_variant(scorer, staging, fp32_path, values, lengths, cfg, config)
         if int8_path is not None:
@@ -629,7 +723,8 @@ class ExportResult:
         parity: the parity gate's summary against Keras (``passed``, ``rows``, ``checks``, ``worst``,
             ``failures``).
         reference: the held-out reference it scored (``rows``, ``source``, ``recon_error_median``).
-        fp16_parity: the fp16 scorer's parity (``--fp16``; ``measured`` is false without CUDA), else None.
+        fp16_parity: the fp16 scorer's parity (``--fp16``; by the ONNX reference evaluator, and on CUDA as
+            ``cuda`` where one is usable; the file is dropped when it fails), else None.
         int8_parity: the int8 scorer's parity (``--int8``), else None.
         record: the whole ``export`` section as written to ``seqae.json``.
     """

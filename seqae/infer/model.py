@@ -120,9 +120,9 @@ class InferenceModel:
             artifacts = ModelArtifacts.open(model_dir, (onnx_file,), checksums=null_scorer)
         except ModelDirError as exc:
             if (config.fp16 or config.int8) and "missing" in str(exc):
-                flag = "--fp16" if config.fp16 else "--int8"
-                parity = ModelInfo.read(model_dir).metadata.get("export", {}).get("int8_parity")
-                if config.int8 and parity and not parity.get("passed"):
+                flag, kind = ("--fp16", "fp16") if config.fp16 else ("--int8", "int8")
+                parity = ModelInfo.read(model_dir).metadata.get("export", {}).get(f"{kind}_parity")
+                if parity and parity.get("passed") is False:
                     raise ModelDirError(f"{exc}; export dropped it: its parity with the fp32 scorer was beyond "
                                         f"tolerance ({parity}); use the fp32 scorer") from exc
                 raise ModelDirError(f"{exc}; {flag} needs it: run `seqae export {model_dir} {flag}`") from exc

@@ -207,6 +207,57 @@ def test_fp16_graph_is_valid_and_keeps_float32_io(exported, index):
     assert lstm_weights, "weights should be float16"
 
 
+@pytest.mark.parametrize("index", [0, *PATCHED], ids=lambda i: "-".join(map(str, FAMILY[i].values())))
+def test_fp16_scorer_is_kept_when_its_reference_parity_passes(exported, tmp_path, index):
+    """Measured here, without a GPU: the fp16 graph run by ONNX's reference evaluator against the fp32
+    scorer. Before the islands were kept in float32, a patched model's fp16 scorer sliced no rows."""
+    model = tmp_path / "m"
+    shutil.copytree(exported[index][0], model)
+    meta = export(model, ExportConfig(fp16=True))
+    parity = meta.fp16_parity
+    assert parity["measured"] and parity["passed"], parity
+    assert parity["rows"] > 0 and parity["embedding"]["max_abs"] < 1e-2
+    assert meta.files["scorer.fp16.onnx"]["precision"] == "fp16" and (model / names.SCORER_FP16_ONNX).exists()
+
+
+def test_a_broken_fp16_scorer_is_not_kept(exported, tmp_path, monkeypatch, sine_dir):
+    """The gate refuses a graph whose outputs are wrong (here: its LSTM weights scaled) and one the
+    reference evaluator cannot run; embed then says why the file is missing."""
+    from seqae.config import EmbedConfig
+    from seqae.infer import embed
+
+    module = importlib.import_module("seqae.export")
+    to_fp16 = module.to_fp16
+
+    def scaled(proto):
+        half = to_fp16(proto)
+        lstm_inputs = {i for n in half.graph.node if n.op_type == "LSTM" for i in n.input[1:3]}
+        for init in half.graph.initializer:
+            if init.name in lstm_inputs:
+                values = onnx.numpy_helper.to_array(init) * 3
+                init.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float16), init.name))
+        return half
+
+    model = tmp_path / "m"
+    shutil.copytree(exported[PATCHED[0]][0], model)
+    monkeypatch.setattr(module, "to_fp16", scaled)
+    meta = export(model, ExportConfig(fp16=True))
+    assert meta.fp16_parity["passed"] is False and meta.fp16_parity["embedding"]["max_abs"] > 1e-2
+    assert "scorer.fp16.onnx" not in meta.files and not (model / names.SCORER_FP16_ONNX).exists()
+    with pytest.raises(ModelDirError, match=r"scorer\.fp16\.onnx: missing; .*export dropped it: its parity"):
+        embed(model, str(sine_dir), tmp_path / "out", EmbedConfig(device="cuda", fp16=True))
+
+    def unrunnable(proto):
+        half = to_fp16(proto)
+        next(n for n in half.graph.node if n.op_type == "LSTM").op_type = "NoSuchOp"
+        return half
+
+    monkeypatch.setattr(module, "to_fp16", unrunnable)
+    meta = export(model, ExportConfig(fp16=True))
+    assert meta.fp16_parity["passed"] is False and "NoSuchOp" in meta.fp16_parity["error"]
+    assert not (model / names.SCORER_FP16_ONNX).exists()
+
+
 GENEROUS = {"int8_embedding_atol": 2.0, "int8_error_rtol": 1e9, "int8_error_rtol_p99": 1e9}  # any finite output
 TINY = {"int8_embedding_atol": 0.0, "int8_error_rtol": 0.0, "int8_error_rtol_p99": 0.0}  # bit-identical only
 
