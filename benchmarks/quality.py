@@ -511,15 +511,17 @@ def build_cases(plan: Plan, root: Path, work: Path) -> list[Case]:
 
 # --- the run ----------------------------------------------------------------------------------------
 
-def defaults(overrides: tuple = ()) -> dict:
-    """What every case ran with: the library's defaults, with a candidate's changes (``--set``)."""
+def defaults(overrides: tuple = (), max_epochs: int | None = None) -> dict:
+    """What every case ran with: the library's defaults, with a candidate's changes (``--set``) and
+    the plan's epoch cap (``--quick``: 3; until 2026-12-04 quick records said 300)."""
     from ecg5000_family import split_overrides
 
     from seqae.config import ModelConfig, TrainConfig
     from seqae.thresholds import ThresholdConfig
 
     model_set, train_set = split_overrides(list(overrides))
-    return {"model": ModelConfig(**model_set).to_dict(), "train": TrainConfig(**train_set).to_dict(),
+    capped = {"max_epochs": max_epochs} if max_epochs else {}
+    return {"model": ModelConfig(**model_set).to_dict(), "train": TrainConfig(**{**capped, **train_set}).to_dict(),
             "threshold": ThresholdConfig().to_dict()}
 
 
@@ -660,7 +662,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     suffix = "".join(f"-{part}" for part in (args.label, "quick" if args.quick else None) if part)
     stem = out / f"quality-{args.date}{suffix}"
-    current = defaults(plan.overrides)  # fails on a wrong field name before any training
+    current = defaults(plan.overrides, plan.max_epochs)  # fails on a wrong field name before any training
     record = load_record(stem.with_suffix(".json"), args.quick, current, plan.overrides)
     for case in record["cases"].values():  # finished before cases recorded how they ran: as the run said
         case.setdefault("threads", record.get("machine", {}).get("threads", args.threads))

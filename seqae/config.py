@@ -343,7 +343,7 @@ class ExportConfig(Config):
         opset: ONNX opset (13 to 18, tested with tf2onnx 1.17).
         fp16: also write ``scorer.fp16.onnx`` (CUDA serving), kept only if it passes its own parity
             against the fp32 scorer, run by ONNX's reference evaluator on the CPU (64 parity rows;
-            ``seqae embed --device cuda --fp16`` measures CUDA's kernels):
+            ``seqae embed --device cuda --fp16`` measures CUDA's kernels); bounds below.
         parity_rows: real rows the gate compares (also cut to random lengths).
         embedding_atol: absolute, per embedding value.
         error_rtol: relative, per sequence, on ``recon_error`` and ``pred_error`` (the same bound as on

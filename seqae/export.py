@@ -248,8 +248,9 @@ def int8_parity(int8_path: Path, fp32_path: Path, values: np.ndarray, lengths: n
 def variant_parity(variant: dict[str, np.ndarray], full: dict[str, np.ndarray], embedding_atol: float,
                    error_rtol: float, error_rtol_p99: float, floor: float) -> dict[str, Any]:
     """A lower-precision scorer's outputs against the fp32 scorer's on the same rows: the embedding
-    by its largest absolute difference, each error by the median and 99th percentile of its relative
-    differences (``passed`` when all are within the bounds; a non-finite output never passes)."""
+    by its largest absolute difference, each error by the median and 99th percentile over rows of its
+    relative difference (per-step errors: a row's largest difference over its largest error;
+    ``passed`` when all are within the bounds; a non-finite output never passes)."""
     result: dict[str, Any] = {"rows": int(len(next(iter(full.values())))), "tolerance": {
         "embedding_atol": embedding_atol, "error_rtol_median": error_rtol, "error_rtol_p99": error_rtol_p99}}
     passed = True
@@ -260,6 +261,9 @@ def variant_parity(variant: dict[str, np.ndarray], full: dict[str, np.ndarray], 
             result[name] = {"max_abs": float(diff.max())}
             passed &= bool(diff.max() <= embedding_atol)
         else:
+            if f.ndim > 1:  # per-step errors: each row's largest difference, relative to its largest error
+                axes = tuple(range(1, f.ndim))
+                diff, f = diff.max(axis=axes), np.abs(f).max(axis=axes)
             rel = diff / np.maximum(np.abs(f), floor)
             result[name] = {"median_rel": float(np.median(rel)), "p99_rel": float(np.quantile(rel, 0.99)),
                             "max_rel": float(rel.max())}
@@ -269,27 +273,48 @@ def variant_parity(variant: dict[str, np.ndarray], full: dict[str, np.ndarray], 
 
 
 def fp16_reference_parity(half, fp32_path: Path, values: np.ndarray, lengths: np.ndarray, outputs: list[str],
-                          config: ExportConfig, rows: int = 64) -> dict[str, Any]:
+                          config: ExportConfig, min_length: int, rows: int = 32) -> dict[str, Any]:
     """The fp16 scorer against the fp32 one where no GPU is needed: the fp16 graph run by ONNX's
-    reference evaluator (numpy float16) on the first ``rows`` parity rows, the fp32 one by the CPU
-    provider (onnxruntime's CPU provider must never run an fp16 LSTM: it crashed in a trial). It
-    checks the graph, not CUDA's kernels: ``seqae embed --device cuda --fp16`` measures those."""
+    reference evaluator (numpy float16), the fp32 one by the CPU provider (onnxruntime's CPU provider
+    must never run an fp16 LSTM: it crashed in a trial), on the ``rows`` longest parity rows (long
+    rows are where float16 runs out of exact integers) and ``rows`` of them cut to random lengths
+    (at least ``min_length``, the model's);
+    every output, per-step errors included. It checks the graph, not CUDA's kernels: ``seqae embed
+    --device cuda --fp16`` measures those. Where the evaluator cannot run the fp32 graph either (it
+    lacks some ops' corners: a conditioned decoder's Loop), nothing is measured and the file is kept."""
+    import onnx
     import onnxruntime as ort
     from onnx.reference import ReferenceEvaluator
+    from onnx.reference.ops import op_one_hot
 
-    feed = {names.INPUT_VALUES: np.ascontiguousarray(values[:rows], dtype=np.float32),
-            names.INPUT_LENGTHS: np.ascontiguousarray(lengths[:rows], dtype=np.int32)}
-    wanted = [o for o in outputs if o != names.STEP_ERROR]
+    class OneHot(op_one_hot.OneHot):  # the evaluator refuses a depth of shape [1], as tf2onnx writes it
+        def _run(self, indices, depth, values, axis=None):
+            return super()._run(indices, np.asarray(depth).reshape(()), values, axis=axis)
+
+    def evaluator(graph):
+        return ReferenceEvaluator(graph, new_ops=[OneHot])  # matched by the class's name
+
+    longest = np.argsort(-lengths, kind="stable")[:rows]
+    cut_values, cut_lengths = parity_cases(values[:rows], lengths[:rows], min_length)["random lengths"]
+    feed = {names.INPUT_VALUES: np.ascontiguousarray(np.concatenate([values[longest], cut_values]), dtype=np.float32),
+            names.INPUT_LENGTHS: np.concatenate([lengths[longest], cut_lengths]).astype(np.int32)}
+    count = int(len(feed[names.INPUT_LENGTHS]))
     by = "the ONNX reference evaluator (numpy float16) against fp32 on the CPU provider"
     try:
         with np.errstate(all="ignore"):  # an overflow shows as a non-finite output, which fails
-            got = list(ReferenceEvaluator(half).run(wanted, feed))
+            got = list(evaluator(half).run(outputs, feed))
     except Exception as exc:  # noqa: BLE001 - a graph the evaluator cannot run is not vouched for
-        return {"measured": True, "by": by, "rows": int(len(feed[names.INPUT_LENGTHS])), "passed": False,
-                "error": f"{type(exc).__name__}: {exc}"[:500]}
-    full = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).run(wanted, feed)
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        try:
+            with np.errstate(all="ignore"):
+                evaluator(onnx.load(str(fp32_path))).run(outputs, feed)
+        except Exception:  # noqa: BLE001 - nor the fp32 graph: the evaluator's limit, not the file's
+            return {"measured": False, "reason": f"the ONNX reference evaluator cannot run this graph in fp32 "
+                    f"either ({error}); `seqae embed --device cuda --fp16` measures it on the GPU"}
+        return {"measured": True, "by": by, "rows": count, "passed": False, "error": error}
+    full = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).run(outputs, feed)
     return {"measured": True, "by": by,
-            **variant_parity(dict(zip(wanted, got)), dict(zip(wanted, full)), config.fp16_embedding_atol,
+            **variant_parity(dict(zip(outputs, got)), dict(zip(outputs, full)), config.fp16_embedding_atol,
                              config.fp16_error_rtol, config.fp16_error_rtol_p99, config.error_atol_floor)}
 
 
@@ -316,11 +341,12 @@ def to_fp16(proto):
     Two things onnxconverter-common gets wrong for these graphs are mended here:
 
     - It leaves the graph's own ``Cast(to=float)`` nodes as they are, which breaks type inference
-      downstream; inside the graph they must cast to float16.
-    - tf2onnx does some integer arithmetic in float (a patched model's step counts: ``Cast`` to
-      float, ``Max``, ``Cast`` back, with sentinels of 1e9). The converter keeps ``Max`` in float32
-      but passes its inputs and outputs through float16, where 1e9 is infinity and a count is exact
-      only to 2048: the scorer sliced no rows at all. Such islands (``float_islands``) stay float32.
+      downstream; inside the graph (subgraphs included) they must cast to float16.
+    - tf2onnx does integer arithmetic in float: a patched model's step counts (``Cast`` to float,
+      ``Max``, ``Cast`` back, with a sentinel of 1e9), the masks of steps past a row's length (time
+      index and length cast to float and compared) and a loop's counter. In float16, 1e9 is infinity
+      and an integer is exact only to 2048: the scorer sliced no rows, and a row of more than 2048
+      steps lost its last steps. Such islands (``float_islands``) stay float32.
     """
     import onnx
     from onnx import TensorProto
@@ -330,97 +356,140 @@ def to_fp16(proto):
     isolate_outputs(proto.graph)
     del proto.graph.value_info[:]
     islands = float_islands(proto, float16.DEFAULT_OP_BLOCK_LIST)
-    own = {n.name for n in proto.graph.node if n.op_type == "Cast"}
+    own_constants(proto.graph, islands)
+    own = {n.name for g in _graphs(proto.graph) for n in g.node if n.op_type == "Cast"}
     half = float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=sorted(islands))
     outputs = {o.name for o in half.graph.output}
-    collapse_round_trips(half.graph, own)
-
-    def retarget(graph) -> None:
+    for graph in _graphs(half.graph):
+        collapse_round_trips(graph, own, islands, keep=outputs)
         for node in graph.node:
             if node.op_type == "Cast" and node.name in own and node.name not in islands \
                     and not set(node.output) & outputs:
                 for attr in node.attribute:
                     if attr.name == "to" and attr.i == TensorProto.FLOAT:
                         attr.i = TensorProto.FLOAT16
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    retarget(attr.g)
-
-    retarget(half.graph)
     onnx.checker.check_model(half, full_check=True)
     return half
 
 
+def _graphs(graph) -> list:
+    """``graph`` and every subgraph in it (a Loop's body, an If's branches), outermost first."""
+    import onnx
+
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found += _graphs(attr.g)
+            for sub in attr.graphs:
+                found += _graphs(sub)
+    return found
+
+
+#: Ops that read float values and write no float: where an island of integer arithmetic in float may end.
+COMPARISONS = ("Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal")
+
+
 def float_islands(proto, kept_float32: list[str]) -> set[str]:
-    """Names of the nodes of ``proto``'s main graph that do integer arithmetic in float: from a
+    """Names of the nodes (in every graph of ``proto``) that do integer arithmetic in float: from a
     ``Cast`` of an integer or boolean tensor to float, every node its float values reach, when all
-    of them are casts or ops the fp16 converter keeps in float32 (``kept_float32``) and the float
-    values end in casts to a non-float type. A cast whose values meet real float compute (a mask
-    that multiplies activations) is no island: float16 serves it."""
+    of them are casts, comparisons or ops the fp16 converter keeps in float32 (``kept_float32``),
+    so that the float values end in a cast to a non-float type or a comparison. A cast whose values
+    meet real float compute (a mask that multiplies activations) is no island: float16 serves it."""
     import onnx
     from onnx import TensorProto
 
     inferred = onnx.shape_inference.infer_shapes(proto)
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
-    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    types: dict[str, int] = {}
+    for graph in _graphs(inferred.graph):
+        for v in [*graph.value_info, *graph.input, *graph.output]:
+            types[v.name] = v.type.tensor_type.elem_type
+        types.update({i.name: i.data_type for i in graph.initializer})
     floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE}
-    readers: dict[str, list] = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    graph_outputs = {o.name for o in proto.graph.output}
-    allowed = set(kept_float32) | {"Cast"}
+    allowed = set(kept_float32) | {"Cast", *COMPARISONS}
     found: set[str] = set()
-    for start in proto.graph.node:
-        if start.op_type != "Cast" or types.get(start.input[0]) in floats | {None} \
-                or not any(types.get(o) == TensorProto.FLOAT for o in start.output):
-            continue
-        island, todo, ok = {start.name}, [start], True
-        while todo and ok:
-            node = todo.pop()
-            for out in node.output:
-                if types.get(out) not in floats:
-                    continue
-                if out in graph_outputs or not readers.get(out):
-                    ok = False
-                for reader in readers.get(out, []):
-                    if reader.op_type not in allowed:
+    for graph in _graphs(proto.graph):
+        readers: dict[str, list] = {}
+        for node in (n for g in _graphs(graph) for n in g.node):  # a subgraph may read by name
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        graph_outputs = {o.name for o in graph.output}
+        for start in graph.node:
+            if start.op_type != "Cast" or types.get(start.input[0]) in floats | {None} \
+                    or not any(types.get(o) == TensorProto.FLOAT for o in start.output):
+                continue
+            island, todo, ok = {start.name}, [start], True
+            while todo and ok:
+                node = todo.pop()
+                for out in node.output:
+                    if types.get(out) not in floats:
+                        continue
+                    if out in graph_outputs or not readers.get(out):
                         ok = False
-                    elif reader.name not in island:
-                        island.add(reader.name)
-                        todo.append(reader)
-        if ok:
-            found |= island
+                    for reader in readers.get(out, []):
+                        if reader.op_type not in allowed:
+                            ok = False
+                        elif reader.name not in island:
+                            island.add(reader.name)
+                            todo.append(reader)
+            if ok:
+                found |= island
     return found
 
 
-def collapse_round_trips(graph, own: set[str]) -> None:
-    """Wire around the converter's float32 -> float16 -> float32 cast pairs (between two nodes it
-    keeps in float32): the round trip only loses precision and range."""
+def own_constants(graph, islands: set[str]) -> None:
+    """Give the nodes of ``islands`` their own copy of each float initializer that other nodes read
+    too (tf2onnx shares one zero between an LSTM's initial state and a loop's condition): the
+    converter keeps an initializer that a float32 node reads in float32 for every reader."""
+    from onnx import TensorProto
+
+    floats = {i.name: i for i in graph.initializer if i.data_type == TensorProto.FLOAT}
+    nodes = [n for g in _graphs(graph) for n in g.node]
+    shared = {name for name in floats if any(name in n.input for n in nodes if n.name not in islands)}
+    for node in (n for n in nodes if n.name in islands):
+        for k, name in enumerate(node.input):
+            if name in shared:
+                copy = f"{name}__float32"
+                if copy not in floats:
+                    floats[copy] = graph.initializer.add()
+                    floats[copy].CopyFrom(floats[name])
+                    floats[copy].name = copy
+                node.input[k] = copy
+
+
+def collapse_round_trips(graph, own: set[str], islands: set[str], keep: set[str] | None = None) -> None:
+    """Wire around the converter's float32 -> float16 casts where what reads the float16 copy wants
+    float32: its casts back (between two nodes it keeps in float32: the round trip only loses precision
+    and range), and the nodes of ``islands`` (a subgraph's, which the converter gives no cast of its
+    own). ``keep``: tensors that must stay (the model's outputs)."""
     from onnx import TensorProto
 
     def to(node) -> int | None:
         return next((a.i for a in node.attribute if a.name == "to"), None)
 
-    producer = {o: n for n in graph.node for o in n.output}
+    keep = {o.name for o in graph.output} | (keep or set())
+    everywhere = [n for g in _graphs(graph) for n in g.node]  # a subgraph may read a tensor by name
     removed = []
-    for node in graph.node:
-        if node.op_type != "Cast" or node.name in own or to(node) != TensorProto.FLOAT:
-            continue
-        first = producer.get(node.input[0])
-        if first is None or first.op_type != "Cast" or first.name in own or to(first) != TensorProto.FLOAT16:
-            continue
-        source = first.input[0]
-        for reader in graph.node:
-            reader.input[:] = [source if i == node.output[0] else i for i in reader.input]
-        removed.append(node)
+    for half in [n for n in graph.node if n.op_type == "Cast" and n.name not in own and to(n) == TensorProto.FLOAT16]:
+        source, copy = half.input[0], half.output[0]
+        for reader in everywhere:
+            if copy not in reader.input:
+                continue
+            if reader.op_type == "Cast" and reader.name not in own and to(reader) == TensorProto.FLOAT \
+                    and reader.output[0] not in keep:
+                back = reader.output[0]
+                for other in everywhere:
+                    other.input[:] = [source if i == back else i for i in other.input]
+                removed.append(reader)
+            elif reader.name in islands:
+                reader.input[:] = [source if i == copy else i for i in reader.input]
     for node in removed:
-        graph.node.remove(node)
-    outputs = {o.name for o in graph.output}
-    consumed = {i for n in graph.node for i in n.input}
+        for g in _graphs(graph):
+            if node in g.node:
+                g.node.remove(node)
+    consumed = {i for g in _graphs(graph) for n in g.node for i in n.input}
     for node in [n for n in graph.node if n.op_type == "Cast" and n.name not in own
-                 and to(n) == TensorProto.FLOAT16 and not (set(n.output) & (consumed | outputs))]:
+                 and to(n) == TensorProto.FLOAT16 and not (set(n.output) & (consumed | keep))]:
         graph.node.remove(node)
 
 
@@ -631,13 +700,14 @@ def check_parity(trained, paths: dict[str, Path], values: np.ndarray, lengths: n
 
 
 def fp16_variant(scorer, props: dict[str, Any], staging: Path, fp32_path: Path, values: np.ndarray,
-                 lengths: np.ndarray, config: ExportConfig, outputs: list[str]) -> tuple[Path | None, dict[str, Any]]:
+                 lengths: np.ndarray, config: ExportConfig, cfg: ModelConfig) -> tuple[Path | None, dict[str, Any]]:
     """Write ``scorer.fp16.onnx`` from the fp32 scorer if it passes its parity with fp32
     (``fp16_reference_parity``; also on the CUDA provider where one is usable, recorded as
     ``cuda``); returns its path (``None`` when it failed: no file is left) and the parity."""
     half = to_fp16(scorer)
-    parity = fp16_reference_parity(half, fp32_path, values, lengths, outputs, config)
-    if not parity["passed"]:
+    outputs = cfg.output_names
+    parity = fp16_reference_parity(half, fp32_path, values, lengths, outputs, config, cfg.min_length)
+    if parity["measured"] and not parity["passed"]:
         log.warning("%s: the fp16 scorer is not kept, its parity with fp32 is beyond tolerance: %s",
                     staging.parent, parity)
         return None, parity
@@ -674,7 +744,7 @@ def write_variants(config: ExportConfig, scorer, props: dict[str, Any], staging:
     parity: dict[str, Any] = {}
     if config.fp16:
         fp16_path, parity["fp16_parity"] = fp16_variant(scorer, props, staging, fp32_path, values, lengths, config,
-                                                        cfg.output_names)
+                                                        cfg)
         if fp16_path is not None:
             files[fp16_path.name] = _file_record(fp16_path, "fp16", "scorer")
     if config.int8:
@@ -745,7 +815,7 @@ class ExportResult:
 
 def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), *,
            data: str | None = None) -> ExportResult:
-    """Write ``encoder.onnx`` and ``scorer.onnx`` (and ``scorer.fp16.onnx``) into ``model_dir``.
+    """Write ``encoder.onnx`` and ``scorer.onnx`` (and the variants asked for) into ``model_dir``.
 
     ``model_dir`` is a local folder or a URI (``s3://bucket/models/ecg``; credentials in it are
     refused). At a URI the directory is copied into a local temporary folder (tf2onnx and Keras need
@@ -760,9 +830,9 @@ def export(model_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), 
     with Keras on real rows of ``data`` (default: the training data recorded in ``seqae.json``); only
     when it passes (and the held-out reference is scored) do the files replace the served ones, with
     ``seqae.json`` (each file's sha256, the parity report, ``contract_sha256``) last. A failed export
-    leaves ``model_dir`` as it was, byte for byte. The fp16 file's parity can only be measured on the
-    CUDA provider (an fp16 LSTM crashed the CPU provider in a trial); without one it is recorded as
-    not measured.
+    leaves ``model_dir`` as it was, byte for byte. The fp16 and int8 files are kept only if they pass
+    their own parity against the fp32 scorer (``fp16_variant``, ``int8_variant``); a failed variant
+    is dropped with a warning and the export goes on.
 
     Raises:
         ParityError: any output differs beyond the tolerance; the message lists every failure and
