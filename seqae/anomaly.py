@@ -48,7 +48,16 @@ def score_rows(scorer: Scorer, batch_size: int, batches: Iterator[tuple[np.ndarr
             break
     if not parts:
         return {}
-    return {name: np.concatenate(arrays)[:limit] for name, arrays in parts.items()}
+    return {name: _stack(arrays)[:limit] for name, arrays in parts.items()}
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenate along rows; per-step outputs (``step_error``) zero-padded to the widest batch's
+    time axis, as ``score`` pads them within a batch (each read batch is as wide as its longest row)."""
+    if arrays[0].ndim < 2 or len({a.shape[1] for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    width = max(a.shape[1] for a in arrays)
+    return np.concatenate([np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays])
 
 
 def iter_dataset(model: InferenceModel, data: str | list[str], row_filter: str | None = None,
