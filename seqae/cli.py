@@ -630,6 +630,8 @@ def evaluate_cmd(
     normal_value: Annotated[str, typer.Option(help="The label of normal rows (numbers are read as numbers).")] = "1",
     filter: Annotated[Optional[str], typer.Option("--filter", help="Evaluate matching rows only.")] = None,
     probe: Annotated[Optional[str], typer.Option(help="Linear probe: its training rows, e.g. \"id < 500\".")] = None,
+    baseline_data: Annotated[Optional[str], typer.Option(
+        help="Long layout: normal data (e.g. the training data) for the nearest-training-window baseline.")] = None,
     *, session: dict,
 ) -> None:
     """ROC-AUC, PR-AUC, F1 at the stored threshold, plots and (with --probe) a linear probe."""
@@ -640,7 +642,7 @@ def evaluate_cmd(
     from seqae.evaluate import evaluate
 
     report = evaluate(model, data, out, label_column=label_column, normal_value=_literal(normal_value),
-                      row_filter=filter, probe_train=probe, device=device)
+                      row_filter=filter, probe_train=probe, device=device, baseline_data=baseline_data)
     _print_json({k: v for k, v in report.items() if k != "plots"} | {"report": f"{out.rstrip('/')}/report.md"})
 
 

@@ -300,7 +300,7 @@ def _save(fig, path: Path) -> str:
 
 def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *, label_column: str = "label",
              normal_value: Any = 1, row_filter: str | None = None, probe_train: str | None = None,
-             device: Device = "auto") -> dict[str, Any]:
+             device: Device = "auto", baseline_data: str | None = None) -> dict[str, Any]:
     """Score labelled ``data`` and write ``report.json``, ``report.md`` and the plots into ``out``.
 
     ``model_dir`` and ``out`` may be URIs (``s3://...``; credentials in them are refused): the
@@ -310,16 +310,19 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike, *,
     Args:
         probe_train: a row filter naming the probe's training rows (e.g. ``"id < 500"``, ECG5000's
             own train part); the other rows are its test rows. ``None``: no probe.
+        baseline_data: long layout: normal data (e.g. the training data) for the nearest-training-window
+            baseline (``seqae.baseline``), reported beside the model's step score. ``None``: none.
     """
     location_of(model_dir)  # credentials in a URI are refused before any work
     import_optional("matplotlib", "train", needed_for="seqae.evaluate (its plots)")
     with staged_output(out) as local_out:
-        return _evaluate(model_dir, data, local_out, label_column=label_column,
-                         normal_value=normal_value, row_filter=row_filter, probe_train=probe_train, device=device)
+        return _evaluate(model_dir, data, local_out, label_column=label_column, normal_value=normal_value,
+                         row_filter=row_filter, probe_train=probe_train, device=device, baseline_data=baseline_data)
 
 
 def _evaluate(model_dir, data: str, out: Path, *, label_column: str, normal_value: Any,
-              row_filter: str | None, probe_train: str | None, device: Device) -> dict[str, Any]:
+              row_filter: str | None, probe_train: str | None, device: Device,
+              baseline_data: str | None = None) -> dict[str, Any]:
     from seqae.thresholds import Threshold
 
     threshold = Threshold.load(model_dir)
@@ -329,7 +332,10 @@ def _evaluate(model_dir, data: str, out: Path, *, label_column: str, normal_valu
                                   "method": threshold.method_, "value": threshold.threshold_,
                                   "false_alarm_rate": threshold.config.false_alarm_rate}}
     if ModelInfo.read(model_dir).data.layout == "long":
-        return _evaluate_points(report, model_dir, data, out, threshold, row_filter, probe_train, device)
+        return _evaluate_points(report, model_dir, data, out, threshold, row_filter, probe_train, device, baseline_data)
+    if baseline_data is not None:
+        raise SeqaeError("evaluate: --baseline-data applies to long-layout models (a nearest training window per "
+                         "window of a series); for whole sequences, --probe compares with 1-NN")
     scored = score_labelled(model_dir, data, label_column, row_filter=row_filter, device=device)
     labels = pa.array(scored.labels)
     normal_value = normal_scalar(normal_value, labels.type, label_column, data, labels).as_py()
@@ -353,14 +359,15 @@ def _evaluate(model_dir, data: str, out: Path, *, label_column: str, normal_valu
 
 
 def _evaluate_points(report: dict[str, Any], model_dir, data: str, out: Path, threshold, row_filter, probe_train,
-                     device: Device) -> dict[str, Any]:
+                     device: Device, baseline_data: str | None) -> dict[str, Any]:
     """The long layout: labels per time step, scores per time step (``seqae.points``)."""
     from seqae import points
 
     if row_filter or probe_train:
         raise SeqaeError("evaluate: --filter and --probe apply to the sequence layout; a long-layout model is "
                          "evaluated per time step on every step of the data")
-    scored = points.score_steps(model_dir, data, report["label_column"], report["normal_value"], device=device)
+    scored = points.score_steps(model_dir, data, report["label_column"], report["normal_value"], device=device,
+                                baseline_data=baseline_data)
     value = threshold.threshold_ if threshold is not None else None
     report["points"] = points.point_metrics(scored, value)
     report["plots"] = {"series_scores": points.plot_series(scored, value, out)}

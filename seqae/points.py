@@ -41,6 +41,8 @@ from seqae.thresholds import step_score
 UCR_MARGIN = 100
 #: Series drawn in the plot at most (those with labelled anomalies first).
 PLOTTED_SERIES = 3
+#: The baseline's step score, a column of the joined table only.
+BASELINE = "_baseline"
 
 
 @dataclass
@@ -66,6 +68,8 @@ class ScoredSteps:
     windows: np.ndarray | None = None  # int32: how many windows covered each step
     statistic: str = WINDOW_ERROR_MIN  # the score: what the model's step threshold applies to
     adjusted: np.ndarray | None = None  # the score as the step threshold reads it (seqae.thresholds.step_score)
+    baseline: np.ndarray | None = None  # the nearest-training-window baseline's step score (seqae.baseline)
+    baseline_info: dict | None = None  # what the baseline was built from (NearestWindows.describe)
 
     @property
     def score(self) -> np.ndarray:
@@ -88,10 +92,22 @@ def normal_scalar(normal_value: Any, label_type: pa.DataType, label_column: str,
 
 
 def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, normal_value: Any, *,
-                device: Device = "auto", read_batch_size: int = 16384) -> ScoredSteps:
-    """Score the long-layout shards at ``data`` per time step and join each step's label."""
+                device: Device = "auto", read_batch_size: int = 16384,
+                baseline_data: str | None = None) -> ScoredSteps:
+    """Score the long-layout shards at ``data`` per time step and join each step's label.
+
+    ``baseline_data``: normal long-layout data of the model's contract; each window is also scored by
+    its distance to the nearest window of it (``seqae.baseline``), spread to steps as the model's
+    score is (``ScoredSteps.baseline``).
+    """
     model = InferenceModel.open(model_dir, EmbedConfig(device=device, step_scores=True))
     cfg = model.data
+    bank = None
+    if baseline_data is not None:
+        from seqae.baseline import NearestWindows
+
+        bank = NearestWindows.build(baseline_data, cfg, model.num_features, model.info.metadata["normalization"],
+                                    read_batch_size=read_batch_size)
     features = tuple(cfg.feature_columns or ())  # the long layout always names them
     if label_column in (cfg.key_column, cfg.time_column, *features):
         raise SeqaeError(f"--label-column {label_column!r} is the model's key, time or a feature column; expected a "
@@ -105,12 +121,17 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
             raise SeqaeError(f"{shard.uri}: column '{label_column}' is missing; expected a label per time step, "
                              f"found {', '.join(source.reader.schema.names)}")
         fold = StepScores(source.reader.schema.field(cfg.key_column).type)
-        rows = []
+        base_fold = StepScores(source.reader.schema.field(cfg.key_column).type)
+        rows, base_rows = [], []
         for read in source:
             if len(read.batch):
                 outputs = score(model.scorer, read, model.batch_size).outputs
                 rows.append(fold.add(read.batch, outputs[names.STEP_ERROR], outputs[names.RECON_ERROR]))
+                if bank is not None:  # the same windows, folded the same way: the same steps in the same order
+                    near = bank.distances(read.batch.values, read.batch.lengths)
+                    base_rows.append(base_fold.add(read.batch, np.zeros(read.batch.values.shape[:2]), near))
         rows.append(fold.finish())
+        base_rows.append(base_fold.finish())
         scored = pa.table({
             cfg.key_column: pa.concat_arrays([r.keys for r in rows]),
             cfg.time_column: pa.array(np.concatenate([r.times for r in rows])).cast(
@@ -122,6 +143,8 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
             names.WINDOWS: np.concatenate([r.windows for r in rows]),
             "_order": np.arange(sum(len(r) for r in rows)),
         })
+        if bank is not None:
+            scored = scored.append_column(BASELINE, pa.array(np.concatenate([r.window_min for r in base_rows])))
         with shard.open() as handle:
             labels = pq.read_table(handle, columns=[cfg.key_column, cfg.time_column, label_column,
                                                     features[0]])
@@ -149,6 +172,7 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     windows = table.column(names.WINDOWS).to_numpy()
     columns = {name: table.column(name).to_numpy() for name in (WINDOW_ERROR_MIN, WINDOW_ERROR_MEAN)}
     statistic, scores = step_score(threshold, columns, windows)
+    baseline = table.column(BASELINE).to_numpy() if bank is not None else None
     return ScoredSteps(table.column(cfg.key_column).to_numpy(zero_copy_only=False),
                        table.column(cfg.time_column).to_numpy(zero_copy_only=False),
                        table.column(features[0]).to_numpy(zero_copy_only=False).astype(np.float64),
@@ -157,7 +181,7 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
                        table.column(names.STEP_ERROR_MAX).to_numpy(), np.concatenate([a for _, a in parts]), steps_in,
                        cfg.key_column, cfg.time_column, features[0], unlabelled, anomalous_unscored,
                        tuple(sorted(label_values, key=str))[:10], steps.threshold_ if steps is not None else None,
-                       windows, statistic, scores)
+                       windows, statistic, scores, baseline, bank.describe() if bank is not None else None)
 
 
 def segments(anomalous: np.ndarray, bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -243,6 +267,17 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
                       roc_auc_of_window_error_mean=round(float(roc_auc_score(y, scored.window_mean.astype(np.float64))), 4),
                       roc_auc_of_step_error_mean=round(float(roc_auc_score(y, scored.mean.astype(np.float64))), 4),
                       roc_auc_of_max=round(float(roc_auc_score(y, scored.max.astype(np.float64))), 4))
+    if scored.baseline is not None:
+        result["baseline"] = dict(scored.baseline_info or {})
+        if result["roc_auc"] is not None:
+            b = scored.baseline.astype(np.float64)
+            result["baseline"].update(roc_auc=round(float(roc_auc_score(y, b)), 4),
+                                      pr_auc=round(float(average_precision_score(y, b)), 4),
+                                      hit_rate=_hit_rate(ucr_hits(b, y, bounds, margin)))
+            if result["baseline"]["roc_auc"] > result["roc_auc"]:
+                warnings.append(f"the nearest-training-window baseline ranks the anomalous steps better than the model "
+                                f"(step ROC-AUC {result['baseline']['roc_auc']} against {result['roc_auc']}): on this "
+                                "data, score by it or beside it")
     if threshold is not None:
         flagged = s > threshold
         for name, pred in (("at_threshold", flagged), ("point_adjusted", point_adjust(flagged, y, bounds))):
@@ -259,11 +294,14 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
         h["top_time"] = json_value(scored.times[start + h.pop("top")])
         h["anomaly_times"] = [json_value(scored.times[start + i]) for i in h.pop("anomaly")]
         h["distance_steps"] = h.pop("distance")
-    result["ucr"] = {"margin": margin, "series_with_anomaly": len(hits),
-                     "hit_rate": round(sum(h["hit"] for h in hits) / len(hits), 4) if hits else None,
+    result["ucr"] = {"margin": margin, "series_with_anomaly": len(hits), "hit_rate": _hit_rate(hits),
                      "per_series": hits[:50]}
     result["warnings"] = warnings
     return result
+
+
+def _hit_rate(hits: list[dict]) -> float | None:
+    return round(sum(h["hit"] for h in hits) / len(hits), 4) if hits else None
 
 
 def json_value(value):
@@ -324,6 +362,11 @@ def markdown(report: dict[str, Any]) -> str:
              f"| ROC-AUC of `step_error_max` | {m['roc_auc_of_max']} |",
              f"| UCR hit rate (top score within {m['ucr']['margin']} steps) | {m['ucr']['hit_rate']} "
              f"({m['ucr']['series_with_anomaly']} series) |"]
+    if m.get("baseline", {}).get("roc_auc") is not None:
+        b = m["baseline"]
+        lines += [f"| baseline, nearest training window: ROC-AUC (steps) | {b['roc_auc']} |",
+                  f"| baseline: PR-AUC (steps) | {b['pr_auc']} |",
+                  f"| baseline: UCR hit rate | {b['hit_rate']} |"]
     for name, title in (("at_threshold", "at the threshold"), ("point_adjusted", "point-adjusted")):
         if name in m:
             t = m[name]
@@ -339,6 +382,10 @@ def markdown(report: dict[str, Any]) -> str:
               "|---|---:|---|---:|---|"]
     lines += [f"| {h['series']} | {h['top_time']} | {h['anomaly_times'][0]}..{h['anomaly_times'][1]} | "
               f"{h['distance_steps']} | {'yes' if h['hit'] else 'no'} |" for h in m["ucr"]["per_series"]]
+    if "baseline" in m:
+        b = m["baseline"]
+        lines += ["", f"Baseline: {b['what']}; {b['bank_windows']} windows of `{b['data']}` "
+                      f"({b['windows_read']} read, every {b['bank_stride']} kept)."]
     lines += [""] + [f"Warning: {w}" for w in m.get("warnings", [])]
     lines += [""] + [f"![{name}]({file})" for name, file in report["plots"].items()]
     return "\n".join(lines) + "\n"

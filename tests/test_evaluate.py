@@ -220,3 +220,9 @@ def test_one_class_data_evaluates_to_undefined_metrics_instead_of_failing(model,
     assert result["undefined"].startswith("ROC-AUC and PR-AUC are undefined: the labels hold one class only (0 of 40")
     report = evaluate(model, str(tmp_path / "normal"), tmp_path / "report", device="cpu")
     assert report["anomaly"]["roc_auc"] is None and "roc" not in report["plots"]
+
+
+@slow
+def test_the_nearest_window_baseline_is_refused_for_the_sequence_layout(model, labelled, tmp_path):
+    with pytest.raises(SeqaeError, match="--baseline-data applies to long-layout models"):
+        evaluate(model, str(labelled), tmp_path / "report", device="cpu", baseline_data=str(labelled))

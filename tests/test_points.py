@@ -160,7 +160,17 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
         evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval2", label_column="x", normal_value=0)
     assert (tmp_path / "eval" / "series_scores.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["points"]["roc_auc"] == m["roc_auc"]
-    assert "UCR hit rate" in (tmp_path / "eval" / "report.md").read_text()
+    assert "UCR hit rate" in (tmp_path / "eval" / "report.md").read_text() and "baseline" not in m
+    # Beside the nearest-training-window baseline: every full training window at stride 1 (300 steps,
+    # window 16); a +3 step on a sine is far from all of them, so it ranks the anomaly near the top.
+    beside = evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval3", label_column="y", normal_value=0,
+                      baseline_data=str(tmp_path / "train"))["points"]
+    b = beside["baseline"]
+    assert b["bank_windows"] == b["windows_read"] == 300 - 16 + 1 and b["bank_stride"] == 1
+    assert b["roc_auc"] > 0.9 and b["pr_auc"] > 0.5 and b["hit_rate"] == 1.0
+    assert beside["roc_auc"] == m["roc_auc"]  # the model's own score is unchanged
+    assert any("baseline ranks" in w for w in beside["warnings"]) == (b["roc_auc"] > m["roc_auc"])
+    assert "baseline, nearest training window" in (tmp_path / "eval3" / "report.md").read_text()
     # The same scores as `embed --step-scores` writes, so the report can be redone from the outputs.
     embed(tmp_path / "m", str(tmp_path / "test"), tmp_path / "out", EmbedConfig(device="cpu", step_scores=True))
     steps = pq.read_table(tmp_path / "out" / "steps" / "p.parquet")

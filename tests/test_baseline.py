@@ -1,0 +1,87 @@
+"""The nearest-training-window baseline: its bank and distances against a brute-force count."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from seqae.baseline import NearestWindows
+from seqae.data import DataConfig
+from seqae.errors import SeqaeError
+
+WINDOW = 5
+
+
+def long_data(folder, series: dict[str, np.ndarray]):
+    """One shard of the long layout: two features per step (x and 10 * x)."""
+    folder.mkdir()
+    keys, times, x = [], [], []
+    for key, values in series.items():
+        keys += [key] * len(values)
+        times += list(range(len(values)))
+        x += list(values)
+    x = np.asarray(x, dtype=np.float32)
+    pq.write_table(pa.table({"s": keys, "t": np.asarray(times, np.int64), "x": x, "y": 10 * x}),
+                   folder / "part.parquet")
+    return str(folder)
+
+
+def config(**changes):
+    return DataConfig(layout="long", key_column="s", time_column="t", feature_columns=("x", "y"), window=WINDOW,
+                      stride=3, **changes)
+
+
+MEAN, STD = np.array([1.0, 10.0]), np.array([2.0, 20.0])
+NORMALIZATION = {"mean": MEAN.tolist(), "std": STD.tolist()}
+
+
+def windows_of(values: np.ndarray) -> np.ndarray:
+    """Every window at stride 1, standardised and flattened step by step (x, y, x, y, ...)."""
+    steps = (np.stack([values, 10 * values], axis=1) - MEAN) / STD
+    return sliding_window_view(steps, (WINDOW, 2))[:, 0].reshape(-1, WINDOW * 2)
+
+
+def test_the_bank_is_every_window_at_stride_1_standardised_per_series(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=12).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    bank = NearestWindows.build(long_data(tmp_path / "d", {"a": a, "b": b}), config(), 2, NORMALIZATION)
+    expected = np.concatenate([windows_of(a), windows_of(b)])  # no window across the two series
+    assert bank.bank.shape == (8 + 4, WINDOW * 2) and bank.stride == 1 and bank.windows_read == 12
+    np.testing.assert_allclose(bank.bank, expected, rtol=1e-6)
+
+
+def test_a_bank_over_its_limit_keeps_every_kth_window(tmp_path):
+    values = np.arange(44, dtype=np.float32)  # 40 windows
+    bank = NearestWindows.build(long_data(tmp_path / "d", {"a": values}), config(), 2, NORMALIZATION,
+                                max_windows=10, read_batch_size=7)
+    assert bank.stride == 4 and bank.windows_read == 40
+    np.testing.assert_allclose(bank.bank, windows_of(values)[::4], rtol=1e-6)
+    assert bank.describe()["bank_windows"] == 10 and bank.describe()["bank_stride"] == 4
+
+
+def test_distances_are_the_nearest_bank_windows_mean_squared_difference(tmp_path):
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=30).astype(np.float32)
+    bank = NearestWindows.build(long_data(tmp_path / "d", {"a": train}), config(), 2, NORMALIZATION)
+    new = rng.normal(size=(6, WINDOW)).astype(np.float32)
+    new[2] = train[7:7 + WINDOW]  # a copy of a training window: distance 0
+    values = np.stack([new, 10 * new], axis=2)
+    lengths = np.array([WINDOW, WINDOW, WINDOW, 3, WINDOW, 3], np.int32)  # two shorter trailing windows
+    values[lengths < WINDOW, 3:] = 0.0  # padding
+    got = bank.distances(values, lengths)
+    reference = windows_of(train)
+    for i, length in enumerate(lengths):
+        w = ((values[i, :length] - MEAN) / STD).reshape(-1)
+        expected = ((reference[:, :length * 2] - w) ** 2).mean(axis=1).min()  # the first steps of each window
+        assert got[i] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert got[2] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_baseline_needs_a_long_layout_and_a_full_window(tmp_path):
+    sequence = DataConfig()
+    with pytest.raises(SeqaeError, match="needs a long-layout model"):
+        NearestWindows.build(str(tmp_path), sequence, 1, {"mean": [0.0], "std": [1.0]})
+    short = long_data(tmp_path / "d", {"a": np.ones(WINDOW - 1, np.float32)})
+    with pytest.raises(SeqaeError, match="no full window of 5 steps"):
+        NearestWindows.build(short, config(), 2, NORMALIZATION)
