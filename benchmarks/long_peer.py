@@ -39,7 +39,7 @@ W, S = q.LONG_WINDOW, q.LONG_STRIDE
 
 BANKS = [  # (what, bank stride, bank offset, test offset)
     ("every training window (stride 1): make quality's peer", 1, 0, 0),
-    ("stride 10: seqae's training windows, the test windows' phases", 10, 0, 0),
+    ("stride 10: the stride and phases seqae trains on, the test windows' phases", 10, 0, 0),
     ("stride 10 started 5 steps later: no window at a test window's phase", 10, 5, 0),
     ("one window per beat, aligned with the beats (stride 140)", 140, 0, 0),
     ("one window per beat, half a beat off (stride 140 from step 70)", 140, 70, 0),
@@ -64,7 +64,8 @@ def peer_auc(train, test, bank_stride: int, bank_offset: int, test_offset: int) 
         x, y = x[test_offset:], y[test_offset:]
         starts = q.window_starts(len(x), W, S)
         windows = sliding_window_view(x, W)[starts]
-        nearest = ((windows ** 2).sum(axis=1)[:, None] + bank_sq[None] - 2 * windows @ bank.T).min(axis=1) / W
+        nearest = np.concatenate([((w ** 2).sum(axis=1)[:, None] + bank_sq[None] - 2 * w @ bank.T).min(axis=1)
+                                  for w in np.array_split(windows, max(len(windows) // 256, 1))]) / W
         least = np.full(len(x), np.inf)
         for i, s in enumerate(starts):
             least[s:s + W] = np.minimum(least[s:s + W], nearest[i])

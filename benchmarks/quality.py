@@ -37,8 +37,8 @@ per set; only what a data set needs to be read at all, the long layout's window 
   exact period, as a real recording does not; everything else as the long ECG case. Added on
   2026-12-04 after the defaults were chosen, and reported outside the targets.
 
-Both long cases score steps by ``window_error_min`` and also report ``window_error_mean`` (the step
-score until 2026-12-04), ``step_error_mean`` (the one before it) and, at the same rate, what the window
+The long cases (series 135 and both long ECG sets) score steps by ``window_error_min`` and also report
+``window_error_mean`` (the step score until 2026-12-04), ``step_error_mean`` (the one before it) and, at the same rate, what the window
 threshold flagged when applied to single-step errors (the step flag before step thresholds).
 
 Thresholds are the library's default (``auto`` at 1% false alarms on the held-out reference: POT where
@@ -971,7 +971,7 @@ def _long_lines(record: dict, group: str) -> list[str]:
     if not rows:
         return []
     d = rows[0]["data"]
-    rhythm = (f"The beats of the set above, each resampled to a length of {d['beat_lengths'][0]} to "
+    rhythm = (f"The long ECG set's beats, each resampled to a length of {d['beat_lengths'][0]} to "
               f"{d['beat_lengths'][1]} steps (a rhythm that varies by up to {d['rhythm']:.0%}). " if d.get("rhythm") else "")
     lines = [f"## Long ECG{', variable rhythm' if rhythm else ''}: {d['series']} series of real beats, "
              f"{d['abnormal_beats_per_series']} abnormal beats in each "
