@@ -8,9 +8,11 @@ steps as seqae's own step score is (the least over the windows covering a step,
 
 The bank holds every full window of the training data at stride 1 (``DataConfig`` of the model with
 ``stride=1``), thinned to every second, fourth, ... window in reading order when it would exceed
-``max_windows``; what was kept is recorded (``NearestWindows.stride``). A shorter trailing window
+``max_windows`` (by default as many as fit in ``MAX_BANK_BYTES``); what was kept is recorded
+(``NearestWindows.stride``). A shorter trailing window
 (``partial_windows="keep"``) is compared with the first steps of the bank's windows. Distances are
-computed in float64, in chunks, with numpy: memory is the bank plus one chunk of distances.
+computed in float64, in chunks of at most ``CHUNK_VALUES`` distances, with numpy: memory is the bank
+plus one chunk.
 
 No TensorFlow, no Prefect.
 """
@@ -25,9 +27,10 @@ import numpy as np
 from seqae.data import DataConfig, ShardReader, resolve_shards
 from seqae.errors import SeqaeError
 
-#: Bank windows kept at most (float64: 100,000 windows of 140 steps take 112 MB).
-MAX_WINDOWS = 100_000
-#: Data windows compared with the bank at once.
+#: The bank's size at most, in bytes (float64: 239,000 windows of 140 steps and one feature).
+MAX_BANK_BYTES = 256 * 2 ** 20
+#: Distances computed at once (float64: 128 MiB), at most 256 windows against the whole bank.
+CHUNK_VALUES = 2 ** 24
 CHUNK = 256
 
 
@@ -47,13 +50,15 @@ class NearestWindows:
 
     @classmethod
     def build(cls, data: str, config: DataConfig, num_features: int, normalization: dict[str, Any], *,
-              max_windows: int = MAX_WINDOWS, read_batch_size: int = 16384) -> NearestWindows:
+              max_windows: int | None = None, read_batch_size: int = 16384) -> NearestWindows:
         """Read every full window of the long-layout shards at ``data`` (normal data: the bank is what
         "normal" means) at stride 1, standardised with the model's ``normalization`` (``mean``,
-        ``std``), thinned to at most ``max_windows``."""
+        ``std``), thinned to at most ``max_windows`` (None: as many as fit in ``MAX_BANK_BYTES``)."""
         if config.layout != "long" or not config.window:
             raise SeqaeError(f"baseline: the nearest-window baseline needs a long-layout model with a window; "
                              f"this one reads the {config.layout} layout")
+        if max_windows is None:
+            max_windows = max(MAX_BANK_BYTES // (8 * config.window * num_features), 1)
         if max_windows < 1:
             raise SeqaeError(f"baseline: max_windows must be at least 1, got {max_windows}")
         every = dataclasses.replace(config, stride=1, partial_windows="drop")
@@ -96,10 +101,11 @@ class NearestWindows:
             bank = self.bank[:, :span]
             bank_sq = self.bank_sq if span == self.bank.shape[1] else (bank ** 2).sum(axis=1)
             x = ((values[rows, :int(length)].astype(np.float64) - self.mean) / self.std).reshape(len(rows), -1)[:, :span]
-            for a in range(0, len(rows), CHUNK):
-                w = x[a:a + CHUNK]
+            chunk = int(np.clip(CHUNK_VALUES // len(bank), 1, CHUNK))
+            for a in range(0, len(rows), chunk):
+                w = x[a:a + chunk]
                 nearest = (bank_sq[None, :] - 2.0 * w @ bank.T).min(axis=1) + (w ** 2).sum(axis=1)
-                out[rows[a:a + CHUNK]] = np.maximum(nearest, 0.0) / span
+                out[rows[a:a + chunk]] = np.maximum(nearest, 0.0) / span
         return out
 
     def describe(self) -> dict[str, Any]:

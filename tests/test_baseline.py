@@ -85,3 +85,19 @@ def test_the_baseline_needs_a_long_layout_and_a_full_window(tmp_path):
     short = long_data(tmp_path / "d", {"a": np.ones(WINDOW - 1, np.float32)})
     with pytest.raises(SeqaeError, match="no full window of 5 steps"):
         NearestWindows.build(short, config(), 2, NORMALIZATION)
+
+
+def test_the_default_limit_is_the_banks_bytes_and_chunks_do_not_change_distances(tmp_path, monkeypatch):
+    import seqae.baseline as baseline
+
+    values = np.arange(44, dtype=np.float32)  # 40 windows of 5 steps, 2 features: 80 bytes each
+    data = long_data(tmp_path / "d", {"a": values})
+    whole = NearestWindows.build(data, config(), 2, NORMALIZATION)
+    monkeypatch.setattr(baseline, "MAX_BANK_BYTES", 80 * 10)
+    thinned = NearestWindows.build(data, config(), 2, NORMALIZATION)
+    assert (whole.stride, len(whole.bank)) == (1, 40) and (thinned.stride, len(thinned.bank)) == (4, 10)
+    new = np.random.default_rng(2).normal(size=(9, WINDOW, 2)).astype(np.float32)
+    lengths = np.full(9, WINDOW, np.int32)
+    expected = whole.distances(new, lengths)
+    monkeypatch.setattr(baseline, "CHUNK_VALUES", 45)  # one window at a time against the 40
+    np.testing.assert_allclose(whole.distances(new, lengths), expected, rtol=1e-12)
