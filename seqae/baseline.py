@@ -70,12 +70,12 @@ class NearestWindows:
         step, read, held = 1, 0, 0
         for shard in resolve_shards(data):
             for batch, _rejects in ShardReader(shard, every, batch_size=read_batch_size, num_features=num_features):
-                full = batch.lengths == width
-                values = batch.values[full, :width].astype(np.float64)
-                index = read + np.arange(len(values))
-                read += len(values)
-                keep = index % step == 0
-                kept.append(((values[keep] - mean) / std).reshape(int(keep.sum()), width * values.shape[2]))
+                full = np.flatnonzero(batch.lengths == width)
+                index = read + np.arange(len(full))
+                read += len(full)
+                keep = index % step == 0  # chosen before the float64 copy, which is of the kept windows only
+                values = batch.values[full[keep], :width].astype(np.float64)
+                kept.append(((values - mean) / std).reshape(len(values), width * values.shape[2]))
                 positions.append(index[keep])
                 held += int(keep.sum())
                 while held > max_windows:  # thin: every second window of those kept, from now on too

@@ -102,16 +102,16 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     """
     model = InferenceModel.open(model_dir, EmbedConfig(device=device, step_scores=True))
     cfg = model.data
-    bank = None
+    features = tuple(cfg.feature_columns or ())  # the long layout always names them
+    if label_column in (cfg.key_column, cfg.time_column, *features):
+        raise SeqaeError(f"--label-column {label_column!r} is the model's key, time or a feature column; expected a "
+                         "column of labels per time step")
+    bank = None  # built after the cheap checks: it reads all of baseline_data
     if baseline_data is not None:
         from seqae.baseline import NearestWindows
 
         bank = NearestWindows.build(baseline_data, cfg, model.num_features, model.info.metadata["normalization"],
                                     read_batch_size=read_batch_size)
-    features = tuple(cfg.feature_columns or ())  # the long layout always names them
-    if label_column in (cfg.key_column, cfg.time_column, *features):
-        raise SeqaeError(f"--label-column {label_column!r} is the model's key, time or a feature column; expected a "
-                         "column of labels per time step")
     parts = []
     steps_in = unlabelled = anomalous_unscored = 0
     label_values: set = set()
