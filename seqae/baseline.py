@@ -2,17 +2,20 @@
 
 Each window of the data is scored by its distance to the nearest window of normal training data: the
 mean squared difference over its steps and features, in the model's standardised units. Spread to
-steps as seqae's own step score is (the least over the windows covering a step,
-``seqae.infer.steps``), it is the simple baseline that a long-series anomaly score has to beat:
-``seqae evaluate --baseline-data`` reports it beside the model's score.
+steps as seqae's own step score is (``seqae.infer.steps``), it is the simple baseline that a
+long-series anomaly score has to beat: ``seqae evaluate --baseline-data`` reports it beside the
+model's score.
 
 The bank holds every full window of the training data at stride 1 (``DataConfig`` of the model with
 ``stride=1``), thinned to every second, fourth, ... window in reading order when it would exceed
-``max_windows`` (by default as many as fit in ``MAX_BANK_BYTES``); what was kept is recorded
-(``NearestWindows.stride``). A shorter trailing window
-(``partial_windows="keep"``) is compared with the first steps of the bank's windows. Distances are
-computed in float64, in chunks of at most ``CHUNK_VALUES`` distances, with numpy: memory is the bank
-plus one chunk.
+``max_windows`` (by default as many as fit in ``MAX_BANK_BYTES`` with their per-step norms); what
+was kept is recorded (``NearestWindows.stride``). A shorter trailing window
+(``partial_windows="keep"``) is compared with the first steps of the bank's windows, through the
+bank's cumulative per-step squared norms, so that windows of every length share one matrix product.
+
+Memory: the bank and its per-step norms (at most ``MAX_BANK_BYTES``), plus while building one read
+batch of stride-1 windows (``READ_VALUES`` float32 values, a few times that inside the reader), plus
+while scoring one chunk of at most ``CHUNK_VALUES`` float64 distances. Distances are computed in float64, with numpy.
 
 No TensorFlow, no Prefect.
 """
@@ -27,10 +30,15 @@ import numpy as np
 from seqae.data import DataConfig, ShardReader, resolve_shards
 from seqae.errors import SeqaeError
 
-#: The bank's size at most, in bytes (float64: 239,000 windows of 140 steps and one feature).
+#: The bank's size at most, in bytes, with its per-step norms (float64: 119,000 windows of 140
+#: steps and one feature).
 MAX_BANK_BYTES = 256 * 2 ** 20
-#: Distances computed at once (float64: 128 MiB), at most 256 windows against the whole bank.
+#: Distances computed at once, at most (float64: 128 MiB).
 CHUNK_VALUES = 2 ** 24
+#: Values of one read batch of stride-1 windows while building, at most (float32: 16 MiB; the reader
+#: holds about three times as much while decoding).
+READ_VALUES = 2 ** 22
+#: Windows scored against the whole bank at once, at most.
 CHUNK = 256
 
 
@@ -41,75 +49,108 @@ class NearestWindows:
     """
 
     def __init__(self, bank: np.ndarray, window: int, features: int, mean: np.ndarray, std: np.ndarray,
-                 stride: int, windows_read: int, data: str):
+                 stride: int, windows_read: int, data: str, windows_rejected: int = 0):
         self.bank = bank  # (windows, window * features) float64, standardised
-        self.bank_sq = (bank ** 2).sum(axis=1)
         self.window, self.features = window, features
+        # (window, windows): row t - 1 is each bank window's squared norm over its first t steps
+        steps = bank.reshape(len(bank), window, features)
+        self.norms = np.einsum("wtf,wtf->tw", steps, steps)
+        np.cumsum(self.norms, axis=0, out=self.norms)
         self.mean, self.std = mean, std
-        self.stride, self.windows_read, self.data = stride, windows_read, data
+        self.stride, self.windows_read, self.windows_rejected, self.data = stride, windows_read, windows_rejected, data
+
+    @staticmethod
+    def capacity(window: int, features: int) -> int:
+        """The bank's windows at most by default: as many as fit in ``MAX_BANK_BYTES``, norms included."""
+        return max(MAX_BANK_BYTES // (8 * window * (features + 1)), 1)
 
     @classmethod
     def build(cls, data: str, config: DataConfig, num_features: int, normalization: dict[str, Any], *,
               max_windows: int | None = None, read_batch_size: int = 16384) -> NearestWindows:
         """Read every full window of the long-layout shards at ``data`` (normal data: the bank is what
         "normal" means) at stride 1, standardised with the model's ``normalization`` (``mean``,
-        ``std``), thinned to at most ``max_windows`` (None: as many as fit in ``MAX_BANK_BYTES``)."""
+        ``std``), thinned to at most ``max_windows`` (None: ``capacity``)."""
         if config.layout != "long" or not config.window:
             raise SeqaeError(f"baseline: the nearest-window baseline needs a long-layout model with a window; "
                              f"this one reads the {config.layout} layout")
+        width = config.window
         if max_windows is None:
-            max_windows = max(MAX_BANK_BYTES // (8 * config.window * num_features), 1)
+            max_windows = cls.capacity(width, num_features)
         if max_windows < 1:
             raise SeqaeError(f"baseline: max_windows must be at least 1, got {max_windows}")
         every = dataclasses.replace(config, stride=1, partial_windows="drop")
+        # about one stride-1 window per step read: a batch of steps holds at most READ_VALUES values
+        read_batch_size = int(np.clip(READ_VALUES // (width * num_features), 1, read_batch_size))
         mean = np.asarray(normalization["mean"], dtype=np.float64)
         std = np.asarray(normalization["std"], dtype=np.float64)
-        width = config.window
-        kept: list[np.ndarray] = []
-        positions: list[np.ndarray] = []
-        step, read, held = 1, 0, 0
+        # one array, filled in place: pages never written (a small data set's) take no memory
+        # one array, filled in place up to max_windows: pages never written (a small data set's) take no memory
+        bank = np.empty((max_windows, width * num_features))
+        positions = np.empty(max_windows, dtype=np.int64)  # each kept window's index among those read
+        step, held, read, rejected, rows = 1, 0, 0, 0, 0
+        reasons: dict[str, int] = {}
         for shard in resolve_shards(data):
-            for batch, _rejects in ShardReader(shard, every, batch_size=read_batch_size, num_features=num_features):
+            reader = ShardReader(shard, every, batch_size=read_batch_size, num_features=num_features)
+            for batch, _rejects in reader:
                 full = np.flatnonzero(batch.lengths == width)
                 index = read + np.arange(len(full))
                 read += len(full)
-                keep = index % step == 0  # chosen before the float64 copy, which is of the kept windows only
-                values = batch.values[full[keep], :width].astype(np.float64)
-                kept.append(((values - mean) / std).reshape(len(values), width * values.shape[2]))
-                positions.append(index[keep])
-                held += int(keep.sum())
-                while held > max_windows:  # thin: every second window of those kept, from now on too
-                    step *= 2
-                    masks = [p % step == 0 for p in positions]
-                    kept = [k[m] for k, m in zip(kept, masks)]
-                    positions = [p[m] for p, m in zip(positions, masks)]
-                    held = sum(len(p) for p in positions)
+                while held + int((index % step == 0).sum()) > max_windows:
+                    step *= 2  # thin: every second window of those kept, from now on too
+                    chosen_rows = np.flatnonzero(positions[:held] % step == 0)
+                    for at in range(0, len(chosen_rows), CHUNK):  # in place: row at reads rows >= at
+                        rows_at = chosen_rows[at:at + CHUNK]
+                        bank[at:at + len(rows_at)] = bank[rows_at]
+                        positions[at:at + len(rows_at)] = positions[rows_at]
+                    held = len(chosen_rows)
+                chosen = index % step == 0  # before the float64 copy, which is of the kept windows only
+                keep = full[chosen]
+                values = (batch.values[keep, :width].astype(np.float64) - mean) / std
+                bank[held:held + len(keep)] = values.reshape(len(keep), width * num_features)
+                positions[held:held + len(keep)] = index[chosen]
+                held += len(keep)
+            rejected += reader.stats.windows_rejected
+            rows += reader.stats.rows_in
+            for reason, n in reader.stats.reasons.items():
+                reasons[reason] = reasons.get(reason, 0) + n
         if not held:
-            raise SeqaeError(f"{data}: no full window of {width} steps to compare with (the baseline needs normal "
-                             "series at least one window long)")
-        return cls(np.concatenate(kept), width, num_features, mean, std, step, read, data)
+            if rejected:
+                found = "; ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items()))
+                raise SeqaeError(f"{data}: no full window of {width} steps to compare with: {rejected} window(s) of "
+                                 f"{rows} rows were rejected ({found}); the baseline needs normal series with at "
+                                 "least one clean window")
+            raise SeqaeError(f"{data}: no full window of {width} steps to compare with ({rows} rows read): the "
+                             "baseline needs normal series at least one window long")
+        return cls(bank[:held], width, num_features, mean, std, step, read, data, rejected)
 
     def distances(self, values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """``(windows,)``: each window's mean squared difference to its nearest bank window, over its
         valid steps and features (``values (windows, time, features)`` raw, post-padded)."""
-        n = len(lengths)
+        lengths = np.minimum(np.asarray(lengths), self.window).astype(np.int64)
+        n, f = len(lengths), self.features
+        steps = min(values.shape[1], self.window)
         out = np.empty(n, dtype=np.float64)
-        f = self.features
-        for length in np.unique(lengths):
-            rows = np.flatnonzero(lengths == length)
-            span = int(min(length, self.window)) * f
-            bank = self.bank[:, :span]
-            bank_sq = self.bank_sq if span == self.bank.shape[1] else (bank ** 2).sum(axis=1)
-            x = ((values[rows, :int(length)].astype(np.float64) - self.mean) / self.std).reshape(len(rows), -1)[:, :span]
-            chunk = int(np.clip(CHUNK_VALUES // len(bank), 1, CHUNK))
-            for a in range(0, len(rows), chunk):
-                w = x[a:a + chunk]
-                nearest = (bank_sq[None, :] - 2.0 * w @ bank.T).min(axis=1) + (w ** 2).sum(axis=1)
-                out[rows[a:a + chunk]] = np.maximum(nearest, 0.0) / span
+        chunk = int(np.clip(CHUNK_VALUES // len(self.bank), 1, CHUNK))
+        for a in range(0, n, chunk):
+            used = lengths[a:a + chunk]
+            w = np.zeros((len(used), self.window * f))
+            w[:, :steps * f] = ((values[a:a + chunk, :steps].astype(np.float64) - self.mean) / self.std).reshape(
+                len(used), -1)
+            w[np.arange(self.window * f)[None, :] >= (used * f)[:, None]] = 0.0  # padding: nothing in w . bank
+            # sum over each window's own steps of (w - b)^2 = |b|^2 over those steps - 2 w . b + |w|^2
+            cross = w @ self.bank.T
+            cross *= -2.0
+            nearest = np.empty(len(used))
+            for length in np.unique(used):
+                rows = np.flatnonzero(used == length)
+                nearest[rows] = (cross[rows] + self.norms[length - 1]).min(axis=1) if len(rows) < len(used) else \
+                    np.add(cross, self.norms[length - 1], out=cross).min(axis=1)
+            nearest += np.einsum("ij,ij->i", w, w)
+            out[a:a + chunk] = np.maximum(nearest, 0.0) / (used * f)
         return out
 
     def describe(self) -> dict[str, Any]:
         return {"what": "each window's mean squared distance (standardised units) to its nearest window of the "
-                        "baseline data, the least over the windows covering a step (as the model's step score)",
+                        "baseline data, spread to steps as the model's step score",
                 "data": self.data, "bank_windows": int(len(self.bank)), "windows_read": int(self.windows_read),
-                "bank_stride": int(self.stride)}
+                "windows_rejected": int(self.windows_rejected), "bank_stride": int(self.stride)}

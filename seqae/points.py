@@ -35,7 +35,7 @@ from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ShardInput, score
 from seqae.infer.steps import WINDOW_ERROR_MEAN, WINDOW_ERROR_MIN, StepScores
-from seqae.thresholds import step_score
+from seqae.thresholds import STEP_STATISTIC, step_score
 
 #: The UCR anomaly archive's tolerance around a labelled anomaly, in steps.
 UCR_MARGIN = 100
@@ -106,20 +106,25 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     if label_column in (cfg.key_column, cfg.time_column, *features):
         raise SeqaeError(f"--label-column {label_column!r} is the model's key, time or a feature column; expected a "
                          "column of labels per time step")
+    shards = resolve_shards(data)
+    threshold = model.threshold
+    statistic = (threshold.statistic_ if threshold is not None else None) or STEP_STATISTIC
     bank = None  # built after the cheap checks: it reads all of baseline_data
     if baseline_data is not None:
         from seqae.baseline import NearestWindows
 
+        for shard in shards:  # footers only: a missing label column fails before the bank is read
+            with shard.open() as handle:
+                found = pq.ParquetFile(handle).schema_arrow.names
+            _require_label(shard.uri, label_column, found)
         bank = NearestWindows.build(baseline_data, cfg, model.num_features, model.info.metadata["normalization"],
                                     read_batch_size=read_batch_size)
     parts = []
     steps_in = unlabelled = anomalous_unscored = 0
     label_values: set = set()
-    for shard in resolve_shards(data):
+    for shard in shards:
         source = ShardInput(shard, model, read_batch_size)
-        if label_column not in source.reader.schema.names:
-            raise SeqaeError(f"{shard.uri}: column '{label_column}' is missing; expected a label per time step, "
-                             f"found {', '.join(source.reader.schema.names)}")
+        _require_label(shard.uri, label_column, source.reader.schema.names)
         fold = StepScores(source.reader.schema.field(cfg.key_column).type)
         base_fold = StepScores(source.reader.schema.field(cfg.key_column).type)
         rows, base_rows = [], []
@@ -143,8 +148,9 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
             names.WINDOWS: np.concatenate([r.windows for r in rows]),
             "_order": np.arange(sum(len(r) for r in rows)),
         })
-        if bank is not None:
-            scored = scored.append_column(BASELINE, pa.array(np.concatenate([r.window_min for r in base_rows])))
+        if bank is not None:  # spread to steps by the model's statistic (the least or the mean over the windows)
+            spread = [r.window_min if statistic == WINDOW_ERROR_MIN else r.window_mean for r in base_rows]
+            scored = scored.append_column(BASELINE, pa.array(np.concatenate(spread)))
         with shard.open() as handle:
             labels = pq.read_table(handle, columns=[cfg.key_column, cfg.time_column, label_column,
                                                     features[0]])
@@ -167,7 +173,6 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
         raise SeqaeError(f"{data}: no labelled time step was scored (too few steps for one window, or every label "
                          "null?)")
     table = pa.concat_tables([t for t, _ in parts])
-    threshold = model.threshold
     steps = threshold.steps_ if threshold is not None else None
     windows = table.column(names.WINDOWS).to_numpy()
     columns = {name: table.column(name).to_numpy() for name in (WINDOW_ERROR_MIN, WINDOW_ERROR_MEAN)}
@@ -182,6 +187,12 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
                        cfg.key_column, cfg.time_column, features[0], unlabelled, anomalous_unscored,
                        tuple(sorted(label_values, key=str))[:10], steps.threshold_ if steps is not None else None,
                        windows, statistic, scores, baseline, bank.describe() if bank is not None else None)
+
+
+def _require_label(uri: str, label_column: str, found: list[str]) -> None:
+    if label_column not in found:
+        raise SeqaeError(f"{uri}: column '{label_column}' is missing; expected a label per time step, "
+                         f"found {', '.join(found)}")
 
 
 def segments(anomalous: np.ndarray, bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -268,12 +279,17 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
                       roc_auc_of_step_error_mean=round(float(roc_auc_score(y, scored.mean.astype(np.float64))), 4),
                       roc_auc_of_max=round(float(roc_auc_score(y, scored.max.astype(np.float64))), 4))
     if scored.baseline is not None:
-        result["baseline"] = dict(scored.baseline_info or {})
+        b = scored.baseline.astype(np.float64)
+        raw = (scored.window_min if scored.statistic == WINDOW_ERROR_MIN else scored.window_mean).astype(np.float64)
+        result["baseline"] = {**(scored.baseline_info or {}), "spread": scored.statistic,
+                              "roc_auc": None, "pr_auc": None, "model_roc_auc_unscaled": None,
+                              "hit_rate": _hit_rate(ucr_hits(b, y, bounds, margin))}
         if result["roc_auc"] is not None:
-            b = scored.baseline.astype(np.float64)
+            # model_roc_auc_unscaled: the model's statistic without the end-of-series scaling to its own
+            # threshold (Threshold.adjust_steps), which the baseline has no counterpart of
             result["baseline"].update(roc_auc=round(float(roc_auc_score(y, b)), 4),
                                       pr_auc=round(float(average_precision_score(y, b)), 4),
-                                      hit_rate=_hit_rate(ucr_hits(b, y, bounds, margin)))
+                                      model_roc_auc_unscaled=round(float(roc_auc_score(y, raw)), 4))
             if result["baseline"]["roc_auc"] > result["roc_auc"]:
                 warnings.append(f"the nearest-training-window baseline ranks the anomalous steps better than the model "
                                 f"(step ROC-AUC {result['baseline']['roc_auc']} against {result['roc_auc']}): on this "
@@ -366,7 +382,9 @@ def markdown(report: dict[str, Any]) -> str:
         b = m["baseline"]
         lines += [f"| baseline, nearest training window: ROC-AUC (steps) | {b['roc_auc']} |",
                   f"| baseline: PR-AUC (steps) | {b['pr_auc']} |",
-                  f"| baseline: UCR hit rate | {b['hit_rate']} |"]
+                  f"| baseline: UCR hit rate | {b['hit_rate']} |",
+                  f"| the model's `{m['score']}` without the end-of-series scaling, as the baseline is spread: "
+                  f"ROC-AUC (steps) | {b['model_roc_auc_unscaled']} |"]
     for name, title in (("at_threshold", "at the threshold"), ("point_adjusted", "point-adjusted")):
         if name in m:
             t = m[name]
@@ -385,7 +403,8 @@ def markdown(report: dict[str, Any]) -> str:
     if "baseline" in m:
         b = m["baseline"]
         lines += ["", f"Baseline: {b['what']}; {b['bank_windows']} windows of `{b['data']}` "
-                      f"({b['windows_read']} read, every {b['bank_stride']} kept)."]
+                      f"({b['windows_read']} read, every {b['bank_stride']} kept; {b['windows_rejected']} rejected, e.g. "
+                      "over a NaN)."]
     lines += [""] + [f"Warning: {w}" for w in m.get("warnings", [])]
     lines += [""] + [f"![{name}]({file})" for name, file in report["plots"].items()]
     return "\n".join(lines) + "\n"

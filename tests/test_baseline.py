@@ -90,10 +90,10 @@ def test_the_baseline_needs_a_long_layout_and_a_full_window(tmp_path):
 def test_the_default_limit_is_the_banks_bytes_and_chunks_do_not_change_distances(tmp_path, monkeypatch):
     import seqae.baseline as baseline
 
-    values = np.arange(44, dtype=np.float32)  # 40 windows of 5 steps, 2 features: 80 bytes each
+    values = np.arange(44, dtype=np.float32)  # 40 windows of 5 steps, 2 features: 80 bytes each, 40 of norms
     data = long_data(tmp_path / "d", {"a": values})
     whole = NearestWindows.build(data, config(), 2, NORMALIZATION)
-    monkeypatch.setattr(baseline, "MAX_BANK_BYTES", 80 * 10)
+    monkeypatch.setattr(baseline, "MAX_BANK_BYTES", 120 * 10)
     thinned = NearestWindows.build(data, config(), 2, NORMALIZATION)
     assert (whole.stride, len(whole.bank)) == (1, 40) and (thinned.stride, len(thinned.bank)) == (4, 10)
     new = np.random.default_rng(2).normal(size=(9, WINDOW, 2)).astype(np.float32)
@@ -101,3 +101,13 @@ def test_the_default_limit_is_the_banks_bytes_and_chunks_do_not_change_distances
     expected = whole.distances(new, lengths)
     monkeypatch.setattr(baseline, "CHUNK_VALUES", 45)  # one window at a time against the 40
     np.testing.assert_allclose(whole.distances(new, lengths), expected, rtol=1e-12)
+
+
+def test_rejected_windows_are_counted_and_named_when_none_is_left(tmp_path):
+    values = np.arange(20, dtype=np.float32)
+    values[8] = np.nan  # rejects the 5 windows over step 8 of 16
+    bank = NearestWindows.build(long_data(tmp_path / "d", {"a": values}), config(), 2, NORMALIZATION)
+    assert bank.describe()["windows_rejected"] == 5 and bank.windows_read == len(bank.bank) == 11
+    values[::3] = np.nan  # every window holds a NaN
+    with pytest.raises(SeqaeError, match=r"16 window\(s\) of 20 rows were rejected \(non_finite: 16\)"):
+        NearestWindows.build(long_data(tmp_path / "e", {"a": values}), config(), 2, NORMALIZATION)

@@ -70,6 +70,23 @@ def test_one_class_gives_undefined_metrics_with_counts_naming_the_labels():
                               "are anomalous; labels found: 0, 1): is --normal-value the label of normal steps?")
     assert m["steps"] == 3 and m["anomalous_steps"] == 0 and m["at_threshold"]["flagged_steps"] == 1
     assert m["ucr"]["hit_rate"] is None
+    steps.baseline, steps.baseline_info = np.array([0.3, 0.2, 0.1]), {"bank_windows": 4}
+    b = point_metrics(steps, threshold=0.25)["baseline"]  # the same keys, undefined alike
+    assert b == {"bank_windows": 4, "spread": "window_error_min", "roc_auc": None, "pr_auc": None,
+                 "model_roc_auc_unscaled": None, "hit_rate": None}
+
+
+def test_the_baseline_is_compared_with_the_models_score_and_with_its_unscaled_statistic():
+    keys, labels = ["a"] * 6, [0, 0, 1, 1, 0, 0]
+    steps = scored(keys, [0.1, 0.2, 0.3, 0.4, 0.5, 0.1], labels)
+    steps.baseline, steps.baseline_info = np.array([0.0, 0.1, 0.9, 0.8, 0.2, 0.0]), {}
+    steps.adjusted = np.array([0.1, 0.2, 0.3, 0.4, 0.25, 0.1])  # the last normal step scaled down, as at a series end
+    m = point_metrics(steps, threshold=None)
+    b = m["baseline"]
+    assert (m["roc_auc"], b["model_roc_auc_unscaled"], b["roc_auc"], b["hit_rate"]) == (1.0, 0.75, 1.0, 1.0)
+    assert not any("baseline ranks" in w for w in m["warnings"])  # a tie is not a win
+    steps.adjusted = None  # scored by the unscaled statistic, the model loses to the baseline
+    assert any("baseline ranks the anomalous steps better" in w for w in point_metrics(steps, None)["warnings"])
 
 
 def test_the_models_step_threshold_flags_and_the_normal_steps_flagged_are_counted():
@@ -195,3 +212,98 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     assert m["roc_auc"] == pytest.approx(expected, abs=1e-4)
     expected = roc_auc_score(truth, steps.column("window_error_mean").to_numpy()[keep])
     assert m["roc_auc_of_window_error_mean"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_baseline_step_scores_match_a_by_hand_count_over_series_shards_and_rejected_windows(tmp_path):
+    """Every scored step's baseline against a by-hand computation: two features, a series split across
+    training shards (its windows do not cross them), NaNs that reject windows in both parts, two test
+    shards of two series each, shorter trailing windows, read batches smaller than a series."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from seqae.config import DataConfig, ModelConfig, TrainConfig
+    from seqae.export import export
+    from seqae.points import score_steps
+    from seqae.train import train
+
+    rng = np.random.default_rng(0)
+    window, stride = 8, 3
+
+    def series(n, phase):
+        t = np.arange(n)
+        x = np.sin(t / 3 + phase).astype(np.float32) + rng.normal(0, 0.05, n).astype(np.float32)
+        return t, x, (np.cos(t / 4 + phase) * 5 + 2).astype(np.float32)
+
+    def write(path, parts):
+        path.parent.mkdir(exist_ok=True)
+        cols = {c: np.concatenate([p[i] for p in parts]) for i, c in enumerate(("t", "x", "y", "lab"))}
+        keys = sum(([p[4]] * len(p[0]) for p in parts), [])
+        pq.write_table(pa.table({"s": keys, "t": cols["t"].astype(np.int64), "x": cols["x"], "y": cols["y"],
+                                 "lab": cols["lab"].astype(np.int8)}), path)
+
+    ta, xa, ya = series(120, 0)
+    xa[50] = np.nan
+    tb, xb, yb = series(90, 1)
+    tc, xc, yc = series(70, 2)
+    z = lambda n: np.zeros(n, np.int8)  # noqa: E731
+    train_parts = [[(ta, xa, ya, z(120), "a"), (tb[:40], xb[:40], yb[:40], z(40), "b")],
+                   [(tb[40:], xb[40:], yb[40:], z(50), "b"), (tc, xc, yc, z(70), "c")]]
+    for i, parts in enumerate(train_parts):
+        write(tmp_path / "train" / f"p{i}.parquet", parts)
+    tests = []
+    for i, (n, phase) in enumerate([(100, 0.3), (77, 1.3), (64, 2.2), (95, 0.7)]):
+        t, x, y = series(n, phase)
+        lab = z(n)
+        x[20 + 7 * i:25 + 7 * i] += 2.5
+        lab[20 + 7 * i:25 + 7 * i] = 1
+        if i == 1:
+            x[60] = np.nan
+        tests.append((t, x, y, lab, f"k{i}"))
+    write(tmp_path / "test" / "q0.parquet", tests[:2])
+    write(tmp_path / "test" / "q1.parquet", tests[2:])
+    data = DataConfig(layout="long", key_column="s", time_column="t", feature_columns=("x", "y"), window=window,
+                      stride=stride)
+    model = train(str(tmp_path / "train"), tmp_path / "m", model_config=ModelConfig(units=4), data_config=data,
+                  train_config=TrainConfig(max_epochs=1))
+    export(tmp_path / "m")
+    norm = model.metadata["normalization"]
+    mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
+
+    def standardised(t, x, y):
+        return (np.stack([x, y], axis=1).astype(np.float64) - mean) / std
+
+    bank = np.concatenate([sliding_window_view(standardised(*p[:3]), (window, 2))[:, 0].reshape(-1, window * 2)
+                           for parts in train_parts for p in parts])
+    bank = bank[np.isfinite(bank).all(axis=1)]  # windows over the NaN are rejected
+    expected = {}
+    for t, x, y, _, key in tests:
+        v = standardised(t, x, y)
+        n = len(v)
+        starts = list(range(0, n - window + 1, stride))
+        spans = [(s, s + window) for s in starts]
+        if starts[-1] + window < n:  # the shorter trailing window
+            spans.append((starts[-1] + stride, n))
+        best = np.full(n, np.inf)
+        for a, b in spans:
+            w = v[a:b].reshape(-1)
+            if np.isfinite(w).all():
+                best[a:b] = np.minimum(best[a:b], ((bank[:, :len(w)] - w) ** 2).mean(axis=1).min())
+        expected |= {(key, int(t[i])): best[i] for i in range(n) if np.isfinite(best[i])}
+
+    scored = score_steps(tmp_path / "m", str(tmp_path / "test"), "lab", 0, device="cpu", read_batch_size=37,
+                         baseline_data=str(tmp_path / "train"))
+    got = {(k, int(t)): b for k, t, b in zip(scored.keys, scored.times, scored.baseline)}
+    assert set(got) == set(expected) and len(got) == 100 + 77 + 64 + 95 - 4  # steps 59-62 of k1: every window over them holds its NaN
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6, atol=1e-9)
+    info = scored.baseline_info
+    assert info["bank_windows"] == info["windows_read"] == len(bank) and info["windows_rejected"] == window
+    # A label column missing from any test shard is found from the footers, before the bank is read.
+    (tmp_path / "unlabelled").mkdir()
+    pq.write_table(pq.read_table(tmp_path / "test" / "q1.parquet").drop_columns(["lab"]),
+                   tmp_path / "unlabelled" / "q1.parquet")
+    pq.write_table(pq.read_table(tmp_path / "test" / "q0.parquet"), tmp_path / "unlabelled" / "q0.parquet")
+    with pytest.raises(SeqaeError, match=r"q1.parquet: column 'lab' is missing"):
+        score_steps(tmp_path / "m", str(tmp_path / "unlabelled"), "lab", 0, device="cpu",
+                    baseline_data=str(tmp_path / "no-such-folder"))
