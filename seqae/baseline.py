@@ -83,11 +83,11 @@ class NearestWindows:
         read_batch_size = int(np.clip(READ_VALUES // (width * num_features), 1, read_batch_size))
         mean = np.asarray(normalization["mean"], dtype=np.float64)
         std = np.asarray(normalization["std"], dtype=np.float64)
-        # one array, filled in place: pages never written (a small data set's) take no memory
-        # one array, filled in place up to max_windows: pages never written (a small data set's) take no memory
-        bank = np.empty((max_windows, width * num_features))
-        positions = np.empty(max_windows, dtype=np.int64)  # each kept window's index among those read
-        step, held, read, rejected, rows = 1, 0, 0, 0, 0
+        # one array, filled in place and grown (resized, not copied beside itself) up to max_windows
+        bank = np.empty((min(max_windows, 1024), width * num_features))
+        positions = np.empty(len(bank), dtype=np.int64)  # each kept window's index among those read
+        step, held, read = 1, 0, 0
+        windows_rejected = rows_rejected = rows = 0
         reasons: dict[str, int] = {}
         for shard in resolve_shards(data):
             reader = ShardReader(shard, every, batch_size=read_batch_size, num_features=num_features)
@@ -103,25 +103,35 @@ class NearestWindows:
                         bank[at:at + len(rows_at)] = bank[rows_at]
                         positions[at:at + len(rows_at)] = positions[rows_at]
                     held = len(chosen_rows)
-                chosen = index % step == 0  # before the float64 copy, which is of the kept windows only
+                chosen = index % step == 0
                 keep = full[chosen]
-                values = (batch.values[keep, :width].astype(np.float64) - mean) / std
-                bank[held:held + len(keep)] = values.reshape(len(keep), width * num_features)
+                if not len(keep):
+                    continue
+                if held + len(keep) > len(bank):
+                    grown = min(max(held + len(keep), 2 * len(bank)), max_windows)
+                    bank.resize((grown, width * num_features), refcheck=False)
+                    positions.resize(grown, refcheck=False)
+                # standardised straight into the bank, only the kept windows
+                into = bank[held:held + len(keep)].reshape(len(keep), width, num_features)
+                np.subtract(batch.values[keep, :width], mean, out=into)
+                into /= std
                 positions[held:held + len(keep)] = index[chosen]
                 held += len(keep)
-            rejected += reader.stats.windows_rejected
+            windows_rejected += reader.stats.windows_rejected
+            rows_rejected += reader.stats.rows_rejected
             rows += reader.stats.rows_in
             for reason, n in reader.stats.reasons.items():
                 reasons[reason] = reasons.get(reason, 0) + n
         if not held:
-            if rejected:
-                found = "; ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items()))
-                raise SeqaeError(f"{data}: no full window of {width} steps to compare with: {rejected} window(s) of "
-                                 f"{rows} rows were rejected ({found}); the baseline needs normal series with at "
-                                 "least one clean window")
+            found = "; ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items()))
+            if windows_rejected or rows_rejected:
+                raise SeqaeError(f"{data}: no full window of {width} steps to compare with: of {rows} rows read, "
+                                 f"{rows_rejected} row(s) and {windows_rejected} window(s) were rejected (reasons: "
+                                 f"{found}); the baseline needs normal series with at least one clean window")
             raise SeqaeError(f"{data}: no full window of {width} steps to compare with ({rows} rows read): the "
                              "baseline needs normal series at least one window long")
-        return cls(bank[:held], width, num_features, mean, std, step, read, data, rejected)
+        bank.resize((held, width * num_features), refcheck=False)  # gives back what thinning freed
+        return cls(bank, width, num_features, mean, std, step, read, data, windows_rejected)
 
     def distances(self, values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """``(windows,)``: each window's mean squared difference to its nearest bank window, over its
@@ -140,12 +150,10 @@ class NearestWindows:
             # sum over each window's own steps of (w - b)^2 = |b|^2 over those steps - 2 w . b + |w|^2
             cross = w @ self.bank.T
             cross *= -2.0
-            nearest = np.empty(len(used))
-            for length in np.unique(used):
-                rows = np.flatnonzero(used == length)
-                nearest[rows] = (cross[rows] + self.norms[length - 1]).min(axis=1) if len(rows) < len(used) else \
-                    np.add(cross, self.norms[length - 1], out=cross).min(axis=1)
-            nearest += np.einsum("ij,ij->i", w, w)
+            for i, length in enumerate(used):  # in place: one chunk of distances in memory
+                cross[i] += self.norms[length - 1]
+            nearest = cross.min(axis=1) + np.einsum("ij,ij->i", w, w)
+            del cross
             out[a:a + chunk] = np.maximum(nearest, 0.0) / (used * f)
         return out
 

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from seqae import names
 from seqae.config import Device, EmbedConfig
-from seqae.data import key_runs, resolve_shards
+from seqae.data import ShardReader, key_runs, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ShardInput, score
@@ -113,10 +113,8 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     if baseline_data is not None:
         from seqae.baseline import NearestWindows
 
-        for shard in shards:  # footers only: a missing label column fails before the bank is read
-            with shard.open() as handle:
-                found = pq.ParquetFile(handle).schema_arrow.names
-            _require_label(shard.uri, label_column, found)
+        for shard in shards:  # footers only: a bad file or a missing label column fails before the bank is read
+            _require_label(shard.uri, label_column, ShardReader(shard, cfg, num_features=model.num_features).schema.names)
         bank = NearestWindows.build(baseline_data, cfg, model.num_features, model.info.metadata["normalization"],
                                     read_batch_size=read_batch_size)
     parts = []
@@ -292,8 +290,10 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
                                       model_roc_auc_unscaled=round(float(roc_auc_score(y, raw)), 4))
             if result["baseline"]["roc_auc"] > result["roc_auc"]:
                 warnings.append(f"the nearest-training-window baseline ranks the anomalous steps better than the model "
-                                f"(step ROC-AUC {result['baseline']['roc_auc']} against {result['roc_auc']}): on this "
-                                "data, score by it or beside it")
+                                f"(step ROC-AUC {result['baseline']['roc_auc']} against {result['roc_auc']}): on data "
+                                "like this the model's step score is the weaker detector; the baseline's step scores "
+                                "are ScoredSteps.baseline of seqae.points.score_steps (seqae embed does not write "
+                                "them)")
     if threshold is not None:
         flagged = s > threshold
         for name, pred in (("at_threshold", flagged), ("point_adjusted", point_adjust(flagged, y, bounds))):

@@ -109,5 +109,18 @@ def test_rejected_windows_are_counted_and_named_when_none_is_left(tmp_path):
     bank = NearestWindows.build(long_data(tmp_path / "d", {"a": values}), config(), 2, NORMALIZATION)
     assert bank.describe()["windows_rejected"] == 5 and bank.windows_read == len(bank.bank) == 11
     values[::3] = np.nan  # every window holds a NaN
-    with pytest.raises(SeqaeError, match=r"16 window\(s\) of 20 rows were rejected \(non_finite: 16\)"):
+    with pytest.raises(SeqaeError, match=r"of 20 rows read, 0 row\(s\) and 16 window\(s\) were rejected "
+                                         r"\(reasons: non_finite: 16\)"):
         NearestWindows.build(long_data(tmp_path / "e", {"a": values}), config(), 2, NORMALIZATION)
+
+
+def test_the_bank_grows_as_windows_arrive_and_a_large_limit_allocates_nothing_up_front(tmp_path):
+    values = np.random.default_rng(3).normal(size=3000).astype(np.float32)
+    data = long_data(tmp_path / "d", {"a": values[:1800], "b": values[1800:]})
+    bank = NearestWindows.build(data, config(), 2, NORMALIZATION, max_windows=10 ** 12, read_batch_size=500)
+    expected = np.concatenate([windows_of(values[:1800]), windows_of(values[1800:])])
+    assert bank.stride == 1 and bank.bank.shape == expected.shape and bank.bank.base is None  # its own memory
+    np.testing.assert_allclose(bank.bank, expected, rtol=1e-6)
+    thinned = NearestWindows.build(data, config(), 2, NORMALIZATION, max_windows=1500, read_batch_size=500)
+    assert thinned.stride == 2
+    np.testing.assert_allclose(thinned.bank, expected[np.flatnonzero(np.arange(len(expected)) % 2 == 0)], rtol=1e-6)

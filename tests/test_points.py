@@ -87,6 +87,8 @@ def test_the_baseline_is_compared_with_the_models_score_and_with_its_unscaled_st
     assert not any("baseline ranks" in w for w in m["warnings"])  # a tie is not a win
     steps.adjusted = None  # scored by the unscaled statistic, the model loses to the baseline
     assert any("baseline ranks the anomalous steps better" in w for w in point_metrics(steps, None)["warnings"])
+    steps.statistic = "window_error_mean"  # an older threshold file's statistic: the mean, 2 - scores here
+    assert point_metrics(steps, None)["baseline"]["model_roc_auc_unscaled"] == 0.25
 
 
 def test_the_models_step_threshold_flags_and_the_normal_steps_flagged_are_counted():
@@ -277,7 +279,7 @@ def test_baseline_step_scores_match_a_by_hand_count_over_series_shards_and_rejec
     bank = np.concatenate([sliding_window_view(standardised(*p[:3]), (window, 2))[:, 0].reshape(-1, window * 2)
                            for parts in train_parts for p in parts])
     bank = bank[np.isfinite(bank).all(axis=1)]  # windows over the NaN are rejected
-    expected = {}
+    expected, expected_mean = {}, {}
     for t, x, y, _, key in tests:
         v = standardised(t, x, y)
         n = len(v)
@@ -285,12 +287,16 @@ def test_baseline_step_scores_match_a_by_hand_count_over_series_shards_and_rejec
         spans = [(s, s + window) for s in starts]
         if starts[-1] + window < n:  # the shorter trailing window
             spans.append((starts[-1] + stride, n))
-        best = np.full(n, np.inf)
+        best, total, count = np.full(n, np.inf), np.zeros(n), np.zeros(n)
         for a, b in spans:
             w = v[a:b].reshape(-1)
             if np.isfinite(w).all():
-                best[a:b] = np.minimum(best[a:b], ((bank[:, :len(w)] - w) ** 2).mean(axis=1).min())
+                d = ((bank[:, :len(w)] - w) ** 2).mean(axis=1).min()
+                best[a:b] = np.minimum(best[a:b], d)
+                total[a:b] += d
+                count[a:b] += 1
         expected |= {(key, int(t[i])): best[i] for i in range(n) if np.isfinite(best[i])}
+        expected_mean |= {(key, int(t[i])): total[i] / count[i] for i in range(n) if count[i]}
 
     scored = score_steps(tmp_path / "m", str(tmp_path / "test"), "lab", 0, device="cpu", read_batch_size=37,
                          baseline_data=str(tmp_path / "train"))
@@ -299,6 +305,24 @@ def test_baseline_step_scores_match_a_by_hand_count_over_series_shards_and_rejec
     np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6, atol=1e-9)
     info = scored.baseline_info
     assert info["bank_windows"] == info["windows_read"] == len(bank) and info["windows_rejected"] == window
+    # A threshold file from before step thresholds scores steps by window_error_mean: the baseline is
+    # spread the same way, the mean over the covering windows.
+    import json
+
+    from seqae.anomaly import fit_threshold
+    from seqae.thresholds import canonical_sha256
+
+    fit_threshold(tmp_path / "m", data=str(tmp_path / "train"), device="cpu")
+    path = tmp_path / "m" / "threshold.json"
+    body = json.loads(path.read_text())
+    body["steps"]["statistic"] = "window_error_mean"
+    body.pop("sha256")
+    path.write_text(json.dumps({**body, "sha256": canonical_sha256(body)}))
+    by_mean = score_steps(tmp_path / "m", str(tmp_path / "test"), "lab", 0, device="cpu", read_batch_size=37,
+                          baseline_data=str(tmp_path / "train"))
+    assert by_mean.statistic == "window_error_mean"
+    got = {(k, int(t)): b for k, t, b in zip(by_mean.keys, by_mean.times, by_mean.baseline)}
+    np.testing.assert_allclose([got[k] for k in expected_mean], list(expected_mean.values()), rtol=1e-6, atol=1e-9)
     # A label column missing from any test shard is found from the footers, before the bank is read.
     (tmp_path / "unlabelled").mkdir()
     pq.write_table(pq.read_table(tmp_path / "test" / "q1.parquet").drop_columns(["lab"]),
@@ -307,3 +331,8 @@ def test_baseline_step_scores_match_a_by_hand_count_over_series_shards_and_rejec
     with pytest.raises(SeqaeError, match=r"q1.parquet: column 'lab' is missing"):
         score_steps(tmp_path / "m", str(tmp_path / "unlabelled"), "lab", 0, device="cpu",
                     baseline_data=str(tmp_path / "no-such-folder"))
+    # An unreadable test shard is named as seqae names it, not as pyarrow does.
+    (tmp_path / "unlabelled" / "q1.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(SeqaeError, match=r"q1.parquet: cannot be read as Parquet"):
+        score_steps(tmp_path / "m", str(tmp_path / "unlabelled"), "lab", 0, device="cpu",
+                    baseline_data=str(tmp_path / "train"))
