@@ -54,7 +54,8 @@ whole says so.
 TensorFlow threads) and a work folder of its own. The LSTMs here are small: one case with 2 threads
 keeps about one core busy, so on 2 cores ``--jobs 2 --threads 1`` (``make quality``) runs two cases in
 about the time of one (docs/benchmarks.md has the figures). Each case records the threads and jobs it
-ran with.
+ran with. With ``--jobs``, cases start longest first by the newest full record's times (``--out``'s or
+the committed one), so that the last case to start is a short one.
 
 Resumable: each finished case is written to ``<out>/quality-<date>.json`` as it completes (atomically)
 and a rerun with the same ``--date`` skips it (a case finished under other defaults is rerun); a failed
@@ -656,6 +657,17 @@ def _init_worker(threads: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def longest_first(cases: list[Case], *folders: Path) -> list[Case]:
+    """``cases`` ordered by their time in the newest full record (``quality-<date>.json``) in
+    ``folders``, longest first, cases it lacks before all (their time is unknown): with ``--jobs``,
+    the pool takes them in this order, so no long case starts last while the other worker idles."""
+    records = sorted((p for f in folders for p in f.glob("quality-????-??-??.json")), key=lambda p: p.name)
+    seconds: dict[str, float] = {}
+    if records:
+        seconds = {name: r["seconds"] for name, r in json.loads(records[-1].read_text())["cases"].items()}
+    return sorted(cases, key=lambda c: -seconds.get(c.name, float("inf")))
+
+
 def run_named_case(name: str, plan: Plan, root: Path, work: Path, current: dict) -> dict:
     """Run the case called ``name`` in a work folder of its own (a ``--jobs`` worker: no two cases
     share a file)."""
@@ -733,7 +745,8 @@ def main() -> None:
         # spawn, not fork: TensorFlow is loaded here and is not fork-safe
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(args.threads,), max_tasks_per_child=1) as pool:
-            futures = {pool.submit(run_named_case, c.name, plan, root, work, current): c.name for c in todo}
+            ordered = longest_first(todo, out, Path(__file__).resolve().parents[1] / "bench" / "results")
+            futures = {pool.submit(run_named_case, c.name, plan, root, work, current): c.name for c in ordered}
             print(f"{len(todo)} cases, {args.jobs} at a time ...", flush=True)
             for future in as_completed(futures):
                 finished(futures[future], future.result)
