@@ -150,8 +150,11 @@ class NearestWindows:
             # sum over each window's own steps of (w - b)^2 = |b|^2 over those steps - 2 w . b + |w|^2
             cross = w @ self.bank.T
             cross *= -2.0
-            for i, length in enumerate(used):  # in place: one chunk of distances in memory
-                cross[i] += self.norms[length - 1]
+            if (used == used[0]).all():  # in place: one chunk of distances in memory
+                cross += self.norms[used[0] - 1]
+            else:
+                for i, length in enumerate(used):
+                    cross[i] += self.norms[length - 1]
             nearest = cross.min(axis=1) + np.einsum("ij,ij->i", w, w)
             del cross
             out[a:a + chunk] = np.maximum(nearest, 0.0) / (used * f)
