@@ -334,8 +334,9 @@ def _evaluate(model_dir, data: str, out: Path, *, label_column: str, normal_valu
     if ModelInfo.read(model_dir).data.layout == "long":
         return _evaluate_points(report, model_dir, data, out, threshold, row_filter, probe_train, device, baseline_data)
     if baseline_data is not None:
-        raise SeqaeError("evaluate: --baseline-data applies to long-layout models (a nearest training window per "
-                         "window of a series); for whole sequences, --probe compares with 1-NN")
+        raise SeqaeError(f"evaluate: --baseline-data applies to long-layout models (a nearest training window per "
+                         f"window of a series); {model_dir} reads the sequence layout: for whole sequences, --probe "
+                         "compares with 1-NN")
     scored = score_labelled(model_dir, data, label_column, row_filter=row_filter, device=device)
     labels = pa.array(scored.labels)
     normal_value = normal_scalar(normal_value, labels.type, label_column, data, labels).as_py()

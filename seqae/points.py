@@ -117,6 +117,7 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
             _require_label(shard.uri, label_column, ShardReader(shard, cfg, num_features=model.num_features).schema.names)
         bank = NearestWindows.build(baseline_data, cfg, model.num_features, model.info.metadata["normalization"],
                                     read_batch_size=read_batch_size)
+        baseline_anomalous = _labelled_anomalous(baseline_data, label_column, normal_value)
     parts = []
     steps_in = unlabelled = anomalous_unscored = 0
     label_values: set = set()
@@ -184,7 +185,22 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
                        table.column(names.STEP_ERROR_MAX).to_numpy(), np.concatenate([a for _, a in parts]), steps_in,
                        cfg.key_column, cfg.time_column, features[0], unlabelled, anomalous_unscored,
                        tuple(sorted(label_values, key=str))[:10], steps.threshold_ if steps is not None else None,
-                       windows, statistic, scores, baseline, bank.describe() if bank is not None else None)
+                       windows, statistic, scores, baseline,
+                       {**bank.describe(), "anomalous_steps": baseline_anomalous} if bank is not None else None)
+
+
+def _labelled_anomalous(data: str, label_column: str, normal_value: Any) -> int | None:
+    """Steps of ``data`` whose ``label_column`` says anomalous (None: no shard has the column)."""
+    found = None
+    for shard in resolve_shards(data):
+        with shard.open() as handle:
+            parquet = pq.ParquetFile(handle)
+            if label_column not in parquet.schema_arrow.names:
+                continue
+            label = parquet.read(columns=[label_column]).column(label_column)
+        normal = normal_scalar(normal_value, label.type, label_column, shard.uri, label)
+        found = (found or 0) + int(pc.sum(pc.fill_null(pc.not_equal(label, normal), False)).as_py() or 0)
+    return found
 
 
 def _require_label(uri: str, label_column: str, found: list[str]) -> None:
@@ -223,8 +239,8 @@ def ucr_hits(scores: np.ndarray, anomalous: np.ndarray, bounds: list[tuple[int, 
             continue
         top = int(np.argmax(scores[a:b]))
         distance = int(np.abs(where - top).min())
-        out.append({"start": a, "top": top, "anomaly": [int(where[0]), int(where[-1])], "distance": distance,
-                    "hit": distance <= margin})
+        out.append({"start": a, "top": top, "anomaly": [int(where[0]), int(where[-1])],
+                    "segments": int(1 + (np.diff(where) > 1).sum()), "distance": distance, "hit": distance <= margin})
     return out
 
 
@@ -282,6 +298,10 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
         result["baseline"] = {**(scored.baseline_info or {}), "spread": scored.statistic,
                               "roc_auc": None, "pr_auc": None, "model_roc_auc_unscaled": None,
                               "hit_rate": _hit_rate(ucr_hits(b, y, bounds, margin))}
+        if result["baseline"].get("anomalous_steps"):
+            warnings.append(f"the baseline data holds {result['baseline']['anomalous_steps']} step(s) labelled anomalous "
+                            "(the same label column): its bank is meant to be normal data, e.g. what the model "
+                            "trained on, and windows over anomalies make anomalies look normal")
         if result["roc_auc"] is not None:
             # model_roc_auc_unscaled: the model's statistic without the end-of-series scaling to its own
             # threshold (Threshold.adjust_steps), which the baseline has no counterpart of
@@ -398,13 +418,15 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "No threshold stored with the model (`seqae threshold`): no F1."]
     lines += ["", "| series | top-scored time | labelled anomaly (times) | distance (steps) | hit |",
               "|---|---:|---|---:|---|"]
-    lines += [f"| {h['series']} | {h['top_time']} | {h['anomaly_times'][0]}..{h['anomaly_times'][1]} | "
+    lines += [f"| {h['series']} | {h['top_time']} | {h['anomaly_times'][0]}..{h['anomaly_times'][1]}"
+              f"{f' ({n} segments; the distance is to the nearest labelled step)' if (n := h['segments']) > 1 else ''} | "
               f"{h['distance_steps']} | {'yes' if h['hit'] else 'no'} |" for h in m["ucr"]["per_series"]]
     if "baseline" in m:
         b = m["baseline"]
-        lines += ["", f"Baseline: {b['what']}; {b['bank_windows']} windows of `{b['data']}` "
-                      f"({b['windows_read']} read, every {b['bank_stride']} kept; {b['windows_rejected']} rejected, e.g. "
-                      "over a NaN)."]
+        kept = "all of them" if b["bank_stride"] == 1 else f"every {b['bank_stride']}th of them"
+        lines += ["", f"Baseline: {b['what']}. Its bank: {b['bank_windows']} windows of `{b['data']}`, {kept}: "
+                      f"{b['windows_read']} full windows of its series at stride 1 were accepted and "
+                      f"{b['windows_rejected']} rejected (e.g. over a NaN)."]
     lines += [""] + [f"Warning: {w}" for w in m.get("warnings", [])]
     lines += [""] + [f"![{name}]({file})" for name, file in report["plots"].items()]
     return "\n".join(lines) + "\n"

@@ -38,8 +38,11 @@ def test_ucr_hit_is_the_top_score_within_the_margin():
     near, far = np.zeros(1000), np.zeros(1000)
     near[605] = far[700] = 1.0
     assert ucr_hits(near, labels, [(0, 1000)], margin=100) == [
-        {"start": 0, "top": 605, "anomaly": [500, 509], "distance": 96, "hit": True}]
+        {"start": 0, "top": 605, "anomaly": [500, 509], "segments": 1, "distance": 96, "hit": True}]
     assert ucr_hits(far, labels, [(0, 1000)], margin=100)[0]["hit"] is False
+    labels[800:805] = True  # a second segment: 700 lies between the two, 100 steps from the nearest labelled step
+    assert ucr_hits(far, labels, [(0, 1000)], margin=100) == [
+        {"start": 0, "top": 700, "anomaly": [500, 804], "segments": 2, "distance": 100, "hit": True}]
 
 
 def test_point_metrics_on_a_known_case():
@@ -305,6 +308,14 @@ def test_baseline_step_scores_match_a_by_hand_count_over_series_shards_and_rejec
     np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6, atol=1e-9)
     info = scored.baseline_info
     assert info["bank_windows"] == info["windows_read"] == len(bank) and info["windows_rejected"] == window
+    assert info["anomalous_steps"] == 0 and not any("baseline data holds" in w for w in
+                                                    point_metrics(scored, None)["warnings"])
+    # The labelled test data as its own baseline: its anomalies are counted and warned of.
+    itself = score_steps(tmp_path / "m", str(tmp_path / "test"), "lab", 0, device="cpu",
+                         baseline_data=str(tmp_path / "test"))
+    assert itself.baseline_info["anomalous_steps"] == 20
+    assert any("the baseline data holds 20 step(s) labelled anomalous" in w
+               for w in point_metrics(itself, None)["warnings"])
     # A threshold file from before step thresholds scores steps by window_error_mean: the baseline is
     # spread the same way, the mean over the covering windows.
     import json
