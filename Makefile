@@ -79,8 +79,9 @@ bench: $(STAMP)
 
 # The library's defaults on every data set held (linear probe on 7 classification sets and 2 held out, ECG5000
 # anomaly over 3 seeds and on another split, UCR series 135, two long ECG sets beside a nearest-window peer):
-# bench/results/quality-<date>.json and .md, 60.5 minutes on 2 cores from scratch with the defaults of 2026-12-04 (two
-# cases at a time, one TensorFlow thread each; the variable-rhythm case, added later, adds 2 to 7 minutes of case time), resumable (a rerun the same day skips finished cases).
+# bench/results/quality-<date>.json and .md, 57 minutes on 2 cores from scratch for all 25 cases with the defaults of
+# 2026-12-04 (two cases at a time, longest first, one TensorFlow thread each), resumable (a rerun the same day skips
+# finished cases).
 # QUALITY=--quick: a few minutes.
 quality: $(STAMP)
 	cd benchmarks && ../$(PY) quality.py --out ../bench/results --jobs 2 --threads 1 $(QUALITY)
