@@ -628,8 +628,10 @@ def evaluate_cmd(
     out: Annotated[str, typer.Option(help="Folder for report.json, report.md and the plots.")] = "evaluation",
     label_column: Annotated[str, typer.Option(help="The label column (passed through by the contract).")] = "label",
     normal_value: Annotated[str, typer.Option(help="The label of normal rows (numbers are read as numbers).")] = "1",
-    filter: Annotated[Optional[str], typer.Option("--filter", help="Evaluate matching rows only.")] = None,
-    probe: Annotated[Optional[str], typer.Option(help="Linear probe: its training rows, e.g. \"id < 500\".")] = None,
+    filter: Annotated[Optional[str], typer.Option(
+        "--filter", help="Sequence layout: evaluate matching rows only.")] = None,
+    probe: Annotated[Optional[str], typer.Option(
+        help="Sequence layout: a linear probe, trained on these rows, e.g. \"id < 500\".")] = None,
     baseline_data: Annotated[Optional[str], typer.Option(
         help="Long layout: normal data (e.g. the training data) for the nearest-training-window baseline.")] = None,
     *, session: dict,
