@@ -316,8 +316,14 @@ def staged_output(out: str | os.PathLike | Location) -> Iterator[Path]:
     location = location_of(out)
     if location.is_local:
         path = _local_path(out, location)
+        existed = path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        yield path
+        try:
+            yield path
+        except BaseException:
+            if not existed and not any(path.iterdir()):  # a failed run leaves no empty folder of its own
+                path.rmdir()
+            raise
         return
     with tempfile.TemporaryDirectory(prefix="seqae-out-") as tmp:
         yield Path(tmp)

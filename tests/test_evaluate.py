@@ -226,3 +226,8 @@ def test_one_class_data_evaluates_to_undefined_metrics_instead_of_failing(model,
 def test_the_nearest_window_baseline_is_refused_for_the_sequence_layout(model, labelled, tmp_path):
     with pytest.raises(SeqaeError, match="--baseline-data applies to long-layout models"):
         evaluate(model, str(labelled), tmp_path / "report", device="cpu", baseline_data=str(labelled))
+    assert not (tmp_path / "report").exists()  # the failed run removed the folder it made
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(SeqaeError, match="--baseline-data applies to long-layout models"):
+        evaluate(model, str(labelled), tmp_path / "kept", device="cpu", baseline_data=str(labelled))
+    assert (tmp_path / "kept").is_dir()  # a folder the user made stays
