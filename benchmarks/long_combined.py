@@ -52,13 +52,11 @@ def run_case(name: str, work: Path) -> dict:
     from seqae import points
     from seqae.datasets import write_long_dataset
 
-    plan = q.FULL
+    plan, folder = q.FULL, work / name
     if name == "ucr-135":
-        folder = work / name
         write_long_dataset("ucr-anomaly", folder, overwrite=True)
         model_dir, *_ = q.long_model(name, folder, 0, plan, q.UCR_WINDOW, 1, work)
     else:
-        folder = work / name
         shape = dataclasses.replace(plan.long_shape, rhythm=q.LONG_RHYTHM if name == "long-ecg-rhythm" else 0.0)
         q.long_ecg_set(folder, shape)
         model_dir, *_ = q.long_model(name, folder, 0, plan, q.LONG_WINDOW, q.LONG_STRIDE, work)

@@ -35,7 +35,7 @@ from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ShardInput, score
 from seqae.infer.steps import WINDOW_ERROR_MEAN, WINDOW_ERROR_MIN, StepScores
-from seqae.thresholds import STEP_STATISTIC, step_score
+from seqae.thresholds import step_score, step_statistic
 
 #: The UCR anomaly archive's tolerance around a labelled anomaly, in steps.
 UCR_MARGIN = 100
@@ -108,7 +108,7 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
                          "column of labels per time step")
     shards = resolve_shards(data)
     threshold = model.threshold
-    statistic = (threshold.statistic_ if threshold is not None else None) or STEP_STATISTIC
+    statistic = step_statistic(threshold)  # what the baseline is spread by, as the model's score
     bank = None  # built after the cheap checks: it reads all of baseline_data
     if baseline_data is not None:
         from seqae.baseline import NearestWindows

@@ -121,6 +121,12 @@ def run_scores(window_errors: np.ndarray, covering: tuple[int, ...], statistic: 
     return scores[np.isfinite(scores)]
 
 
+def step_statistic(threshold: Threshold | None) -> str:
+    """The step statistic a model's threshold reads: the one its step threshold was fitted on,
+    ``STEP_STATISTIC`` without one."""
+    return (threshold.statistic_ if threshold is not None else None) or STEP_STATISTIC
+
+
 def step_score(threshold: Threshold | None, columns: Mapping[str, np.ndarray],
                windows: np.ndarray) -> tuple[str, np.ndarray]:
     """The step score a model's threshold reads, with its statistic's name: the column the step
@@ -131,7 +137,7 @@ def step_score(threshold: Threshold | None, columns: Mapping[str, np.ndarray],
         columns: ``(steps,)`` arrays by statistic name (``window_error_min``, ``window_error_mean``).
         windows: ``(steps,)`` how many windows covered each step.
     """
-    name = (threshold.statistic_ if threshold is not None else None) or STEP_STATISTIC
+    name = step_statistic(threshold)
     values = np.asarray(columns[name], dtype=np.float64)
     return name, values if threshold is None else threshold.adjust_steps(values, windows)
 
