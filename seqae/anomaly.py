@@ -23,14 +23,18 @@ from seqae import names
 from seqae.config import Device, DriftPolicy, EmbedConfig, SessionOptions
 from seqae.data import RowFilter, SequenceBatch, ShardReader, empty_rejects, resolve_shards
 from seqae.errors import SeqaeError
-from seqae.infer.model import DEFAULT_BATCH, InferenceModel
-from seqae.infer.session import Scorer, ScorerSession
+from seqae.infer.model import DEFAULT_BATCH, InferenceModel, has_neighbours
+from seqae.infer.session import NeighboursSession, Scorer, ScorerSession, WithNeighbours
 from seqae.infer.stages import ReadBatch, score
+from seqae.modeldir import ModelInfo
 from seqae.storage import Location, utc_now, write_bytes
-from seqae.thresholds import Threshold, ThresholdConfig
+from seqae.thresholds import NEIGHBOURS_STEP_STATISTIC, Threshold, ThresholdConfig, covering_runs
 
 #: Rows kept in the reference at most (errors and embeddings; a few MB).
 REFERENCE_ROWS = 20_000
+#: A window this close to its nearest bank window (mean squared distance in standardised units, float32
+#: noise included) is one of the bank's own windows.
+IN_BANK = 1e-5
 
 
 def score_rows(scorer: Scorer, batch_size: int, batches: Iterator[tuple[np.ndarray, np.ndarray]],
@@ -74,26 +78,38 @@ def iter_dataset(model: InferenceModel, data: str | list[str], row_filter: str |
 
 
 def write_reference(model_dir: str | os.PathLike, batches: Iterator[tuple[np.ndarray, np.ndarray]],
-                    source: str) -> dict[str, Any]:
+                    source: str, neighbours: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score held-out rows with the model directory's exported scorer (``scorer.onnx``, on the CPU) and
     write ``reference.parquet`` there. Reads no ``seqae.json``: export scores the reference in its
-    staging folder before it writes one."""
-    scorer = ScorerSession(model_dir, SessionOptions(device="cpu"))
+    staging folder before it writes one.
+
+    ``neighbours``: the window and the normalisation (``window``, ``mean``, ``std``) of the
+    ``neighbours.onnx`` beside the scorer: each row's ``nearest_distance`` is written too (long layout;
+    the held-out windows, never in the bank, as the step threshold needs them)."""
+    options = SessionOptions(device="cpu")
+    session = ScorerSession(model_dir, options)
+    scorer: Scorer = session
+    if neighbours is not None:
+        scorer = WithNeighbours(session, NeighboursSession(model_dir, session.provider, options, **neighbours))
     outputs = score_rows(scorer, DEFAULT_BATCH[scorer.provider], batches, REFERENCE_ROWS)
     if not outputs:
         raise SeqaeError(f"{model_dir}: no held-out row to build the reference from")
     embedding = np.ascontiguousarray(outputs[names.EMBEDDING], np.float32)
     columns = {names.RECON_ERROR: pa.array(outputs[names.RECON_ERROR].astype(np.float32)),
                names.EMBEDDING: pa.FixedSizeListArray.from_arrays(pa.array(embedding.reshape(-1)), embedding.shape[1])}
-    if names.PRED_ERROR in outputs:
-        columns[names.PRED_ERROR] = pa.array(outputs[names.PRED_ERROR].astype(np.float32))
+    for name in (names.PRED_ERROR, names.NEAREST_DISTANCE):
+        if name in outputs:
+            columns[name] = pa.array(outputs[name].astype(np.float32))
     table = pa.table(columns).replace_schema_metadata(
         {names.PARQUET_METADATA_KEY: json.dumps({"source": source, "created_at": utc_now()})})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     write_bytes(Path(model_dir) / names.REFERENCE_FILE, sink.getvalue().to_pybytes())
-    return {"rows": table.num_rows, "source": source,
-            "recon_error_median": float(np.median(outputs[names.RECON_ERROR]))}
+    record = {"rows": table.num_rows, "source": source,
+              "recon_error_median": float(np.median(outputs[names.RECON_ERROR]))}
+    if names.NEAREST_DISTANCE in outputs:
+        record["nearest_distance_median"] = float(np.median(outputs[names.NEAREST_DISTANCE]))
+    return record
 
 
 def read_reference(model_dir: str | os.PathLike) -> pa.Table:
@@ -126,15 +142,31 @@ def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = Thresh
             input file that cannot be read (named in one line).
     """
     if data is None:
-        errors = read_reference(model_dir).column(names.RECON_ERROR).to_numpy()
+        reference = read_reference(model_dir)
+        errors = reference.column(names.RECON_ERROR).to_numpy()
+        distances = (reference.column(names.NEAREST_DISTANCE).to_numpy()
+                     if names.NEAREST_DISTANCE in reference.column_names else None)
     else:
         model = InferenceModel.open(model_dir, EmbedConfig(device=device))
         outputs = score_rows(model.scorer, model.batch_size, iter_dataset(model, data, row_filter))
         errors = outputs.get(names.RECON_ERROR, np.zeros(0))
+        distances = outputs.get(names.NEAREST_DISTANCE)
+    where = "the held-out reference" if data is None else data
+    info = ModelInfo.read(model_dir)
+    by_distance = distances is not None and has_neighbours(info, info.data) and bool(info.data.window)
+    if by_distance and data is not None and distances is not None:
+        in_bank = int((np.asarray(distances) <= IN_BANK).sum())
+        if in_bank > len(distances) / 2:
+            raise SeqaeError(f"{data}: {in_bank} of {len(distances)} windows are windows of the model's bank "
+                             f"({names.NEIGHBOURS_ONNX}: distance {IN_BANK:g} or less), i.e. its training data; a step "
+                             "threshold on their distances would flag most new normal steps. Fit on normal data the "
+                             "model did not train on, or on the held-out reference (no --data)")
     try:
         threshold = Threshold(config).fit(errors)
+        if by_distance:  # the step score of a model with a bank: the least distance of the covering windows
+            threshold.fit_steps(covering_runs(int(info.data.window or 1), info.data.stride or 1), distances,
+                                NEIGHBOURS_STEP_STATISTIC)
     except SeqaeError as exc:
-        where = "the held-out reference" if data is None else data
         raise SeqaeError(f"{exc} (from {where}); pass --data with rows you know are normal (--filter), or "
                          "use more rows") from exc
     threshold.save(model_dir)

@@ -23,11 +23,13 @@ No TensorFlow, no Prefect.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from seqae.data import DataConfig, ShardReader, resolve_shards
+from seqae import names
+from seqae.data import DataConfig, RowFilter, SequenceBatch, ShardReader, resolve_shards
 from seqae.errors import SeqaeError
 
 #: The bank's size at most, in bytes, with its per-step norms (float64: 119,000 windows of 140
@@ -40,6 +42,25 @@ CHUNK_VALUES = 2 ** 24
 READ_VALUES = 2 ** 22
 #: Windows scored against the whole bank at once, at most.
 CHUNK = 256
+#: The input of ``neighbours.onnx`` (``NearestWindows.to_onnx``): windows as the bank holds them.
+INPUT_WINDOWS = "windows"
+#: The opset of ``neighbours.onnx`` (the reductions take ``axes`` as an attribute up to 17).
+NEIGHBOURS_OPSET = 17
+
+
+def prepare_windows(values: np.ndarray, lengths: np.ndarray, window: int, mean: np.ndarray, std: np.ndarray,
+                    dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """Windows as the bank holds them: ``(windows, window * features)`` standardised with ``mean`` and
+    ``std``, zero past each window's valid steps, and those steps (``(windows,)`` int64, 1 ..
+    ``window``); ``values (windows, time, features)`` raw, post-padded (``time`` may differ from
+    ``window``: a batch of short trailing windows is as wide as its longest)."""
+    lengths = np.clip(np.asarray(lengths), 1, window).astype(np.int64)
+    n, f = len(lengths), values.shape[2]
+    steps = min(values.shape[1], window)
+    w = np.zeros((n, window * f), dtype=dtype)
+    w[:, :steps * f] = ((values[:, :steps].astype(np.float64) - mean) / std).reshape(n, -1)
+    w[np.arange(window * f)[None, :] >= (lengths * f)[:, None]] = 0.0  # padding: nothing in w . bank
+    return w, lengths
 
 
 class NearestWindows:
@@ -66,10 +87,18 @@ class NearestWindows:
 
     @classmethod
     def build(cls, data: str, config: DataConfig, num_features: int, normalization: dict[str, Any], *,
-              max_windows: int | None = None, read_batch_size: int = 16384) -> NearestWindows:
+              max_windows: int | None = None, read_batch_size: int = 16384,
+              select: Callable[[SequenceBatch], np.ndarray] | None = None,
+              row_filter: RowFilter | None = None) -> NearestWindows:
         """Read every full window of the long-layout shards at ``data`` (normal data: the bank is what
         "normal" means) at stride 1, standardised with the model's ``normalization`` (``mean``,
-        ``std``), thinned to at most ``max_windows`` (None: ``capacity``)."""
+        ``std``), thinned to at most ``max_windows`` (None: ``capacity``).
+
+        Args:
+            select: ``(windows,)`` bool of the windows of a read batch that may join the bank (export:
+                the training split's, never the held-out ones); None: all.
+            row_filter: the rows of ``data`` to read (the training's ``row_filter``).
+        """
         if config.layout != "long" or not config.window:
             raise SeqaeError(f"baseline: the nearest-window baseline needs a long-layout model with a window; "
                              f"this one reads the {config.layout} layout")
@@ -90,9 +119,13 @@ class NearestWindows:
         windows_rejected = rows_rejected = rows = 0
         reasons: dict[str, int] = {}
         for shard in resolve_shards(data):
-            reader = ShardReader(shard, every, batch_size=read_batch_size, num_features=num_features)
+            reader = ShardReader(shard, every, batch_size=read_batch_size, num_features=num_features,
+                                 row_filter=row_filter)
             for batch, _rejects in reader:
-                full = np.flatnonzero(batch.lengths == width)
+                whole = batch.lengths == width
+                if select is not None and len(batch):
+                    whole &= np.asarray(select(batch), dtype=bool)
+                full = np.flatnonzero(whole)
                 index = read + np.arange(len(full))
                 read += len(full)
                 while held + int((index % step == 0).sum()) > max_windows:
@@ -133,20 +166,19 @@ class NearestWindows:
         bank.resize((held, width * num_features), refcheck=False)  # gives back what thinning freed
         return cls(bank, width, num_features, mean, std, step, read, data, windows_rejected)
 
+    def prepare(self, values: np.ndarray, lengths: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+        """``prepare_windows`` with this bank's window and normalisation."""
+        return prepare_windows(values, lengths, self.window, self.mean, self.std, dtype)
+
     def distances(self, values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """``(windows,)``: each window's mean squared difference to its nearest bank window, over its
-        valid steps and features (``values (windows, time, features)`` raw, post-padded)."""
-        lengths = np.minimum(np.asarray(lengths), self.window).astype(np.int64)
+        valid steps and features (``values (windows, time, features)`` raw, post-padded). In float64;
+        ``neighbours.onnx`` (``to_onnx``) computes the same in float32."""
         n, f = len(lengths), self.features
-        steps = min(values.shape[1], self.window)
         out = np.empty(n, dtype=np.float64)
         chunk = int(np.clip(CHUNK_VALUES // len(self.bank), 1, CHUNK))
         for a in range(0, n, chunk):
-            used = lengths[a:a + chunk]
-            w = np.zeros((len(used), self.window * f))
-            w[:, :steps * f] = ((values[a:a + chunk, :steps].astype(np.float64) - self.mean) / self.std).reshape(
-                len(used), -1)
-            w[np.arange(self.window * f)[None, :] >= (used * f)[:, None]] = 0.0  # padding: nothing in w . bank
+            w, used = self.prepare(values[a:a + chunk], lengths[a:a + chunk])
             # sum over each window's own steps of (w - b)^2 = |b|^2 over those steps - 2 w . b + |w|^2
             cross = w @ self.bank.T
             cross *= -2.0
@@ -159,6 +191,49 @@ class NearestWindows:
             del cross
             out[a:a + chunk] = np.maximum(nearest, 0.0) / (used * f)
         return out
+
+    def to_onnx(self, props: dict[str, str] | None = None):
+        """The bank as an ONNX graph (``neighbours.onnx``), so that onnxruntime computes the distances
+        on the scorer's device: input ``windows`` ``(batch, window * features)`` float32 as ``prepare``
+        makes them and ``lengths`` ``(batch,)`` int64; output ``nearest_distance`` ``(batch,)``
+        float32, ``distances`` in float32. One Gemm against the bank, the norms of each window's own
+        steps gathered, a ReduceMin (opset 17: reductions with an ``axes`` attribute).
+
+        ``props``: metadata properties of the file."""
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        d = self.window * self.features
+        bank = numpy_helper.from_array(self.bank.astype(np.float32), "bank")
+        norms = numpy_helper.from_array(self.norms.astype(np.float32), "norms")
+        consts = [numpy_helper.from_array(np.array(v, dtype=t), name) for name, v, t in
+                  (("one", 1, np.int64), ("features", self.features, np.int64), ("zero", 0.0, np.float32))]
+        nodes = [
+            helper.make_node("Gemm", [INPUT_WINDOWS, "bank"], ["cross"], alpha=-2.0, transB=1),  # -2 w . b
+            helper.make_node("Sub", [names.INPUT_LENGTHS, "one"], ["row"]),
+            helper.make_node("Gather", ["norms", "row"], ["own_norms"], axis=0),  # |b|^2 over the window's steps
+            helper.make_node("Add", ["cross", "own_norms"], ["partial"]),
+            helper.make_node("ReduceMin", ["partial"], ["least"], axes=[1], keepdims=0),
+            helper.make_node("ReduceSumSquare", [INPUT_WINDOWS], ["own"], axes=[1], keepdims=0),  # |w|^2
+            helper.make_node("Add", ["least", "own"], ["sum"]),
+            helper.make_node("Max", ["sum", "zero"], ["clipped"]),
+            helper.make_node("Mul", [names.INPUT_LENGTHS, "features"], ["count_int"]),
+            helper.make_node("Cast", ["count_int"], ["count"], to=TensorProto.FLOAT),
+            helper.make_node("Div", ["clipped", "count"], [names.NEAREST_DISTANCE]),
+        ]
+        graph = helper.make_graph(
+            nodes, "seqae_neighbours",
+            [helper.make_tensor_value_info(INPUT_WINDOWS, TensorProto.FLOAT, ["batch", d]),
+             helper.make_tensor_value_info(names.INPUT_LENGTHS, TensorProto.INT64, ["batch"])],
+            [helper.make_tensor_value_info(names.NEAREST_DISTANCE, TensorProto.FLOAT, ["batch"])],
+            [bank, norms, *consts])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", NEIGHBOURS_OPSET)],
+                                  producer_name="seqae")
+        model.ir_version = min(model.ir_version, 9)  # what onnxruntime 1.31 reads
+        onnx.helper.set_model_props(model, {**(props or {}), "seqae.graph": "neighbours", "seqae.window": str(self.window),
+                                            "seqae.bank_windows": str(len(self.bank))})
+        onnx.checker.check_model(model)
+        return model
 
     def describe(self) -> dict[str, Any]:
         return {"what": "each window's mean squared distance (standardised units) to its nearest window of the "

@@ -503,7 +503,8 @@ def train_cmd(
 
 
 @command("export")
-@config_options(export_fields=(ExportConfig, ["opset", "fp16", "int8", "embedding_atol", "error_rtol"], None))
+@config_options(export_fields=(ExportConfig, ["opset", "fp16", "int8", "embedding_atol", "error_rtol", "neighbours",
+                                              "neighbours_max_windows"], None))
 def export_cmd(
     model_dir: Annotated[str, typer.Argument(help="Model directory written by `seqae train`.")],
     data: Annotated[Optional[str], typer.Option(help="Rows for the parity gate (default: the training data).")] = None,

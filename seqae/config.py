@@ -360,12 +360,23 @@ class ExportConfig(Config):
         int8_error_rtol_p99: the same, the 99th percentile.
         fp16_embedding_atol, fp16_error_rtol, fp16_error_rtol_p99: the fp16 scorer's bounds, as the
             int8 ones (on an H200, fp16 moved embeddings by at most 8e-4 and errors by 0.1%).
+        neighbours: long layout: also write ``neighbours.onnx``, every full window of the training
+            split at stride 1 (``seqae.baseline``), so that ``seqae embed`` writes each window's
+            ``nearest_distance`` and each step's ``window_distance_min``, and ``seqae threshold``
+            fits the step threshold on the held-out windows' distances: the step score. Its parity
+            against float64 is checked with ``error_rtol``.
+        neighbours_max_windows: the bank's windows at most (0: as many as fit in 256 MiB with their
+            per-step norms, about 119,000 windows of 140 steps of one feature).
     """
 
     opset: int = option(17, "ONNX opset.", min=13, max=18)
     fp16: bool = option(False, "Also write scorer.fp16.onnx for GPU serving.")
     int8: bool = option(False, "Also write scorer.int8.onnx (dynamic int8 weights, CPU), kept if it passes its "
                                "parity.")
+    neighbours: bool = option(True, "Long layout: also write neighbours.onnx, a bank of the training windows; steps "
+                                    "are scored by the distance to the nearest one.")
+    neighbours_max_windows: int = option(0, "Long layout: windows in the bank at most, thinned evenly (0: as many as "
+                                            "fit in 256 MiB).", min=0)
     parity_rows: int = 256
     embedding_atol: float = option(1e-4, "Parity: absolute tolerance on embeddings.", min=0.0)
     error_rtol: float = option(1e-3, "Parity: relative tolerance on errors.", min=0.0)

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ from seqae.modelstore import staged_model_dir
 from seqae.storage import write_bytes
 
 log = logging.getLogger(__name__)
+#: Absolute floor of the bank's parity, in standardised squared units per value: float32 sums of
+#: values near 1 over a window cancel to about 1e-7 of them.
+NEIGHBOURS_ATOL = 1e-5
 
 
 @dataclass(frozen=True)
@@ -600,13 +604,21 @@ def validate_parity(model, config, onnx_paths: dict[str, Path], values: np.ndarr
     return report
 
 
-def _reference(directory: Path, info, data: str) -> dict[str, Any]:
-    """Score the rows held out from training (the validation split; the training rows when there
-    was none) with the exported scorer: the reference for thresholds and drift."""
-    from seqae.anomaly import write_reference
+@dataclass(frozen=True)
+class _Split:
+    """The training's validation split of the export's data, as training made it."""
+
+    shards: list
+    train: Any  # TrainConfig
+    row_filter: Any  # RowFilter | None
+    split: Any  # seqae.train.Split
+    held_out: bool
+
+
+def _training_split(info, data: str) -> _Split:
     from seqae.config import TrainConfig
     from seqae.data import RowFilter
-    from seqae.train import choose_split, iter_split
+    from seqae.train import choose_split
 
     training = info.metadata.get("training", {})
     train = TrainConfig.from_dict(training.get("config", {}), "training config")
@@ -617,9 +629,69 @@ def _reference(directory: Path, info, data: str) -> dict[str, Any]:
     shards = resolve_shards(data)
     split = choose_split(shards, info.data, train, num_features=info.model.num_features, row_filter=row_filter)
     held_out = training.get("validation_rows", 1) > 0 and split.method != "none"
-    batches = iter_split(shards, info.data, train, validation=held_out, num_features=info.model.num_features,
-                         row_filter=row_filter, split=split)
-    return write_reference(directory, batches, f"validation split ({split.method})" if held_out else "training rows")
+    return _Split(shards, train, row_filter, split, held_out)
+
+
+def _reference(directory: Path, info, data: str, split: _Split, neighbours: dict[str, Any] | None) -> dict[str, Any]:
+    """Score the rows held out from training (the validation split; the training rows when there
+    was none) with the exported scorer (and the bank): the reference for thresholds and drift."""
+    from seqae.anomaly import write_reference
+    from seqae.train import iter_split
+
+    batches = iter_split(split.shards, info.data, split.train, validation=split.held_out,
+                         num_features=info.model.num_features, row_filter=split.row_filter, split=split.split)
+    return write_reference(directory, batches, f"validation split ({split.split.method})" if split.held_out
+                           else "training rows", neighbours)
+
+
+def write_neighbours(staging: Path, info, data: str, split: _Split, props: dict[str, Any], config: ExportConfig,
+                     values: np.ndarray, lengths: np.ndarray) -> tuple[Path | None, dict[str, Any]]:
+    """Long layout: ``neighbours.onnx``, the bank of the training split's windows at stride 1 (never a
+    held-out one: the step threshold is fitted on the held-out windows' distances to it), checked
+    against the same distances in float64 (``seqae.baseline.NearestWindows``) on the parity rows.
+
+    Returns:
+        The file (None where no bank is written: no held-out windows to fit its step threshold on)
+        and ``seqae.json``'s ``export.neighbours`` record.
+
+    Raises:
+        ParityError: the graph's distances differ from float64 beyond ``error_rtol`` (relative) and
+            ``NEIGHBOURS_ATOL``; the served files are left as they were.
+    """
+    import onnxruntime as ort
+
+    from seqae.baseline import INPUT_WINDOWS, NearestWindows
+
+    if not split.held_out:
+        return None, {"written": False, "reason": "no windows held out from training (the validation split is "
+                                                  f"{split.split.method}): nothing to fit its step threshold on"}
+    started = time.perf_counter()
+    bank = NearestWindows.build(data, info.data, info.model.num_features, info.metadata["normalization"],
+                                max_windows=config.neighbours_max_windows or None,
+                                select=lambda batch: split.split.assign(batch, info.data) == 0,
+                                row_filter=split.row_filter)
+    proto = bank.to_onnx({k: str(v) for k, v in props.items()} | {"seqae.precision": "fp32"})
+    path = staging / names.NEIGHBOURS_ONNX
+    _save(proto, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = bank.distances(values, lengths)
+    windows, used = bank.prepare(values, lengths, np.float32)
+    got = session.run([names.NEAREST_DISTANCE], {INPUT_WINDOWS: windows, names.INPUT_LENGTHS: used})[0]
+    diff = np.abs(got.astype(np.float64) - want)
+    passed = bool(np.isfinite(got).all() and (diff <= config.error_rtol * np.abs(want) + NEIGHBOURS_ATOL).all())
+    record = {"written": True, **{k: v for k, v in bank.describe().items() if k != "what"},
+              "split": split.split.method, "bytes": path.stat().st_size,
+              "parity": {"passed": passed, "rows": int(len(want)), "max_abs": float(diff.max()),
+                         "by": "neighbours.onnx (float32, CPU provider) against seqae.baseline in float64",
+                         "rtol": config.error_rtol, "atol": NEIGHBOURS_ATOL},
+              "seconds": round(time.perf_counter() - started, 3)}
+    if not passed:
+        error = ParityError(f"{info.directory}: {names.NEIGHBOURS_ONNX}: its distances differ from float64 beyond "
+                            f"tolerance (largest difference {float(diff.max()):.3g}); the served files are left "
+                            "as they were")
+        error.report = record  # type: ignore[attr-defined]
+        raise error
+    return path, record
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -662,7 +734,7 @@ def _commit(staging: Path, directory: Path, files: dict[str, Any]) -> None:
         if (staging / name).is_file():
             os.replace(staging / name, directory / name)
     os.replace(staging / names.METADATA_FILE, directory / names.METADATA_FILE)
-    for variant in (names.SCORER_FP16_ONNX, names.SCORER_INT8_ONNX):
+    for variant in (names.SCORER_FP16_ONNX, names.SCORER_INT8_ONNX, names.NEIGHBOURS_ONNX):
         if variant not in files:
             (directory / variant).unlink(missing_ok=True)  # never leave a stale variant behind
 
@@ -870,8 +942,19 @@ def _export(model_dir: Path, config: ExportConfig, data: str | None) -> dict[str
         variant_files, variants = write_variants(config, protos["scorer"], props, staging, paths["scorer"], values,
                                                  lengths, cfg)
         files.update(variant_files)
+        split = _training_split(info, data)
+        bank_path, bank_record = None, None
+        if info.data.layout == "long" and info.data.window and config.neighbours:
+            bank_path, bank_record = write_neighbours(staging, info, data, split, props, config, values, lengths)
+            if bank_path is not None:
+                files[bank_path.name] = _file_record(bank_path, "fp32", "neighbours")
         export_meta = export_record(info, config, protos, files, report, variants)
-        export_meta["reference"] = _reference(staging, info, data)  # scored by the staged scorer.onnx
+        if bank_record is not None:
+            export_meta["neighbours"] = bank_record
+        bank = None if bank_path is None else {"window": info.data.window, **{
+            k: info.metadata["normalization"][k] for k in ("mean", "std")}}
+        # scored by the staged scorer.onnx (and neighbours.onnx)
+        export_meta["reference"] = _reference(staging, info, data, split, bank)
         write_metadata(staging, {**info.metadata, "export": export_meta})
         _commit(staging, directory, files)
     return export_meta

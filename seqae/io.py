@@ -218,10 +218,11 @@ class ColumnValues:
 
 #: When an output column is present (``OutputColumn.when``): ``model`` where the model's mode writes
 #: it (``seqae.config.ModeSpec.columns``), ``always``, ``scored`` with a fitted threshold, ``lineage``
-#: in what ``seqae embed`` writes. Any other value names the boolean ``EmbedConfig`` option that asks
+#: in what ``seqae embed`` writes, ``neighbours`` where the model has a bank of training windows
+#: (``neighbours.onnx``: the long layout, ``seqae.baseline``). Any other value names the boolean ``EmbedConfig`` option that asks
 #: for the column (``step_errors``); the run's identity records it (``output_options``).
-MODEL, ALWAYS, SCORED, LINEAGE = "model", "always", "scored", "lineage"
-_CONDITIONS = (MODEL, ALWAYS, SCORED, LINEAGE)
+MODEL, ALWAYS, SCORED, LINEAGE, NEIGHBOURS = "model", "always", "scored", "lineage", "neighbours"
+_CONDITIONS = (MODEL, ALWAYS, SCORED, LINEAGE, NEIGHBOURS)
 
 
 def _plain(values: ColumnValues, field: pa.Field) -> pa.Array:
@@ -294,6 +295,7 @@ OUTPUT_COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn(names.EMBEDDING, _embedding_type, MODEL, _embedding, needs=names.EMBEDDING),
     OutputColumn(names.RECON_ERROR, pa.float32(), MODEL, needs=names.RECON_ERROR),
     OutputColumn(names.PRED_ERROR, pa.float32(), MODEL, needs=names.PRED_ERROR),
+    OutputColumn(names.NEAREST_DISTANCE, pa.float32(), NEIGHBOURS, needs=names.NEAREST_DISTANCE),
     OutputColumn(names.LENGTH, pa.int32(), ALWAYS),
     *_SCORED,
     OutputColumn(names.STEP_ERROR, pa.list_(pa.float32()), "step_errors", _valid_steps, needs=names.STEP_ERROR),
@@ -301,21 +303,24 @@ OUTPUT_COLUMNS: tuple[OutputColumn, ...] = (
 )
 
 #: The columns of the per-timestamp output (``seqae embed --step-scores``) after the series key and
-#: time: over the windows covering the step, the mean and max step error, how many windows, and the
-#: mean and the least of their window errors (the least is the step's score, ``seqae.infer.steps``).
+#: time: over the windows covering the step, the mean and max step error, how many windows, the
+#: mean and the least of their window errors, and with a bank of training windows (``neighbours.onnx``)
+#: the least of their nearest-window distances (``seqae.infer.steps``; the step threshold names which
+#: one the step's score is).
 STEP_SCORE_COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn(names.STEP_ERROR_MEAN, pa.float32(), ALWAYS, needs=names.STEP_ERROR),
     OutputColumn(names.STEP_ERROR_MAX, pa.float32(), ALWAYS, needs=names.STEP_ERROR),
     OutputColumn(names.WINDOWS, pa.int32(), ALWAYS),
     OutputColumn(names.WINDOW_ERROR_MEAN, pa.float32(), ALWAYS, needs=names.RECON_ERROR),
     OutputColumn(names.WINDOW_ERROR_MIN, pa.float32(), ALWAYS, needs=names.RECON_ERROR),
+    OutputColumn(names.WINDOW_DISTANCE_MIN, pa.float32(), NEIGHBOURS, needs=names.NEAREST_DISTANCE),
     *_SCORED,
     *_LINEAGE,
 )
 
 
 def select_columns(model: Collection[str] = (), *, options: Collection[str] = (), scored: bool = False,
-                   lineage: bool = False, steps: bool = False) -> tuple[OutputColumn, ...]:
+                   lineage: bool = False, steps: bool = False, neighbours: bool = False) -> tuple[OutputColumn, ...]:
     """The output columns present, in order: of ``OUTPUT_COLUMNS``, or with ``steps`` of ``STEP_SCORE_COLUMNS``.
 
     Args:
@@ -323,8 +328,10 @@ def select_columns(model: Collection[str] = (), *, options: Collection[str] = ()
         options: the ``EmbedConfig`` options switched on (``output_options``).
         scored: a threshold is fitted.
         lineage: the lineage columns (what ``seqae embed`` writes).
+        neighbours: the model has a bank of training windows (``neighbours.onnx``, long layout).
     """
-    on = {ALWAYS, *options, *((SCORED,) if scored else ()), *((LINEAGE,) if lineage else ())}
+    on = {ALWAYS, *options, *((SCORED,) if scored else ()), *((LINEAGE,) if lineage else ()),
+          *((NEIGHBOURS,) if neighbours else ())}
     table = STEP_SCORE_COLUMNS if steps else OUTPUT_COLUMNS
     return tuple(c for c in table if (c.name in model if c.when == MODEL else c.when in on))
 
@@ -422,16 +429,19 @@ def embedding_table(schema: pa.Schema, keys: pa.Table, passthrough: pa.Table, ou
     return _table(schema, inputs, values, OUTPUT_COLUMNS)
 
 
-def step_scores_schema(key: pa.Field, time: pa.Field, scored: bool = False, *, lineage: bool = False) -> pa.Schema:
+def step_scores_schema(key: pa.Field, time: pa.Field, scored: bool = False, *, lineage: bool = False,
+                       neighbours: bool = False) -> pa.Schema:
     """The per-timestamp output of ``seqae embed --step-scores`` (long layout): the series key and time
     in their input types, then ``STEP_SCORE_COLUMNS``: ``step_error_mean`` and ``step_error_max``
     float32 over the windows covering the step, ``windows`` int32 (how many), ``window_error_mean`` and
-    ``window_error_min`` float32 (the mean and the least ``recon_error`` of those windows; the least is
-    the step's score), and with a fitted threshold ``score`` float32 and ``is_anomaly`` bool of the
-    statistic the step threshold names (``window_error_min`` unless fitted before 2026-12-04) against it
-    (fitted on held-out step scores, ``seqae.thresholds``), and with ``lineage`` (what ``seqae
-    embed`` writes) ``model_id`` and ``model_version``."""
-    columns = select_columns(scored=scored, lineage=lineage, steps=True)
+    ``window_error_min`` float32 (the mean and the least ``recon_error`` of those windows), with
+    ``neighbours`` ``window_distance_min`` float32 (the least ``nearest_distance`` of those windows),
+    and with a fitted threshold ``score`` float32 and ``is_anomaly`` bool of the statistic the step
+    threshold names (``window_distance_min`` where the model has a bank, else ``window_error_min``;
+    ``window_error_mean`` if fitted before 2026-12-04) against it (fitted on held-out step scores,
+    ``seqae.thresholds``), and with ``lineage`` (what ``seqae embed`` writes) ``model_id`` and
+    ``model_version``."""
+    columns = select_columns(scored=scored, lineage=lineage, steps=True, neighbours=neighbours)
     _check_input_names([key, time], columns)
     return pa.schema([pa.field(key.name, key.type, nullable=False), pa.field(time.name, time.type, nullable=False)]
                      + [c.field(0) for c in columns])

@@ -25,9 +25,9 @@ MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 #: The ONNX files ``export.files`` may list, with their precision and graph.
 PRECISIONS = {names.ENCODER_ONNX: "fp32", names.SCORER_ONNX: "fp32", names.SCORER_FP16_ONNX: "fp16",
-              names.SCORER_INT8_ONNX: "int8"}
+              names.SCORER_INT8_ONNX: "int8", names.NEIGHBOURS_ONNX: "fp32"}
 GRAPHS = {names.ENCODER_ONNX: "encoder", names.SCORER_ONNX: "scorer", names.SCORER_FP16_ONNX: "scorer",
-          names.SCORER_INT8_ONNX: "scorer"}
+          names.SCORER_INT8_ONNX: "scorer", names.NEIGHBOURS_ONNX: "neighbours"}
 REQUIRED_FILES = frozenset({names.ENCODER_ONNX, names.SCORER_ONNX})
 #: The sections of seqae.json the ONNX files depend on (checksummed at export).
 CONTRACT_KEYS = ("model", "data", "feature_names")

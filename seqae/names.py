@@ -9,6 +9,7 @@ EMBEDDING = "embedding"
 RECON_ERROR = "recon_error"
 STEP_ERROR = "step_error"
 PRED_ERROR = "pred_error"
+NEAREST_DISTANCE = "nearest_distance"  # long layout: a window's distance to its nearest training window
 
 # The model directory.
 MODEL_FILE = "model.keras"
@@ -18,6 +19,7 @@ ENCODER_ONNX = "encoder.onnx"
 SCORER_ONNX = "scorer.onnx"
 SCORER_FP16_ONNX = "scorer.fp16.onnx"
 SCORER_INT8_ONNX = "scorer.int8.onnx"
+NEIGHBOURS_ONNX = "neighbours.onnx"  # long layout: the bank of training windows (seqae.baseline)
 THRESHOLD_FILE = "threshold.json"
 REFERENCE_FILE = "reference.parquet"  # errors and embeddings of held-out rows: the drift reference
 
@@ -69,7 +71,8 @@ STEP_ERROR_MEAN = "step_error_mean"
 STEP_ERROR_MAX = "step_error_max"
 WINDOWS = "windows"
 WINDOW_ERROR_MEAN = "window_error_mean"  # the mean error of the windows covering the step
-WINDOW_ERROR_MIN = "window_error_min"  # the step's score: the least error of the windows covering it
+WINDOW_ERROR_MIN = "window_error_min"  # the least error of the windows covering the step
+WINDOW_DISTANCE_MIN = "window_distance_min"  # the least nearest_distance of those windows (with neighbours.onnx)
 
 #: The registry name the flows, their deployments and `python -m flows` use when none is given.
 DEFAULT_MODEL_NAME = "default"

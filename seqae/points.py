@@ -1,7 +1,10 @@
 """Point-anomaly evaluation of the long layout: per-time-step scores against per-time-step labels.
 
-The score of a step is ``window_error_min``, the least error of the windows covering it (see
-``seqae.infer.steps``); ROC-AUC is also given for ``window_error_mean`` (their mean, the score before
+The score of a step is the statistic its step threshold names (``seqae.thresholds.step_score``):
+``window_distance_min``, the least nearest-training-window distance of the windows covering it, for a
+model exported with its bank of training windows (``neighbours.onnx``), else ``window_error_min``, the
+least error of those windows (see ``seqae.infer.steps``); ROC-AUC is also given for
+``window_error_min`` where it is not the score, ``window_error_mean`` (their mean, the score before
 2026-12-04) and for ``step_error_mean`` and ``step_error_max``, the covering windows' errors at the
 step itself. Metrics, over every scored step:
 
@@ -34,8 +37,8 @@ from seqae.data import ShardReader, key_runs, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.model import InferenceModel
 from seqae.infer.stages import ShardInput, score
-from seqae.infer.steps import WINDOW_ERROR_MEAN, WINDOW_ERROR_MIN, StepScores
-from seqae.thresholds import step_score, step_statistic
+from seqae.infer.steps import WINDOW_DISTANCE_MIN, WINDOW_ERROR_MEAN, WINDOW_ERROR_MIN, StepScores
+from seqae.thresholds import STEP_STATISTICS, step_score, step_statistic
 
 #: The UCR anomaly archive's tolerance around a labelled anomaly, in steps.
 UCR_MARGIN = 100
@@ -70,12 +73,20 @@ class ScoredSteps:
     adjusted: np.ndarray | None = None  # the score as the step threshold reads it (seqae.thresholds.step_score)
     baseline: np.ndarray | None = None  # the nearest-training-window baseline's step score (seqae.baseline)
     baseline_info: dict | None = None  # what the baseline was built from (NearestWindows.describe)
+    distance_min: np.ndarray | None = None  # window_distance_min (a model with a bank of training windows)
 
     @property
     def score(self) -> np.ndarray:
         """Each step's anomaly score: ``adjusted``; a ScoredSteps made by hand without it, ``statistic``'s column."""
         if self.adjusted is not None:
             return self.adjusted
+        return self.raw
+
+    @property
+    def raw(self) -> np.ndarray:
+        """``statistic``'s column, without the end-of-series scaling (``Threshold.adjust_steps``)."""
+        if self.statistic == WINDOW_DISTANCE_MIN and self.distance_min is not None:
+            return self.distance_min
         return self.window_min if self.statistic == WINDOW_ERROR_MIN else self.window_mean
 
 
@@ -108,7 +119,8 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
                          "column of labels per time step")
     shards = resolve_shards(data)
     threshold = model.threshold
-    statistic = step_statistic(threshold)  # what the baseline is spread by, as the model's score
+    statistic = step_statistic(threshold, model.neighbours)  # what the baseline is spread by, as the model's score
+    least = STEP_STATISTICS[statistic] is np.min
     bank = None  # built after the cheap checks: it reads all of baseline_data
     if baseline_data is not None:
         from seqae.baseline import NearestWindows
@@ -124,13 +136,14 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     for shard in shards:
         source = ShardInput(shard, model, read_batch_size)
         _require_label(shard.uri, label_column, source.reader.schema.names)
-        fold = StepScores(source.reader.schema.field(cfg.key_column).type)
+        fold = StepScores(source.reader.schema.field(cfg.key_column).type, distances=model.neighbours)
         base_fold = StepScores(source.reader.schema.field(cfg.key_column).type)
         rows, base_rows = [], []
         for read in source:
             if len(read.batch):
                 outputs = score(model.scorer, read, model.batch_size).outputs
-                rows.append(fold.add(read.batch, outputs[names.STEP_ERROR], outputs[names.RECON_ERROR]))
+                rows.append(fold.add(read.batch, outputs[names.STEP_ERROR], outputs[names.RECON_ERROR],
+                                     outputs.get(names.NEAREST_DISTANCE)))
                 if bank is not None:  # the same windows, folded the same way: the same steps in the same order
                     near = bank.distances(read.batch.values, read.batch.lengths)
                     base_rows.append(base_fold.add(read.batch, np.zeros(read.batch.values.shape[:2]), near))
@@ -147,8 +160,10 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
             names.WINDOWS: np.concatenate([r.windows for r in rows]),
             "_order": np.arange(sum(len(r) for r in rows)),
         })
+        if model.neighbours:
+            scored = scored.append_column(WINDOW_DISTANCE_MIN, pa.array(np.concatenate([r.distance_min for r in rows])))
         if bank is not None:  # spread to steps by the model's statistic (the least or the mean over the windows)
-            spread = [r.window_min if statistic == WINDOW_ERROR_MIN else r.window_mean for r in base_rows]
+            spread = [r.window_min if least else r.window_mean for r in base_rows]
             scored = scored.append_column(BASELINE, pa.array(np.concatenate(spread)))
         with shard.open() as handle:
             labels = pq.read_table(handle, columns=[cfg.key_column, cfg.time_column, label_column,
@@ -174,7 +189,8 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
     table = pa.concat_tables([t for t, _ in parts])
     steps = threshold.steps_ if threshold is not None else None
     windows = table.column(names.WINDOWS).to_numpy()
-    columns = {name: table.column(name).to_numpy() for name in (WINDOW_ERROR_MIN, WINDOW_ERROR_MEAN)}
+    columns = {name: table.column(name).to_numpy() for name in (WINDOW_ERROR_MIN, WINDOW_ERROR_MEAN,
+                                                                WINDOW_DISTANCE_MIN) if name in table.column_names}
     statistic, scores = step_score(threshold, columns, windows)
     baseline = table.column(BASELINE).to_numpy() if bank is not None else None
     return ScoredSteps(table.column(cfg.key_column).to_numpy(zero_copy_only=False),
@@ -186,7 +202,8 @@ def score_steps(model_dir: str | os.PathLike, data: str, label_column: str, norm
                        cfg.key_column, cfg.time_column, features[0], unlabelled, anomalous_unscored,
                        tuple(sorted(label_values, key=str))[:10], steps.threshold_ if steps is not None else None,
                        windows, statistic, scores, baseline,
-                       {**bank.describe(), "anomalous_steps": baseline_anomalous} if bank is not None else None)
+                       {**bank.describe(), "anomalous_steps": baseline_anomalous} if bank is not None else None,
+                       columns.get(WINDOW_DISTANCE_MIN))
 
 
 def _labelled_anomalous(data: str, label_column: str, normal_value: Any) -> int | None:
@@ -282,19 +299,20 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
         "series": len(bounds), "segments": len(segments(y, bounds)), "score": scored.statistic,
     }
     if y.all() or not y.any():
-        result.update(roc_auc=None, pr_auc=None, roc_auc_of_window_error_mean=None, roc_auc_of_step_error_mean=None,
-                      roc_auc_of_max=None, undefined=(
+        result.update(roc_auc=None, pr_auc=None, roc_auc_of_window_error_min=None, roc_auc_of_window_error_mean=None,
+                      roc_auc_of_step_error_mean=None, roc_auc_of_max=None, undefined=(
             f"ROC-AUC and PR-AUC are undefined: the labels have one class only ({int(y.sum())} of {len(y)} scored "
             f"steps are anomalous; labels found: {', '.join(repr(v) for v in scored.label_values)}): is "
             "--normal-value the label of normal steps?"))
     else:
         result.update(roc_auc=round(float(roc_auc_score(y, s)), 4), pr_auc=round(float(average_precision_score(y, s)), 4),
+                      roc_auc_of_window_error_min=round(float(roc_auc_score(y, scored.window_min.astype(np.float64))), 4),
                       roc_auc_of_window_error_mean=round(float(roc_auc_score(y, scored.window_mean.astype(np.float64))), 4),
                       roc_auc_of_step_error_mean=round(float(roc_auc_score(y, scored.mean.astype(np.float64))), 4),
                       roc_auc_of_max=round(float(roc_auc_score(y, scored.max.astype(np.float64))), 4))
     if scored.baseline is not None:
         b = scored.baseline.astype(np.float64)
-        raw = (scored.window_min if scored.statistic == WINDOW_ERROR_MIN else scored.window_mean).astype(np.float64)
+        raw = scored.raw.astype(np.float64)
         result["baseline"] = {**(scored.baseline_info or {}), "spread": scored.statistic,
                               "roc_auc": None, "pr_auc": None, "model_roc_auc_unscaled": None,
                               "hit_rate": _hit_rate(ucr_hits(b, y, bounds, margin))}
@@ -313,7 +331,8 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
                                 f"(step ROC-AUC {result['baseline']['roc_auc']} against {result['roc_auc']}): on data "
                                 "like this the model's step score is the weaker detector; the baseline's step scores "
                                 "are ScoredSteps.baseline of seqae.points.score_steps (seqae embed does not write "
-                                "them)")
+                                "them; a model exported with its bank of training windows, the default, scores "
+                                "steps by that distance)")
     if threshold is not None:
         flagged = s > threshold
         for name, pred in (("at_threshold", flagged), ("point_adjusted", point_adjust(flagged, y, bounds))):
@@ -392,6 +411,8 @@ def markdown(report: dict[str, Any]) -> str:
              *([m["undefined"], ""] if m.get("undefined") else []),
              "| metric | value |", "|---|---:|", f"| ROC-AUC (steps) | {m['roc_auc']} |",
              f"| PR-AUC (steps) | {m['pr_auc']} |",
+             *([f"| ROC-AUC of `window_error_min` | {m['roc_auc_of_window_error_min']} |"]
+               if m["score"] != WINDOW_ERROR_MIN and "roc_auc_of_window_error_min" in m else []),
              *([f"| ROC-AUC of `window_error_mean` | {m['roc_auc_of_window_error_mean']} |"]
                if m["score"] != WINDOW_ERROR_MEAN else []),  # a threshold fitted before: the score itself
              f"| ROC-AUC of `step_error_mean` | {m['roc_auc_of_step_error_mean']} |",

@@ -75,8 +75,11 @@ STEPS_OPTIONAL_KEYS = ("partial_thresholds",)
 #: What a step threshold is fitted on and applied to (``seqae.infer.steps``), and how a run of covering
 #: windows' errors makes it; new fits use ``STEP_STATISTIC``, files name theirs.
 STEP_STATISTICS: dict[str, Callable[..., np.ndarray]] = {names.WINDOW_ERROR_MIN: np.min,
-                                                          names.WINDOW_ERROR_MEAN: np.mean}
+                                                          names.WINDOW_ERROR_MEAN: np.mean,
+                                                          names.WINDOW_DISTANCE_MIN: np.min}
+#: The step statistic of a model without a bank of training windows, and of one with (``neighbours.onnx``).
 STEP_STATISTIC = names.WINDOW_ERROR_MIN
+NEIGHBOURS_STEP_STATISTIC = names.WINDOW_DISTANCE_MIN
 TAIL_KEYS = ("start", "shape", "scale", "share")
 
 log = logging.getLogger(__name__)
@@ -121,23 +124,35 @@ def run_scores(window_errors: np.ndarray, covering: tuple[int, ...], statistic: 
     return scores[np.isfinite(scores)]
 
 
-def step_statistic(threshold: Threshold | None) -> str:
-    """The step statistic a model's threshold reads: the one its step threshold was fitted on,
-    ``STEP_STATISTIC`` without one."""
-    return (threshold.statistic_ if threshold is not None else None) or STEP_STATISTIC
+def step_statistic(threshold: Threshold | None, neighbours: bool = False) -> str:
+    """The step statistic a model's threshold reads: the one its step threshold was fitted on; without
+    one, ``NEIGHBOURS_STEP_STATISTIC`` for a model with a bank of training windows (``neighbours``),
+    else ``STEP_STATISTIC``."""
+    fitted = threshold.statistic_ if threshold is not None else None
+    return fitted or (NEIGHBOURS_STEP_STATISTIC if neighbours else STEP_STATISTIC)
 
 
 def step_score(threshold: Threshold | None, columns: Mapping[str, np.ndarray],
                windows: np.ndarray) -> tuple[str, np.ndarray]:
     """The step score a model's threshold reads, with its statistic's name: the column the step
-    threshold was fitted on (``STEP_STATISTIC`` without one), partly covered steps scaled to their own
-    run's threshold (``Threshold.adjust_steps``). What ``seqae embed`` flags and ``seqae evaluate`` ranks.
+    threshold was fitted on (without one: ``window_distance_min`` where ``columns`` hold it, else
+    ``STEP_STATISTIC``), partly covered steps scaled to their own run's threshold
+    (``Threshold.adjust_steps``). What ``seqae embed`` flags and ``seqae evaluate`` ranks.
 
     Args:
-        columns: ``(steps,)`` arrays by statistic name (``window_error_min``, ``window_error_mean``).
+        columns: ``(steps,)`` arrays by statistic name (``window_error_min``, ``window_error_mean``,
+            and ``window_distance_min`` for a model with a bank of training windows).
         windows: ``(steps,)`` how many windows covered each step.
+
+    Raises:
+        SeqaeError: the step threshold names a statistic ``columns`` lack (fitted on the distances of
+            a bank the model no longer has).
     """
-    name = step_statistic(threshold)
+    name = step_statistic(threshold, NEIGHBOURS_STEP_STATISTIC in columns)
+    if name not in columns:
+        raise SeqaeError(f"step threshold: fitted on {name}, which this model does not compute (no "
+                         f"{names.NEIGHBOURS_ONNX}: exported without its bank of training windows?); re-run "
+                         "seqae threshold")
     values = np.asarray(columns[name], dtype=np.float64)
     return name, values if threshold is None else threshold.adjust_steps(values, windows)
 
@@ -263,13 +278,18 @@ class Threshold:
         self._fitted()
         return "pot" if self.tail_ is not None else "percentile"
 
-    def fit_steps(self, covering: tuple[int, ...], window_errors: np.ndarray | None = None) -> Threshold:
+    def fit_steps(self, covering: tuple[int, ...], window_errors: np.ndarray | None = None,
+                  statistic: str = STEP_STATISTIC) -> Threshold:
         """Fit ``steps_``, the threshold on step scores, on held-out step scores made of window errors.
 
         Args:
             covering: ``covering_runs(window, stride)`` of the model.
             window_errors: ``(windows,)`` held-out normal windows' errors, one series after another,
-                each in time order; None: those ``fit`` was given.
+                each in time order; None: those ``fit`` was given. For ``window_distance_min``: the
+                windows' ``nearest_distance``.
+            statistic: the step statistic (``STEP_STATISTICS``) the held-out scores are made of and
+                the threshold applies to: the least over each run (``window_error_min``,
+                ``window_distance_min``).
 
         Raises:
             SeqaeError: too few held-out windows to make the step scores a threshold needs.
@@ -278,7 +298,10 @@ class Threshold:
         if errors is None:
             raise SeqaeError("threshold: fit_steps needs the held-out windows' errors in their series' order; "
                              "call fit() first or pass them")
-        scores = run_scores(errors, covering)
+        if STEP_STATISTICS.get(statistic) is not np.min:
+            raise ValueError(f"fit_steps: statistic {statistic!r}: expected one of the least over the covering "
+                             f"windows ({', '.join(k for k, v in STEP_STATISTICS.items() if v is np.min)})")
+        scores = run_scores(errors, covering, statistic)
         steps = Threshold(self.config)
         try:
             steps.fit(scores)
@@ -287,7 +310,7 @@ class Threshold:
                              f"(a step away from a series' ends is covered by {' or '.join(map(str, covering))} "
                              f"windows); {str(exc).removeprefix('threshold: ')}") from exc
         steps._errors_in_order = None
-        self.steps_, self.covering_, self.statistic_ = steps, tuple(int(k) for k in covering), STEP_STATISTIC
+        self.steps_, self.covering_, self.statistic_ = steps, tuple(int(k) for k in covering), statistic
         self.partial_ = self._partial_thresholds(errors, min(covering), steps._fitted()[0])
         # Overlapping runs share windows: only runs that share none are independent scores.
         independent = len(errors) // max(covering)

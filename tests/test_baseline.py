@@ -124,3 +124,45 @@ def test_the_bank_grows_as_windows_arrive_and_a_large_limit_allocates_nothing_up
     thinned = NearestWindows.build(data, config(), 2, NORMALIZATION, max_windows=1500, read_batch_size=500)
     assert thinned.stride == 2
     np.testing.assert_allclose(thinned.bank, expected[np.flatnonzero(np.arange(len(expected)) % 2 == 0)], rtol=1e-6)
+
+
+def test_select_keeps_only_the_windows_it_marks(tmp_path):
+    """Export builds the bank from the training split only: ``select`` marks the windows that may join."""
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=14).astype(np.float32)  # 10 windows
+
+    def first_six(batch):
+        return batch.keys.column("window_start").to_numpy() < 6
+
+    bank = NearestWindows.build(long_data(tmp_path / "d", {"a": a}), config(), 2, NORMALIZATION, select=first_six,
+                                read_batch_size=4)
+    np.testing.assert_allclose(bank.bank, windows_of(a)[:6], rtol=1e-6)
+    assert bank.windows_read == 6
+
+
+def test_the_onnx_bank_gives_the_float64_distances_for_full_and_shorter_windows(tmp_path):
+    """``neighbours.onnx`` (what the embed job runs) against ``distances`` (float64, numpy), which the
+    tests above check against brute force: full windows, shorter trailing ones, a batch narrower
+    than the window, and windows far from and equal to a bank window."""
+    import onnxruntime as ort
+
+    from seqae.baseline import INPUT_WINDOWS
+
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=60).astype(np.float32)
+    bank = NearestWindows.build(long_data(tmp_path / "d", {"a": train}), config(), 2, NORMALIZATION)
+    proto = bank.to_onnx({"seqae.model_id": "m"})
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["seqae.graph"] == "neighbours" and meta["seqae.bank_windows"] == str(len(bank.bank))
+    x = rng.normal(size=(9, WINDOW)).astype(np.float32)
+    x[0] = train[10:10 + WINDOW]  # a bank window itself: distance 0
+    values = np.stack([x, 10 * x], axis=2)
+    for lengths, width in ((np.full(9, WINDOW), WINDOW), (np.array([5, 4, 3, 1, 2, 5, 5, 4, 3]), WINDOW),
+                           (np.array([3, 2, 1, 3, 3, 2, 1, 2, 3]), 3)):
+        narrow = values[:, :width].copy()
+        windows, used = bank.prepare(narrow, lengths, np.float32)
+        got = session.run(["nearest_distance"], {INPUT_WINDOWS: windows, "lengths": used})[0]
+        want = bank.distances(narrow, lengths)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert want[0] < 1e-5 < want[1:].min()

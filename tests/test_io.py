@@ -313,6 +313,7 @@ def test_the_output_column_table_agrees_with_the_modes_and_the_embed_options():
         ALWAYS,
         LINEAGE,
         MODEL,
+        NEIGHBOURS,
         OUTPUT_COLUMNS,
         SCORED,
         STEP_SCORE_COLUMNS,
@@ -324,7 +325,7 @@ def test_the_output_column_table_agrees_with_the_modes_and_the_embed_options():
     model_columns = {c.name for c in OUTPUT_COLUMNS if c.when == MODEL}
     assert all(set(spec.columns) <= model_columns for spec in MODES.values())
     # Any other condition is a boolean option of EmbedConfig (a typo would never switch its column on).
-    options = {c.when for c in (*OUTPUT_COLUMNS, *STEP_SCORE_COLUMNS)} - {MODEL, ALWAYS, SCORED, LINEAGE}
+    options = {c.when for c in (*OUTPUT_COLUMNS, *STEP_SCORE_COLUMNS)} - {MODEL, ALWAYS, SCORED, LINEAGE, NEIGHBOURS}
     booleans = {f.name for f in dataclasses.fields(EmbedConfig) if f.type in ("bool", bool)}
     assert options == {"step_errors"} and options <= booleans
     assert output_options(EmbedConfig(step_errors=True, step_scores=True)) == ("step_errors",)
@@ -334,6 +335,10 @@ def test_the_output_column_table_agrees_with_the_modes_and_the_embed_options():
         assert sorted(scorer_outputs(columns)) == sorted(spec.outputs), name
         assert scorer_outputs(select_columns(spec.columns)) == [o for o in spec.outputs if o != "step_error"], name
     assert scorer_outputs(select_columns(steps=True)) == ["step_error", "recon_error"]
+    # a model with a bank of training windows: the window's distance, and the least of them per step
+    assert [c.name for c in select_columns(neighbours=True) if c.when == NEIGHBOURS] == ["nearest_distance"]
+    assert scorer_outputs(select_columns(steps=True, neighbours=True)) == ["step_error", "recon_error",
+                                                                           "nearest_distance"]
     import pickle  # no lambdas: an InferenceModel holding its columns pickles
 
     assert [c.field(3) for c in pickle.loads(pickle.dumps(OUTPUT_COLUMNS))] == [c.field(3) for c in OUTPUT_COLUMNS]

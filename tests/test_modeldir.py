@@ -98,7 +98,7 @@ def test_a_file_listed_under_a_path_is_refused(tmp_path):
     meta = metadata()
     meta["export"]["files"]["../model.keras"] = {"sha256": "0" * 64, "precision": "fp32", "graph": "scorer"}
     with pytest.raises(ModelDirError, match=r"export\.files: expected ONNX files named encoder\.onnx, scorer\.onnx, "
-                                            r"scorer\.fp16\.onnx, scorer\.int8\.onnx, found '\.\./model\.keras'"):
+                                            r"scorer\.fp16\.onnx, scorer\.int8\.onnx, neighbours\.onnx, found '\.\./model\.keras'"):
         ModelInfo.read(write(tmp_path, meta))
 
 

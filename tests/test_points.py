@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from seqae.data import key_runs
+from seqae.data import ShardReader, key_runs, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.points import ScoredSteps, normal_scalar, point_adjust, point_metrics, segments, ucr_hits
 
@@ -159,17 +159,31 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
 
     from seqae.cli import app
 
-    printed = CliRunner().invoke(app, ["--quiet", "threshold", "--model", str(tmp_path / "m"), "--data",
+    # The model's bank holds the training split's windows: fitting on the training data would put the step
+    # threshold at their distance to themselves (0), so it is refused in one line.
+    exported = json.loads((tmp_path / "m" / "seqae.json").read_text())["export"]
+    assert exported["neighbours"]["written"] and exported["neighbours"]["parity"]["passed"]
+    assert exported["files"]["neighbours.onnx"]["graph"] == "neighbours"
+    refused = CliRunner().invoke(app, ["--quiet", "threshold", "--model", str(tmp_path / "m"), "--data",
                                        str(tmp_path / "train"), "--false-alarm-rate", "0.05", "--device", "cpu"])
+    assert refused.exit_code != 0 and "windows of the model's bank" in str(refused.exception)
+    assert not (tmp_path / "m" / "threshold.json").exists()
+    # Normal data the model did not train on: the same signal, other noise.
+    (tmp_path / "normal").mkdir()
+    pq.write_table(pa.table({"s": ["n"] * 300, "t": t[:300], "x": (np.sin(t[:300] / 5) + rng.normal(0, 0.05, 300)).astype(
+        np.float32), "y": pa.array(np.zeros(300, np.int8))}), tmp_path / "normal" / "p.parquet")
+    printed = CliRunner().invoke(app, ["--quiet", "threshold", "--model", str(tmp_path / "m"), "--data",
+                                       str(tmp_path / "normal"), "--false-alarm-rate", "0.05", "--device", "cpu"])
     assert printed.exit_code == 0, printed.output
     fitted = json.loads((tmp_path / "m" / "threshold.json").read_text())
     shown = json.loads(printed.stdout)
     assert shown["method"] == ("pot" if fitted["tail"] else "percentile") and fitted["config"]["method"] == "auto"
-    assert shown["steps"] == {"threshold": fitted["steps"]["threshold"], "statistic": "window_error_min",
+    assert shown["steps"] == {"threshold": fitted["steps"]["threshold"], "statistic": "window_distance_min",
                               "method": "pot" if fitted["steps"]["tail"] else "percentile",
                               "fitted_on": fitted["steps"]["n_samples"]}
-    # A long-layout model's threshold holds a step threshold, on the steps' own score (window 16, stride 2).
-    assert fitted["steps"]["covering_windows"] == [8] and fitted["steps"]["statistic"] == "window_error_min"
+    # A long-layout model's threshold holds a step threshold, on the steps' own score (window 16, stride 2):
+    # with the bank, the least nearest-window distance of the covering windows.
+    assert fitted["steps"]["covering_windows"] == [8] and fitted["steps"]["statistic"] == "window_distance_min"
     report = evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval", label_column="y", normal_value=0)
     m = report["points"]
     assert m["at_threshold"]["threshold"] == fitted["steps"]["threshold"]
@@ -198,14 +212,15 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     steps = pq.read_table(tmp_path / "out" / "steps" / "p.parquet")
     entry = json.loads((tmp_path / "out" / "_seqae" / "manifest" / "p.parquet.json").read_text())
     assert entry["steps_written"] == steps.num_rows == 300 - entry["steps_unscored"] and entry["steps_unscored"] > 0
-    assert {"score", "is_anomaly", "window_error_mean", "window_error_min"} <= set(steps.column_names)
+    assert {"score", "is_anomaly", "window_error_mean", "window_error_min", "window_distance_min"} <= set(
+        steps.column_names)
     # The flag is the step threshold on the step score (partly covered steps against their own run's
     # threshold), as the report's.
     from seqae.thresholds import Threshold
 
-    adjusted = Threshold.load(tmp_path / "m").adjust_steps(steps.column("window_error_min").to_numpy(),
+    adjusted = Threshold.load(tmp_path / "m").adjust_steps(steps.column("window_distance_min").to_numpy(),
                                                           steps.column("windows").to_numpy())
-    assert (adjusted != steps.column("window_error_min").to_numpy()).any()  # the series' ends
+    assert (adjusted != steps.column("window_distance_min").to_numpy()).any()  # the series' ends
     flagged = adjusted > fitted["steps"]["threshold"]
     assert steps.column("is_anomaly").to_numpy().tolist() == flagged.tolist()
     labels = dict(zip(range(300, 600), y[300:]))
@@ -217,6 +232,26 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     assert m["roc_auc"] == pytest.approx(expected, abs=1e-4)
     expected = roc_auc_score(truth, steps.column("window_error_mean").to_numpy()[keep])
     assert m["roc_auc_of_window_error_mean"] == pytest.approx(expected, abs=1e-4)
+    expected = roc_auc_score(truth, steps.column("window_error_min").to_numpy()[keep])
+    assert m["roc_auc_of_window_error_min"] == pytest.approx(expected, abs=1e-4)
+    # Each window's nearest_distance is its distance to the nearest window of the training split (the
+    # bank: the held-out windows of the time split are not in it), as seqae.baseline computes it in float64.
+    from seqae.baseline import NearestWindows
+    from seqae.modeldir import ModelInfo
+    from seqae.train import choose_split
+
+    info = ModelInfo.read(tmp_path / "m")
+    split = choose_split(resolve_shards(str(tmp_path / "train")), info.data, TrainConfig(max_epochs=2),
+                         num_features=1, row_filter=None)
+    bank = NearestWindows.build(str(tmp_path / "train"), info.data, 1, info.metadata["normalization"],
+                                select=lambda batch: split.assign(batch, info.data) == 0)
+    assert len(bank.bank) == exported["neighbours"]["bank_windows"] < 300 - 16 + 1
+    windows = pq.read_table(tmp_path / "out" / "embeddings" / "p.parquet")
+    reader = [b for b, _ in ShardReader(resolve_shards(str(tmp_path / "test"))[0], info.data, num_features=1)]
+    values = np.concatenate([b.values for b in reader])
+    lengths = np.concatenate([b.lengths for b in reader])
+    np.testing.assert_allclose(windows.column("nearest_distance").to_numpy(), bank.distances(values, lengths),
+                               rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -228,7 +263,7 @@ def test_baseline_step_scores_match_a_by_hand_count_over_series_shards_and_rejec
     import pyarrow.parquet as pq
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from seqae.config import DataConfig, ModelConfig, TrainConfig
+    from seqae.config import DataConfig, ExportConfig, ModelConfig, TrainConfig
     from seqae.export import export
     from seqae.points import score_steps
     from seqae.train import train
@@ -272,7 +307,7 @@ def test_baseline_step_scores_match_a_by_hand_count_over_series_shards_and_rejec
                       stride=stride)
     model = train(str(tmp_path / "train"), tmp_path / "m", model_config=ModelConfig(units=4), data_config=data,
                   train_config=TrainConfig(max_epochs=1))
-    export(tmp_path / "m")
+    export(tmp_path / "m", ExportConfig(neighbours=False))  # the peer beside a model that scores by its errors
     norm = model.metadata["normalization"]
     mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
 

@@ -357,7 +357,8 @@ def test_a_step_threshold_round_trips_and_its_fields_are_checked(tmp_path, caplo
     for edit, message in (
             (lambda s: {**s, "threshold": float("nan")}, "steps.threshold: expected a finite number, found nan"),
             (lambda s: {**s, "statistic": "step_error_mean"},
-             "steps.statistic: expected 'window_error_min' or 'window_error_mean', found 'step_error_mean'"),
+             "steps.statistic: expected 'window_error_min' or 'window_error_mean' or 'window_distance_min', found "
+                 "'step_error_mean'"),
             (lambda s: {**s, "covering_windows": [0]}, "steps.covering_windows: expected a list of window counts >= 1"),
             (lambda s: {**s, "partial_thresholds": [1.0]},
              "steps.partial_thresholds: expected a list of 3 finite thresholds >= 0 (runs of 1 to 3 windows)"),

@@ -65,11 +65,14 @@ class RunIdentity:
     step_scores: bool = False  # per-timestamp scores written beside the data file (long layout)
     options: tuple[str, ...] = ()  # other EmbedConfig options that add output columns (seqae.io.output_options)
     steps_format: int = 0  # with step_scores: seqae.infer.steps.STEPS_FORMAT (what the step rows hold)
+    neighbours_sha256: str = ""  # neighbours.onnx's sha256 where the model has one (nearest_distance)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         if not self.step_scores:  # entries written before the option existed match a run without it
             del out["step_scores"], out["steps_format"]
+        if not self.neighbours_sha256:  # entries written before banks existed match a model without one
+            del out["neighbours_sha256"]
         if self.options:  # as JSON reads it back; recorded only when one is on, like step_scores
             out["options"] = list(self.options)
         else:
@@ -488,6 +491,8 @@ class OutputFolder:
         if any(entry.get(k) != v for k, v in identity.to_dict().items()):
             return None
         if (entry.get("options") or []) != list(identity.options):  # a column asked for then, not now
+            return None
+        if (entry.get("neighbours_sha256") or "") != identity.neighbours_sha256:  # nearest_distance then, not now
             return None
         if not self.data_file(entry.get("output", name)).is_file():
             return None

@@ -16,7 +16,7 @@ from seqae.config import DataConfig, EmbedConfig
 from seqae.errors import ConfigError, ModelDirError
 from seqae.infer.artifacts import ModelArtifacts
 from seqae.infer.commit import RunIdentity
-from seqae.infer.session import NullScorer, Scorer, ScorerSession
+from seqae.infer.session import NeighboursSession, NullScorer, Scorer, ScorerSession, WithNeighbours
 from seqae.infer.steps import STEPS_FORMAT
 from seqae.io import (
     OutputColumn,
@@ -48,13 +48,20 @@ _SHARED_LOCK = threading.Lock()
 _SESSIONS_OPENED = 0
 
 
+def has_neighbours(info: ModelInfo, data: DataConfig) -> bool:
+    """The model scores windows by their distance to a bank of training windows too (``neighbours.onnx``,
+    written by ``seqae export`` for the long layout)."""
+    return data.layout == "long" and names.NEIGHBOURS_ONNX in info.files
+
+
 def _identity(info: ModelInfo, config: EmbedConfig, onnx_sha256: str, data: DataConfig,
               threshold: Threshold | None) -> RunIdentity:
     # step_errors has its own field (entries recorded it before optional columns had a table).
     options = tuple(o for o in output_options(config) if o != "step_errors")
+    neighbours = info.files[names.NEIGHBOURS_ONNX].sha256 if has_neighbours(info, data) else ""
     return RunIdentity(info.model_id, info.model_version, config.session_options.scorer_file, onnx_sha256,
                        config.step_errors, contract_id(data), threshold_id(threshold), config.step_scores, options,
-                       STEPS_FORMAT if config.step_scores else 0)
+                       STEPS_FORMAT if config.step_scores else 0, neighbours)
 
 
 def model_location(info: ModelInfo) -> Location:
@@ -90,6 +97,8 @@ class InferenceModel:
             options ask for, the lineage).
         threshold: the fitted threshold, if any (``score`` and ``is_anomaly``).
         step_scores: the per-timestamp output is written too (long layout).
+        neighbours: windows are also scored by their distance to the nearest training window
+            (``neighbours.onnx``; ``nearest_distance``, and ``window_distance_min`` per step).
     """
 
     info: ModelInfo
@@ -100,6 +109,7 @@ class InferenceModel:
     columns: tuple[OutputColumn, ...]
     threshold: Threshold | None = None
     step_scores: bool = False
+    neighbours: bool = False
 
     @classmethod
     def open(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig(), *,
@@ -134,21 +144,35 @@ class InferenceModel:
             raise ConfigError(f"step_scores: per-timestamp scores need the long layout; {info.where} was "
                               f"trained on the {data.layout} layout (its step_error column is per sequence)")
         threshold = Threshold.load(location)
+        neighbours = has_neighbours(info, data)
+        if config.step_scores and threshold is not None and threshold.statistic_ == names.WINDOW_DISTANCE_MIN \
+                and not neighbours:
+            raise ModelDirError(f"{info.where}: the step threshold was fitted on {names.WINDOW_DISTANCE_MIN}, the "
+                                f"distances of a bank of training windows, but the model has no {names.NEIGHBOURS_ONNX} "
+                                "(exported again without it?); re-run seqae threshold")
         columns = select_columns(info.model.mode_spec.columns, options=output_options(config),
-                                 scored=threshold is not None, lineage=True)
-        outputs = scorer_outputs(columns + (select_columns(steps=True) if config.step_scores else ()))
+                                 scored=threshold is not None, lineage=True, neighbours=neighbours)
+        outputs = scorer_outputs(columns + (select_columns(steps=True, neighbours=neighbours)
+                                            if config.step_scores else ()))
         if null_scorer:
             scorer: Scorer = NullScorer(outputs, info.model.embedding_dim)
         else:
-            scorer = ScorerSession(location, config.session_options, outputs=outputs,
-                                   sha256={name: record.sha256 for name, record in info.files.items()})
-            if isinstance(scorer.num_features, int) and scorer.num_features != info.model.num_features:
-                raise ModelDirError(f"{info.file(onnx_file)}: input values has {scorer.num_features} feature(s) but "
+            sha256 = {name: record.sha256 for name, record in info.files.items()}
+            session = ScorerSession(location, config.session_options, sha256=sha256,
+                                    outputs=[o for o in outputs if o != names.NEAREST_DISTANCE])
+            scorer = session
+            if neighbours:
+                normalization = info.metadata.get("normalization") or {}
+                scorer = WithNeighbours(session, NeighboursSession(
+                    location, session.provider, config.session_options, window=int(data.window or 0),
+                    mean=normalization.get("mean"), std=normalization.get("std"), sha256=sha256))
+            if isinstance(session.num_features, int) and session.num_features != info.model.num_features:
+                raise ModelDirError(f"{info.file(onnx_file)}: input values has {session.num_features} feature(s) but "
                                     f"{names.METADATA_FILE} says {info.model.num_features}; the two are from different "
                                     f"models. Re-run `seqae export {info.where}`")
         batch_size = config.batch_size or DEFAULT_BATCH.get(scorer.provider, config.read_batch_size)
         identity = _identity(info, config, artifacts.sha256(onnx_file), data, threshold)
-        return cls(info, scorer, identity, data, batch_size, columns, threshold, config.step_scores)
+        return cls(info, scorer, identity, data, batch_size, columns, threshold, config.step_scores, neighbours)
 
     @classmethod
     def shared(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig()) -> InferenceModel:
@@ -204,4 +228,4 @@ class InferenceModel:
     def step_scores_schema(self, input_schema: pa.Schema) -> pa.Schema:
         """The per-timestamp output's schema for a long-layout shard with ``input_schema``."""
         return step_scores_schema(input_schema.field(self.data.key_column), input_schema.field(self.data.time_column),
-                                  scored=self.threshold is not None, lineage=True)
+                                  scored=self.threshold is not None, lineage=True, neighbours=self.neighbours)

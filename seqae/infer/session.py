@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from seqae import names
+from seqae.baseline import INPUT_WINDOWS, prepare_windows
 from seqae.config import SessionOptions
 from seqae.errors import ConfigError, DeviceError
 from seqae.infer.runtime import CPU, CUDA, cuda_usable, heavy_nodes_off, physical_cores
@@ -29,6 +30,24 @@ def model_source(file: Location) -> str | bytes:
     """What ``onnxruntime.InferenceSession`` is built from: a local file's path, or the bytes of a
     file on any other ``pyarrow.fs`` filesystem (``s3://``, ``gs://``)."""
     return file.path if file.is_local else file.read_bytes()
+
+
+def create_session(ort, source: str | bytes | None, provider: str, options: SessionOptions, profile: bool = False):
+    """An onnxruntime session over ``source`` on ``provider`` (CUDA falls back to nothing but the CPU
+    nodes CUDA cannot run), with the thread settings of ``options``."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if provider == CPU:
+        # One session, sequential graph; intra-op threads on the cores we may use. Reading and
+        # writing run in other threads and mostly wait on I/O or release the GIL.
+        so.intra_op_num_threads = options.threads or physical_cores()
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(os.environ.get("TMPDIR", "/tmp")) / "seqae-placement")
+    providers = [provider] if provider == CPU else [CUDA, CPU]
+    return ort.InferenceSession(source, so, providers=providers)
 
 
 class Scorer(Protocol):
@@ -140,20 +159,7 @@ class ScorerSession:
         return data
 
     def _create(self, profile: bool):
-        ort = self._ort
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.provider == CPU:
-            # One session, sequential graph; intra-op threads on the cores we may use. Reading and
-            # writing run in other threads and mostly wait on I/O or release the GIL.
-            so.intra_op_num_threads = self.options.threads or physical_cores()
-            so.inter_op_num_threads = 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if profile:
-            so.enable_profiling = True
-            so.profile_file_prefix = str(Path(os.environ.get("TMPDIR", "/tmp")) / "seqae-placement")
-        providers = [self.provider] if self.provider == CPU else [CUDA, CPU]
-        return ort.InferenceSession(self._source, so, providers=providers)
+        return create_session(self._ort, self._source, self.provider, self.options, profile)
 
     def _check_placement(self) -> None:
         """Run one small batch with profiling on and fail if a heavy node ran off the GPU
@@ -187,3 +193,56 @@ class ScorerSession:
             binding.bind_output(name, "cuda", 0)
         self.session.run_with_iobinding(binding)
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
+
+
+class NeighboursSession:
+    """The nearest-training-window distance of windows (``neighbours.onnx``, ``seqae.baseline``) on
+    the scorer's provider: windows are standardised and padded to the bank's layout here (numpy,
+    ``prepare_windows``), the one matrix product against the bank and its least runs in onnxruntime,
+    in calls of at most ``values_per_call`` distances (the ``(batch, bank)`` matrix onnxruntime holds).
+    """
+
+    #: Distances per onnxruntime call at most, by provider (float32: 64 MiB on the CPU, 1 GiB on a GPU).
+    VALUES_PER_CALL = {CPU: 2 ** 24, CUDA: 2 ** 28}
+
+    def __init__(self, model_dir: str | os.PathLike | Location, provider: str, options: SessionOptions, *,
+                 window: int, mean, std, sha256: Mapping[str, str] | None = None):
+        import onnxruntime as ort
+
+        directory = Location.of(model_dir)
+        self.path = directory.join(names.NEIGHBOURS_ONNX)
+        source = ScorerSession._read(directory, names.NEIGHBOURS_ONNX, sha256)
+        self.provider = provider
+        self.session = create_session(ort, source, provider, options)
+        self.window = window
+        self.mean, self.std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.bank_windows = int(meta.get("seqae.bank_windows", 1))
+        if int(meta.get("seqae.window", window)) != window:
+            raise ConfigError(f"{self.path}: a bank of windows of {meta['seqae.window']} steps; the model's window is "
+                              f"{window}. Re-run `seqae export`")
+        self.rows_per_call = max(self.VALUES_PER_CALL.get(provider, 2 ** 24) // max(self.bank_windows, 1), 1)
+
+    def run(self, values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``(batch,)`` float32: each window's mean squared distance to its nearest training window."""
+        out = np.empty(len(lengths), dtype=np.float32)
+        for a in range(0, len(lengths), self.rows_per_call):
+            windows, used = prepare_windows(values[a:a + self.rows_per_call], lengths[a:a + self.rows_per_call],
+                                            self.window, self.mean, self.std, np.float32)
+            out[a:a + len(used)] = self.session.run([names.NEAREST_DISTANCE], {INPUT_WINDOWS: windows,
+                                                                               names.INPUT_LENGTHS: used})[0]
+        return out
+
+
+class WithNeighbours:
+    """A scorer whose outputs also hold ``nearest_distance`` (``NeighboursSession``), as one ``Scorer``."""
+
+    def __init__(self, scorer: Scorer, neighbours: NeighboursSession):
+        self.scorer, self.neighbours = scorer, neighbours
+        self.provider = scorer.provider
+        self.output_names = [*scorer.output_names, names.NEAREST_DISTANCE]
+
+    def run(self, values: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.scorer.run(values, lengths)
+        outputs[names.NEAREST_DISTANCE] = self.neighbours.run(values, lengths)
+        return outputs

@@ -140,7 +140,8 @@ class ShardOutput:
         self._writer: AtomicParquetWriter | None = None
         # Per-timestamp scores (long layout): folded per step as windows pass, written beside the data.
         self.steps_schema = steps_schema
-        self._steps = StepScores(steps_schema.field(0).type) if steps_schema is not None else None
+        self._steps = (StepScores(steps_schema.field(0).type, distances=model.neighbours)
+                       if steps_schema is not None else None)
         self._steps_writer: AtomicParquetWriter | None = None
         self.steps_written = 0
         # Names this attempt in the data file's footer and in its entry: a commit checks that the
@@ -172,11 +173,10 @@ class ShardOutput:
         # in its units; its rate is not per step).
         threshold = self.model.threshold
         steps = (threshold.steps_ or threshold) if threshold is not None else None
-        _, values = step_score(threshold, {names.WINDOW_ERROR_MIN: rows.window_min,
-                                           names.WINDOW_ERROR_MEAN: rows.window_mean}, rows.windows)
+        columns = rows.columns()
+        _, values = step_score(threshold, columns, rows.windows)
         scored = {"score": steps.score(values), "is_anomaly": steps.predict(values)} if steps is not None else {}
-        scored[names.WINDOW_ERROR_MEAN] = rows.window_mean
-        scored[names.WINDOW_ERROR_MIN] = rows.window_min
+        scored.update(columns)
         self._steps_writer.write(step_scores_table(self.steps_schema, rows.keys, rows.times, rows.mean, rows.max,
                                                    rows.windows, **scored, lineage=self.lineage))
         self.steps_written += len(rows)
@@ -194,7 +194,8 @@ class ShardOutput:
             self._open().write(table)
             self.rows_written += table.num_rows
             if self._steps is not None:
-                self._write_steps(self._steps.add(read.batch, outputs[names.STEP_ERROR], outputs[names.RECON_ERROR]))
+                self._write_steps(self._steps.add(read.batch, outputs[names.STEP_ERROR], outputs[names.RECON_ERROR],
+                                                  outputs.get(names.NEAREST_DISTANCE)))
 
     def commit(self, stats: ShardStats) -> ShardResult:
         """Rejects, then the data file, then the manifest entry (the commit). Counts are checked

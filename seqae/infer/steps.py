@@ -17,6 +17,11 @@ time step:
   window the step sits (measured in ``docs/long-series.md``);
 - ``window_error_mean``: the mean of the covering windows' window errors (the step score before
   2026-12-04; a step threshold fitted then applies to it);
+- ``window_distance_min``: where the model has a bank of training windows (``neighbours.onnx``), the
+  least of the covering windows' ``nearest_distance``, each window's distance to its nearest normal
+  training window (``seqae.baseline``): the same rule over a distance in place of an error. On the
+  long series of ``make quality`` it ranks anomalous steps better than ``window_error_min``
+  (docs/long-series.md), and a step threshold fitted on it (``seqae threshold``) makes it the score;
 - ``windows``: how many windows covered the step.
 
 The step threshold is fitted on the same statistic over held-out normal windows
@@ -49,6 +54,7 @@ STEPS_FORMAT = 2
 
 #: The step anomaly score's column, and the one before it (beside ``step_error_mean`` and ``step_error_max``).
 WINDOW_ERROR_MIN, WINDOW_ERROR_MEAN = names.WINDOW_ERROR_MIN, names.WINDOW_ERROR_MEAN
+WINDOW_DISTANCE_MIN = names.WINDOW_DISTANCE_MIN
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,15 @@ class StepRows:
     max: np.ndarray  # float32: step_error_max
     windows: np.ndarray  # int32
     window_mean: np.ndarray  # float32: window_error_mean
-    window_min: np.ndarray  # float32: window_error_min, the step's anomaly score
+    window_min: np.ndarray  # float32: window_error_min
+    distance_min: np.ndarray | None = None  # float32: window_distance_min (with a bank of training windows)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The step statistics a step threshold may name, by column name (``seqae.thresholds.step_score``)."""
+        out = {WINDOW_ERROR_MIN: self.window_min, WINDOW_ERROR_MEAN: self.window_mean}
+        if self.distance_min is not None:
+            out[WINDOW_DISTANCE_MIN] = self.distance_min
+        return out
 
     def __len__(self) -> int:
         return len(self.times)
@@ -77,8 +91,9 @@ class _Pending:
     count: np.ndarray
     window_sum: np.ndarray
     window_min: np.ndarray
+    distance_min: np.ndarray
 
-    FIELDS = ("times", "step_sum", "step_max", "count", "window_sum", "window_min")
+    FIELDS = ("times", "step_sum", "step_max", "count", "window_sum", "window_min", "distance_min")
 
     def take(self, keep: np.ndarray) -> _Pending:
         return _Pending(*(getattr(self, f)[keep] for f in self.FIELDS))
@@ -88,16 +103,19 @@ class StepScores:
     """Fold windows' ``step_error`` and window errors into per-step rows, streaming (see the module
     docstring).
 
-    ``add`` takes the windows of one read batch with their step errors (and window errors) and returns
-    the steps that no later window can cover; ``finish`` returns the rest at the end of the shard.
+    ``add`` takes the windows of one read batch with their step errors (and window errors, and with
+    ``distances`` their nearest-window distances) and returns the steps that no later window can cover;
+    ``finish`` returns the rest at the end of the shard.
     """
 
-    def __init__(self, key_type: pa.DataType):
+    def __init__(self, key_type: pa.DataType, distances: bool = False):
         self.key_type = key_type
+        self.distances = distances
         self._key = None  # the series whose last steps are pending
         self._pending: _Pending | None = None
 
-    def add(self, batch: SequenceBatch, step_error: np.ndarray, window_error: np.ndarray | None = None) -> StepRows:
+    def add(self, batch: SequenceBatch, step_error: np.ndarray, window_error: np.ndarray | None = None,
+            distance: np.ndarray | None = None) -> StepRows:
         """Fold one read batch.
 
         Args:
@@ -124,8 +142,10 @@ class StepScores:
         run_keys = keys[new_run]
         errors = step[valid]
         per_window = np.broadcast_to(np.asarray(window_error, np.float64)[:, None], valid.shape)[valid]
+        near = (np.broadcast_to(np.asarray(distance, np.float64)[:, None], valid.shape)[valid] if self.distances
+                else np.zeros(len(errors)))
         steps = _Pending(batch.times[valid], errors, errors, np.ones(len(errors), dtype=np.int64), per_window,
-                         per_window)
+                         per_window, near)
         runs = np.broadcast_to(run[:, None], valid.shape)[valid]
         finished: list[StepRows] = []
         if self._pending is not None:
@@ -142,7 +162,8 @@ class StepScores:
         starts = np.flatnonzero(first)
         folded = _Pending(steps.times[starts], np.add.reduceat(steps.step_sum, starts),
                           np.maximum.reduceat(steps.step_max, starts), np.add.reduceat(steps.count, starts),
-                          np.add.reduceat(steps.window_sum, starts), np.minimum.reduceat(steps.window_min, starts))
+                          np.add.reduceat(steps.window_sum, starts), np.minimum.reduceat(steps.window_min, starts),
+                          np.minimum.reduceat(steps.distance_min, starts))
         g_run = runs[starts]
         # Later windows of the last series start after its last window here: steps up to that start are final.
         hold = (g_run == run[-1]) & (folded.times > batch.times[n - 1, 0])
@@ -169,12 +190,13 @@ class StepScores:
         return StepRows(pa.array(keys, self.key_type) if len(keys) else pa.array([], self.key_type), folded.times,
                         (folded.step_sum / count).astype(np.float32), folded.step_max.astype(np.float32),
                         count.astype(np.int32), (folded.window_sum / count).astype(np.float32),
-                        folded.window_min.astype(np.float32))
+                        folded.window_min.astype(np.float32),
+                        folded.distance_min.astype(np.float32) if self.distances else None)
 
     def _empty(self) -> StepRows:
         return StepRows(pa.array([], self.key_type), np.array([], dtype=np.int64), np.array([], np.float32),
                         np.array([], np.float32), np.array([], np.int32), np.array([], np.float32),
-                        np.array([], np.float32))
+                        np.array([], np.float32), np.array([], np.float32) if self.distances else None)
 
     def _concat(self, parts: list[StepRows]) -> StepRows:
         parts = [p for p in parts if len(p)]
@@ -182,6 +204,8 @@ class StepScores:
             return self._empty()
         if len(parts) == 1:
             return parts[0]
-        return StepRows(pa.concat_arrays([p.keys for p in parts]),
-                        *(np.concatenate([getattr(p, f) for p in parts])
-                          for f in ("times", "mean", "max", "windows", "window_mean", "window_min")))
+        joined = {f: np.concatenate([getattr(p, f) for p in parts])
+                  for f in ("times", "mean", "max", "windows", "window_mean", "window_min")}
+        distances = [p.distance_min for p in parts if p.distance_min is not None]
+        return StepRows(pa.concat_arrays([p.keys for p in parts]), **joined,
+                        distance_min=np.concatenate(distances) if self.distances else None)
