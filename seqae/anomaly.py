@@ -24,7 +24,7 @@ from seqae.config import Device, DriftPolicy, EmbedConfig, SessionOptions
 from seqae.data import RowFilter, SequenceBatch, ShardReader, empty_rejects, resolve_shards
 from seqae.errors import SeqaeError
 from seqae.infer.model import DEFAULT_BATCH, InferenceModel, has_neighbours
-from seqae.infer.session import NeighboursSession, Scorer, ScorerSession, WithNeighbours
+from seqae.infer.session import Scorer, ScorerSession
 from seqae.infer.stages import ReadBatch, score
 from seqae.modeldir import ModelInfo
 from seqae.storage import Location, utc_now, write_bytes
@@ -78,38 +78,26 @@ def iter_dataset(model: InferenceModel, data: str | list[str], row_filter: str |
 
 
 def write_reference(model_dir: str | os.PathLike, batches: Iterator[tuple[np.ndarray, np.ndarray]],
-                    source: str, neighbours: dict[str, Any] | None = None) -> dict[str, Any]:
+                    source: str) -> dict[str, Any]:
     """Score held-out rows with the model directory's exported scorer (``scorer.onnx``, on the CPU) and
     write ``reference.parquet`` there. Reads no ``seqae.json``: export scores the reference in its
-    staging folder before it writes one.
-
-    ``neighbours``: the window and the normalisation (``window``, ``mean``, ``std``) of the
-    ``neighbours.onnx`` beside the scorer: each row's ``nearest_distance`` is written too (long layout;
-    the held-out windows, never in the bank, as the step threshold needs them)."""
-    options = SessionOptions(device="cpu")
-    session = ScorerSession(model_dir, options)
-    scorer: Scorer = session
-    if neighbours is not None:
-        scorer = WithNeighbours(session, NeighboursSession(model_dir, session.provider, options, **neighbours))
+    staging folder before it writes one."""
+    scorer = ScorerSession(model_dir, SessionOptions(device="cpu"))
     outputs = score_rows(scorer, DEFAULT_BATCH[scorer.provider], batches, REFERENCE_ROWS)
     if not outputs:
         raise SeqaeError(f"{model_dir}: no held-out row to build the reference from")
     embedding = np.ascontiguousarray(outputs[names.EMBEDDING], np.float32)
     columns = {names.RECON_ERROR: pa.array(outputs[names.RECON_ERROR].astype(np.float32)),
                names.EMBEDDING: pa.FixedSizeListArray.from_arrays(pa.array(embedding.reshape(-1)), embedding.shape[1])}
-    for name in (names.PRED_ERROR, names.NEAREST_DISTANCE):
-        if name in outputs:
-            columns[name] = pa.array(outputs[name].astype(np.float32))
+    if names.PRED_ERROR in outputs:
+        columns[names.PRED_ERROR] = pa.array(outputs[names.PRED_ERROR].astype(np.float32))
     table = pa.table(columns).replace_schema_metadata(
         {names.PARQUET_METADATA_KEY: json.dumps({"source": source, "created_at": utc_now()})})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     write_bytes(Path(model_dir) / names.REFERENCE_FILE, sink.getvalue().to_pybytes())
-    record = {"rows": table.num_rows, "source": source,
-              "recon_error_median": float(np.median(outputs[names.RECON_ERROR]))}
-    if names.NEAREST_DISTANCE in outputs:
-        record["nearest_distance_median"] = float(np.median(outputs[names.NEAREST_DISTANCE]))
-    return record
+    return {"rows": table.num_rows, "source": source,
+            "recon_error_median": float(np.median(outputs[names.RECON_ERROR]))}
 
 
 def read_reference(model_dir: str | os.PathLike) -> pa.Table:
@@ -119,6 +107,19 @@ def read_reference(model_dir: str | os.PathLike) -> pa.Table:
         raise SeqaeError(f"{model_dir}: {names.REFERENCE_FILE} is missing; re-run `seqae export {model_dir}` "
                          "(it scores the held-out rows), or pass --data")
     return pq.read_table(file.path, filesystem=file.filesystem)
+
+
+def read_neighbours_reference(model_dir: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """The bank's own windows' distances to the rest of it (``neighbours.parquet``, written by export
+    beside ``neighbours.onnx``), in series order, and their spacing in steps: what the step threshold
+    of a model with a bank is fitted on by default."""
+    file = Location.of(model_dir).join(names.NEIGHBOURS_REFERENCE_FILE)
+    if not file.is_file():
+        raise SeqaeError(f"{model_dir}: {names.NEIGHBOURS_REFERENCE_FILE} is missing beside {names.NEIGHBOURS_ONNX}; "
+                         f"re-run `seqae export {model_dir}`, or pass --data")
+    table = pq.read_table(file.path, filesystem=file.filesystem)
+    meta = json.loads((table.schema.metadata or {}).get(names.PARQUET_METADATA_KEY.encode(), b"{}"))
+    return table.column(names.NEAREST_DISTANCE).to_numpy().astype(np.float64), int(meta.get("spacing", 1))
 
 
 def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = ThresholdConfig(), *,
@@ -141,18 +142,17 @@ def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = Thresh
         SeqaeError: too few errors for the method (it says how many and what to pass instead); an
             input file that cannot be read (named in one line).
     """
+    info = ModelInfo.read(model_dir)
+    spacing = info.data.stride or 1  # of the windows the step scores are made of
     if data is None:
-        reference = read_reference(model_dir)
-        errors = reference.column(names.RECON_ERROR).to_numpy()
-        distances = (reference.column(names.NEAREST_DISTANCE).to_numpy()
-                     if names.NEAREST_DISTANCE in reference.column_names else None)
+        errors = read_reference(model_dir).column(names.RECON_ERROR).to_numpy()
+        distances, spacing = read_neighbours_reference(model_dir) if has_neighbours(info, info.data) else (None, 1)
     else:
         model = InferenceModel.open(model_dir, EmbedConfig(device=device))
         outputs = score_rows(model.scorer, model.batch_size, iter_dataset(model, data, row_filter))
         errors = outputs.get(names.RECON_ERROR, np.zeros(0))
         distances = outputs.get(names.NEAREST_DISTANCE)
     where = "the held-out reference" if data is None else data
-    info = ModelInfo.read(model_dir)
     by_distance = distances is not None and has_neighbours(info, info.data) and bool(info.data.window)
     if by_distance and data is not None and distances is not None:
         in_bank = int((np.asarray(distances) <= IN_BANK).sum())
@@ -164,7 +164,7 @@ def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = Thresh
     try:
         threshold = Threshold(config).fit(errors)
         if by_distance:  # the step score of a model with a bank: the least distance of the covering windows
-            threshold.fit_steps(covering_runs(int(info.data.window or 1), info.data.stride or 1), distances,
+            threshold.fit_steps(covering_runs(int(info.data.window or 1), spacing), distances,
                                 NEIGHBOURS_STEP_STATISTIC)
     except SeqaeError as exc:
         raise SeqaeError(f"{exc} (from {where}); pass --data with rows you know are normal (--filter), or "

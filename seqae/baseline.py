@@ -23,13 +23,12 @@ No TensorFlow, no Prefect.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from seqae import names
-from seqae.data import DataConfig, RowFilter, SequenceBatch, ShardReader, resolve_shards
+from seqae.data import DataConfig, RowFilter, ShardReader, resolve_shards
 from seqae.errors import SeqaeError
 
 #: The bank's size at most, in bytes, with its per-step norms (float64: 119,000 windows of 140
@@ -70,8 +69,13 @@ class NearestWindows:
     """
 
     def __init__(self, bank: np.ndarray, window: int, features: int, mean: np.ndarray, std: np.ndarray,
-                 stride: int, windows_read: int, data: str, windows_rejected: int = 0):
+                 stride: int, windows_read: int, data: str, windows_rejected: int = 0,
+                 positions: np.ndarray | None = None, runs: np.ndarray | None = None):
         self.bank = bank  # (windows, window * features) float64, standardised
+        # each bank window's index among the full windows read, and its run (a series within one shard):
+        # two windows of one run overlap when their positions differ by less than the window
+        self.positions = np.arange(len(bank), dtype=np.int64) * stride if positions is None else positions
+        self.runs = np.zeros(len(bank), dtype=np.int64) if runs is None else runs
         self.window, self.features = window, features
         # (window, windows): row t - 1 is each bank window's squared norm over its first t steps
         steps = bank.reshape(len(bank), window, features)
@@ -88,15 +92,12 @@ class NearestWindows:
     @classmethod
     def build(cls, data: str, config: DataConfig, num_features: int, normalization: dict[str, Any], *,
               max_windows: int | None = None, read_batch_size: int = 16384,
-              select: Callable[[SequenceBatch], np.ndarray] | None = None,
               row_filter: RowFilter | None = None) -> NearestWindows:
         """Read every full window of the long-layout shards at ``data`` (normal data: the bank is what
         "normal" means) at stride 1, standardised with the model's ``normalization`` (``mean``,
         ``std``), thinned to at most ``max_windows`` (None: ``capacity``).
 
         Args:
-            select: ``(windows,)`` bool of the windows of a read batch that may join the bank (export:
-                the training split's, never the held-out ones); None: all.
             row_filter: the rows of ``data`` to read (the training's ``row_filter``).
         """
         if config.layout != "long" or not config.window:
@@ -115,17 +116,23 @@ class NearestWindows:
         # one array, filled in place and grown (resized, not copied beside itself) up to max_windows
         bank = np.empty((min(max_windows, 1024), width * num_features))
         positions = np.empty(len(bank), dtype=np.int64)  # each kept window's index among those read
-        step, held, read = 1, 0, 0
+        runs = np.empty(len(bank), dtype=np.int64)  # and its run: one series within one shard
+        step, held, read, run = 1, 0, 0, -1
         windows_rejected = rows_rejected = rows = 0
         reasons: dict[str, int] = {}
         for shard in resolve_shards(data):
             reader = ShardReader(shard, every, batch_size=read_batch_size, num_features=num_features,
                                  row_filter=row_filter)
+            last_key = None  # a new shard starts a new run
             for batch, _rejects in reader:
-                whole = batch.lengths == width
-                if select is not None and len(batch):
-                    whole &= np.asarray(select(batch), dtype=bool)
-                full = np.flatnonzero(whole)
+                full = np.flatnonzero(batch.lengths == width)
+                if not len(full):
+                    continue
+                keys = batch.keys.column(0).take(full).to_numpy(zero_copy_only=False)
+                new_run = np.r_[keys[0] != last_key if last_key is not None else True, keys[1:] != keys[:-1]]
+                last_key = keys[-1]
+                run_of = run + np.cumsum(new_run)
+                run = int(run_of[-1])
                 index = read + np.arange(len(full))
                 read += len(full)
                 while held + int((index % step == 0).sum()) > max_windows:
@@ -135,6 +142,7 @@ class NearestWindows:
                         rows_at = chosen_rows[at:at + CHUNK]
                         bank[at:at + len(rows_at)] = bank[rows_at]
                         positions[at:at + len(rows_at)] = positions[rows_at]
+                        runs[at:at + len(rows_at)] = runs[rows_at]
                     held = len(chosen_rows)
                 chosen = index % step == 0
                 keep = full[chosen]
@@ -144,11 +152,13 @@ class NearestWindows:
                     grown = min(max(held + len(keep), 2 * len(bank)), max_windows)
                     bank.resize((grown, width * num_features), refcheck=False)
                     positions.resize(grown, refcheck=False)
+                    runs.resize(grown, refcheck=False)
                 # standardised straight into the bank, only the kept windows
                 into = bank[held:held + len(keep)].reshape(len(keep), width, num_features)
                 np.subtract(batch.values[keep, :width], mean, out=into)
                 into /= std
                 positions[held:held + len(keep)] = index[chosen]
+                runs[held:held + len(keep)] = run_of[chosen]
                 held += len(keep)
             windows_rejected += reader.stats.windows_rejected
             rows_rejected += reader.stats.rows_rejected
@@ -164,7 +174,8 @@ class NearestWindows:
             raise SeqaeError(f"{data}: no full window of {width} steps to compare with ({rows} rows read): the "
                              "baseline needs normal series at least one window long")
         bank.resize((held, width * num_features), refcheck=False)  # gives back what thinning freed
-        return cls(bank, width, num_features, mean, std, step, read, data, windows_rejected)
+        return cls(bank, width, num_features, mean, std, step, read, data, windows_rejected,
+                   positions[:held].copy(), runs[:held].copy())
 
     def prepare(self, values: np.ndarray, lengths: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
         """``prepare_windows`` with this bank's window and normalisation."""
@@ -191,6 +202,37 @@ class NearestWindows:
             del cross
             out[a:a + chunk] = np.maximum(nearest, 0.0) / (used * f)
         return out
+
+    def self_distances(self, stride: int) -> tuple[np.ndarray, int]:
+        """The bank's own windows as new normal windows would be scored: each window, every
+        ``stride``-th of each run (the model's stride, in steps), against the bank without the windows
+        of its run that overlap it (the matrix profile's self-join with an exclusion zone of one
+        window): what a step threshold on ``nearest_distance`` is fitted on (``seqae threshold``).
+
+        Returns:
+            The distances, one run after another, each in time order, and the spacing of the windows
+            in steps (``stride``, or a multiple of the bank's own stride where it was thinned).
+        """
+        spacing = self.stride * max(stride // self.stride, 1)
+        chosen = np.flatnonzero(self.positions % spacing == 0)
+        out = np.empty(len(chosen), dtype=np.float64)
+        n, f = len(self.bank), self.features
+        chunk = int(np.clip(CHUNK_VALUES // n, 1, CHUNK))
+        full = self.norms[self.window - 1]
+        for a in range(0, len(chosen), chunk):
+            rows = chosen[a:a + chunk]
+            w = self.bank[rows]
+            cross = w @ self.bank.T
+            cross *= -2.0
+            cross += full
+            same = (self.runs[None, :] == self.runs[rows][:, None]) & (
+                np.abs(self.positions[None, :] - self.positions[rows][:, None]) < self.window)
+            cross[same] = np.inf  # its own window and those that share a step with it
+            del same
+            nearest = cross.min(axis=1) + np.einsum("ij,ij->i", w, w)
+            del cross
+            out[a:a + len(rows)] = np.maximum(nearest, 0.0) / (self.window * f)
+        return out[np.isfinite(out)], spacing
 
     def to_onnx(self, props: dict[str, str] | None = None):
         """The bank as an ONNX graph (``neighbours.onnx``), so that onnxruntime computes the distances

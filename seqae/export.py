@@ -632,44 +632,42 @@ def _training_split(info, data: str) -> _Split:
     return _Split(shards, train, row_filter, split, held_out)
 
 
-def _reference(directory: Path, info, data: str, split: _Split, neighbours: dict[str, Any] | None) -> dict[str, Any]:
+def _reference(directory: Path, info, data: str, split: _Split) -> dict[str, Any]:
     """Score the rows held out from training (the validation split; the training rows when there
-    was none) with the exported scorer (and the bank): the reference for thresholds and drift."""
+    was none) with the exported scorer: the reference for thresholds and drift."""
     from seqae.anomaly import write_reference
     from seqae.train import iter_split
 
     batches = iter_split(split.shards, info.data, split.train, validation=split.held_out,
                          num_features=info.model.num_features, row_filter=split.row_filter, split=split.split)
     return write_reference(directory, batches, f"validation split ({split.split.method})" if split.held_out
-                           else "training rows", neighbours)
+                           else "training rows")
 
 
 def write_neighbours(staging: Path, info, data: str, split: _Split, props: dict[str, Any], config: ExportConfig,
-                     values: np.ndarray, lengths: np.ndarray) -> tuple[Path | None, dict[str, Any]]:
-    """Long layout: ``neighbours.onnx``, the bank of the training split's windows at stride 1 (never a
-    held-out one: the step threshold is fitted on the held-out windows' distances to it), checked
-    against the same distances in float64 (``seqae.baseline.NearestWindows``) on the parity rows.
+                     values: np.ndarray, lengths: np.ndarray) -> tuple[Path, dict[str, Any]]:
+    """Long layout: ``neighbours.onnx``, the bank of every full window of the export's data at stride 1
+    (the training data, its row filter applied), checked against the same distances in float64
+    (``seqae.baseline.NearestWindows``) on the parity rows; and ``neighbours.parquet``, the bank's own
+    windows at the model's stride scored against the rest of the bank (``self_distances``: without
+    the windows that overlap them), which ``seqae threshold`` fits the step threshold on.
 
     Returns:
-        The file (None where no bank is written: no held-out windows to fit its step threshold on)
-        and ``seqae.json``'s ``export.neighbours`` record.
+        ``neighbours.onnx`` and ``seqae.json``'s ``export.neighbours`` record.
 
     Raises:
         ParityError: the graph's distances differ from float64 beyond ``error_rtol`` (relative) and
             ``NEIGHBOURS_ATOL``; the served files are left as they were.
     """
     import onnxruntime as ort
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from seqae.baseline import INPUT_WINDOWS, NearestWindows
 
-    if not split.held_out:
-        return None, {"written": False, "reason": "no windows held out from training (the validation split is "
-                                                  f"{split.split.method}): nothing to fit its step threshold on"}
     started = time.perf_counter()
     bank = NearestWindows.build(data, info.data, info.model.num_features, info.metadata["normalization"],
-                                max_windows=config.neighbours_max_windows or None,
-                                select=lambda batch: split.split.assign(batch, info.data) == 0,
-                                row_filter=split.row_filter)
+                                max_windows=config.neighbours_max_windows or None, row_filter=split.row_filter)
     proto = bank.to_onnx({k: str(v) for k, v in props.items()} | {"seqae.precision": "fp32"})
     path = staging / names.NEIGHBOURS_ONNX
     _save(proto, path)
@@ -679,8 +677,17 @@ def write_neighbours(staging: Path, info, data: str, split: _Split, props: dict[
     got = session.run([names.NEAREST_DISTANCE], {INPUT_WINDOWS: windows, names.INPUT_LENGTHS: used})[0]
     diff = np.abs(got.astype(np.float64) - want)
     passed = bool(np.isfinite(got).all() and (diff <= config.error_rtol * np.abs(want) + NEIGHBOURS_ATOL).all())
-    record = {"written": True, **{k: v for k, v in bank.describe().items() if k != "what"},
-              "split": split.split.method, "bytes": path.stat().st_size,
+    own, spacing = bank.self_distances(int(info.data.stride or 1))
+    reference = {"what": "the bank's own windows, every spacing steps of each series, against the bank without the "
+                         "windows that overlap them", "spacing": spacing, "windows": int(len(own)),
+                 "nearest_distance_median": float(np.median(own)) if len(own) else None}
+    table = pa.table({names.NEAREST_DISTANCE: own.astype(np.float32)}).replace_schema_metadata(
+        {names.PARQUET_METADATA_KEY: json.dumps(reference)})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_bytes(staging / names.NEIGHBOURS_REFERENCE_FILE, sink.getvalue().to_pybytes())
+    record = {**{k: v for k, v in bank.describe().items() if k != "what"}, "bytes": path.stat().st_size,
+              "reference": reference,
               "parity": {"passed": passed, "rows": int(len(want)), "max_abs": float(diff.max()),
                          "by": "neighbours.onnx (float32, CPU provider) against seqae.baseline in float64",
                          "rtol": config.error_rtol, "atol": NEIGHBOURS_ATOL},
@@ -730,13 +737,15 @@ def _commit(staging: Path, directory: Path, files: dict[str, Any]) -> None:
     """Move the staged files into ``directory``: the ONNX files and the reference first, ``seqae.json``
     (their checksums) last. A reader between the two sees new files with old checksums and refuses
     them (ChecksumError), never a silent mix. Variants the new export did not write are removed last."""
-    for name in [*files, names.REFERENCE_FILE]:
+    for name in [*files, names.REFERENCE_FILE, names.NEIGHBOURS_REFERENCE_FILE]:
         if (staging / name).is_file():
             os.replace(staging / name, directory / name)
     os.replace(staging / names.METADATA_FILE, directory / names.METADATA_FILE)
     for variant in (names.SCORER_FP16_ONNX, names.SCORER_INT8_ONNX, names.NEIGHBOURS_ONNX):
         if variant not in files:
             (directory / variant).unlink(missing_ok=True)  # never leave a stale variant behind
+    if names.NEIGHBOURS_ONNX not in files:
+        (directory / names.NEIGHBOURS_REFERENCE_FILE).unlink(missing_ok=True)
 
 
 def save_graphs(protos: dict[str, Any], props: dict[str, Any], staging: Path) -> dict[str, Path]:
@@ -943,18 +952,14 @@ def _export(model_dir: Path, config: ExportConfig, data: str | None) -> dict[str
                                                  lengths, cfg)
         files.update(variant_files)
         split = _training_split(info, data)
-        bank_path, bank_record = None, None
+        bank_record = None
         if info.data.layout == "long" and info.data.window and config.neighbours:
             bank_path, bank_record = write_neighbours(staging, info, data, split, props, config, values, lengths)
-            if bank_path is not None:
-                files[bank_path.name] = _file_record(bank_path, "fp32", "neighbours")
+            files[bank_path.name] = _file_record(bank_path, "fp32", "neighbours")
         export_meta = export_record(info, config, protos, files, report, variants)
         if bank_record is not None:
             export_meta["neighbours"] = bank_record
-        bank = None if bank_path is None else {"window": info.data.window, **{
-            k: info.metadata["normalization"][k] for k in ("mean", "std")}}
-        # scored by the staged scorer.onnx (and neighbours.onnx)
-        export_meta["reference"] = _reference(staging, info, data, split, bank)
+        export_meta["reference"] = _reference(staging, info, data, split)  # scored by the staged scorer.onnx
         write_metadata(staging, {**info.metadata, "export": export_meta})
         _commit(staging, directory, files)
     return export_meta

@@ -66,7 +66,7 @@ LOCK_TIMEOUT = 600.0
 #: What a served model directory needs (model.keras stays for retraining and evaluation).
 SNAPSHOT_FILES = (names.METADATA_FILE, names.MODEL_FILE, names.LOSS_PLOT_FILE, names.ENCODER_ONNX,
                   names.SCORER_ONNX, names.SCORER_FP16_ONNX, names.SCORER_INT8_ONNX, names.NEIGHBOURS_ONNX,
-                  names.THRESHOLD_FILE,
+                  names.THRESHOLD_FILE, names.NEIGHBOURS_REFERENCE_FILE,
                   names.REFERENCE_FILE)
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 

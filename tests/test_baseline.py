@@ -126,18 +126,28 @@ def test_the_bank_grows_as_windows_arrive_and_a_large_limit_allocates_nothing_up
     np.testing.assert_allclose(thinned.bank, expected[np.flatnonzero(np.arange(len(expected)) % 2 == 0)], rtol=1e-6)
 
 
-def test_select_keeps_only_the_windows_it_marks(tmp_path):
-    """Export builds the bank from the training split only: ``select`` marks the windows that may join."""
+def test_self_distances_leave_out_the_windows_that_overlap_each_one(tmp_path):
+    """What the step threshold is fitted on: each window at the model's stride against the bank without
+    the windows of its own series that share a step with it; windows of another series all count."""
     rng = np.random.default_rng(2)
-    a = rng.normal(size=14).astype(np.float32)  # 10 windows
-
-    def first_six(batch):
-        return batch.keys.column("window_start").to_numpy() < 6
-
-    bank = NearestWindows.build(long_data(tmp_path / "d", {"a": a}), config(), 2, NORMALIZATION, select=first_six,
-                                read_batch_size=4)
-    np.testing.assert_allclose(bank.bank, windows_of(a)[:6], rtol=1e-6)
-    assert bank.windows_read == 6
+    a, b = rng.normal(size=30).astype(np.float32), rng.normal(size=20).astype(np.float32)
+    bank = NearestWindows.build(long_data(tmp_path / "d", {"a": a, "b": b}), config(), 2, NORMALIZATION,
+                                read_batch_size=7)
+    got, spacing = bank.self_distances(3)
+    wa, wb = windows_of(a), windows_of(b)  # 26 and 16 windows
+    every = np.concatenate([wa, wb])
+    expected = []
+    for series, offset in ((wa, 0), (wb, len(wa))):
+        for i in range(len(series)):
+            if (offset + i) % 3:  # every third window read, counted over both series
+                continue
+            others = [j for j in range(len(every)) if not (offset <= j < offset + len(series) and abs(j - offset - i) < WINDOW)]
+            expected.append(((every[others] - series[i]) ** 2).mean(axis=1).min())
+    assert spacing == 3
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    # a bank thinned to every 4th window: the spacing is the next multiple of its own stride
+    thinned = NearestWindows.build(long_data(tmp_path / "e", {"a": a}), config(), 2, NORMALIZATION, max_windows=8)
+    assert thinned.stride == 4 and thinned.self_distances(3)[1] == 4 and thinned.self_distances(10)[1] == 8
 
 
 def test_the_onnx_bank_gives_the_float64_distances_for_full_and_shorter_windows(tmp_path):

@@ -162,7 +162,7 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     # The model's bank holds the training split's windows: fitting on the training data would put the step
     # threshold at their distance to themselves (0), so it is refused in one line.
     exported = json.loads((tmp_path / "m" / "seqae.json").read_text())["export"]
-    assert exported["neighbours"]["written"] and exported["neighbours"]["parity"]["passed"]
+    assert exported["neighbours"]["parity"]["passed"]
     assert exported["files"]["neighbours.onnx"]["graph"] == "neighbours"
     refused = CliRunner().invoke(app, ["--quiet", "threshold", "--model", str(tmp_path / "m"), "--data",
                                        str(tmp_path / "train"), "--false-alarm-rate", "0.05", "--device", "cpu"])
@@ -205,6 +205,8 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     assert b["bank_windows"] == b["windows_read"] == 300 - 16 + 1 and b["bank_stride"] == 1
     assert b["roc_auc"] > 0.9 and b["pr_auc"] > 0.5 and b["hit_rate"] == 1.0
     assert beside["roc_auc"] == m["roc_auc"]  # the model's own score is unchanged
+    # with its bank (the default) the model's statistic is the baseline itself: the same windows, the same spread
+    assert b["model_roc_auc_unscaled"] == b["roc_auc"]
     assert any("baseline ranks" in w for w in beside["warnings"]) == (b["roc_auc"] > m["roc_auc"])
     assert "baseline, nearest training window" in (tmp_path / "eval3" / "report.md").read_text()
     # The same scores as `embed --step-scores` writes, so the report can be redone from the outputs.
@@ -234,18 +236,14 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     assert m["roc_auc_of_window_error_mean"] == pytest.approx(expected, abs=1e-4)
     expected = roc_auc_score(truth, steps.column("window_error_min").to_numpy()[keep])
     assert m["roc_auc_of_window_error_min"] == pytest.approx(expected, abs=1e-4)
-    # Each window's nearest_distance is its distance to the nearest window of the training split (the
-    # bank: the held-out windows of the time split are not in it), as seqae.baseline computes it in float64.
+    # Each window's nearest_distance is its distance to the nearest window of the training data (every
+    # full window at stride 1), as seqae.baseline computes it in float64: the peer of --baseline-data.
     from seqae.baseline import NearestWindows
     from seqae.modeldir import ModelInfo
-    from seqae.train import choose_split
 
     info = ModelInfo.read(tmp_path / "m")
-    split = choose_split(resolve_shards(str(tmp_path / "train")), info.data, TrainConfig(max_epochs=2),
-                         num_features=1, row_filter=None)
-    bank = NearestWindows.build(str(tmp_path / "train"), info.data, 1, info.metadata["normalization"],
-                                select=lambda batch: split.assign(batch, info.data) == 0)
-    assert len(bank.bank) == exported["neighbours"]["bank_windows"] < 300 - 16 + 1
+    bank = NearestWindows.build(str(tmp_path / "train"), info.data, 1, info.metadata["normalization"])
+    assert len(bank.bank) == exported["neighbours"]["bank_windows"] == 300 - 16 + 1
     windows = pq.read_table(tmp_path / "out" / "embeddings" / "p.parquet")
     reader = [b for b, _ in ShardReader(resolve_shards(str(tmp_path / "test"))[0], info.data, num_features=1)]
     values = np.concatenate([b.values for b in reader])

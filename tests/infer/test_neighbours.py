@@ -46,30 +46,23 @@ def banked(tmp_path_factory):
     return root, exported, threshold
 
 
-def test_export_writes_the_training_splits_bank_with_its_parity_and_checksum(banked):
+def test_export_writes_the_bank_with_its_parity_checksum_and_the_step_thresholds_data(banked):
+    from seqae.anomaly import read_neighbours_reference
     from seqae.infer.artifacts import ModelArtifacts
 
     root, exported, threshold = banked
     record = exported.record["neighbours"]
-    training = json.loads((root / "m" / "seqae.json").read_text())["training"]
-    assert training["validation"]["method"] == "time"
-    # every full window of the training split at stride 1: 8 series, each up to its cut less one window
-    assert record["written"] and record["bank_stride"] == 1 and record["split"] == "time"
-    assert 8 * (1600 - 2 * WINDOW) < record["bank_windows"] == record["windows_read"] < 8 * (2000 - WINDOW + 1)
+    # every full window of the training data at stride 1: 8 series of 2000 steps
+    assert record["bank_stride"] == 1 and record["bank_windows"] == record["windows_read"] == 8 * (2000 - WINDOW + 1)
     assert record["parity"]["passed"] and record["parity"]["max_abs"] < 1e-5
     assert exported.files["neighbours.onnx"]["graph"] == "neighbours"
     ModelArtifacts.open(root / "m", ("neighbours.onnx",))  # its sha256 checks
-    reference = pq.read_table(root / "m" / "reference.parquet")
-    assert "nearest_distance" in reference.column_names
-    # the held-out windows are not in the bank: none is at distance 0
-    assert float(pc_min(reference.column("nearest_distance"))) > 1e-4
+    # the step threshold's data: every STRIDE-th window against the bank without the ones overlapping it
+    own, spacing = read_neighbours_reference(root / "m")
+    assert spacing == STRIDE and len(own) == record["reference"]["windows"] == 8 * (2000 - WINDOW + 1) // STRIDE
+    assert own.min() > 1e-4  # never its own window
     assert threshold.statistic_ == "window_distance_min" and threshold.covering_ == (WINDOW // STRIDE,)
-
-
-def pc_min(column) -> float:
-    import pyarrow.compute as pc
-
-    return pc.min(column).as_py()
+    assert threshold.steps_.n_samples_ == len(own) - WINDOW // STRIDE + 1
 
 
 def test_the_step_threshold_on_distances_holds_its_rate_on_normal_series_it_never_saw(banked):
@@ -115,7 +108,7 @@ def test_a_run_without_the_bank_is_computed_again_and_an_orphaned_step_threshold
     again = embed(model, str(root / "train"), tmp_path / "out", EmbedConfig(device="cpu"))
     assert [r.status for r in again.shards] == ["skipped"]
     export(model, ExportConfig(neighbours=False))
-    assert not (model / "neighbours.onnx").exists()
+    assert not (model / "neighbours.onnx").exists() and not (model / "neighbours.parquet").exists()
     assert "neighbours.onnx" not in json.loads((model / "seqae.json").read_text())["export"]["files"]
     with pytest.raises(ModelDirError, match="fitted on window_distance_min.*re-run seqae threshold"):
         InferenceModel.open(model, EmbedConfig(device="cpu", step_scores=True))
