@@ -556,13 +556,13 @@ def defaults(overrides: tuple = (), max_epochs: int | None = None) -> dict:
     the plan's epoch cap (``--quick``: 3; until 2026-12-04 quick records said 300)."""
     from ecg5000_family import split_overrides
 
-    from seqae.config import ModelConfig, TrainConfig
+    from seqae.config import ExportConfig, ModelConfig, TrainConfig
     from seqae.thresholds import ThresholdConfig
 
     model_set, train_set = split_overrides(list(overrides))
     capped = {"max_epochs": max_epochs} if max_epochs else {}
     return {"model": ModelConfig(**model_set).to_dict(), "train": TrainConfig(**{**capped, **train_set}).to_dict(),
-            "threshold": ThresholdConfig().to_dict()}
+            "threshold": ThresholdConfig().to_dict(), "export": ExportConfig().to_dict()}
 
 
 #: Fields whose ``None`` default is a choice, not "off": ``patch=None`` picks patches by the row length,
@@ -579,11 +579,21 @@ def validation_rows(case: dict) -> float:
     return case.get("train_rows", 0) * fraction / (1 - fraction)
 
 
+def is_long_case(case: dict) -> bool:
+    """A finished case of the long layout (series 135 records its window, the long ECG sets their data)."""
+    return "window" in case or "seqae" in case
+
+
 def same_defaults(stored: dict | None, current: dict, case: dict | None = None) -> bool:
     """Whether a case finished under ``stored`` ran what ``current`` runs: equal, apart from fields added
     since that are off (``None``) by default, which change nothing that ran, and ``min_validation_rows``
     (2026-12-04) where the case held out at least as many rows: it watched the validation loss, as before;
     a larger ``patience`` where the case trained to ``max_epochs``."""
+    if isinstance(stored, dict) and "export" not in stored and "export" in current and case is not None \
+            and not is_long_case(case):
+        # recorded before the export config was (2026-12-04): it changes only what a long-layout model
+        # ships (neighbours.onnx), so a sequence-layout case ran what the defaults run now
+        stored = {**stored, "export": current["export"]}
     if not isinstance(stored, dict) or stored.keys() != current.keys():
         return False
     rows = current["train"].get("min_validation_rows")
@@ -922,15 +932,24 @@ def _sampling_error(rows: list[dict]) -> str:
 
 
 def _held_out(r: dict, window: int, stride: int, rate: float) -> str:
-    """How many independent held-out step scores the step threshold rested on, against the number its
-    rate needs (``Threshold.fit_steps`` warns below it): why a flag rate can miss on a short series."""
+    """How many independent step scores the step threshold rested on, against the number its rate
+    needs (``Threshold.fit_steps`` warns below it): why a flag rate can miss on a short series. The
+    scores are the held-out windows' errors, or with the bank of training windows (``score``
+    ``window_distance_min``, 2026-12-04) the bank's own windows' distances (``neighbours.parquet``)."""
     from seqae.thresholds import covering_runs
 
-    independent = r["validation_rows"] // max(covering_runs(window, stride))
+    covering = max(covering_runs(window, stride))
+    s = r.get("seqae", r)
+    if s.get("score") == "window_distance_min":
+        windows, source = s["step_threshold_fitted_on"] + covering - 1, "step scores of the bank's own windows"
+    else:
+        windows, source = r["validation_rows"], "held-out step scores"
+    independent = windows // covering
     needed = int(np.ceil(5 / rate))
-    scores = "score" if independent == 1 else "scores"
-    return (f"; fitted on {independent} independent held-out step {scores} ({r['validation_rows']} windows), "
-            f"the rate needs {needed}" if independent < needed else "")
+    if independent == 1:
+        source = source.replace("scores", "score", 1)
+    return (f"; fitted on {independent} independent {source} ({windows} windows), the rate needs {needed}"
+            if independent < needed else "")
 
 
 def ecg_lines(record: dict) -> list[str]:

@@ -524,7 +524,10 @@ def export_cmd(
     _print_json({"model_dir": str(model_dir), "files": result.files, "parity": {
         k: v for k, v in result.parity.items() if k in ("passed", "rows", "worst", "checks")},
         **({"fp16_parity": result.fp16_parity} if config.fp16 else {}),
-        **({"int8_parity": result.int8_parity} if config.int8 else {})})
+        **({"int8_parity": result.int8_parity} if config.int8 else {}),
+        **({"neighbours": {k: v for k, v in result.record["neighbours"].items()
+                           if k in ("bank_windows", "bank_stride", "windows_rejected", "bytes", "parity", "reference")}}
+           if "neighbours" in result.record else {})})
 
 
 @command("embed")
