@@ -5,9 +5,9 @@
 Two long-layout data sets, one feature, window 140, stride 10 (``make quality``'s long ECG shape):
 
 - ``long ECG``: ``make quality``'s long ECG set (3 series of 60 normal ECG5000 beats to train on,
-  100 beats each to score): a bank of 24,783 windows, 4,200 windows scored;
+  100 beats each to score): a bank of 24,783 windows, 4,161 windows scored;
 - ``full bank``: one noisy sine of 115,000 steps to train on (a bank of 114,861 windows, near the
-  256 MiB cap) and 3 series of 14,000 steps to score (4,173 windows).
+  256 MiB cap) and 3 series of 14,000 steps to score (4,161 windows).
 
 For each, one small model (64 units, 2 epochs: the speed does not depend on how well it is trained)
 is exported twice, with its bank and with ``--no-neighbours``, and ``seqae embed --step-scores
