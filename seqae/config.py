@@ -361,10 +361,11 @@ class ExportConfig(Config):
         fp16_embedding_atol, fp16_error_rtol, fp16_error_rtol_p99: the fp16 scorer's bounds, as the
             int8 ones (on an H200, fp16 moved embeddings by at most 8e-4 and errors by 0.1%).
         neighbours: long layout: also write ``neighbours.onnx``, every full window of the training
-            split at stride 1 (``seqae.baseline``), so that ``seqae embed`` writes each window's
-            ``nearest_distance`` and each step's ``window_distance_min``, and ``seqae threshold``
-            fits the step threshold on the held-out windows' distances: the step score. Its parity
-            against float64 is checked with ``error_rtol``.
+            data at stride 1 (``seqae.baseline``), so that ``seqae embed`` writes each window's
+            ``nearest_distance`` and each step's ``window_distance_min``, the step score; and
+            ``neighbours.parquet``, the bank's own windows against the rest of it, which ``seqae
+            threshold`` fits the step threshold on. Its parity against float64 is checked with
+            ``error_rtol``.
         neighbours_max_windows: the bank's windows at most (0: as many as fit in 256 MiB with their
             per-step norms, about 119,000 windows of 140 steps of one feature).
     """

@@ -225,7 +225,8 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
     assert again.totals["shards_done"] == 1
     steps = pq.read_table(tmp_path / "out" / "steps" / "s.parquet")
     assert steps.schema.names == ["sensor", "ts", "step_error_mean", "step_error_max", "windows",
-                                  "window_error_mean", "window_error_min", "model_id", "model_version"]
+                                  "window_error_mean", "window_error_min", "window_distance_min", "model_id",
+                                  "model_version"]
     assert steps.num_rows == 2 * steps_per_series(steps, "a") == 120
     assert steps.column("windows").to_pylist()[:60] == [1] * 10 + [2] * 40 + [1] * 10
     windows = pq.read_table(tmp_path / "out" / "embeddings" / "s.parquet").filter(pc.equal(pc.field("sensor"), "b"))
@@ -238,6 +239,8 @@ def test_long_layout_end_to_end_keys_are_windows(tmp_path):
     assert row["step_error_max"] == pytest.approx(max(at_150), rel=1e-6)
     covering = [windows.column("recon_error")[w].as_py() for w in range(5) if 0 <= 15 - 10 * w < 20]
     assert row["window_error_min"] == pytest.approx(min(covering), rel=1e-6)
+    nearest = [windows.column("nearest_distance")[w].as_py() for w in range(5) if 0 <= 15 - 10 * w < 20]
+    assert row["window_distance_min"] == pytest.approx(min(nearest), rel=1e-6)
     assert row["window_error_mean"] == pytest.approx(np.mean(covering), rel=1e-5)
     entry = json.loads((tmp_path / "out" / "_seqae" / "manifest" / "s.parquet.json").read_text())
     assert entry["step_scores"] is True and entry["steps_written"] == 120 and entry["steps_unscored"] == 0
