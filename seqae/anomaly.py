@@ -33,7 +33,8 @@ from seqae.thresholds import NEIGHBOURS_STEP_STATISTIC, Threshold, ThresholdConf
 #: Rows kept in the reference at most (errors and embeddings; a few MB).
 REFERENCE_ROWS = 20_000
 #: A window this close to its nearest bank window (mean squared distance in standardised units, float32
-#: noise included) is one of the bank's own windows.
+#: noise included) is one of the bank's own windows (a copy of the training data that ``_refuse_training_data``
+#: cannot tell by its fingerprint).
 IN_BANK = 1e-5
 
 
@@ -110,16 +111,32 @@ def read_reference(model_dir: str | os.PathLike) -> pa.Table:
 
 
 def read_neighbours_reference(model_dir: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """The bank's own windows' distances to the rest of it (``neighbours.parquet``, written by export
-    beside ``neighbours.onnx``), in series order, and their spacing in steps: what the step threshold
-    of a model with a bank is fitted on by default."""
+    """The training windows' distances to the bank without the windows that overlap them
+    (``neighbours.parquet``, written by export beside ``neighbours.onnx``), in series order with a NaN
+    between runs, and their stride in steps: what the step threshold of a model with a bank is fitted
+    on by default."""
     file = Location.of(model_dir).join(names.NEIGHBOURS_REFERENCE_FILE)
     if not file.is_file():
         raise SeqaeError(f"{model_dir}: {names.NEIGHBOURS_REFERENCE_FILE} is missing beside {names.NEIGHBOURS_ONNX}; "
                          f"re-run `seqae export {model_dir}`, or pass --data")
     table = pq.read_table(file.path, filesystem=file.filesystem)
     meta = json.loads((table.schema.metadata or {}).get(names.PARQUET_METADATA_KEY.encode(), b"{}"))
-    return table.column(names.NEAREST_DISTANCE).to_numpy().astype(np.float64), int(meta.get("spacing", 1))
+    if not isinstance(meta.get("stride"), int) or names.NEAREST_DISTANCE not in table.column_names:
+        raise SeqaeError(f"{file.uri if not file.is_local else file.path}: expected a column {names.NEAREST_DISTANCE} and "
+                         f"the windows' stride in its metadata, as seqae export writes them, found columns "
+                         f"{', '.join(table.column_names)} and metadata {sorted(meta)}; re-run `seqae export {model_dir}`")
+    return table.column(names.NEAREST_DISTANCE).to_numpy().astype(np.float64), meta["stride"]
+
+
+def _refuse_training_data(info: ModelInfo, data: str) -> None:
+    """A step threshold on distances cannot be fitted on the bank's own data (its windows are in the
+    bank): ``data`` whose shards are training shards (the same file, by fingerprint) is refused."""
+    trained = {s.get("fingerprint") for s in info.metadata.get("training", {}).get("shards", []) if isinstance(s, dict)}
+    for shard in resolve_shards(data):
+        if shard.fingerprint in trained:
+            raise SeqaeError(f"{shard.uri}: a shard the model trained on, whose windows are in its bank "
+                             f"({names.NEIGHBOURS_ONNX}); a step threshold on their distances would flag most new normal "
+                             "steps. Fit on normal data the model did not train on, or on the bank's reference (no --data)")
 
 
 def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = ThresholdConfig(), *,
@@ -143,7 +160,7 @@ def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = Thresh
             input file that cannot be read (named in one line).
     """
     info = ModelInfo.read(model_dir)
-    spacing = info.data.stride or 1  # of the windows the step scores are made of
+    spacing = info.data.effective_stride  # of the windows the step scores are made of
     if data is None:
         errors = read_reference(model_dir).column(names.RECON_ERROR).to_numpy()
         distances, spacing = read_neighbours_reference(model_dir) if has_neighbours(info, info.data) else (None, 1)
@@ -152,9 +169,11 @@ def fit_threshold(model_dir: str | os.PathLike, config: ThresholdConfig = Thresh
         outputs = score_rows(model.scorer, model.batch_size, iter_dataset(model, data, row_filter))
         errors = outputs.get(names.RECON_ERROR, np.zeros(0))
         distances = outputs.get(names.NEAREST_DISTANCE)
-    where = "the held-out reference" if data is None else data
+    where = data if data is not None else (f"the held-out reference and {names.NEIGHBOURS_REFERENCE_FILE}"
+                                           if has_neighbours(info, info.data) else "the held-out reference")
     by_distance = distances is not None and has_neighbours(info, info.data) and bool(info.data.window)
     if by_distance and data is not None and distances is not None:
+        _refuse_training_data(info, data)
         in_bank = int((np.asarray(distances) <= IN_BANK).sum())
         if in_bank > len(distances) / 2:
             raise SeqaeError(f"{data}: {in_bank} of {len(distances)} windows are windows of the model's bank "
@@ -208,7 +227,7 @@ def drift(model_dir: str | os.PathLike, data: str | list[str], *, row_filter: st
     from scipy.stats import ks_2samp, wasserstein_distance
 
     reference = read_reference(model_dir)
-    model = InferenceModel.open(model_dir, EmbedConfig(device=device))
+    model = InferenceModel.open(model_dir, EmbedConfig(device=device), neighbours=False)
     outputs = score_rows(model.scorer, model.batch_size, iter_dataset(model, data, row_filter), limit)
     if not outputs:
         raise SeqaeError(f"{data}: no accepted row to compare with the reference")

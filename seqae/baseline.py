@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from seqae import names
-from seqae.data import DataConfig, RowFilter, ShardReader, resolve_shards
+from seqae.data import DataConfig, RowFilter, SequenceBatch, ShardReader, resolve_shards
 from seqae.errors import SeqaeError
 
 #: The bank's size at most, in bytes, with its per-step norms (float64: 119,000 windows of 140
@@ -41,6 +41,10 @@ CHUNK_VALUES = 2 ** 24
 READ_VALUES = 2 ** 22
 #: Windows scored against the whole bank at once, at most.
 CHUNK = 256
+#: Windows of the data scored against the bank for the step threshold at most (``reference_distances``),
+#: in blocks of consecutive ones: 20,000 windows against a full bank of 119,000 take about 20 s on 2 cores.
+REFERENCE_WINDOWS = 20_000
+REFERENCE_BLOCK = 500
 #: The input of ``neighbours.onnx`` (``NearestWindows.to_onnx``): windows as the bank holds them.
 INPUT_WINDOWS = "windows"
 #: The opset of ``neighbours.onnx`` (the reductions take ``axes`` as an attribute up to 17).
@@ -62,6 +66,27 @@ def prepare_windows(values: np.ndarray, lengths: np.ndarray, window: int, mean: 
     return w, lengths
 
 
+def _ordinal(column) -> np.ndarray:
+    """Times as int64 (datetimes as nanoseconds): what overlaps are decided on."""
+    values = column.to_numpy(zero_copy_only=False)
+    if np.issubdtype(values.dtype, np.datetime64):
+        return values.astype("datetime64[ns]").view(np.int64)
+    return np.asarray(values).astype(np.int64)
+
+
+def _identify(batch: SequenceBatch, rows: np.ndarray, shard: int, codes: dict) -> tuple[np.ndarray, ...]:
+    """The run (``codes[(shard, key)]``, numbered in reading order as first seen), first and last
+    step's time of the windows ``rows`` of a long-layout batch."""
+    keys = batch.keys.column(0).take(rows).to_numpy(zero_copy_only=False)
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    number = np.empty(len(unique), dtype=np.int64)
+    for i in np.argsort(first):  # in reading order, so that the bank's runs ascend
+        number[i] = codes.setdefault((shard, unique[i]), len(codes))
+    runs = number[inverse]
+    return (runs, _ordinal(batch.keys.column(names.WINDOW_START).take(rows)),
+            _ordinal(batch.keys.column(names.WINDOW_END).take(rows)))
+
+
 class NearestWindows:
     """A bank of standardised training windows and the distance of new windows to their nearest one.
 
@@ -70,12 +95,16 @@ class NearestWindows:
 
     def __init__(self, bank: np.ndarray, window: int, features: int, mean: np.ndarray, std: np.ndarray,
                  stride: int, windows_read: int, data: str, windows_rejected: int = 0,
-                 positions: np.ndarray | None = None, runs: np.ndarray | None = None):
+                 runs: np.ndarray | None = None, starts: np.ndarray | None = None, ends: np.ndarray | None = None,
+                 run_codes: dict | None = None):
         self.bank = bank  # (windows, window * features) float64, standardised
-        # each bank window's index among the full windows read, and its run (a series within one shard):
-        # two windows of one run overlap when their positions differ by less than the window
-        self.positions = np.arange(len(bank), dtype=np.int64) * stride if positions is None else positions
-        self.runs = np.zeros(len(bank), dtype=np.int64) if runs is None else runs
+        # Each bank window's run (a series within one shard, ``run_codes[(shard index, key)]``, in
+        # reading order) and its first and last step's time: two windows of one run overlap when their
+        # times do. None (a bank made by hand): each window is a run of its own.
+        self.runs = np.arange(len(bank), dtype=np.int64) if runs is None else runs
+        self.starts = np.zeros(len(bank), dtype=np.int64) if starts is None else starts
+        self.ends = np.zeros(len(bank), dtype=np.int64) if ends is None else ends
+        self.run_codes = {} if run_codes is None else run_codes
         self.window, self.features = window, features
         # (window, windows): row t - 1 is each bank window's squared norm over its first t steps
         steps = bank.reshape(len(bank), window, features)
@@ -116,23 +145,21 @@ class NearestWindows:
         # one array, filled in place and grown (resized, not copied beside itself) up to max_windows
         bank = np.empty((min(max_windows, 1024), width * num_features))
         positions = np.empty(len(bank), dtype=np.int64)  # each kept window's index among those read
-        runs = np.empty(len(bank), dtype=np.int64)  # and its run: one series within one shard
-        step, held, read, run = 1, 0, 0, -1
+        runs = np.empty(len(bank), dtype=np.int64)  # its run: one series within one shard
+        starts = np.empty(len(bank), dtype=np.int64)  # its first and last step's time (ordinal: int64)
+        ends = np.empty(len(bank), dtype=np.int64)
+        codes: dict = {}
+        step, held, read = 1, 0, 0
         windows_rejected = rows_rejected = rows = 0
         reasons: dict[str, int] = {}
-        for shard in resolve_shards(data):
+        for number, shard in enumerate(resolve_shards(data)):
             reader = ShardReader(shard, every, batch_size=read_batch_size, num_features=num_features,
                                  row_filter=row_filter)
-            last_key = None  # a new shard starts a new run
             for batch, _rejects in reader:
                 full = np.flatnonzero(batch.lengths == width)
                 if not len(full):
                     continue
-                keys = batch.keys.column(0).take(full).to_numpy(zero_copy_only=False)
-                new_run = np.r_[keys[0] != last_key if last_key is not None else True, keys[1:] != keys[:-1]]
-                last_key = keys[-1]
-                run_of = run + np.cumsum(new_run)
-                run = int(run_of[-1])
+                run_of, start_of, end_of = _identify(batch, full, number, codes)
                 index = read + np.arange(len(full))
                 read += len(full)
                 while held + int((index % step == 0).sum()) > max_windows:
@@ -141,8 +168,8 @@ class NearestWindows:
                     for at in range(0, len(chosen_rows), CHUNK):  # in place: row at reads rows >= at
                         rows_at = chosen_rows[at:at + CHUNK]
                         bank[at:at + len(rows_at)] = bank[rows_at]
-                        positions[at:at + len(rows_at)] = positions[rows_at]
-                        runs[at:at + len(rows_at)] = runs[rows_at]
+                        for kept in (positions, runs, starts, ends):
+                            kept[at:at + len(rows_at)] = kept[rows_at]
                     held = len(chosen_rows)
                 chosen = index % step == 0
                 keep = full[chosen]
@@ -151,14 +178,16 @@ class NearestWindows:
                 if held + len(keep) > len(bank):
                     grown = min(max(held + len(keep), 2 * len(bank)), max_windows)
                     bank.resize((grown, width * num_features), refcheck=False)
-                    positions.resize(grown, refcheck=False)
-                    runs.resize(grown, refcheck=False)
+                    for kept in (positions, runs, starts, ends):
+                        kept.resize(grown, refcheck=False)
                 # standardised straight into the bank, only the kept windows
                 into = bank[held:held + len(keep)].reshape(len(keep), width, num_features)
                 np.subtract(batch.values[keep, :width], mean, out=into)
                 into /= std
                 positions[held:held + len(keep)] = index[chosen]
                 runs[held:held + len(keep)] = run_of[chosen]
+                starts[held:held + len(keep)] = start_of[chosen]
+                ends[held:held + len(keep)] = end_of[chosen]
                 held += len(keep)
             windows_rejected += reader.stats.windows_rejected
             rows_rejected += reader.stats.rows_rejected
@@ -175,7 +204,7 @@ class NearestWindows:
                              "baseline needs normal series at least one window long")
         bank.resize((held, width * num_features), refcheck=False)  # gives back what thinning freed
         return cls(bank, width, num_features, mean, std, step, read, data, windows_rejected,
-                   positions[:held].copy(), runs[:held].copy())
+                   runs[:held].copy(), starts[:held].copy(), ends[:held].copy(), codes)
 
     def prepare(self, values: np.ndarray, lengths: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
         """``prepare_windows`` with this bank's window and normalisation."""
@@ -185,54 +214,95 @@ class NearestWindows:
         """``(windows,)``: each window's mean squared difference to its nearest bank window, over its
         valid steps and features (``values (windows, time, features)`` raw, post-padded). In float64;
         ``neighbours.onnx`` (``to_onnx``) computes the same in float32."""
-        n, f = len(lengths), self.features
-        out = np.empty(n, dtype=np.float64)
-        chunk = int(np.clip(CHUNK_VALUES // len(self.bank), 1, CHUNK))
-        for a in range(0, n, chunk):
-            w, used = self.prepare(values[a:a + chunk], lengths[a:a + chunk])
-            # sum over each window's own steps of (w - b)^2 = |b|^2 over those steps - 2 w . b + |w|^2
-            cross = w @ self.bank.T
-            cross *= -2.0
-            if (used == used[0]).all():  # in place: one chunk of distances in memory
-                cross += self.norms[used[0] - 1]
-            else:
-                for i, length in enumerate(used):
-                    cross[i] += self.norms[length - 1]
-            nearest = cross.min(axis=1) + np.einsum("ij,ij->i", w, w)
-            del cross
-            out[a:a + chunk] = np.maximum(nearest, 0.0) / (used * f)
+        out = np.empty(len(lengths), dtype=np.float64)
+        chunk = self._chunk()
+        for a in range(0, len(lengths), chunk):
+            out[a:a + chunk] = self._nearest(*self.prepare(values[a:a + chunk], lengths[a:a + chunk]))
         return out
 
-    def self_distances(self, stride: int) -> tuple[np.ndarray, int]:
-        """The bank's own windows as new normal windows would be scored: each window, every
-        ``stride``-th of each run (the model's stride, in steps), against the bank without the windows
-        of its run that overlap it (the matrix profile's self-join with an exclusion zone of one
-        window): what a step threshold on ``nearest_distance`` is fitted on (``seqae threshold``).
+    def _chunk(self) -> int:
+        return int(np.clip(CHUNK_VALUES // len(self.bank), 1, CHUNK))
+
+    def _nearest(self, w: np.ndarray, used: np.ndarray, exclude: list[tuple[int, int]] | None = None) -> np.ndarray:
+        """The distances of prepared windows (``prepare``), each row ``i`` without the bank rows
+        ``exclude[i]`` (``[lo, hi)``)."""
+        # sum over each window's own steps of (w - b)^2 = |b|^2 over those steps - 2 w . b + |w|^2
+        cross = w @ self.bank.T
+        cross *= -2.0
+        if (used == used[0]).all():  # in place: one chunk of distances in memory
+            cross += self.norms[used[0] - 1]
+        else:
+            for i, length in enumerate(used):
+                cross[i] += self.norms[length - 1]
+        for i, (lo, hi) in enumerate(exclude or ()):
+            cross[i, lo:hi] = np.inf
+        nearest = cross.min(axis=1) + np.einsum("ij,ij->i", w, w)
+        del cross
+        return np.maximum(nearest, 0.0) / (used * self.features)
+
+    def reference_distances(self, data: str, config: DataConfig, *, row_filter: RowFilter | None = None,
+                            max_windows: int = REFERENCE_WINDOWS,
+                            read_batch_size: int = 16384) -> tuple[np.ndarray, dict[str, Any]]:
+        """What a step threshold on ``nearest_distance`` is fitted on: the full windows of ``data`` (the
+        bank's data) at the model's stride (``config``), each scored against the bank without the
+        windows of its own series that share a step with it (the matrix profile's self-join with an
+        exclusion zone of one window), as a new normal window would be scored. Read apart from the
+        bank, so that a thinned bank's grid does not line up with them.
 
         Returns:
-            The distances, one run after another, each in time order, and the spacing of the windows
-            in steps (``stride``, or a multiple of the bank's own stride where it was thinned).
+            The distances in reading order (one series after another, each in time order), with a NaN
+            wherever the next window is not the next one read (a new series or shard, a gap between
+            blocks), so that runs of covering windows never span one (a window rejected inside a
+            series, e.g. for a NaN, is not marked);
+            and what was scored: ``windows``, ``blocks`` (at most ``max_windows`` windows in blocks of
+            ``REFERENCE_BLOCK`` consecutive ones, spread evenly over the data, where there are more).
         """
-        spacing = self.stride * max(stride // self.stride, 1)
-        chosen = np.flatnonzero(self.positions % spacing == 0)
-        out = np.empty(len(chosen), dtype=np.float64)
-        n, f = len(self.bank), self.features
-        chunk = int(np.clip(CHUNK_VALUES // n, 1, CHUNK))
-        full = self.norms[self.window - 1]
-        for a in range(0, len(chosen), chunk):
-            rows = chosen[a:a + chunk]
-            w = self.bank[rows]
-            cross = w @ self.bank.T
-            cross *= -2.0
-            cross += full
-            same = (self.runs[None, :] == self.runs[rows][:, None]) & (
-                np.abs(self.positions[None, :] - self.positions[rows][:, None]) < self.window)
-            cross[same] = np.inf  # its own window and those that share a step with it
-            del same
-            nearest = cross.min(axis=1) + np.einsum("ij,ij->i", w, w)
-            del cross
-            out[a:a + len(rows)] = np.maximum(nearest, 0.0) / (self.window * f)
-        return out[np.isfinite(out)], spacing
+        stride = config.effective_stride
+        every = dataclasses.replace(config, stride=stride, partial_windows="drop")
+        estimate = max(self.windows_read * self.stride // stride, 1)  # the bank read every full window
+        spread = int(np.ceil(estimate / max(max_windows, 1)))  # keep one block of REFERENCE_BLOCK in so many
+        out: list[np.ndarray] = []
+        seen = kept = 0
+        previous = None  # (run, index) of the last window kept
+        chunk = self._chunk()
+        codes = dict(self.run_codes)
+        for number, shard in enumerate(resolve_shards(data)):
+            reader = ShardReader(shard, every, batch_size=read_batch_size, num_features=self.features,
+                                 row_filter=row_filter)
+            for batch, _rejects in reader:
+                full = np.flatnonzero(batch.lengths == self.window)
+                index = seen + np.arange(len(full))
+                seen += len(full)
+                take = (index // REFERENCE_BLOCK) % spread == 0
+                if not take.any():
+                    continue
+                full, index = full[take], index[take]
+                runs, starts, ends = _identify(batch, full, number, codes)
+                for a in range(0, len(full), chunk):
+                    rows = slice(a, a + chunk)
+                    exclude = [self._overlapping(r, s, e) for r, s, e in zip(runs[rows], starts[rows], ends[rows])]
+                    w, used = self.prepare(batch.values[full[rows]], batch.lengths[full[rows]])
+                    near = self._nearest(w, used, exclude)
+                    breaks = []  # before each window that is not the next one of the same series
+                    for i in range(a, a + len(near)):
+                        if previous is not None and (previous[0] != runs[i] or previous[1] + 1 != index[i]):
+                            breaks.append(i - a)
+                        previous = (runs[i], index[i])
+                    out.append(np.insert(near, breaks, np.nan))
+                    kept += len(near)
+        distances = np.concatenate(out) if out else np.zeros(0)
+        return distances, {"windows": kept, "windows_read": seen, "stride": stride,
+                           "blocks": f"{REFERENCE_BLOCK} windows in {spread}" if spread > 1 else "all"}
+
+    def _overlapping(self, run: int, start, end) -> tuple[int, int]:
+        """``[lo, hi)``: the bank rows of ``run`` whose steps overlap ``[start, end]`` (the bank is in
+        reading order: runs ascending, and within a run starts and ends ascending)."""
+        lo_run, hi_run = np.searchsorted(self.runs, run, "left"), np.searchsorted(self.runs, run, "right")
+        if lo_run == hi_run:
+            return 0, 0
+        lo = int(lo_run) + int(np.searchsorted(self.ends[lo_run:hi_run], start, "left"))
+        hi = int(lo_run) + int(np.searchsorted(self.starts[lo_run:hi_run], end, "right"))
+        return lo, max(hi, lo)
 
     def to_onnx(self, props: dict[str, str] | None = None):
         """The bank as an ONNX graph (``neighbours.onnx``), so that onnxruntime computes the distances

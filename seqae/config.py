@@ -363,7 +363,8 @@ class ExportConfig(Config):
         neighbours: long layout: also write ``neighbours.onnx``, every full window of the training
             data at stride 1 (``seqae.baseline``), so that ``seqae embed`` writes each window's
             ``nearest_distance`` and each step's ``window_distance_min``, the step score; and
-            ``neighbours.parquet``, the bank's own windows against the rest of it, which ``seqae
+            ``neighbours.parquet``, the training windows against the bank without the windows that
+            overlap each one, which ``seqae
             threshold`` fits the step threshold on. Its parity against float64 is checked with
             ``error_rtol``.
         neighbours_max_windows: the bank's windows at most (0: as many as fit in 256 MiB with their

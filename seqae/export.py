@@ -645,15 +645,18 @@ def _reference(directory: Path, info, data: str, split: _Split) -> dict[str, Any
 
 
 def write_neighbours(staging: Path, info, data: str, split: _Split, props: dict[str, Any], config: ExportConfig,
-                     values: np.ndarray, lengths: np.ndarray) -> tuple[Path, dict[str, Any]]:
-    """Long layout: ``neighbours.onnx``, the bank of every full window of the export's data at stride 1
-    (the training data, its row filter applied), checked against the same distances in float64
-    (``seqae.baseline.NearestWindows``) on the parity rows; and ``neighbours.parquet``, the bank's own
-    windows at the model's stride scored against the rest of the bank (``self_distances``: without
-    the windows that overlap them), which ``seqae threshold`` fits the step threshold on.
+                     values: np.ndarray, lengths: np.ndarray) -> tuple[Path | None, dict[str, Any]]:
+    """Long layout: ``neighbours.onnx``, the bank of every full window of the training data at stride 1
+    (``training.data`` of ``seqae.json``, its row filter applied; ``data`` where none is recorded),
+    checked against the same distances in float64 (``seqae.baseline.NearestWindows``) on the parity
+    rows, moved off the bank by a little noise so that the check is not of distances near 0; and
+    ``neighbours.parquet``, the training windows at the model's stride scored against the bank without
+    the windows that overlap them (``reference_distances``), which ``seqae threshold`` fits the step
+    threshold on.
 
     Returns:
-        ``neighbours.onnx`` and ``seqae.json``'s ``export.neighbours`` record.
+        ``neighbours.onnx`` (None where the training data holds no full window: the model is
+        exported without a bank, with a warning) and ``seqae.json``'s ``export.neighbours`` record.
 
     Raises:
         ParityError: the graph's distances differ from float64 beyond ``error_rtol`` (relative) and
@@ -666,30 +669,43 @@ def write_neighbours(staging: Path, info, data: str, split: _Split, props: dict[
     from seqae.baseline import INPUT_WINDOWS, NearestWindows
 
     started = time.perf_counter()
-    bank = NearestWindows.build(data, info.data, info.model.num_features, info.metadata["normalization"],
-                                max_windows=config.neighbours_max_windows or None, row_filter=split.row_filter)
+    source = info.metadata.get("training", {}).get("data") or data
+    try:
+        bank = NearestWindows.build(source, info.data, info.model.num_features, info.metadata["normalization"],
+                                    max_windows=config.neighbours_max_windows or None, row_filter=split.row_filter)
+    except SeqaeError as exc:  # e.g. every series shorter than the window: the model exports without a bank
+        log.warning("%s: exported without %s (steps are scored by window_error_min): %s", info.directory,
+                    names.NEIGHBOURS_ONNX, exc)
+        return None, {"written": False, "reason": str(exc)}
     proto = bank.to_onnx({k: str(v) for k, v in props.items()} | {"seqae.precision": "fp32"})
     path = staging / names.NEIGHBOURS_ONNX
     _save(proto, path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    want = bank.distances(values, lengths)
-    windows, used = bank.prepare(values, lengths, np.float32)
+    # the parity rows are training windows, most of them in the bank: moved off it by noise of a tenth
+    # of each feature's spread, so that the distances are those of new windows, not 0
+    noise = np.random.default_rng(0).normal(0.0, 0.1, values.shape) * np.asarray(info.metadata["normalization"]["std"])
+    moved = np.where(np.arange(values.shape[1])[None, :, None] < lengths[:, None, None], values + noise, 0.0)
+    want = bank.distances(moved, lengths)
+    windows, used = bank.prepare(moved, lengths, np.float32)
     got = session.run([names.NEAREST_DISTANCE], {INPUT_WINDOWS: windows, names.INPUT_LENGTHS: used})[0]
     diff = np.abs(got.astype(np.float64) - want)
     passed = bool(np.isfinite(got).all() and (diff <= config.error_rtol * np.abs(want) + NEIGHBOURS_ATOL).all())
-    own, spacing = bank.self_distances(int(info.data.stride or 1))
-    reference = {"what": "the bank's own windows, every spacing steps of each series, against the bank without the "
-                         "windows that overlap them", "spacing": spacing, "windows": int(len(own)),
-                 "nearest_distance_median": float(np.median(own)) if len(own) else None}
+    own, scored = bank.reference_distances(source, info.data, row_filter=split.row_filter)
+    finite = own[np.isfinite(own)]
+    reference = {"what": "windows of the training data at the model's stride against the bank without the windows "
+                         "that overlap them; NaN between runs", **scored,
+                 "nearest_distance_median": float(np.median(finite)) if len(finite) else None}
     table = pa.table({names.NEAREST_DISTANCE: own.astype(np.float32)}).replace_schema_metadata(
         {names.PARQUET_METADATA_KEY: json.dumps(reference)})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     write_bytes(staging / names.NEIGHBOURS_REFERENCE_FILE, sink.getvalue().to_pybytes())
-    record = {**{k: v for k, v in bank.describe().items() if k != "what"}, "bytes": path.stat().st_size,
-              "reference": reference,
+    record = {"written": True, **{k: v for k, v in bank.describe().items() if k != "what"},
+              "bytes": path.stat().st_size, "reference": reference,
               "parity": {"passed": passed, "rows": int(len(want)), "max_abs": float(diff.max()),
-                         "by": "neighbours.onnx (float32, CPU provider) against seqae.baseline in float64",
+                         "max_rel": float((diff / np.maximum(want, 1e-12)).max()),
+                         "by": "neighbours.onnx (float32, CPU provider) against seqae.baseline in float64, on the "
+                               "parity rows with noise of 0.1 standard deviations",
                          "rtol": config.error_rtol, "atol": NEIGHBOURS_ATOL},
               "seconds": round(time.perf_counter() - started, 3)}
     if not passed:
@@ -955,7 +971,8 @@ def _export(model_dir: Path, config: ExportConfig, data: str | None) -> dict[str
         bank_record = None
         if info.data.layout == "long" and info.data.window and config.neighbours:
             bank_path, bank_record = write_neighbours(staging, info, data, split, props, config, values, lengths)
-            files[bank_path.name] = _file_record(bank_path, "fp32", "neighbours")
+            if bank_path is not None:
+                files[bank_path.name] = _file_record(bank_path, "fp32", "neighbours")
         export_meta = export_record(info, config, protos, files, report, variants)
         if bank_record is not None:
             export_meta["neighbours"] = bank_record

@@ -22,7 +22,7 @@ SCORER_INT8_ONNX = "scorer.int8.onnx"
 NEIGHBOURS_ONNX = "neighbours.onnx"  # long layout: the bank of training windows (seqae.baseline)
 THRESHOLD_FILE = "threshold.json"
 REFERENCE_FILE = "reference.parquet"  # errors and embeddings of held-out rows: the drift reference
-NEIGHBOURS_REFERENCE_FILE = "neighbours.parquet"  # the bank's windows against the rest: the step threshold's data
+NEIGHBOURS_REFERENCE_FILE = "neighbours.parquet"  # training windows against the bank: the step threshold's data
 
 # An output folder of `seqae embed` (seqae.infer.commit.OutputFolder is the one owner of this layout). Each
 # folder below OUT holds Parquet files of one schema and nothing else, so that every engine reads it

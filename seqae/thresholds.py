@@ -125,18 +125,20 @@ def run_scores(window_errors: np.ndarray, covering: tuple[int, ...], statistic: 
 
 
 def step_statistic(threshold: Threshold | None, neighbours: bool = False) -> str:
-    """The step statistic a model's threshold reads: the one its step threshold was fitted on; without
-    one, ``NEIGHBOURS_STEP_STATISTIC`` for a model with a bank of training windows (``neighbours``),
-    else ``STEP_STATISTIC``."""
-    fitted = threshold.statistic_ if threshold is not None else None
-    return fitted or (NEIGHBOURS_STEP_STATISTIC if neighbours else STEP_STATISTIC)
+    """The step statistic a model's threshold reads: the one its step threshold was fitted on;
+    ``STEP_STATISTIC`` for a threshold without a step threshold (its window threshold is on errors);
+    without a threshold, ``NEIGHBOURS_STEP_STATISTIC`` for a model with a bank of training windows
+    (``neighbours``), else ``STEP_STATISTIC``."""
+    if threshold is not None:  # a threshold without a step threshold (written before them): the error's
+        return threshold.statistic_ or STEP_STATISTIC  # statistic, in the window threshold's units
+    return NEIGHBOURS_STEP_STATISTIC if neighbours else STEP_STATISTIC
 
 
 def step_score(threshold: Threshold | None, columns: Mapping[str, np.ndarray],
                windows: np.ndarray) -> tuple[str, np.ndarray]:
     """The step score a model's threshold reads, with its statistic's name: the column the step
-    threshold was fitted on (without one: ``window_distance_min`` where ``columns`` hold it, else
-    ``STEP_STATISTIC``), partly covered steps scaled to their own run's threshold
+    threshold was fitted on (``step_statistic``: without any threshold, ``window_distance_min`` where
+    ``columns`` hold it), partly covered steps scaled to their own run's threshold
     (``Threshold.adjust_steps``). What ``seqae embed`` flags and ``seqae evaluate`` ranks.
 
     Args:
@@ -150,7 +152,7 @@ def step_score(threshold: Threshold | None, columns: Mapping[str, np.ndarray],
     """
     name = step_statistic(threshold, NEIGHBOURS_STEP_STATISTIC in columns)
     if name not in columns:
-        raise SeqaeError(f"step threshold: fitted on {name}, which this model does not compute (no "
+        raise SeqaeError(f"{THRESHOLD_FILE}: the step threshold was fitted on {name}, which this model does not compute (no "
                          f"{names.NEIGHBOURS_ONNX}: exported without its bank of training windows?); re-run "
                          "seqae threshold")
     values = np.asarray(columns[name], dtype=np.float64)

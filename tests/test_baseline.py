@@ -126,28 +126,44 @@ def test_the_bank_grows_as_windows_arrive_and_a_large_limit_allocates_nothing_up
     np.testing.assert_allclose(thinned.bank, expected[np.flatnonzero(np.arange(len(expected)) % 2 == 0)], rtol=1e-6)
 
 
-def test_self_distances_leave_out_the_windows_that_overlap_each_one(tmp_path):
-    """What the step threshold is fitted on: each window at the model's stride against the bank without
-    the windows of its own series that share a step with it; windows of another series all count."""
+def test_reference_distances_leave_out_the_windows_that_overlap_each_one(tmp_path, monkeypatch):
+    """What the step threshold is fitted on: the data's windows at the model's stride, each against the
+    bank without the windows of its own series that share a step with it (windows of another series all
+    count), a NaN between series; read apart from the bank, so a thinned bank changes only the bank."""
+    import seqae.baseline as baseline
+
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=30).astype(np.float32), rng.normal(size=20).astype(np.float32)
-    bank = NearestWindows.build(long_data(tmp_path / "d", {"a": a, "b": b}), config(), 2, NORMALIZATION,
-                                read_batch_size=7)
-    got, spacing = bank.self_distances(3)
-    wa, wb = windows_of(a), windows_of(b)  # 26 and 16 windows
-    every = np.concatenate([wa, wb])
-    expected = []
-    for series, offset in ((wa, 0), (wb, len(wa))):
-        for i in range(len(series)):
-            if (offset + i) % 3:  # every third window read, counted over both series
-                continue
-            others = [j for j in range(len(every)) if not (offset <= j < offset + len(series) and abs(j - offset - i) < WINDOW)]
-            expected.append(((every[others] - series[i]) ** 2).mean(axis=1).min())
-    assert spacing == 3
-    np.testing.assert_allclose(got, expected, rtol=1e-9)
-    # a bank thinned to every 4th window: the spacing is the next multiple of its own stride
-    thinned = NearestWindows.build(long_data(tmp_path / "e", {"a": a}), config(), 2, NORMALIZATION, max_windows=8)
-    assert thinned.stride == 4 and thinned.self_distances(3)[1] == 4 and thinned.self_distances(10)[1] == 8
+    data = long_data(tmp_path / "d", {"a": a, "b": b})
+    wa, wb = windows_of(a), windows_of(b)  # 26 and 16 windows at stride 1
+
+    def expected(bank_rows):
+        out = []
+        for series, offset in ((wa, 0), (wb, len(wa))):
+            if out:
+                out.append(np.nan)
+            for i in range(0, len(series), 3):  # the model's stride
+                others = [j for j in bank_rows if not (offset <= j < offset + len(series) and abs(j - offset - i) < WINDOW)]
+                out.append(((np.concatenate([wa, wb])[others] - series[i]) ** 2).mean(axis=1).min())
+        return np.array(out)
+
+    bank = NearestWindows.build(data, config(), 2, NORMALIZATION, read_batch_size=7)
+    got, scored = bank.reference_distances(data, config(), read_batch_size=5)
+    np.testing.assert_allclose(got, expected(range(26 + 16)), rtol=1e-9)
+    assert scored["windows"] == 9 + 6 and scored["stride"] == 3 and scored["blocks"] == "all"
+    # a bank thinned to every 4th window read: the same query windows, against what the bank kept
+    thinned = NearestWindows.build(data, config(), 2, NORMALIZATION, max_windows=11)
+    assert thinned.stride == 4
+    got, _ = thinned.reference_distances(data, config())
+    np.testing.assert_allclose(got, expected(range(0, 42, 4)), rtol=1e-9)
+    # more windows than asked for: blocks of consecutive ones spread over the data, a NaN between blocks
+    monkeypatch.setattr(baseline, "REFERENCE_BLOCK", 2)
+    got, scored = bank.reference_distances(data, config(), max_windows=8)
+    full = expected(range(42))
+    # windows 0-8 of a and 9-14 of b (full has a NaN at 9 between them): blocks 0-1, 4-5, 8-9, 12-13
+    kept = np.r_[full[[0, 1]], np.nan, full[[4, 5]], np.nan, full[[8]], np.nan, full[[10]], np.nan, full[[13, 14]]]
+    np.testing.assert_allclose(got, kept, rtol=1e-9)
+    assert scored["blocks"] == "2 windows in 2"
 
 
 def test_the_onnx_bank_gives_the_float64_distances_for_full_and_shorter_windows(tmp_path):

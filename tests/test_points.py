@@ -166,7 +166,7 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     assert exported["files"]["neighbours.onnx"]["graph"] == "neighbours"
     refused = CliRunner().invoke(app, ["--quiet", "threshold", "--model", str(tmp_path / "m"), "--data",
                                        str(tmp_path / "train"), "--false-alarm-rate", "0.05", "--device", "cpu"])
-    assert refused.exit_code != 0 and "windows of the model's bank" in str(refused.exception)
+    assert refused.exit_code != 0 and "a shard the model trained on" in str(refused.exception)
     assert not (tmp_path / "m" / "threshold.json").exists()
     # Normal data the model did not train on: the same signal, other noise.
     (tmp_path / "normal").mkdir()

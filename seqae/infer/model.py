@@ -4,6 +4,7 @@ once and reused for every shard (one per process or Ray worker, never one per sh
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from seqae.io import (
 from seqae.modeldir import ModelInfo
 from seqae.storage import Location, sha256_text
 from seqae.thresholds import Threshold
+
+log = logging.getLogger(__name__)
 
 #: Sequences per onnxruntime call. Small batches were fastest on a 2-core CPU (cache-resident
 #: LSTM state), large ones keep a GPU busy.
@@ -113,12 +116,15 @@ class InferenceModel:
 
     @classmethod
     def open(cls, model_dir: str | os.PathLike, config: EmbedConfig = EmbedConfig(), *,
-             data_config: DataConfig | None = None, null_scorer: bool = False) -> InferenceModel:
+             data_config: DataConfig | None = None, null_scorer: bool = False,
+             neighbours: bool = True) -> InferenceModel:
         """Verify the ONNX file ``config`` asks for and open its session.
 
         Args:
             null_scorer: answer zeros instead of running the model (pipeline capacity only; the
                 outputs are not embeddings).
+            neighbours: open the model's bank of training windows where it has one (False: what
+                needs no ``nearest_distance``, e.g. drift, skips its cost).
 
         Raises:
             ModelDirError, ChecksumError: see ``ModelArtifacts.open``.
@@ -144,7 +150,12 @@ class InferenceModel:
             raise ConfigError(f"step_scores: per-timestamp scores need the long layout; {info.where} was "
                               f"trained on the {data.layout} layout (its step_error column is per sequence)")
         threshold = Threshold.load(location)
-        neighbours = has_neighbours(info, data)
+        neighbours = neighbours and has_neighbours(info, data)
+        if config.step_scores and neighbours and threshold is not None \
+                and threshold.statistic_ != names.WINDOW_DISTANCE_MIN:
+            log.warning("%s: steps are scored by %s, the statistic its step threshold was fitted on, not by the "
+                        "bank's %s (the threshold predates the bank); re-run seqae threshold", info.where,
+                        threshold.statistic_ or names.WINDOW_ERROR_MIN, names.WINDOW_DISTANCE_MIN)
         if config.step_scores and threshold is not None and threshold.statistic_ == names.WINDOW_DISTANCE_MIN \
                 and not neighbours:
             raise ModelDirError(f"{info.where}: the step threshold was fitted on {names.WINDOW_DISTANCE_MIN}, the "

@@ -54,15 +54,18 @@ def test_export_writes_the_bank_with_its_parity_checksum_and_the_step_thresholds
     record = exported.record["neighbours"]
     # every full window of the training data at stride 1: 8 series of 2000 steps
     assert record["bank_stride"] == 1 and record["bank_windows"] == record["windows_read"] == 8 * (2000 - WINDOW + 1)
-    assert record["parity"]["passed"] and record["parity"]["max_abs"] < 1e-5
+    assert record["parity"]["passed"] and record["parity"]["max_abs"] < 1e-5 and record["parity"]["rows"] > 100
     assert exported.files["neighbours.onnx"]["graph"] == "neighbours"
     ModelArtifacts.open(root / "m", ("neighbours.onnx",))  # its sha256 checks
-    # the step threshold's data: every STRIDE-th window against the bank without the ones overlapping it
-    own, spacing = read_neighbours_reference(root / "m")
-    assert spacing == STRIDE and len(own) == record["reference"]["windows"] == 8 * (2000 - WINDOW + 1) // STRIDE
-    assert own.min() > 1e-4  # never its own window
+    # the step threshold's data: every STRIDE-th window of each series against the bank without the ones
+    # overlapping it, a NaN between series
+    own, stride = read_neighbours_reference(root / "m")
+    per_series = (2000 - WINDOW) // STRIDE + 1
+    assert stride == STRIDE and len(own) == 8 * per_series + 7 and record["reference"]["windows"] == 8 * per_series
+    assert np.isnan(own).sum() == 7 and np.nanmin(own) > 1e-4  # never its own window
     assert threshold.statistic_ == "window_distance_min" and threshold.covering_ == (WINDOW // STRIDE,)
-    assert threshold.steps_.n_samples_ == len(own) - WINDOW // STRIDE + 1
+    assert threshold.steps_.n_samples_ == 8 * (per_series - WINDOW // STRIDE + 1)  # no run across two series
+    assert record["parity"]["passed"] and record["parity"]["max_rel"] < 1e-3
 
 
 def test_the_step_threshold_on_distances_holds_its_rate_on_normal_series_it_never_saw(banked):
@@ -115,3 +118,33 @@ def test_a_run_without_the_bank_is_computed_again_and_an_orphaned_step_threshold
     rerun = embed(model, str(root / "train"), tmp_path / "out", EmbedConfig(device="cpu"))
     assert [r.status for r in rerun.shards] == ["done"]
     assert "nearest_distance" not in pq.read_table(tmp_path / "out" / "embeddings" / "part.parquet").column_names
+
+
+def test_training_data_is_refused_and_an_old_threshold_keeps_its_error_statistic(banked, tmp_path, caplog):
+    """``--data`` of the training data is refused (its windows are the bank); a threshold without a
+    step threshold (written before them) is read against window_error_min, in its units, with a
+    warning to refit, never against the distances."""
+    import shutil
+
+    from seqae.anomaly import fit_threshold
+    from seqae.errors import SeqaeError
+    from seqae.infer import embed
+    from seqae.thresholds import Threshold, canonical_sha256
+
+    root, _, _ = banked
+    model = tmp_path / "m"
+    shutil.copytree(root / "m", model)
+    with pytest.raises(SeqaeError, match="a shard the model trained on"):
+        fit_threshold(model, data=str(root / "train"), device="cpu")
+    body = json.loads((model / "threshold.json").read_text())
+    for key in ("steps", "sha256"):
+        body.pop(key)
+    (model / "threshold.json").write_text(json.dumps({**body, "sha256": canonical_sha256(body)}))
+    old = Threshold.load(model)
+    assert old.steps_ is None
+    embed(model, normal_series(tmp_path / "fresh", 9, series=2), tmp_path / "out",
+          EmbedConfig(device="cpu", step_scores=True))
+    assert "not by the bank's window_distance_min" in caplog.text
+    steps = pq.read_table(tmp_path / "out" / "steps" / "part.parquet")
+    flagged = steps.column("is_anomaly").to_numpy(zero_copy_only=False)
+    assert flagged.tolist() == (steps.column("window_error_min").to_numpy() > old.threshold_).tolist()
