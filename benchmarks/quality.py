@@ -940,14 +940,15 @@ def _held_out(r: dict, window: int, stride: int, rate: float) -> str:
 
     covering = max(covering_runs(window, stride))
     s = r.get("seqae", r)
-    if s.get("score") == "window_distance_min":
-        windows, source = s["step_threshold_fitted_on"] + covering - 1, "step scores of the bank's own windows"
-    else:
-        windows, source = r["validation_rows"], "held-out step scores"
-    independent = windows // covering
     needed = int(np.ceil(5 / rate))
-    if independent == 1:
-        source = source.replace("scores", "score", 1)
+    if s.get("score") == "window_distance_min":  # runs within each series of the training windows
+        fitted = s["step_threshold_fitted_on"]
+        independent = max(fitted // covering, 1)
+        return (f"; fitted on {fitted} step scores of the training windows against the bank, about {independent} "
+                f"independent, the rate needs {needed}" if independent < needed else "")
+    windows = r["validation_rows"]
+    independent = windows // covering
+    source = "held-out step score" if independent == 1 else "held-out step scores"
     return (f"; fitted on {independent} independent {source} ({windows} windows), the rate needs {needed}"
             if independent < needed else "")
 
