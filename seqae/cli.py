@@ -620,7 +620,10 @@ def threshold_cmd(
                  "false_alarm_rate": config.false_alarm_rate, "fitted_on": fitted.n_samples_, "tail": fitted.tail_,
                  **({} if steps is None else {"steps": {"threshold": steps.threshold_, "method": steps.method_,
                                                         "statistic": fitted.statistic_,
-                                                        "fitted_on": steps.n_samples_}}),
+                                                        "fitted_on": steps.n_samples_,
+                                                        **({"data": names.NEIGHBOURS_REFERENCE_FILE}
+                                                           if data is None and fitted.statistic_ == names.WINDOW_DISTANCE_MIN
+                                                           else {})}}),
                  "data": data or "the held-out reference"})
 
 

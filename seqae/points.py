@@ -276,7 +276,8 @@ def point_metrics(scored: ScoredSteps, threshold: float | None, margin: int = UC
     y, s = scored.anomalous, scored.score.astype(np.float64)
     bounds = key_runs(scored.keys)
     warnings = []
-    fitted_on = "held-out step scores"
+    fitted_on = ("step scores of normal windows against the bank" if scored.statistic == WINDOW_DISTANCE_MIN
+                 else "held-out step scores")
     if scored.step_threshold is not None:
         threshold = scored.step_threshold
     elif threshold is not None:

@@ -187,7 +187,7 @@ def test_long_layout_evaluation_end_to_end_agrees_with_embed_step_scores(tmp_pat
     report = evaluate(tmp_path / "m", str(tmp_path / "test"), tmp_path / "eval", label_column="y", normal_value=0)
     m = report["points"]
     assert m["at_threshold"]["threshold"] == fitted["steps"]["threshold"]
-    assert m["at_threshold"]["fitted_on"] == "held-out step scores"
+    assert m["at_threshold"]["fitted_on"] == "step scores of normal windows against the bank"
     assert m["steps_unlabelled"] == 1 and m["anomalous_steps_unscored"] > 0
     assert m["anomalous_steps"] + m["anomalous_steps_unscored"] == 10 and m["segments"] == 1
     assert m["steps"] + m["steps_unscored"] + m["steps_unlabelled"] == 300
